@@ -1,0 +1,1 @@
+"""The core: buffer pool, vectors, nodes and the dispatcher."""

@@ -1,0 +1,375 @@
+"""Graph: named nodes, named arcs, and the dispatcher that runs vectors to completion.
+
+Each node owns an input queue big enough for every buffer of the pool (a buffer is in at
+most one queue, so queues never overflow). After a node processes a vector, the
+dispatcher reads pool.next[b] for each buffer and appends b to the queue of the node that
+arc leads to -- VPP's vlib_buffer_enqueue_to_next. Queues are drained in chunks of
+VECTOR_SIZE, so each node call amortizes its Python-level cost over a whole vector.
+
+run_once() polls every input node once and runs everything to completion; run() loops,
+busy-polling while there is traffic and sleeping on the inputs' file descriptors (and
+the control plane's) when there is none.
+"""
+import select
+import time
+
+import numpy as np
+from cpython.ref cimport PyObject
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from fastpath.graph.buffer cimport BufferPool, VECTOR_SIZE
+from fastpath.graph.node cimport Node, ARC_DROP
+from fastpath.graph.trace import Tracer
+
+
+cdef inline uint64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t> ts.tv_sec * 1000000000ULL + ts.tv_nsec
+
+
+cdef class Graph:
+    cdef readonly BufferPool pool
+    cdef readonly list nodes
+    cdef readonly dict by_name
+    cdef readonly list error_names       # global error code -> (node, reason, text)
+    cdef readonly object tracer
+    cdef list _queues                    # numpy arrays backing the C queues
+    cdef uint32_t **queue
+    cdef uint32_t *qlen
+    cdef int n_nodes
+    cdef list inputs
+    cdef public bint stopping
+    cdef list _timers                    # [next_due, period, callback]
+    cdef dict _fds                       # fd -> callback (control plane)
+    cdef public double idle_sleep        # longest sleep when idle, seconds
+    cdef public int idle_spins           # empty polls before sleeping
+    cdef readonly object drop
+
+    def __init__(self, BufferPool pool=None, uint32_t n_buffers=16384):
+        self.pool = pool if pool is not None else BufferPool(n_buffers)
+        self.nodes = []
+        self.by_name = {}
+        self.error_names = [("error-drop", "unknown", "unknown error")]
+        self.tracer = Tracer()
+        self._queues = []
+        self.queue = NULL
+        self.qlen = NULL
+        self.n_nodes = 0
+        self.inputs = []
+        self._timers = []
+        self._fds = {}
+        self.idle_sleep = 0.01
+        self.idle_spins = 64
+        from fastpath.nodes.drop import ErrorDrop
+        self.drop = self.add(ErrorDrop())
+
+    def __dealloc__(self):
+        free(self.queue)
+        free(self.qlen)
+
+    # ---- building ----
+
+    def add(self, Node node):
+        """Add a node; its arcs are resolved now and whenever a target appears later."""
+        if node.name in self.by_name:
+            raise ValueError(f"node {node.name!r} already in the graph")
+        cdef int i = self.n_nodes
+        base = len(self.error_names)
+        for reason, text in type(node).errors:
+            self.error_names.append((node.name, reason, text))
+        if len(self.error_names) > 0xffff:
+            raise ValueError("too many error reasons")
+        node._attach(self, i, base)
+        q = np.zeros(self.pool.n_buffers, dtype=np.uint32)
+        self._queues.append(q)
+        self.queue = <uint32_t **> realloc(self.queue, (i + 1) * sizeof(uint32_t *))
+        self.qlen = <uint32_t *> realloc(self.qlen, (i + 1) * sizeof(uint32_t))
+        if self.queue == NULL or self.qlen == NULL:
+            raise MemoryError()
+        self.queue[i] = <uint32_t *> <size_t> q.ctypes.data
+        self.qlen[i] = 0
+        self.nodes.append(node)
+        self.by_name[node.name] = node
+        self.n_nodes += 1
+        if node.is_input:
+            self.inputs.append(node)
+        for n in self.nodes:
+            self._wire(n)
+        return node
+
+    def remove(self, name):
+        """Take a node out of service: its arcs and the arcs into it lead to error-drop."""
+        cdef Node node = self.by_name.pop(name)
+        self.flush_node(node)
+        if node in self.inputs:
+            self.inputs.remove(node)
+        for n in self.nodes:
+            self._wire(n)
+
+    def _wire(self, Node node):
+        for a, target in enumerate(node.next_names):
+            t = self.by_name.get(target)
+            node._set_arc(a, t.index if t is not None else self.drop.index)
+
+    def __getitem__(self, name):
+        return self.by_name[name]
+
+    def __contains__(self, name):
+        return name in self.by_name
+
+    def flush_node(self, Node node):
+        """Drop whatever waits in a node's queue (used when removing it)."""
+        cdef int i = node.index
+        if self.qlen[i]:
+            self.pool.free(self.queue[i], self.qlen[i])
+            self.qlen[i] = 0
+
+    # ---- running ----
+
+    def inject(self, name, vector):
+        """Queue buffers for node `name` (tests, replay, punts from control)."""
+        cdef Node node = self.by_name[name]
+        cdef uint32_t[::1] v = np.ascontiguousarray(vector, dtype=np.uint32)
+        cdef int k
+        for k in range(v.shape[0]):
+            self.queue[node.index][self.qlen[node.index]] = v[k]
+            self.qlen[node.index] += 1
+
+    cdef inline void enqueue(self, Node node, uint32_t *bufs, int n) noexcept:
+        cdef int k
+        cdef uint32_t b, t
+        cdef uint16_t a
+        cdef uint16_t *nxt = self.pool.next
+        for k in range(n):
+            b = bufs[k]
+            a = nxt[b]
+            t = node.arcs[a] if a < node.n_arcs else node.arcs[ARC_DROP]
+            self.queue[t][self.qlen[t]] = b
+            self.qlen[t] += 1
+
+    cdef void call_node(self, Node node, uint32_t *bufs, int n) except *:
+        cdef uint64_t t0
+        if node.capture is not None and node.is_sink:
+            node.capture.write_buffers(self.pool, self._vector(bufs, n))
+        t0 = now_ns()
+        if node.is_python:
+            node.process(self._vector(bufs, n))
+        else:
+            node.process_c(bufs, n)
+        node.ns += now_ns() - t0
+        node.calls += 1
+        node.vectors += 1
+        node.packets += n
+        if self.tracer.active:
+            self.trace_vector(node, bufs, n)
+        if not node.is_sink:
+            self.enqueue(node, bufs, n)
+
+    cdef object _vector(self, uint32_t *bufs, int n):
+        v = np.empty(n, dtype=np.uint32)
+        cdef uint32_t[::1] w = v
+        cdef int k
+        for k in range(n):
+            w[k] = bufs[k]
+        return v
+
+    cdef void trace_vector(self, Node node, uint32_t *bufs, int n) except *:
+        cdef int k
+        for k in range(n):
+            if self.pool.trace[bufs[k]]:
+                self.tracer.add(self.pool.trace[bufs[k]], node.name, node.format_trace(bufs[k]))
+
+    cdef int poll_input(self, Node node) except -1:
+        cdef uint32_t bufs[VECTOR_SIZE]
+        cdef uint64_t t0 = now_ns()
+        cdef int n, k
+        if node.is_python:
+            v = np.asarray(node.poll(VECTOR_SIZE), dtype=np.uint32)
+            n = min(len(v), VECTOR_SIZE)
+            for k in range(n):
+                bufs[k] = v[k]
+        else:
+            n = node.poll_c(bufs, VECTOR_SIZE)
+        node.calls += 1
+        if n == 0:
+            return 0
+        node.ns += now_ns() - t0
+        node.vectors += 1
+        node.packets += n
+        if node.trace_budget > 0:
+            for k in range(min(n, node.trace_budget)):
+                self.pool.trace[bufs[k]] = self.tracer.start(node.name, self.pool.get_frame(bufs[k]))
+            node.trace_budget -= min(n, node.trace_budget)
+        if node.capture is not None:
+            node.capture.write_buffers(self.pool, self._vector(bufs, n))
+        if self.tracer.active:
+            self.trace_vector(node, bufs, n)
+        self.enqueue(node, bufs, n)
+        return n
+
+    cdef int drain(self) except -1:
+        cdef bint again = True
+        cdef int i, head, n, total = 0
+        cdef uint32_t count
+        cdef Node node
+        while again:
+            again = False
+            for i in range(self.n_nodes):
+                count = self.qlen[i]
+                if count == 0:
+                    continue
+                again = True
+                node = <Node> self.nodes[i]
+                self.qlen[i] = 0
+                head = 0
+                while head < <int> count:
+                    n = min(<int> count - head, VECTOR_SIZE)
+                    self.call_node(node, self.queue[i] + head, n)
+                    head += n
+                total += count
+        return total
+
+    def run_once(self):
+        """Poll each input once and run every queued vector to completion.
+        Returns how many frames the inputs produced."""
+        cdef int got = 0
+        cdef Node node
+        for node in self.inputs:
+            got += self.poll_input(node)
+        self.drain()
+        return got
+
+    def run_until_idle(self, int max_loops=1000000):
+        """run_once() until the inputs have nothing more (in-memory graphs, tests)."""
+        cdef int loops = 0
+        total = 0
+        while loops < max_loops:
+            got = self.run_once()
+            total += got
+            loops += 1
+            if got == 0:
+                break
+        return total
+
+    def add_timer(self, double period, callback):
+        """Call callback(now) every `period` seconds from the dispatch loop (aging, stats)."""
+        self._timers.append([time.monotonic() + period, period, callback])
+
+    def add_fd(self, int fd, callback):
+        """Wake the idle loop when fd is readable and call callback(fd) (control sockets)."""
+        self._fds[fd] = callback
+
+    def remove_fd(self, int fd):
+        self._fds.pop(fd, None)
+
+    def _run_timers(self, now):
+        due = 0.0
+        for t in self._timers:
+            if now >= t[0]:
+                t[0] = now + t[1]
+                t[2](now)
+            due = t[0] if due == 0.0 else min(due, t[0])
+        return due
+
+    def run(self):
+        """Dispatch until stop() is called: busy-poll while frames arrive, then sleep on
+        the inputs' file descriptors so an idle switch uses no CPU."""
+        cdef int empty = 0
+        self.stopping = False
+        poller = select.poll()
+        registered = set()
+        while not self.stopping:
+            if self.run_once():
+                empty = 0
+            else:
+                empty += 1
+            now = time.monotonic()
+            due = self._run_timers(now)
+            if empty < self.idle_spins and not self._ready_fds(poller, registered, 0):
+                continue
+            timeout = self.idle_sleep if empty >= self.idle_spins else 0
+            if due:
+                timeout = max(0.0, min(timeout, due - now))
+            self._ready_fds(poller, registered, int(timeout * 1000))
+
+    def _ready_fds(self, poller, registered, int timeout_ms):
+        """poll() the inputs' and control fds; run control callbacks that are ready."""
+        want = set(self._fds)
+        for node in self.inputs:
+            fd = node.fileno() if hasattr(node, "fileno") else -1
+            if fd >= 0:
+                want.add(fd)
+        for fd in registered - want:
+            poller.unregister(fd)
+        for fd in want - registered:
+            poller.register(fd, select.POLLIN)
+        registered.clear()
+        registered.update(want)
+        if not want:
+            if timeout_ms > 0:
+                time.sleep(timeout_ms / 1000.0)
+            return False
+        ready = poller.poll(timeout_ms)
+        for fd, ev in ready:
+            cb = self._fds.get(fd)
+            if cb is not None:
+                cb(fd)
+        return bool(ready)
+
+    def stop(self):
+        self.stopping = True
+
+    # ---- observability ----
+
+    def runtime(self):
+        """Per-node counters, like VPP's `show runtime`."""
+        rows = []
+        for node in self.nodes:
+            c = node.counters()
+            if c["calls"] == 0:
+                continue
+            c["name"] = node.name
+            c["state"] = "polling" if node.is_input else "active"
+            c["vectors_per_call"] = c["packets"] / c["calls"] if c["calls"] else 0.0
+            c["ns_per_packet"] = c["ns"] / c["packets"] if c["packets"] else 0.0
+            rows.append(c)
+        return rows
+
+    def show_runtime(self):
+        lines = [f"{'Name':<28}{'State':>10}{'Calls':>12}{'Vectors':>12}{'Packets':>14}"
+                 f"{'ns/Packet':>12}{'Vectors/Call':>14}"]
+        for r in self.runtime():
+            lines.append(f"{r['name']:<28}{r['state']:>10}{r['calls']:>12}{r['vectors']:>12}"
+                         f"{r['packets']:>14}{r['ns_per_packet']:>12.1f}{r['vectors_per_call']:>14.2f}")
+        return "\n".join(lines)
+
+    def errors(self):
+        """[(count, node, reason, text)] for every error seen, like VPP's `show errors`."""
+        counts = self.drop.counts()
+        return [(int(counts[code]), *self.error_names[code])
+                for code in range(len(self.error_names)) if counts[code]]
+
+    def show_errors(self):
+        lines = [f"{'Count':>12}  {'Node':<24}{'Reason'}"]
+        for count, node, reason, text in self.errors():
+            lines.append(f"{count:>12}  {node:<24}{text}")
+        return "\n".join(lines)
+
+    def clear_runtime(self):
+        for node in self.nodes:
+            node.clear_counters()
+
+    def trace_add(self, input_name, int count):
+        node = self.by_name.get(input_name)
+        if node is None or not node.is_input:
+            raise ValueError(f"no input node named {input_name!r}")
+        node.trace_budget += count
+        self.tracer.active = True
+
+    def trace_clear(self):
+        for node in self.nodes:
+            node.trace_budget = 0
+        self.tracer.clear()

@@ -1,0 +1,25 @@
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from fastpath.graph.buffer cimport BufferPool
+
+cdef enum:
+    MAX_ARCS = 1024
+    ARC_DROP = 0           # arc 0 of every node leads to error-drop
+
+cdef class Node:
+    cdef public str name
+    cdef readonly int index              # position in the graph
+    cdef public object graph
+    cdef public BufferPool pool
+    cdef uint16_t arcs[MAX_ARCS]         # node-local arc -> graph node index
+    cdef readonly int n_arcs
+    cdef public list next_names          # arc index -> target node name
+    cdef readonly bint is_input          # polled each loop
+    cdef readonly bint is_sink           # consumes its buffers (tx, drop): nothing is enqueued after it
+    cdef readonly bint is_python         # process()/poll() written in Python
+    cdef readonly uint16_t err_base      # first global error code of this node's reasons
+    cdef public uint64_t calls, vectors, packets, ns
+    cdef public object capture           # a PcapWriter, or None
+    cdef public int trace_budget         # input nodes: how many more frames to trace
+
+    cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil
+    cdef int poll_c(self, uint32_t *bufs, int room) noexcept nogil

@@ -1,0 +1,83 @@
+# cython: language_level=3
+"""C-level interface of the MAC learning table (see fdb.pyx).
+
+Packet nodes cimport this file and call ``Fdb.lookup`` / ``Fdb.learn`` from
+``nogil`` loops.  Keys are built with ``fdb_key``.
+"""
+
+cimport cython
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+
+# Result of Fdb.learn().  cpdef so Python sees it as the IntEnum
+# ``fastpath.nodes.fdb.FdbResult`` too.
+cpdef enum FdbResult:
+    FDB_REFRESHED = 0   # known (VLAN, MAC) on the same port
+    FDB_LEARNED = 1     # new entry inserted
+    FDB_MOVED = 2       # known (VLAN, MAC), port changed
+    FDB_EVICTED = 3     # new entry inserted after evicting the oldest dynamic one
+    FDB_STATIC = 4      # static entry exists: nothing changed
+    FDB_FULL = 5        # table full of static entries: not inserted
+
+
+cdef extern from *:
+    """
+    #define FDB_NIL ((uint32_t)0xFFFFFFFFu)
+    """
+    const uint32_t FDB_NIL  # "no entry" in LRU links and the free list
+
+
+ctypedef struct fdb_entry_t:
+    uint64_t key            # fdb_key(mac, vlan)
+    double last_seen        # caller's clock, seconds
+    uint32_t prev           # LRU / static list links (entry ids or FDB_NIL)
+    uint32_t next
+    uint32_t hash           # cached mix(key); backward-shift and resize use it
+    uint16_t port
+    uint8_t is_static
+
+
+cdef inline uint64_t fdb_key(const uint8_t *mac, uint16_t vlan) noexcept nogil:
+    """(VLAN, MAC) -> uint64: MAC as a big-endian 48-bit value, VLAN above it."""
+    return ((<uint64_t>(vlan & 0xFFF) << 48)
+            | (<uint64_t>mac[0] << 40) | (<uint64_t>mac[1] << 32)
+            | (<uint64_t>mac[2] << 24) | (<uint64_t>mac[3] << 16)
+            | (<uint64_t>mac[4] << 8) | <uint64_t>mac[5])
+
+
+@cython.final
+cdef class Fdb:
+    cdef fdb_entry_t *slab      # slab of max_entries entries, allocated once
+    cdef uint32_t *slots        # open-addressing table: entry id + 1, 0 = empty
+    cdef uint32_t mask          # table size - 1 (table size is a power of two)
+    cdef uint32_t free_head     # free entry ids, chained through .next
+    cdef uint32_t lru_head      # oldest dynamic entry
+    cdef uint32_t lru_tail      # newest dynamic entry
+    cdef uint32_t static_head   # static entries live on their own list
+    cdef uint32_t static_tail
+    cdef uint32_t n_static
+
+    cdef readonly uint32_t max_entries
+    cdef public double aging_time
+
+    cdef readonly uint64_t n_entries
+    cdef readonly uint64_t learned
+    cdef readonly uint64_t moved
+    cdef readonly uint64_t evicted
+    cdef readonly uint64_t aged
+    cdef readonly uint64_t static_refused
+
+    # Packet path: no Python objects, no allocation, no clock reads.
+    cdef int lookup(self, uint64_t key) noexcept nogil
+    cdef int learn(self, uint64_t key, uint16_t port, double now) noexcept nogil
+
+    # Internals.
+    cdef uint32_t _find(self, uint64_t key, uint32_t h, uint32_t *slot) noexcept nogil
+    cdef uint32_t _insert(self, uint64_t key, uint32_t h, uint16_t port,
+                          uint8_t is_static, double now, uint32_t slot) noexcept nogil
+    cdef void _delete(self, uint32_t eid) noexcept nogil
+    cdef void _evict_oldest(self) noexcept nogil
+    cdef void _unlink(self, uint32_t eid) noexcept nogil
+    cdef void _append(self, uint32_t eid) noexcept nogil
+    cdef int _resize(self, uint32_t n) except -1
+    cdef list _rows(self, double now)

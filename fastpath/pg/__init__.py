@@ -1,0 +1,1 @@
+"""In-memory interfaces (VPP's packet generator, Snabb's selftest sources and sinks)."""
