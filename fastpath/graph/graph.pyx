@@ -47,6 +47,7 @@ cdef class Graph:
     cdef public double idle_sleep        # longest sleep when idle, seconds
     cdef public int idle_spins           # empty polls before sleeping
     cdef readonly object drop
+    cdef readonly object error_counts    # global error code -> frames dropped for it
 
     def __init__(self, BufferPool pool=None, uint32_t n_buffers=16384):
         self.pool = pool if pool is not None else BufferPool(n_buffers)
@@ -63,6 +64,7 @@ cdef class Graph:
         self._fds = {}
         self.idle_sleep = 0.01
         self.idle_spins = 64
+        self.error_counts = np.zeros(65536, dtype=np.uint64)
         from fastpath.nodes.drop import ErrorDrop
         self.drop = self.add(ErrorDrop())
 
@@ -82,7 +84,7 @@ cdef class Graph:
             self.error_names.append((node.name, reason, text))
         if len(self.error_names) > 0xffff:
             raise ValueError("too many error reasons")
-        node._attach(self, i, base)
+        node._attach(self, i, base, self.error_counts)
         q = np.zeros(self.pool.n_buffers, dtype=np.uint32)
         self._queues.append(q)
         self.queue = <uint32_t **> realloc(self.queue, (i + 1) * sizeof(uint32_t *))
@@ -167,6 +169,11 @@ cdef class Graph:
             self.trace_vector(node, bufs, n)
         if not node.is_sink:
             self.enqueue(node, bufs, n)
+        if node.n_extra:
+            if self.tracer.active:
+                self.trace_vector(node, node.extra, node.n_extra)
+            self.enqueue(node, node.extra, node.n_extra)
+            node.n_extra = 0
 
     cdef object _vector(self, uint32_t *bufs, int n):
         v = np.empty(n, dtype=np.uint32)
@@ -348,7 +355,7 @@ cdef class Graph:
 
     def errors(self):
         """[(count, node, reason, text)] for every error seen, like VPP's `show errors`."""
-        counts = self.drop.counts()
+        counts = self.error_counts
         return [(int(counts[code]), *self.error_names[code])
                 for code in range(len(self.error_names)) if counts[code]]
 

@@ -20,6 +20,19 @@ cdef class Node:
     cdef public uint64_t calls, vectors, packets, ns
     cdef public object capture           # a PcapWriter, or None
     cdef public int trace_budget         # input nodes: how many more frames to trace
+    cdef uint64_t *error_counts          # error-drop's counters, for frames that never existed
+    cdef uint32_t *extra                 # buffers a node creates (replicas), enqueued after it
+    cdef int n_extra
+    cdef object _extra
+
+    cdef inline void emit(self, uint32_t b) noexcept nogil:
+        """Hand on a buffer that was not in the input vector (a replica); set pool.next first."""
+        self.extra[self.n_extra] = b
+        self.n_extra += 1
+
+    cdef inline void count_error(self, int reason) noexcept nogil:
+        """Count a drop of a frame that has no buffer (e.g. a replica the pool could not give)."""
+        self.error_counts[self.err_base + reason] += 1
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil
     cdef int poll_c(self, uint32_t *bufs, int room) noexcept nogil

@@ -16,7 +16,7 @@ Class attributes a node declares:
     errors = (("reason", "human text"), ...)
 """
 import numpy as np
-from libc.stdint cimport uint16_t, uint32_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 cdef class Node:
     next_nodes = ()
@@ -36,11 +36,16 @@ cdef class Node:
         self.trace_budget = 0
         self.n_arcs = 0
 
-    def _attach(self, graph, int index, uint16_t err_base):
+    def _attach(self, graph, int index, uint16_t err_base, error_counts):
         self.graph = graph
         self.pool = graph.pool
         self.index = index
         self.err_base = err_base
+        self.error_counts = <uint64_t *> <size_t> error_counts.ctypes.data
+        # every buffer can be in here at most once, so this never overflows
+        self._extra = np.zeros(self.pool.n_buffers, dtype=np.uint32)
+        self.extra = <uint32_t *> <size_t> self._extra.ctypes.data
+        self.n_extra = 0
 
     def _set_arc(self, int arc, int target):
         if arc >= MAX_ARCS:

@@ -4,7 +4,6 @@ Every node's arc 0 leads here. A node that drops a frame writes pool.error[b] (i
 err_base + reason); this node is the one place those reasons are counted, which is what
 `show errors` reads.
 """
-import numpy as np
 from libc.stdint cimport uint32_t, uint64_t
 from fastpath.graph.node cimport Node
 
@@ -12,26 +11,13 @@ from fastpath.graph.node cimport Node
 cdef class ErrorDrop(Node):
     node_name = "error-drop"
     sink = True
-    cdef object _counts
-    cdef uint64_t *count
-
-    def __init__(self, name=None):
-        super().__init__(name)
-        self._counts = np.zeros(65536, dtype=np.uint64)
-        self.count = <uint64_t *> <size_t> self._counts.ctypes.data
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i
         for i in range(n):
-            self.count[self.pool.error[bufs[i]]] += 1
+            self.error_counts[self.pool.error[bufs[i]]] += 1
         self.pool.free(bufs, n)
         return 0
-
-    def counts(self):
-        return self._counts
-
-    def clear(self):
-        self._counts[:] = 0
 
     def format_trace(self, uint32_t b):
         code = self.pool.error[b]

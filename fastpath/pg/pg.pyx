@@ -63,8 +63,11 @@ cdef class PgInput(Node):
 
     def add(self, frames):
         """Queue more frames after those not yet sent."""
-        rest = [bytes(self._arena[self.off[i]:self.off[i] + self.len_[i]])
-                for i in range(self.pos, self.n_frames)] if not self.loop else []
+        rest = []
+        if not self.loop:
+            for k in range(self.limit):
+                i = (self.pos + k) % self.n_frames
+                rest.append(bytes(self._arena[self.off[i]:self.off[i] + self.len_[i]]))
         self.load(rest + [bytes(f) for f in frames])
 
     cdef int poll_c(self, uint32_t *bufs, int room) noexcept nogil:

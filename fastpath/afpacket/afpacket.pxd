@@ -1,0 +1,54 @@
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from fastpath.graph.node cimport Node
+
+
+cdef class AfPacketSocket:
+    cdef readonly str ifname
+    cdef readonly int ifindex
+    cdef readonly int rx_fd              # TPACKET_V3 receive ring; the fd to poll()
+    cdef readonly int tx_fd              # TPACKET_V2 transmit ring, kicked with sendto()
+    cdef readonly int mtu
+    cdef readonly object fanout_group
+    cdef readonly bint ignores_outgoing  # the kernel filters our (and the host's) outgoing frames
+
+    # receive ring: rx_blocks blocks of rx_block_size bytes, filled by the kernel in order
+    cdef uint8_t *rx_ring
+    cdef size_t rx_ring_size
+    cdef readonly uint32_t rx_block_size, rx_blocks
+    cdef uint32_t rx_block               # the block to read next (or being read)
+    cdef uint32_t rx_left                # frames of that block not consumed yet; 0 = not opened
+    cdef uint8_t *rx_next                # the next frame header inside it
+
+    # transmit ring: tx_frames slots of tx_frame_size bytes
+    cdef uint8_t *tx_ring
+    cdef size_t tx_ring_size
+    cdef readonly uint32_t tx_frame_size, tx_frames
+    cdef uint32_t tx_head                # the next slot to fill; the kernel sends from its own cursor
+    cdef readonly uint32_t tx_slot_data  # largest frame a slot holds
+    cdef readonly uint32_t tx_max_len    # largest untagged frame the kernel accepts (MTU + 14)
+
+    # PACKET_STATISTICS, accumulated (the kernel resets them on each read)
+    cdef uint64_t k_packets, k_drops, k_freezes
+
+    cdef void _close(self) noexcept nogil
+    cdef uint32_t reclaim_tx(self, uint64_t *nbytes) noexcept nogil
+    cdef int take_error(self) noexcept nogil
+
+
+cdef class AfPacketInput(Node):
+    cdef readonly AfPacketSocket sock
+    cdef public uint16_t sw_if_index
+    cdef public uint64_t rx_packets, rx_bytes
+    cdef public uint64_t rx_too_big, rx_no_buffer, rx_runt
+    cdef public uint64_t rx_outgoing_skipped, rx_vlan_restored, rx_link_down
+    cdef uint32_t empty_polls
+
+
+cdef class AfPacketOutput(Node):
+    cdef readonly AfPacketSocket sock
+    cdef public uint16_t sw_if_index
+    cdef public uint64_t tx_packets, tx_bytes
+    cdef public uint64_t tx_too_big, tx_ring_full, tx_link_down, tx_no_socket
+    cdef public uint64_t tx_kicks, tx_kick_errors
+
+    cdef void kick(self) noexcept nogil

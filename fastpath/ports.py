@@ -1,0 +1,67 @@
+"""Port types: how each `type=` of add-port becomes input and output nodes.
+
+Each type is a function (graph, port) -> io object that adds `<port>-input` and
+`<port>-output` nodes and registers the port with interface-output.
+"""
+
+
+def _wire(graph, port, inp, out, mtu=9000):
+    graph.add(out)
+    graph.add(inp)
+    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu)
+
+
+def pg(graph, port):
+    """In-memory port: frames injected from Python, frames collected in a list."""
+    from fastpath.pg.pg import PgInput, PgOutput
+    inp = PgInput(f"{port.name}-input", port.sw_if_index)
+    out = PgOutput(f"{port.name}-output", port.sw_if_index, keep=port.options.get("keep", True) not in (False, "false"))
+    _wire(graph, port, inp, out)
+    return (inp, out)
+
+
+def afpacket(graph, port):
+    """A Linux interface through AF_PACKET mmap rings (system ports in OVS's words)."""
+    from fastpath.afpacket.afpacket import AfPacketSocket, AfPacketInput, AfPacketOutput
+    fanout = port.options.get("fanout_group")
+    sock = AfPacketSocket(port.name, fanout_group=int(fanout) if fanout else None)
+    try:
+        inp = AfPacketInput(f"{port.name}-input", sock, port.sw_if_index)
+        out = AfPacketOutput(f"{port.name}-output", sock, port.sw_if_index)
+        _wire(graph, port, inp, out)
+    except Exception:
+        sock.close()
+        raise
+    return (inp, out, sock)
+
+
+def internal(graph, port):
+    """An internal port: a TAP device the host stack can use, as in Open vSwitch."""
+    from fastpath.tap.tap import TapDevice, TapInput, TapOutput
+    tap = TapDevice(port.name, mtu=int(port.options.get("mtu", 1500)))
+    try:
+        inp = TapInput(f"{port.name}-input", tap, port.sw_if_index)
+        out = TapOutput(f"{port.name}-output", tap, port.sw_if_index)
+        _wire(graph, port, inp, out)
+    except Exception:
+        tap.close()
+        raise
+    return (inp, out, tap)
+
+
+TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal}
+
+
+def close(graph, port):
+    graph["interface-output"].set_interface(port.sw_if_index, None, False)
+    for node in port.io[:2]:
+        graph.remove(node.name)
+    for obj in port.io[2:]:
+        obj.close()
+
+
+def stats(graph, port):
+    s = {}
+    for node in port.io[:2]:
+        s.update(node.stats())
+    return s
