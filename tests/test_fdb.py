@@ -36,7 +36,8 @@ def test_key_layout():
 
 
 @pytest.mark.parametrize("bad_mac", ["50:54:00:00:00", "50:54:00:00:00:01:02",
-                                     "zz:54:00:00:00:01", b"\x00" * 5, 1 << 48, 1.0])
+                                     "zz:54:00:00:00:01", "+1:54:00:00:00:01",
+                                     " 1:54:00:00:00:01", b"\x00" * 5, 1 << 48, 1.0])
 def test_rejects_bad_mac(bad_mac):
     with pytest.raises((ValueError, TypeError)):
         Fdb().learn_py(bad_mac, 0, 1, 0.0)

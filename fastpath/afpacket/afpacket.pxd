@@ -30,7 +30,14 @@ cdef class AfPacketSocket:
     # PACKET_STATISTICS, accumulated (the kernel resets them on each read)
     cdef uint64_t k_packets, k_drops, k_freezes
 
+    cdef _fail(self, what)
+    cdef _setopt(self, int fd, int level, int name, const void *val, unsigned int n, what)
+    cdef _bind(self, int fd, uint16_t proto)
+    cdef _open_rx(self, uint32_t block_size, uint32_t blocks, bint promisc, fanout_group)
+    cdef _open_tx(self, uint32_t frame_size, uint32_t frames, bint qdisc_bypass, long page)
+    cdef _read_kernel_stats(self)
     cdef void _close(self) noexcept nogil
+    cdef void rx_release(self) noexcept nogil
     cdef uint32_t reclaim_tx(self, uint64_t *nbytes) noexcept nogil
     cdef int take_error(self) noexcept nogil
 

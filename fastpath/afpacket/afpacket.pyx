@@ -193,10 +193,12 @@ cdef class AfPacketSocket:
     """An interface opened for the dataplane: a TPACKET_V3 receive ring and a
     TPACKET_V2 transmit ring, promiscuous, optionally in a PACKET_FANOUT group.
 
-    rx_block_size * rx_blocks is the receive ring (default 256 KiB x 64 = 16 MiB: ~1600
-    minimum-size or ~160 full-size frames per block, ~100 k small frames of slack while
-    the dispatcher is busy elsewhere); tx_frames slots of tx_frame_size bytes the
-    transmit ring (default 1024 x 4 KiB: a slot holds any BUF_DATA-sized frame).
+    rx_block_size * rx_blocks is the receive ring, default 64 KiB x 256 = 16 MiB. Many
+    small blocks rather than a few big ones: under load a block (~400 minimum-size or
+    ~40 full-size frames) fills long before the 1 ms timer, but with sparse traffic the
+    timer closes a block per frame, so a stalled dispatcher can be absorbed for only
+    about rx_blocks frames. tx_frames slots of tx_frame_size bytes form the transmit
+    ring (default 1024 x 4 KiB: a slot holds any BUF_DATA-sized frame).
     Create it inside the network namespace of the interface; the sockets stay there.
     """
 
@@ -207,7 +209,7 @@ cdef class AfPacketSocket:
         self.tx_ring = NULL
 
     def __init__(self, ifname, *, fanout_group=None, bint promisc=True,
-                 uint32_t rx_block_size=1 << 18, uint32_t rx_blocks=64,
+                 uint32_t rx_block_size=1 << 16, uint32_t rx_blocks=256,
                  uint32_t tx_frame_size=1 << 12, uint32_t tx_frames=1024,
                  bint qdisc_bypass=True):
         page = os.sysconf("SC_PAGE_SIZE")
@@ -223,7 +225,7 @@ cdef class AfPacketSocket:
         name = self.ifname.encode()
         self.ifindex = if_nametoindex(name)
         if self.ifindex == 0:
-            raise OSError(errno, f"{self.ifname}: {os.strerror(errno)}")
+            self._fail("no such interface")
         self.fanout_group = fanout_group
         try:
             self._open_rx(rx_block_size, rx_blocks, promisc, fanout_group)
@@ -242,7 +244,7 @@ cdef class AfPacketSocket:
         e = errno
         raise OSError(e, f"{self.ifname}: {what}: {os.strerror(e)}")
 
-    cdef _setopt(self, int fd, int level, int name, const void *val, socklen_t n, what):
+    cdef _setopt(self, int fd, int level, int name, const void *val, unsigned int n, what):
         if setsockopt(fd, level, name, val, n) != 0:
             self._fail(what)
 
@@ -331,7 +333,7 @@ cdef class AfPacketSocket:
                          "PACKET_QDISC_BYPASS")
         # Every frame in flight is charged to the send buffer; let the whole ring be in
         # flight so a kick is not refused (EAGAIN) while slots are free.
-        sndbuf = <int> min(<uint64_t> frame_size * frames * 2, 1 << 30)
+        sndbuf = <int> min(<uint64_t> frame_size * frames * 2, <uint64_t> 1 << 30)
         if setsockopt(self.tx_fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) != 0:
             setsockopt(self.tx_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf))
         memset(&req, 0, sizeof(req))
@@ -430,6 +432,17 @@ cdef class AfPacketSocket:
         self.tx_head = i
         return n
 
+    cdef void rx_release(self) noexcept nogil:
+        """Give the block being read back to the kernel and move on to the next one."""
+        cdef tpacket_block_desc *blk = <tpacket_block_desc *> (
+            self.rx_ring + <size_t> self.rx_block * self.rx_block_size)
+        fp_store_release(&blk.hdr.bh1.block_status, TP_STATUS_KERNEL)
+        self.rx_block += 1
+        if self.rx_block == self.rx_blocks:
+            self.rx_block = 0
+        self.rx_left = 0
+        self.rx_next = NULL
+
     cdef int take_error(self) noexcept nogil:
         """Read and clear the receive socket's pending error (ENETDOWN when the interface
         went down). A pending error keeps poll() returning POLLERR, which would keep an
@@ -482,8 +495,6 @@ cdef class AfPacketInput(Node):
         return self.sock.rx_fd
 
     cdef int poll_c(self, uint32_t *bufs, int room) noexcept nogil:
-        cdef AfPacketSocket s = self.sock
-        cdef BufferPool pool = self.pool
         cdef tpacket_block_desc *blk
         cdef tpacket3_hdr *h
         cdef sockaddr_ll *sll
@@ -492,28 +503,28 @@ cdef class AfPacketInput(Node):
         cdef uint32_t status, length, tag, tci, tpid, b
         cdef int got = 0, want, have, used, i
         cdef size_t sll_off = TPACKET_ALIGN(sizeof(tpacket3_hdr))
-        if s.rx_ring == NULL:
+        if self.sock.rx_ring == NULL:
             return 0
         while got < room:
-            if s.rx_left == 0:
+            if self.sock.rx_left == 0:
                 # open the next block if the kernel has handed it over
-                blk = <tpacket_block_desc *> (s.rx_ring + <size_t> s.rx_block * s.rx_block_size)
+                blk = <tpacket_block_desc *> (self.sock.rx_ring + <size_t> self.sock.rx_block * self.sock.rx_block_size)
                 if not (fp_load_acquire(&blk.hdr.bh1.block_status) & TP_STATUS_USER):
                     break
-                s.rx_left = blk.hdr.bh1.num_pkts
-                s.rx_next = <uint8_t *> blk + blk.hdr.bh1.offset_to_first_pkt
-                if s.rx_left == 0:
-                    self._release_block(s)
+                self.sock.rx_left = blk.hdr.bh1.num_pkts
+                self.sock.rx_next = <uint8_t *> blk + blk.hdr.bh1.offset_to_first_pkt
+                if self.sock.rx_left == 0:
+                    self.sock.rx_release()
                 continue
             want = room - got
-            if <uint32_t> want > s.rx_left:
-                want = s.rx_left
-            have = pool.alloc(bufs + got, want)   # fewer when the pool runs dry
+            if <uint32_t> want > self.sock.rx_left:
+                want = self.sock.rx_left
+            have = self.pool.alloc(bufs + got, want)   # fewer when the pool runs dry
             used = 0
             for i in range(want):
-                h = <tpacket3_hdr *> s.rx_next
-                s.rx_next += h.tp_next_offset
-                s.rx_left -= 1
+                h = <tpacket3_hdr *> self.sock.rx_next
+                self.sock.rx_next += h.tp_next_offset
+                self.sock.rx_left -= 1
                 sll = <sockaddr_ll *> (<uint8_t *> h + sll_off)
                 if sll.sll_pkttype == PACKET_OUTGOING:
                     self.rx_outgoing_skipped += 1
@@ -539,8 +550,8 @@ cdef class AfPacketInput(Node):
                     # the MAC addresses (4 bytes into the headroom, as a tag push does)
                     tci = h.hv1.tp_vlan_tci & 0xffff
                     tpid = h.hv1.tp_vlan_tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-                    pool.offset[b] = BUF_HEADROOM - VLAN_HLEN
-                    dst = pool.frame(b)
+                    self.pool.offset[b] = BUF_HEADROOM - VLAN_HLEN
+                    dst = self.pool.frame(b)
                     memcpy(dst, src, 12)
                     dst[12] = tpid >> 8
                     dst[13] = tpid & 0xff
@@ -549,16 +560,16 @@ cdef class AfPacketInput(Node):
                     memcpy(dst + 16, src + 12, length - 12)
                     self.rx_vlan_restored += 1
                 else:
-                    memcpy(pool.frame(b), src, length)
-                pool.length[b] = length + tag
-                pool.rx_if[b] = self.sw_if_index
-                pool.next[b] = 1
+                    memcpy(self.pool.frame(b), src, length)
+                self.pool.length[b] = length + tag
+                self.pool.rx_if[b] = self.sw_if_index
+                self.pool.next[b] = 1
                 self.rx_bytes += length + tag
             if used < have:
-                pool.free(bufs + got + used, have - used)
+                self.pool.free(bufs + got + used, have - used)
             got += used
-            if s.rx_left == 0:
-                self._release_block(s)
+            if self.sock.rx_left == 0:
+                self.sock.rx_release()
         if got:
             self.rx_packets += got
             self.empty_polls = 0
@@ -568,19 +579,9 @@ cdef class AfPacketInput(Node):
             # can sleep on fileno(). Once per ERROR_CHECK_EVERY empty polls costs nothing
             # while traffic flows.
             self.empty_polls += 1
-            if self.empty_polls % ERROR_CHECK_EVERY == 0 and s.take_error() != 0:
+            if self.empty_polls % ERROR_CHECK_EVERY == 0 and self.sock.take_error() != 0:
                 self.rx_link_down += 1
         return got
-
-    cdef inline void _release_block(self, AfPacketSocket s) noexcept nogil:
-        cdef tpacket_block_desc *blk = <tpacket_block_desc *> (
-            s.rx_ring + <size_t> s.rx_block * s.rx_block_size)
-        fp_store_release(&blk.hdr.bh1.block_status, TP_STATUS_KERNEL)
-        s.rx_block += 1
-        if s.rx_block == s.rx_blocks:
-            s.rx_block = 0
-        s.rx_left = 0
-        s.rx_next = NULL
 
     def stats(self):
         """rx_drops counts every frame the interface received that did not enter the
@@ -622,17 +623,16 @@ cdef class AfPacketOutput(Node):
         self.sw_if_index = sw_if_index
 
     cdef void kick(self) noexcept nogil:
-        cdef AfPacketSocket s = self.sock
         cdef uint64_t nbytes
         cdef uint32_t n
         cdef int tries = 0
         self.tx_kicks += 1
-        while sendto(s.tx_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0:
+        while sendto(self.sock.tx_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0:
             if errno == EINTR and tries == 0:
                 tries += 1
                 continue
             if errno == ENETDOWN or errno == ENXIO:
-                n = s.reclaim_tx(&nbytes)
+                n = self.sock.reclaim_tx(&nbytes)
                 self.tx_link_down += n
                 self.tx_packets -= n
                 self.tx_bytes -= nbytes
@@ -641,30 +641,28 @@ cdef class AfPacketOutput(Node):
             return
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
-        cdef AfPacketSocket s = self.sock
-        cdef BufferPool pool = self.pool
         cdef tpacket2_hdr *h
         cdef uint8_t *src
         cdef uint32_t b, length, limit, data_off = tx_data_offset()
         cdef int i, pending = 0
         cdef bint kick_helps = True
-        if s.tx_ring == NULL:
+        if self.sock.tx_ring == NULL:
             self.tx_no_socket += n
-            pool.free(bufs, n)
+            self.pool.free(bufs, n)
             return 0
         for i in range(n):
             b = bufs[i]
-            length = pool.length[b]
-            src = pool.frame(b)
-            limit = s.tx_max_len
+            length = self.pool.length[b]
+            src = self.pool.frame(b)
+            limit = self.sock.tx_max_len
             if length >= ETH_HLEN and src[12] == 0x81 and src[13] == 0x00:
                 limit += VLAN_HLEN      # the kernel lets an 802.1Q tag exceed the MTU
-            if limit > s.tx_slot_data:
-                limit = s.tx_slot_data
+            if limit > self.sock.tx_slot_data:
+                limit = self.sock.tx_slot_data
             if length > limit:
                 self.tx_too_big += 1
                 continue
-            h = <tpacket2_hdr *> (s.tx_ring + <size_t> s.tx_head * s.tx_frame_size)
+            h = <tpacket2_hdr *> (self.sock.tx_ring + <size_t> self.sock.tx_head * self.sock.tx_frame_size)
             if fp_load_acquire(&h.tp_status) & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING):
                 # ring full: have the kernel send what is queued, unless that just failed
                 if not kick_helps:
@@ -672,7 +670,7 @@ cdef class AfPacketOutput(Node):
                     continue
                 self.kick()
                 pending = 0
-                h = <tpacket2_hdr *> (s.tx_ring + <size_t> s.tx_head * s.tx_frame_size)
+                h = <tpacket2_hdr *> (self.sock.tx_ring + <size_t> self.sock.tx_head * self.sock.tx_frame_size)
                 if fp_load_acquire(&h.tp_status) & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING):
                     kick_helps = False
                     self.tx_ring_full += 1
@@ -680,15 +678,15 @@ cdef class AfPacketOutput(Node):
             memcpy(<uint8_t *> h + data_off, src, length)
             h.tp_len = length
             fp_store_release(&h.tp_status, TP_STATUS_SEND_REQUEST)
-            s.tx_head += 1
-            if s.tx_head == s.tx_frames:
-                s.tx_head = 0
+            self.sock.tx_head += 1
+            if self.sock.tx_head == self.sock.tx_frames:
+                self.sock.tx_head = 0
             pending += 1
             self.tx_packets += 1
             self.tx_bytes += length
         if pending:
             self.kick()
-        pool.free(bufs, n)
+        self.pool.free(bufs, n)
         return 0
 
     def stats(self):

@@ -35,6 +35,8 @@ cdef double REFRESH_INTERVAL = 1.0
 
 cdef uint32_t MAX_CAPACITY = 1 << 30
 
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
 
 cdef inline uint32_t fdb_hash(uint64_t key) noexcept nogil:
     # splitmix64 finalizer: every key bit affects the low bits we index with.
@@ -57,7 +59,8 @@ cdef uint64_t parse_mac(object mac) except? 0xFFFFFFFFFFFFFFFF:
     cdef uint64_t value = 0
     if isinstance(mac, str):
         parts = mac.replace("-", ":").split(":")
-        if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+        if len(parts) != 6 or not all(1 <= len(p) <= 2 and all(c in HEX_DIGITS for c in p)
+                                      for p in parts):
             raise ValueError(f"invalid MAC address {mac!r}")
         for p in parts:
             value = (value << 8) | int(p, 16)
