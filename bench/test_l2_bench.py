@@ -1,0 +1,69 @@
+"""The in-memory L2 path with 64-byte frames and 1 000 learned MACs, vector 256:
+pg-input -> ethernet-input -> vlan-input -> l2-learn -> l2-fwd -> vlan-output ->
+interface-output -> pg-output, next to a pure-Python switch doing the same."""
+from conftest import record
+from scapy.layers.l2 import Ether
+
+from fastpath.switch import Switch
+from naive_switch import NaiveSwitch
+
+MACS = 1000
+PACKETS = 256 * 100
+
+
+def macs(prefix):
+    return [f"02:00:00:{prefix:02x}:{i >> 8:02x}:{i & 0xff:02x}" for i in range(MACS)]
+
+
+def traffic():
+    """Frames from 1000 stations behind p1 to 1000 stations behind p2, all known."""
+    a, b = macs(1), macs(2)
+    fwd = [bytes(Ether(src=a[i], dst=b[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
+    rev = [bytes(Ether(src=b[i], dst=a[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
+    return fwd, rev
+
+
+def test_l2_path_64b(benchmark):
+    sw = Switch(n_buffers=8192)
+    sw.add_br("br0")
+    p1 = sw.add_port("br0", "p1", type="pg", tag=10, **{"options:keep": False})
+    p2 = sw.add_port("br0", "p2", type="pg", tag=10, **{"options:keep": False})
+    fwd, rev = traffic()
+    p2.io[0].load(rev)
+    p1.io[0].load(fwd)
+    sw.graph.run_until_idle()                       # learn both sides
+    assert len(sw.bridge("br0").fdb) == 2 * MACS
+
+    def round_():
+        p1.io[0].load(fwd, loop=True, limit=PACKETS)
+        sw.graph.run_until_idle()
+
+    sent = p2.io[1].tx_packets
+    benchmark.pedantic(round_, rounds=20, warmup_rounds=2)
+    assert p2.io[1].tx_packets - sent == 22 * PACKETS          # every frame unicast, none flooded
+    assert sw.graph.errors() == []
+    sw.graph.pool.check_accounting(0)
+    record(benchmark, "l2_path_64b", PACKETS)
+    for r in sw.graph.runtime():
+        benchmark.extra_info[f"ns/packet {r['name']}"] = round(r["ns_per_packet"], 2)
+
+
+def test_l2_path_naive_python(benchmark):
+    sw = NaiveSwitch()
+    sw.add_port(1, tag=10)
+    sw.add_port(2, tag=10)
+    fwd, rev = traffic()
+    for f in rev:
+        sw.forward(2, f)
+    for f in fwd:
+        sw.forward(1, f)
+
+    def round_():
+        n = 0
+        while n < PACKETS:
+            for f in fwd:
+                n += len(sw.forward(1, f))
+        return n
+
+    assert benchmark.pedantic(round_, rounds=3, warmup_rounds=1) >= PACKETS
+    record(benchmark, "l2_path_naive_python", PACKETS)
