@@ -221,6 +221,8 @@ cdef class AfPacketSocket:
             raise ValueError("tx_frame_size must be a power of two in [256, 65536]")
         if tx_frames < 1:
             raise ValueError("tx_frames must be at least 1")
+        if fanout_group is not None and not 0 <= fanout_group <= 0xffff:
+            raise ValueError("fanout_group must be in [0, 65535]")
         self.ifname = str(ifname)
         name = self.ifname.encode()
         self.ifindex = if_nametoindex(name)
@@ -301,8 +303,6 @@ cdef class AfPacketSocket:
                          "PACKET_ADD_MEMBERSHIP promisc")
         self._bind(self.rx_fd, ETH_P_ALL)
         if fanout_group is not None:
-            if not 0 <= fanout_group <= 0xffff:
-                raise ValueError("fanout_group must be in [0, 65535]")
             fanout = <int> fanout_group | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG |
                                             FANOUT_FLAG_IGNORE_OUTGOING) << 16)
             if setsockopt(self.rx_fd, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof(fanout)) != 0:

@@ -1,0 +1,730 @@
+"""Control: the command interpreter, one place that maps an argv list to Switch calls.
+
+The daemon's control socket, config loading and the tests all go through
+Control.execute(argv, fmt). Commands use Open vSwitch's vocabulary (ovs-vsctl,
+ovs-ofctl, ovs-appctl) and VPP's for observability (show runtime, trace, pcap):
+
+    add-br br0 other_config:mac-aging-time=60
+    add-port br0 veth0 type=afpacket tag=10
+    add-flow br0 "priority=100,dl_vlan=10 actions=NORMAL"
+    fdb/show br0
+
+Every command validates all of its arguments before it changes anything, so a bad
+command (CommandError, one line) leaves the configuration and the dataplane as they were.
+
+The config file is TOML with exactly Switch.config()'s structure:
+
+    [bridge.br0]
+    mac_aging_time = 300.0
+    mac_table_size = 8192
+    flows = ["cookie=0x0, priority=0 actions=NORMAL"]      # only when not the default
+
+    [bridge.br0.port.veth0]
+    type = "afpacket"
+    ofport = 1
+    tag = 10
+    trunks = [10, 20]
+    vlan_mode = "trunk"
+    "options:split_group" = "1"
+"""
+import math
+import os
+import re
+import tempfile
+import tomllib
+
+from fastpath import ports as port_types
+from fastpath.graph.pcap import PcapWriter
+from fastpath.nodes.bridge import MODES
+from fastpath.switch import ConfigError, parse_trunks, parse_vlan
+
+FALLBACK_VERSION = "0.1.0"
+MAX_MEMBERS = 1024                   # ports per bridge (L2Tables)
+MAX_TABLE_SIZE = 1 << 24             # mac-table-size: larger would allocate gigabytes
+MAX_TRACE = 10000                    # Tracer's record limit
+PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usable in flows
+# options:KEY=VALUE a port accepts: key -> (check(value) -> canonical str, what)
+PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep")
+
+
+class CommandError(Exception):
+    """A command that cannot be run; the message says why in one line."""
+
+
+def version():
+    try:
+        from importlib.metadata import version as _v
+        return _v("fastpath")
+    except Exception:
+        return FALLBACK_VERSION
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _kv(token, command):
+    key, eq, value = token.partition("=")
+    if not eq or not key:
+        raise CommandError(f"{command}: expected KEY=VALUE, got {token!r}")
+    return key, value
+
+
+def _int(value, what, lo, hi):
+    try:
+        v = int(str(value), 0) if str(value).lower().startswith("0x") else int(str(value))
+    except ValueError:
+        raise CommandError(f"{what}: {value!r} is not an integer") from None
+    if not lo <= v <= hi:
+        raise CommandError(f"{what}: {v} out of range {lo}..{hi}")
+    return v
+
+
+def _aging_time(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CommandError(f"mac-aging-time: {value!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise CommandError(f"mac-aging-time: {value!r} must be a positive number of seconds")
+    return v
+
+
+def _bridge_settings(tokens, command):
+    """other_config:mac-aging-time=N other_config:mac-table-size=N -> validated dict.
+    mac-table-size comes first: it is the only one Switch can still refuse."""
+    out = {}
+    for tok in tokens:
+        key, value = _kv(tok, command)
+        name = key.split(":", 1)[1] if key.startswith(("other_config:", "other-config:")) else key
+        name = name.replace("_", "-")
+        if name == "mac-aging-time":
+            out[name] = _aging_time(value)
+        elif name == "mac-table-size":
+            out[name] = _int(value, "mac-table-size", 1, MAX_TABLE_SIZE)
+        else:
+            raise CommandError(f"{command}: unknown bridge setting {key!r} "
+                               "(known: other_config:mac-aging-time, other_config:mac-table-size)")
+    return {k: out[k] for k in ("mac-table-size", "mac-aging-time") if k in out}
+
+
+def _vlan(value, what):
+    try:
+        return parse_vlan(value, what)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+
+def _trunks(value):
+    try:
+        return parse_trunks(value)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+
+def _vlan_mode(value):
+    if value in ("", "[]"):
+        return None
+    if value not in MODES:
+        raise CommandError(f"vlan_mode: {value!r} is not one of {', '.join(MODES)}")
+    return value
+
+
+def _option(key, value):
+    if key == "split_group":
+        return str(_int(value, "options:split_group", 0, 255))
+    if key == "fanout_group":
+        return str(_int(value, "options:fanout_group", 0, 0xffff))
+    if key == "mtu":
+        return str(_int(value, "options:mtu", 68, 65535))
+    if key == "keep":
+        v = str(value).lower()
+        if v not in ("true", "false"):
+            raise CommandError(f"options:keep: {value!r} is not true or false")
+        return v
+    raise CommandError(f"unknown option {key!r} (known: {', '.join(PORT_OPTIONS)})")
+
+
+# ---------------------------------------------------------------- the TOML config file
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key):
+    return key if _BARE_KEY.fullmatch(key) else _toml_str(key)
+
+
+def _toml_str(s):
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(data):
+    """A nested dict of str/int/float/bool/lists -> TOML text (what tomllib reads back)."""
+    lines = []
+
+    def table(d, path):
+        scalars = [(k, v) for k, v in d.items() if not isinstance(v, dict) and v is not None]
+        subtables = [(k, v) for k, v in d.items() if isinstance(v, dict)]
+        if path and (scalars or not subtables):    # [a] before [a.b] is implied
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
+        for k, v in scalars:
+            if isinstance(v, (list, tuple)) and len(v) > 1 and all(isinstance(x, str) for x in v):
+                lines.append(f"{_toml_key(k)} = [")          # flows: one a line
+                lines.extend(f"    {_toml_value(x)}," for x in v)
+                lines.append("]")
+            else:
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in subtables:
+            table(v, path + [k])
+
+    table(data, [])
+    return "\n".join(lines) + "\n"
+
+
+def write_private(path, text):
+    """Write text to path atomically, mode 0600 (a config may name every interface)."""
+    path = os.path.abspath(path)
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".fastpath-", dir=d)     # created 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_config(path):
+    """Read a TOML config file -> dict; raises CommandError with the reason."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CommandError(f"{path}: bad TOML: {e}") from None
+
+
+def _str_setting(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def config_commands(config):
+    """Switch.config() data -> the argv lists that build it (validated by Control)."""
+    if not isinstance(config, dict) or set(config) - {"bridge"}:
+        raise CommandError("config: expected only [bridge.NAME] tables")
+    bridges = config.get("bridge", {})
+    if not isinstance(bridges, dict):
+        raise CommandError("config: 'bridge' must be a table")
+    cmds = []
+    for br, b in bridges.items():
+        if not isinstance(b, dict):
+            raise CommandError(f"config: bridge {br} is not a table")
+        unknown = set(b) - {"mac_aging_time", "mac_table_size", "port", "flows"}
+        if unknown:
+            raise CommandError(f"config: bridge {br}: unknown key {sorted(unknown)[0]!r}")
+        cmd = ["add-br", br]
+        for key in ("mac_aging_time", "mac_table_size"):
+            if key in b:
+                cmd.append(f"other_config:{key.replace('_', '-')}={_str_setting(b[key])}")
+        cmds.append(cmd)
+        ports = b.get("port", {})
+        if not isinstance(ports, dict):
+            raise CommandError(f"config: bridge {br}: 'port' must be a table")
+        for pname, p in ports.items():
+            if not isinstance(p, dict):
+                raise CommandError(f"config: port {pname} is not a table")
+            cmd = ["add-port", br, pname]
+            for key, value in p.items():
+                if key == "ofport":
+                    key = "ofport_request"
+                elif key not in ("type", "tag", "trunks", "vlan_mode") and not key.startswith("options:"):
+                    raise CommandError(f"config: port {pname}: unknown key {key!r}")
+                cmd.append(f"{key}={_str_setting(value)}")
+            cmds.append(cmd)
+        flows = b.get("flows")
+        if flows is not None:
+            if not isinstance(flows, list) or not all(isinstance(f, str) for f in flows):
+                raise CommandError(f"config: bridge {br}: 'flows' must be a list of strings")
+            cmds.append(["del-flows", br])
+            cmds.extend(["add-flow", br, f] for f in flows)
+    return cmds
+
+
+# ---------------------------------------------------------------- the interpreter
+
+HELP = [
+    ("add-br", "BR [other_config:mac-aging-time=N] [other_config:mac-table-size=N]", "create a bridge"),
+    ("del-br", "BR", "delete a bridge and its ports"),
+    ("set bridge", "BR other_config:KEY=VALUE...", "change mac-aging-time / mac-table-size"),
+    ("add-port", "BR IFACE [type=afpacket|internal|pg|system] [tag=N] [trunks=N,M] "
+                 "[vlan_mode=MODE] [ofport_request=N] [options:KEY=VALUE...]", "add a port"),
+    ("del-port", "[BR] IFACE", "delete a port"),
+    ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]]", "change a port's VLAN settings"),
+    ("show", "", "bridges and ports (ovs-vsctl show)"),
+    ("add-flow", "BR FLOW", "add an OpenFlow rule (ovs-ofctl syntax)"),
+    ("del-flows", "BR [FLOW]", "delete all rules, or those matching FLOW"),
+    ("dump-flows", "BR", "list the rules with their counters"),
+    ("fdb/show", "BR", "the MAC learning table"),
+    ("fdb/flush", "BR", "forget the learned MAC addresses"),
+    ("fdb/add", "BR PORT VLAN MAC", "add a static MAC entry"),
+    ("show interfaces", "", "per-interface rx/tx packets, bytes and drops"),
+    ("show runtime", "", "per-node calls, vectors, packets and cost"),
+    ("clear runtime", "", "zero the per-node counters"),
+    ("show errors", "", "why frames were dropped, per node"),
+    ("trace add", "NODE|PORT N", "trace the next N frames received by an input node or port"),
+    ("trace show", "", "the traced frames' paths through the graph"),
+    ("trace clear", "", "forget traces and stop tracing"),
+    ("pcap start", "IFACE FILE", "capture an interface's rx and tx frames to a pcap file"),
+    ("pcap stop", "IFACE", "stop a capture and close its file"),
+    ("save", "FILE", "write the configuration as TOML (mode 0600)"),
+    ("version", "", "the fastpath version"),
+    ("help", "", "this list"),
+]
+
+
+class Control:
+    """Runs commands against one Switch. Not thread-safe: call it from the thread that
+    runs the graph (the daemon serves its socket from the dispatch loop)."""
+
+    def __init__(self, switch):
+        self.switch = switch
+        self.captures = {}            # port name -> PcapWriter
+        self._commands = {
+            "add-br": (self.add_br, 1, None),
+            "del-br": (self.del_br, 1, 1),
+            "set bridge": (self.set_bridge, 2, None),
+            "add-port": (self.add_port, 2, None),
+            "del-port": (self.del_port, 1, 2),
+            "set port": (self.set_port, 2, None),
+            "set interface": (self.set_port, 2, None),
+            "show": (self.show, 0, 0),
+            "add-flow": (self.add_flow, 2, None),
+            "del-flows": (self.del_flows, 1, None),
+            "dump-flows": (self.dump_flows, 1, 1),
+            "fdb/show": (self.fdb_show, 1, 1),
+            "fdb/flush": (self.fdb_flush, 1, 1),
+            "fdb/add": (self.fdb_add, 4, 4),
+            "show interfaces": (self.show_interfaces, 0, 0),
+            "show runtime": (self.show_runtime, 0, 0),
+            "clear runtime": (self.clear_runtime, 0, 0),
+            "show errors": (self.show_errors, 0, 0),
+            "trace add": (self.trace_add, 2, 2),
+            "trace show": (self.trace_show, 0, 0),
+            "trace clear": (self.trace_clear, 0, 0),
+            "pcap start": (self.pcap_start, 2, 2),
+            "pcap stop": (self.pcap_stop, 1, 1),
+            "save": (self.save, 1, 1),
+            "version": (self.version, 0, 0),
+            "help": (self.help, 0, 0),
+        }
+
+    # ---- dispatch ----
+
+    def execute(self, argv, fmt="text"):
+        """Run one command; returns text (fmt="text") or plain data (fmt="json")."""
+        if fmt not in ("text", "json"):
+            raise CommandError(f"unknown format {fmt!r} (text or json)")
+        if not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv):
+            raise CommandError("a command is a list of strings")
+        if not argv:
+            raise CommandError("no command given (try 'help')")
+        name, args = self._lookup(list(argv))
+        func, lo, hi = self._commands[name]
+        if len(args) < lo or (hi is not None and len(args) > hi):
+            usage = next((f"{c} {a}".strip() for c, a, _ in HELP if c == name), name)
+            raise CommandError(f"{name}: wrong number of arguments (usage: {usage})")
+        try:
+            return func(args, fmt == "json")
+        except ConfigError as e:          # what validation here did not already catch
+            raise CommandError(str(e)) from None
+
+    def _lookup(self, argv):
+        if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in self._commands:
+            return f"{argv[0]} {argv[1]}", argv[2:]
+        if argv[0] in ("set", "trace", "pcap", "clear") or (argv[0] == "show" and len(argv) > 1):
+            what = f"{argv[0]} {argv[1]}" if len(argv) > 1 else argv[0]
+            known = sorted(c for c in self._commands if c.startswith(argv[0] + " "))
+            raise CommandError(f"unknown command {what!r} (known: {', '.join(known)})")
+        if argv[0] in self._commands:
+            return argv[0], argv[1:]
+        raise CommandError(f"unknown command {argv[0]!r} (try 'help')")
+
+    def close(self):
+        """Stop every capture (daemon shutdown)."""
+        for name in list(self.captures):
+            self._stop_capture(name)
+
+    # ---- config ----
+
+    def apply_config(self, config):
+        """Build the configuration in `config` (Switch.config() data) through the same
+        commands a client would send."""
+        for argv in config_commands(config):
+            self.execute(argv)
+
+    def load(self, path):
+        self.apply_config(read_config(path))
+
+    def config_text(self):
+        return dump_toml(self.switch.config())
+
+    # ---- helpers ----
+
+    def _bridge(self, name):
+        br = self.switch.bridges.get(name)
+        if br is None:
+            raise CommandError(f"no bridge named {name}")
+        return br
+
+    def _port(self, name):
+        p = self.switch.ports.get(name)
+        if p is None:
+            raise CommandError(f"no port named {name}")
+        return p
+
+    @staticmethod
+    def _done(as_json, data=None, text=""):
+        return (data if data is not None else {}) if as_json else text
+
+    # ---- bridges ----
+
+    def add_br(self, args, as_json):
+        name = args[0]
+        if name in self.switch.bridges:
+            raise CommandError(f"bridge {name} already exists")
+        if not name or any(c.isspace() for c in name) or len(name) > 64:
+            raise CommandError(f"bad bridge name {name!r}")
+        settings = _bridge_settings(args[1:], "add-br")
+        try:
+            self.switch.add_br(name, **settings)
+        except BaseException:
+            if name in self.switch.bridges:      # created, then a setting was refused
+                self.switch.del_br(name)
+            raise
+        return self._done(as_json, {"bridge": name})
+
+    def del_br(self, args, as_json):
+        br = self._bridge(args[0])
+        for pname in list(br.ports):
+            self._stop_capture(pname)
+        self.switch.del_br(br.name)
+        return self._done(as_json)
+
+    def set_bridge(self, args, as_json):
+        br = self._bridge(args[0])
+        settings = _bridge_settings(args[1:], "set bridge")
+        size = settings.get("mac-table-size")
+        if size is not None and size < br.fdb.n_static:
+            raise CommandError(f"mac-table-size: {br.fdb.n_static} static entries do not fit in {size}")
+        self.switch.set_bridge(br.name, **settings)
+        return self._done(as_json)
+
+    # ---- ports ----
+
+    def add_port(self, args, as_json):
+        sw = self.switch
+        br = self._bridge(args[0])
+        name = args[1]
+        if not PORT_NAME_RE.fullmatch(name):
+            raise CommandError(f"bad port name {name!r} (1-15 of A-Z a-z 0-9 _ . -)")
+        if name in sw.ports:
+            raise CommandError(f"port {name} already exists (in bridge {sw.ports[name].bridge.name})")
+        for node in (f"{name}-input", f"{name}-output"):
+            if node in sw.graph:
+                raise CommandError(f"port name {name} clashes with graph node {node}")
+        if len(br.ports) >= MAX_MEMBERS:
+            raise CommandError(f"bridge {br.name} already has {MAX_MEMBERS} ports")
+        kw = {"type": "afpacket"}
+        options = {}
+        seen = set()
+        for tok in args[2:]:
+            key, value = _kv(tok, "add-port")
+            if key in seen:
+                raise CommandError(f"add-port: {key} given twice")
+            seen.add(key)
+            if key == "type":
+                if value not in port_types.TYPES:
+                    raise CommandError(f"unknown port type {value!r} "
+                                       f"(known: {', '.join(sorted(port_types.TYPES))})")
+                kw["type"] = value
+            elif key == "tag":
+                kw["tag"] = _vlan(value, "tag") if value not in ("", "[]") else None
+            elif key == "trunks":
+                kw["trunks"] = _trunks(value)
+            elif key == "vlan_mode":
+                kw["vlan_mode"] = _vlan_mode(value)
+            elif key == "ofport_request":
+                of = _int(value, "ofport_request", 1, 0xfeff)
+                if any(p.ofport == of for p in br.ports.values()):
+                    raise CommandError(f"ofport_request: ofport {of} is taken in bridge {br.name}")
+                kw["ofport_request"] = of
+            elif key.startswith("options:"):
+                opt = key[len("options:"):]
+                options["options:" + opt] = _option(opt, value)
+            else:
+                raise CommandError(f"add-port: unknown setting {key!r} (known: type, tag, trunks, "
+                                   "vlan_mode, ofport_request, options:KEY)")
+        port = sw.add_port(br.name, name, **kw, **options)
+        return self._done(as_json, {"port": port.name, "bridge": br.name, "ofport": port.ofport,
+                                    "sw_if_index": port.sw_if_index})
+
+    def del_port(self, args, as_json):
+        if len(args) == 2:
+            br = self._bridge(args[0])
+            port = self._port(args[1])
+            if port.bridge is not br:
+                raise CommandError(f"port {port.name} is not in bridge {br.name}")
+        else:
+            port = self._port(args[0])
+        self._stop_capture(port.name)
+        self.switch.del_port(port.name)
+        return self._done(as_json)
+
+    def set_port(self, args, as_json):
+        port = self._port(args[0])
+        settings = {}
+        for tok in args[1:]:
+            key, value = _kv(tok, "set port")
+            if key in settings:
+                raise CommandError(f"set port: {key} given twice")
+            if key == "tag":
+                settings["tag"] = _vlan(value, "tag") if value not in ("", "[]") else None
+            elif key == "trunks":
+                settings["trunks"] = _trunks(value)
+            elif key == "vlan_mode":
+                settings["vlan_mode"] = _vlan_mode(value)
+            else:
+                raise CommandError(f"set port: unknown setting {key!r} (known: tag, trunks, vlan_mode)")
+        self.switch.set_port(port.name, **settings)
+        return self._done(as_json)
+
+    def show(self, args, as_json):
+        if as_json:
+            return self.switch.config()
+        return self.switch.show()
+
+    # ---- flows ----
+
+    def add_flow(self, args, as_json):
+        br = self._bridge(args[0])
+        self.switch.add_flow(br.name, " ".join(args[1:]))
+        return self._done(as_json)
+
+    def del_flows(self, args, as_json):
+        br = self._bridge(args[0])
+        n = self.switch.del_flows(br.name, " ".join(args[1:]) or None)
+        return self._done(as_json, {"deleted": n})
+
+    def dump_flows(self, args, as_json):
+        br = self._bridge(args[0])
+        lines = self.switch.dump_flows(br.name)       # also brings the counters up to date
+        if not as_json:
+            return "\n".join(lines)
+        from fastpath import ofsyntax
+        out = []
+        for f in br.flows.flows:
+            r = f.rule
+            out.append({"cookie": r.cookie, "priority": r.priority,
+                        "match": ofsyntax.format_match(r.match),
+                        "actions": ofsyntax.format_actions(r.actions),
+                        "n_packets": int(f.n_packets), "n_bytes": int(f.n_bytes),
+                        "flow": ofsyntax.format_flow(r).strip()})
+        return out
+
+    # ---- MAC table ----
+
+    def fdb_show(self, args, as_json):
+        br = self._bridge(args[0])
+        if as_json:
+            return self.switch.fdb_rows(br.name)
+        return self.switch.fdb_show(br.name).rstrip("\n")
+
+    def fdb_flush(self, args, as_json):
+        br = self._bridge(args[0])
+        n = int(self.switch.fdb_flush(br.name))
+        return self._done(as_json, {"flushed": n}, "table successfully flushed")
+
+    def fdb_add(self, args, as_json):
+        br = self._bridge(args[0])
+        pname, vlan, mac = args[1:]
+        if pname not in br.ports:
+            raise CommandError(f"bridge {br.name} has no port {pname}")
+        _vlan(vlan, "vlan")
+        self.switch.fdb_add(br.name, pname, vlan, mac)
+        return self._done(as_json)
+
+    # ---- observability ----
+
+    STAT_COLUMNS = ("rx_packets", "rx_bytes", "rx_drops", "tx_packets", "tx_bytes", "tx_drops")
+
+    def show_interfaces(self, args, as_json):
+        rows = []
+        for s in self.switch.interface_stats():
+            row = {k: (int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                   for k, v in s.items()}
+            for k in self.STAT_COLUMNS:
+                row.setdefault(k, 0)
+            rows.append(row)
+        if as_json:
+            return rows
+        head = f"{'Name':<16}{'Type':<10}{'Bridge':<10}{'ofport':>7}" + "".join(
+            f"{c.replace('_', ' '):>14}" for c in self.STAT_COLUMNS)
+        lines = [head]
+        for r in rows:
+            lines.append(f"{r['name']:<16}{r['type']:<10}{r['bridge']:<10}{r['ofport']:>7}" +
+                         "".join(f"{r[c]:>14}" for c in self.STAT_COLUMNS))
+        return "\n".join(lines)
+
+    def show_runtime(self, args, as_json):
+        g = self.switch.graph
+        if as_json:
+            return [{k: (v if isinstance(v, str) else (float(v) if isinstance(v, float) else int(v)))
+                     for k, v in row.items()} for row in g.runtime()]
+        return g.show_runtime()
+
+    def clear_runtime(self, args, as_json):
+        self.switch.graph.clear_runtime()
+        return self._done(as_json)
+
+    def show_errors(self, args, as_json):
+        g = self.switch.graph
+        if as_json:
+            return [{"count": c, "node": n, "reason": r, "text": t} for c, n, r, t in g.errors()]
+        return g.show_errors()
+
+    def trace_add(self, args, as_json):
+        g = self.switch.graph
+        target, count = args
+        n = _int(count, "trace add: count", 1, MAX_TRACE)
+        if target in g and g[target].is_input:
+            node = target
+        elif target in self.switch.ports:
+            node = f"{target}-input"
+        else:
+            inputs = sorted(x.name for x in g.nodes if x.is_input and x.name in g)
+            raise CommandError(f"trace add: no input node or port named {target!r} "
+                               f"(inputs: {', '.join(inputs) or 'none'})")
+        g.trace_add(node, n)
+        return self._done(as_json, {"node": node, "count": n})
+
+    def trace_show(self, args, as_json):
+        tracer = self.switch.graph.tracer
+        if not as_json:
+            return tracer.show()
+        return [{"id": rid, "path": [{"time": ts, "node": node, "text": text}
+                                     for ts, node, text, _ in rec]}
+                for rid, rec in tracer.records.items()]
+
+    def trace_clear(self, args, as_json):
+        self.switch.graph.trace_clear()
+        return self._done(as_json)
+
+    def pcap_start(self, args, as_json):
+        port = self._port(args[0])
+        path = args[1]
+        if port.name in self.captures:
+            raise CommandError(f"pcap: {port.name} is already being captured "
+                               f"to {self.captures[port.name].path}")
+        g = self.switch.graph
+        nodes = [f"{port.name}-input", f"{port.name}-output"]
+        if not all(n in g for n in nodes):
+            raise CommandError(f"pcap: {port.name} has no input/output nodes")
+        try:
+            writer = PcapWriter(path)
+        except OSError as e:
+            raise CommandError(f"pcap: cannot open {path}: {e.strerror or e}") from None
+        for n in nodes:
+            g[n].capture = writer
+        self.captures[port.name] = writer
+        return self._done(as_json, {"port": port.name, "file": path})
+
+    def _stop_capture(self, name):
+        writer = self.captures.pop(name, None)
+        if writer is None:
+            return None
+        g = self.switch.graph
+        for n in (f"{name}-input", f"{name}-output"):
+            if n in g and g[n].capture is writer:
+                g[n].capture = None
+        writer.close()
+        return writer
+
+    def pcap_stop(self, args, as_json):
+        name = args[0]
+        if name not in self.captures:
+            raise CommandError(f"pcap: no capture running on {name}")
+        w = self._stop_capture(name)
+        return self._done(as_json, {"port": name, "file": w.path, "packets": w.packets},
+                          f"{w.packets} frames written to {w.path}")
+
+    def save(self, args, as_json):
+        path = args[0]
+        text = self.config_text()
+        try:
+            write_private(path, text)
+        except OSError as e:
+            raise CommandError(f"save: cannot write {path}: {e.strerror or e}") from None
+        return self._done(as_json, {"file": os.path.abspath(path)})
+
+    def version(self, args, as_json):
+        v = version()
+        return {"version": v} if as_json else f"fastpath {v}"
+
+    def help(self, args, as_json):
+        if as_json:
+            return [{"command": c, "args": a, "help": h} for c, a, h in HELP]
+        width = max(len(f"{c} {a}".strip()) for c, a, _ in HELP if len(f"{c} {a}") < 48)
+        lines = []
+        for c, a, h in HELP:
+            synopsis = f"{c} {a}".strip()
+            if len(synopsis) > width:
+                lines.append(synopsis)
+                lines.append(" " * (width + 2) + h)
+            else:
+                lines.append(f"{synopsis:<{width}}  {h}")
+        return "\n".join(lines)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what fastpath, its demo and its tests need on a fresh Debian 12 machine (as root),
+# then builds the Cython extensions. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc; do
+    command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+"$PY" -m pip install -q -e '.[test]'
+# the editable install builds the extensions in its own tree; make sure the in-place
+# modules exist too, so `python -m fastpath...` from this checkout works
+"$PY" setup.py -q build_ext --inplace >/dev/null
