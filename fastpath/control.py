@@ -459,8 +459,10 @@ class Control:
         br = self._bridge(args[0])
         settings = _bridge_settings(args[1:], "set bridge")
         size = settings.get("mac-table-size")
-        if size is not None and size < br.fdb.n_static:
-            raise CommandError(f"mac-table-size: {br.fdb.n_static} static entries do not fit in {size}")
+        if size is not None:
+            n_static = sum(1 for *_, static in br.fdb.entries(self.switch.tables.now) if static)
+            if size < n_static:
+                raise CommandError(f"mac-table-size: {n_static} static entries do not fit in {size}")
         self.switch.set_bridge(br.name, **settings)
         return self._done(as_json)
 
@@ -509,7 +511,10 @@ class Control:
             else:
                 raise CommandError(f"add-port: unknown setting {key!r} (known: type, tag, trunks, "
                                    "vlan_mode, ofport_request, options:KEY)")
-        port = sw.add_port(br.name, name, **kw, **options)
+        try:
+            port = sw.add_port(br.name, name, **kw, **options)
+        except ImportError as e:          # raised before anything was changed
+            raise CommandError(f"cannot open {kw['type']} port {name}: {e}") from None
         return self._done(as_json, {"port": port.name, "bridge": br.name, "ofport": port.ofport,
                                     "sw_if_index": port.sw_if_index})
 

@@ -5,6 +5,7 @@ Topology per test: namespace `dp` holds veth end `a`, opened by fastpath; namesp
 fastpath transmits. The graph is AfPacketInput -> PgOutput("rx-sink") for received
 frames and PgInput("gen") -> AfPacketOutput for transmitted ones.
 """
+import functools
 import select
 import socket
 import struct
@@ -87,7 +88,9 @@ def settle(g, seconds=0.05):
             time.sleep(0.0005)
 
 
+@functools.lru_cache(maxsize=None)
 def udp(i, size=64, dst=DP_MAC, src=PEER_MAC):
+    """A UDP frame of `size` bytes (scapy is slow: each frame is built once)."""
     f = Ether(dst=dst, src=src) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=1000 + i, dport=9)
     return bytes(f / Raw(bytes(max(0, size - len(f)))))
 
@@ -265,11 +268,16 @@ def test_rx_pool_exhaustion_counted(rig):
     rig.build(n_buffers=8)
     frames = [udp(i) for i in range(20)]
     rig.send(frames)
-    time.sleep(0.02)                       # every block retired: one poll sees all 20
-    rig.g.run_once()
+    # poll the input alone, without the dispatcher, so the 8 buffers stay taken
+    held = []
+    end = time.monotonic() + 3
+    while rig.rx.rx_packets + rig.rx.rx_no_buffer < 20 and time.monotonic() < end:
+        held += list(rig.rx.poll(256))
+    pool = rig.g.pool
     assert rig.rx.rx_packets == 8 and rig.rx.rx_no_buffer == 12
-    assert rig.sink.take() == frames[:8]
+    assert [pool.get_frame(b) for b in held] == frames[:8]
     assert rig.rx.stats()["rx_drops"] == 12
+    pool.free_py(held)
     rig.send([udp(99)])                    # and it recovers
     assert pump(rig.g, lambda: rig.rx.rx_packets == 9)
     assert rig.sink.take() == [udp(99)]
@@ -280,14 +288,16 @@ def test_rx_partial_block_kept_across_polls(rig):
     rig.build()
     frames = [udp(i, 100) for i in range(600)]
     rig.send(frames)
-    time.sleep(0.02)
+    end = time.monotonic() + 3
+    while rig.sock.kernel_stats()["packets"] < 600 and time.monotonic() < end:
+        time.sleep(0.001)
+    time.sleep(0.05)                       # the last block's 1 ms timer
     vectors = []
-    while True:
+    while sum(vectors) < 600 and time.monotonic() < end:
         n = rig.g.run_once()
-        if not n:
-            break
-        vectors.append(n)
-    assert sum(vectors) == 600 and max(vectors) == 256
+        if n:
+            vectors.append(n)
+    assert sum(vectors) == 600 and vectors[0] == 256
     assert rig.sink.take() == frames
 
 

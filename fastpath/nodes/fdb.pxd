@@ -27,6 +27,20 @@ cdef extern from *:
     const uint32_t FDB_NIL  # "no entry" in LRU links and the free list
 
 
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
+
+cdef inline uint32_t fdb_hash(uint64_t key) noexcept nogil:
+    # splitmix64 finalizer: every key bit affects the low bits we index with.
+    key ^= key >> 30
+    key *= 0xBF58476D1CE4E5B9ULL
+    key ^= key >> 27
+    key *= 0x94D049BB133111EBULL
+    key ^= key >> 31
+    return <uint32_t>key
+
+
 ctypedef struct fdb_entry_t:
     uint64_t key            # fdb_key(mac, vlan)
     double last_seen        # caller's clock, seconds
@@ -69,6 +83,16 @@ cdef class Fdb:
 
     # Packet path: no Python objects, no allocation, no clock reads.
     cdef int lookup(self, uint64_t key) noexcept nogil
+
+    cdef inline void prefetch_slot(self, uint64_t key) noexcept nogil:
+        """Start loading key's home slot: nodes call this a pass ahead of lookup/learn."""
+        __builtin_prefetch(&self.slots[fdb_hash(key) & self.mask])
+
+    cdef inline void prefetch_entry(self, uint64_t key) noexcept nogil:
+        """Start loading the entry in key's home slot (after prefetch_slot has landed)."""
+        cdef uint32_t s = self.slots[fdb_hash(key) & self.mask]
+        if s:
+            __builtin_prefetch(&self.slab[s - 1])
     cdef int learn(self, uint64_t key, uint16_t port, double now) noexcept nogil
 
     # Internals.

@@ -38,16 +38,6 @@ cdef uint32_t MAX_CAPACITY = 1 << 30
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-cdef inline uint32_t fdb_hash(uint64_t key) noexcept nogil:
-    # splitmix64 finalizer: every key bit affects the low bits we index with.
-    key ^= key >> 30
-    key *= 0xBF58476D1CE4E5B9ULL
-    key ^= key >> 27
-    key *= 0x94D049BB133111EBULL
-    key ^= key >> 31
-    return <uint32_t>key
-
-
 cdef uint32_t table_size_for(uint32_t max_entries):
     cdef uint32_t size = 2
     while size < 2 * max_entries:
