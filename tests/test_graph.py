@@ -2,7 +2,6 @@
 error reasons, the tracer and pcap capture."""
 import numpy as np
 import pytest
-from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
 from fastpath.graph.buffer import BufferPool

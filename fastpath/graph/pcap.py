@@ -17,7 +17,10 @@ class PcapWriter:
     def write(self, frame, ts=None):
         ts = time.time() if ts is None else ts
         sec = int(ts)
-        self.f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)))
+        usec = int(round((ts - sec) * 1e6))
+        if usec >= 1000000:
+            sec, usec = sec + 1, usec - 1000000
+        self.f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
         self.f.write(frame)
         self.packets += 1
 

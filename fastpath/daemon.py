@@ -1,0 +1,305 @@
+"""fastpath run: the switch in the foreground, with its control socket.
+
+The configuration in --config (the TOML `fastpathctl save` writes) is built first; then
+the dataplane runs and the control socket is served from the dispatch loop itself
+(graph.add_fd), so there are no threads and no locks. See fastpath.ctl for the protocol.
+"""
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+
+
+log = logging.getLogger("fastpath")
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):                   # numpy scalars
+        return obj.item()
+    return str(obj)
+
+
+class _Client:
+    __slots__ = ("sock", "fd", "inbuf", "outbuf", "last", "eof", "closing", "polled")
+
+    def __init__(self, sock, now):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.last = now                # last progress: bytes read or written
+        self.eof = False               # the client has sent everything
+        self.closing = False           # close once the queued replies are sent
+        self.polled = True             # its fd is in the dispatch loop's poll set
+
+
+class ControlServer:
+    """A Unix stream socket served from the graph's dispatch loop.
+
+    Everything is non-blocking: a client is read when poll() says it is readable (one
+    recv per wakeup); each complete line is one request and gets one reply line. Replies
+    that do not fit in the socket buffer are queued and sent from a timer, and while more
+    than OUT_HIGH bytes wait, that client is not read (backpressure). A request line
+    longer than MAX_REQUEST is refused and the client dropped, and so is a client that
+    makes no progress (sends nothing, or does not read its replies) for CLIENT_TIMEOUT
+    seconds. So no client can hold the dataplane up or make the daemon grow.
+    """
+    MAX_REQUEST = 1 << 20
+    OUT_HIGH = 1 << 20
+    MAX_CLIENTS = 64
+    CLIENT_TIMEOUT = 10.0
+
+    def __init__(self, path, control, graph):
+        self.path = path
+        self.control = control
+        self.graph = graph
+        self.sock = None
+        self.clients = {}
+
+    def open(self):
+        d = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+            os.chmod(d, 0o755)
+        self._remove_stale()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)                  # the socket is born 0600: root only
+        try:
+            s.bind(self.path)
+        except OSError:
+            s.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        s.listen(16)
+        s.setblocking(False)
+        self.sock = s
+        self.graph.add_fd(s.fileno(), self._accept)
+        self.graph.add_timer(0.1, self._timer)
+        log.info("control socket %s", self.path)
+
+    def _remove_stale(self):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise RuntimeError(f"{self.path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(self.path)
+        except OSError:
+            os.unlink(self.path)               # left over by a daemon that died
+            return
+        finally:
+            probe.close()
+        raise RuntimeError(f"another fastpath daemon is listening on {self.path}")
+
+    def close(self):
+        for c in list(self.clients.values()):
+            self._drop(c)
+        if self.sock is not None:
+            self.graph.remove_fd(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    # ---- callbacks from the dispatch loop ----
+
+    def _accept(self, fd):
+        for _ in range(8):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("control socket: accept: %s", e)
+                return
+            if len(self.clients) >= self.MAX_CLIENTS:
+                log.warning("control socket: too many clients, refusing one")
+                conn.close()
+                continue
+            conn.setblocking(False)
+            c = _Client(conn, time.monotonic())
+            self.clients[c.fd] = c
+            self.graph.add_fd(c.fd, self._readable)
+
+    def _readable(self, fd):
+        c = self.clients.get(fd)
+        if c is None or c.eof or c.closing:
+            return
+        try:
+            data = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(c)
+            return
+        c.last = time.monotonic()
+        if data:
+            c.inbuf += data
+        else:
+            c.eof = True
+        self._pump(c)
+
+    def _timer(self, _now):
+        now = time.monotonic()
+        for c in list(self.clients.values()):
+            self._pump(c)
+            if c.fd in self.clients and now - c.last > self.CLIENT_TIMEOUT:
+                log.info("control socket: dropping a client idle for %.0f s", self.CLIENT_TIMEOUT)
+                self._drop(c)
+
+    def _pump(self, c):
+        """Answer the complete requests while the reply queue is short, send what can be
+        sent, and poll the client only when we want to read more from it."""
+        while not c.closing and len(c.outbuf) < self.OUT_HIGH:
+            nl = c.inbuf.find(b"\n")
+            if nl >= 0:
+                line = bytes(c.inbuf[:nl])
+                del c.inbuf[:nl + 1]
+            elif c.eof and c.inbuf:               # a last request without its newline
+                line = bytes(c.inbuf)
+                c.inbuf.clear()
+            else:
+                break
+            if line.strip():
+                self._handle(c, line)
+        if not c.closing and len(c.inbuf) > self.MAX_REQUEST and c.inbuf.find(b"\n") < 0:
+            log.warning("control socket: request over %d bytes, dropping the client", self.MAX_REQUEST)
+            self._reply(c, {"ok": False, "error": f"request too large (max {self.MAX_REQUEST} bytes)"})
+            c.closing = True
+            c.inbuf.clear()
+        self._flush(c)
+        if c.fd not in self.clients:
+            return
+        done = c.closing or (c.eof and not c.inbuf)
+        if done and not c.outbuf:
+            self._drop(c)
+            return
+        want = not done and len(c.outbuf) < self.OUT_HIGH
+        if want != c.polled:
+            c.polled = want
+            if want:
+                self.graph.add_fd(c.fd, self._readable)
+            else:
+                self.graph.remove_fd(c.fd)
+
+    # ---- helpers ----
+
+    def _handle(self, c, line):
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("not a JSON object")
+            argv = req.get("argv")
+            fmt = req.get("format", "text")
+            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+                raise ValueError("'argv' must be a list of strings")
+            if fmt not in ("text", "json"):
+                raise ValueError("'format' must be \"text\" or \"json\"")
+        except (ValueError, UnicodeDecodeError) as e:
+            self._reply(c, {"ok": False, "error": f"bad request: {e}"})
+            return
+        from fastpath.control import CommandError
+        try:
+            out = self.control.execute(argv, fmt)
+            reply = {"ok": True, "output": out}
+            log.log(logging.DEBUG if argv[:1] in (["show"], ["dump-flows"], ["fdb/show"], ["version"],
+                                                  ["help"], ["trace"]) else logging.INFO,
+                    "command: %s", " ".join(argv))
+        except CommandError as e:
+            reply = {"ok": False, "error": str(e)}
+            log.info("command failed: %s: %s", " ".join(argv), e)
+        except Exception as e:                  # a bug: report it, keep switching
+            log.exception("command crashed: %s", " ".join(argv))
+            reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+        self._reply(c, reply)
+
+    def _reply(self, c, reply):
+        if not reply["ok"]:
+            reply["error"] = " ".join(str(reply["error"]).split("\n"))
+        try:
+            data = json.dumps(reply, default=_json_default).encode()
+        except (TypeError, ValueError) as e:
+            data = json.dumps({"ok": False, "error": f"internal error: unencodable output: {e}"}).encode()
+        c.outbuf += data + b"\n"
+
+    def _flush(self, c):
+        while c.outbuf:
+            try:
+                n = c.sock.send(c.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._drop(c)
+                return
+            del c.outbuf[:n]
+            c.last = time.monotonic()
+
+    def _drop(self, c):
+        if self.clients.pop(c.fd, None) is None:
+            return
+        self.graph.remove_fd(c.fd)
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- fastpath run
+
+def cmd_run(args):
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s fastpath[%(process)d] %(levelname)s %(message)s")
+    from fastpath.control import CommandError, Control
+    from fastpath.switch import Switch
+    if args.buffers < 256:
+        log.error("--buffers: at least 256")
+        return 2
+    sw = Switch(n_buffers=args.buffers)
+    control = Control(sw)
+    server = ControlServer(args.control, control, sw.graph)
+    try:
+        server.open()
+    except (OSError, RuntimeError) as e:
+        log.error("cannot serve %s: %s", args.control, e)
+        sw.close()
+        return 1
+    rc = 0
+    try:
+        if args.config:
+            try:
+                control.load(args.config)
+            except CommandError as e:
+                log.error("config %s: %s", args.config, e)
+                return 1
+            log.info("config %s: %d bridges, %d ports", args.config, len(sw.bridges), len(sw.ports))
+
+        def stop(signum, _frame):
+            log.info("%s: stopping", signal.Signals(signum).name)
+            sw.graph.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("fastpath running (%d buffers)", args.buffers)
+        try:
+            sw.graph.run()
+        except Exception:
+            log.exception("dataplane crashed")
+            rc = 1
+    finally:
+        control.close()
+        sw.close()                  # ports closed, TAPs removed
+        server.close()              # socket unlinked
+        log.info("fastpath stopped")
+    return rc
