@@ -16,8 +16,10 @@ def extensions():
     exts = []
     for pyx in sorted(glob.glob("fastpath/**/*.pyx", recursive=True)):
         name = pyx[:-4].replace(os.sep, ".")
+        # IPsec modules call OpenSSL's libcrypto (Debian: libssl-dev)
+        libs = ["crypto"] if name.startswith(("fastpath.crypto.", "fastpath.nodes.esp")) else []
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()],
-                              extra_compile_args=CFLAGS,
+                              libraries=libs, extra_compile_args=CFLAGS,
                               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]))
     return exts
 

@@ -24,8 +24,10 @@ def run_chain(benchmark, n_nodes):
     frame = bytes(64)
     rounds = []
 
+    inp.load([frame], loop=True, limit=0)
+
     def round_():
-        inp.load([frame], loop=True, limit=PACKETS)
+        inp.limit = PACKETS
         g.run_until_idle()
         rounds.append(1)
 

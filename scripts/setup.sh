@@ -8,6 +8,9 @@ need=()
 for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
+for hdr in openssl/evp.h:libssl-dev; do
+    [ -f "/usr/include/${hdr%%:*}" ] || need+=("${hdr##*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

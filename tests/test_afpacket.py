@@ -31,6 +31,7 @@ SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 DP_MAC, PEER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
+BCAST = "ff:ff:ff:ff:ff:ff"
 
 
 # ---------------------------------------------------------------- helpers
@@ -90,7 +91,8 @@ def settle(g, seconds=0.05):
 
 @functools.lru_cache(maxsize=None)
 def _udp_template(size, dst, src):
-    f = Ether(dst=dst, src=src) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=1000, dport=9, chksum=0)
+    f = (Ether(dst=dst, src=src) / IP(src="192.0.2.2", dst="192.0.2.1")
+         / UDP(sport=1000, dport=9, chksum=0))
     return bytes(f / Raw(bytes(max(0, size - len(f)))))
 
 
@@ -163,10 +165,11 @@ def test_rx_frames_byte_exact(rig):
     rig.build()
     frames = [
         udp(0, 60), udp(1, 64), udp(2, 333), udp(3, 1514),
-        bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=PEER_MAC) / ARP(psrc="192.0.2.2", pdst="192.0.2.1")),
+        bytes(Ether(dst=BCAST, src=PEER_MAC) / ARP(psrc="192.0.2.2", pdst="192.0.2.1")),
         udp(4, 64, dst="01:00:5e:00:00:fb"),             # multicast
         udp(5, 64, dst="02:aa:bb:cc:dd:ee"),             # unicast to someone else
-        bytes(Ether(dst=DP_MAC, src=PEER_MAC, type=0x88b5) / Raw(b"short")),   # 19 bytes, no padding on veth
+        bytes(Ether(dst=DP_MAC, src=PEER_MAC, type=0x88b5) / Raw(b"short")),   # 19 bytes: veth
+                                                                             # does not pad
     ]
     rig.send(frames)
     assert pump(rig.g, lambda: rig.rx.rx_packets >= len(frames))
@@ -207,7 +210,8 @@ def test_rx_vlan_tag_restored(rig, rxvlan):
         bytes(Ether(dst=DP_MAC, src=PEER_MAC) / Dot1Q(vlan=4094, dei=1) / base),    # DEI set
         bytes(Ether(dst=DP_MAC, src=PEER_MAC) / Dot1AD(vlan=100) / base),           # 802.1ad
         bytes(Ether(dst=DP_MAC, src=PEER_MAC) / Dot1AD(vlan=100) / Dot1Q(vlan=20) / base),  # QinQ
-        bytes(Ether(dst=DP_MAC, src=PEER_MAC, type=0x9100) / Dot1Q(vlan=7) / base),  # not a TPID Linux strips
+        # 0x9100 is not a TPID Linux strips: arrives as it is
+        bytes(Ether(dst=DP_MAC, src=PEER_MAC, type=0x9100) / Dot1Q(vlan=7) / base),
     ]
     rig.send(frames)
     assert pump(rig.g, lambda: rig.rx.rx_packets >= len(frames))
@@ -256,11 +260,10 @@ def test_rx_oversize_frames_counted(rig):
     rig.peer.run(f"ip link set {rig.b} mtu 9000")
     rig.dp.run(f"ip link set {rig.a} mtu 9000")
     rig.build()
-    ok = [udp(0, 2048),                                        # exactly a buffer
-          bytes(Ether(dst=DP_MAC, src=PEER_MAC) / Dot1Q(vlan=3) / Raw(bytes(2048 - 18)))]  # 2048 with its tag
-    big = [udp(1, 3000), udp(2, 2049),
-           bytes(Ether(dst=DP_MAC, src=PEER_MAC) / Dot1Q(vlan=3) / Raw(bytes(2049 - 18))),  # 2049 with its tag
-           udp(3, 9014)]
+    tagged = Ether(dst=DP_MAC, src=PEER_MAC) / Dot1Q(vlan=3)
+    # exactly a buffer, untagged and with the tag put back
+    ok = [udp(0, 2048), bytes(tagged / Raw(bytes(2048 - 18)))]
+    big = [udp(1, 3000), udp(2, 2049), bytes(tagged / Raw(bytes(2049 - 18))), udp(3, 9014)]
     rig.send([big[0], ok[0], big[1], big[2], ok[1], big[3]])
     rig.send([udp(4)])
     assert pump(rig.g, lambda: rig.rx.rx_packets + rig.rx.rx_too_big >= 7)
@@ -346,9 +349,10 @@ def test_tx_frames_byte_exact(rig):
     rig.build()
     frames = [udp(0, 60, dst=PEER_MAC, src=DP_MAC), udp(1, 64, dst=PEER_MAC, src=DP_MAC),
               udp(2, 1514, dst=PEER_MAC, src=DP_MAC),
-              bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=DP_MAC) / ARP(psrc="192.0.2.1", pdst="192.0.2.2")),
+              bytes(Ether(dst=BCAST, src=DP_MAC) / ARP(psrc="192.0.2.1", pdst="192.0.2.2")),
               bytes(Ether(dst=PEER_MAC, src=DP_MAC) / Dot1Q(vlan=10, prio=2) / IP() / ICMP()),
-              bytes(Ether(dst=PEER_MAC, src=DP_MAC) / Dot1Q(vlan=10) / Raw(bytes(1500))),  # 1518: tag over MTU
+              # 1518 bytes: an 802.1Q tag may exceed the MTU
+              bytes(Ether(dst=PEER_MAC, src=DP_MAC) / Dot1Q(vlan=10) / Raw(bytes(1500))),
               bytes(Ether(dst=PEER_MAC, src=DP_MAC) / Dot1AD(vlan=30) / Dot1Q(vlan=40) / IP() / UDP())]
     rig.transmit(frames)
     assert sniff(rig.peer_sock, want=len(frames)) == frames
@@ -386,8 +390,8 @@ def test_tx_too_big_counted(rig):
           bytes(Ether(**to_peer) / Dot1Q(vlan=5) / Raw(bytes(1500)))]        # 1518, 802.1Q
     big = [udp(1, 1515, **to_peer),
            bytes(Ether(**to_peer) / Dot1Q(vlan=5) / Raw(bytes(1501))),       # 1519, 802.1Q
-           bytes(Ether(**to_peer) / Dot1AD(vlan=5) / Raw(bytes(1500))),      # 1518, 802.1ad: no allowance
-           udp(2, 2048, **to_peer)]
+           bytes(Ether(**to_peer) / Dot1AD(vlan=5) / Raw(bytes(1500))),      # 1518: only 802.1Q
+           udp(2, 2048, **to_peer)]                                          # may exceed the MTU
     rig.transmit([big[0], ok[0], big[1], big[2], ok[1], big[3]])
     assert sniff(rig.peer_sock, want=2) == ok
     assert sniff(rig.peer_sock, timeout=0.1) == []

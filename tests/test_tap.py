@@ -104,7 +104,8 @@ def test_host_frames_received(tap):
     settle(tap.g)
     frames = tap.sink.take()
     expected = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=tap.mac)
-                     / ARP(op=1, hwsrc=tap.mac, psrc=HOST_IP, hwdst="00:00:00:00:00:00", pdst=PEER_IP))
+                     / ARP(op=1, hwsrc=tap.mac, psrc=HOST_IP,
+                           hwdst="00:00:00:00:00:00", pdst=PEER_IP))
     assert frames[0] == expected
     st = tap.rx.stats()
     assert st["rx_packets"] == len(frames) and st["rx_bytes"] == sum(map(len, frames))

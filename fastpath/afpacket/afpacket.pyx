@@ -175,9 +175,10 @@ cdef enum:
     ETH_HLEN = 14
     VLAN_HLEN = 4
     ETH_P_8021Q = 0x8100
-    # Linux >= 6.9: the fanout group's own hook skips outgoing frames. A fanout member's
-    # PACKET_IGNORE_OUTGOING does not apply (the group hook replaces the socket's hook),
-    # so without this flag group members see outgoing frames (filtered by sll_pkttype).
+    # PACKET_FANOUT_FLAG_IGNORE_OUTGOING (recent kernels; older headers lack it): the
+    # group's own hook skips outgoing frames. A fanout member's PACKET_IGNORE_OUTGOING
+    # does not apply (the group hook replaces the socket's), so without this flag group
+    # members see outgoing frames; sll_pkttype catches them then.
     FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
     RX_RETIRE_MS = 1           # a partly filled block is handed over after 1 ms
     RX_NOMINAL_FRAME = 2048    # V3 frames are variable-sized; the kernel only wants a divisor
@@ -187,6 +188,14 @@ cdef enum:
 cdef inline uint32_t tx_data_offset() noexcept nogil:
     # TPACKET_V2 TX without PACKET_TX_HAS_OFF: the frame follows the aligned header
     return <uint32_t> TPACKET_ALIGN(sizeof(tpacket2_hdr))
+
+
+cdef inline tpacket_block_desc *rx_block_at(AfPacketSocket s, uint32_t i) noexcept nogil:
+    return <tpacket_block_desc *> (s.rx_ring + <size_t> i * s.rx_block_size)
+
+
+cdef inline tpacket2_hdr *tx_slot_at(AfPacketSocket s, uint32_t i) noexcept nogil:
+    return <tpacket2_hdr *> (s.tx_ring + <size_t> i * s.tx_frame_size)
 
 
 cdef class AfPacketSocket:
@@ -422,7 +431,7 @@ cdef class AfPacketSocket:
         nbytes[0] = 0
         while n < self.tx_frames:
             j = (i if i else self.tx_frames) - 1
-            h = <tpacket2_hdr *> (self.tx_ring + <size_t> j * self.tx_frame_size)
+            h = tx_slot_at(self, j)
             if fp_load_acquire(&h.tp_status) != TP_STATUS_SEND_REQUEST:
                 break
             nbytes[0] += h.tp_len
@@ -434,8 +443,7 @@ cdef class AfPacketSocket:
 
     cdef void rx_release(self) noexcept nogil:
         """Give the block being read back to the kernel and move on to the next one."""
-        cdef tpacket_block_desc *blk = <tpacket_block_desc *> (
-            self.rx_ring + <size_t> self.rx_block * self.rx_block_size)
+        cdef tpacket_block_desc *blk = rx_block_at(self, self.rx_block)
         fp_store_release(&blk.hdr.bh1.block_status, TP_STATUS_KERNEL)
         self.rx_block += 1
         if self.rx_block == self.rx_blocks:
@@ -508,7 +516,7 @@ cdef class AfPacketInput(Node):
         while got < room:
             if self.sock.rx_left == 0:
                 # open the next block if the kernel has handed it over
-                blk = <tpacket_block_desc *> (self.sock.rx_ring + <size_t> self.sock.rx_block * self.sock.rx_block_size)
+                blk = rx_block_at(self.sock, self.sock.rx_block)
                 if not (fp_load_acquire(&blk.hdr.bh1.block_status) & TP_STATUS_USER):
                     break
                 self.sock.rx_left = blk.hdr.bh1.num_pkts
@@ -549,7 +557,9 @@ cdef class AfPacketInput(Node):
                     # the kernel took the outer tag out of the frame: put it back after
                     # the MAC addresses (4 bytes into the headroom, as a tag push does)
                     tci = h.hv1.tp_vlan_tci & 0xffff
-                    tpid = h.hv1.tp_vlan_tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+                    tpid = ETH_P_8021Q
+                    if status & TP_STATUS_VLAN_TPID_VALID:
+                        tpid = h.hv1.tp_vlan_tpid
                     self.pool.offset[b] = BUF_HEADROOM - VLAN_HLEN
                     dst = self.pool.frame(b)
                     memcpy(dst, src, 12)
@@ -662,7 +672,7 @@ cdef class AfPacketOutput(Node):
             if length > limit:
                 self.tx_too_big += 1
                 continue
-            h = <tpacket2_hdr *> (self.sock.tx_ring + <size_t> self.sock.tx_head * self.sock.tx_frame_size)
+            h = tx_slot_at(self.sock, self.sock.tx_head)
             if fp_load_acquire(&h.tp_status) & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING):
                 # ring full: have the kernel send what is queued, unless that just failed
                 if not kick_helps:
@@ -670,7 +680,7 @@ cdef class AfPacketOutput(Node):
                     continue
                 self.kick()
                 pending = 0
-                h = <tpacket2_hdr *> (self.sock.tx_ring + <size_t> self.sock.tx_head * self.sock.tx_frame_size)
+                h = tx_slot_at(self.sock, self.sock.tx_head)
                 if fp_load_acquire(&h.tp_status) & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING):
                     kick_helps = False
                     self.tx_ring_full += 1

@@ -1,0 +1,46 @@
+from libc.stdint cimport uint8_t
+
+cdef extern from "openssl/evp.h" nogil:
+    ctypedef struct EVP_CIPHER_CTX:
+        pass
+    ctypedef struct EVP_CIPHER:
+        pass
+    ctypedef struct ENGINE:
+        pass
+    enum:
+        EVP_CTRL_GCM_SET_IVLEN
+        EVP_CTRL_GCM_GET_TAG
+        EVP_CTRL_GCM_SET_TAG
+    EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
+    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx)
+    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
+    const EVP_CIPHER *EVP_aes_128_gcm()
+    const EVP_CIPHER *EVP_aes_256_gcm()
+    int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
+                           const unsigned char *key, const unsigned char *iv)
+    int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+                          const unsigned char *inp, int inl)
+    int EVP_EncryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl)
+    int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
+                           const unsigned char *key, const unsigned char *iv)
+    int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+                          const unsigned char *inp, int inl)
+    int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl)
+
+cdef extern from "openssl/err.h" nogil:
+    void ERR_clear_error()
+
+cdef enum:
+    GCM_NONCE_LEN = 12          # salt (4) + explicit IV (8), RFC 4106 4
+    GCM_TAG_LEN = 16
+
+
+cdef class AesGcm:
+    cdef EVP_CIPHER_CTX *enc
+    cdef EVP_CIPHER_CTX *dec
+    cdef readonly int key_bits
+
+    cdef int encrypt_c(self, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                       uint8_t *data, int n, uint8_t *tag) noexcept nogil
+    cdef int decrypt_c(self, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                       uint8_t *data, int n, const uint8_t *tag) noexcept nogil
