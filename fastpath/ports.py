@@ -49,7 +49,26 @@ def internal(graph, port):
     return (inp, out, tap)
 
 
-TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal}
+def vxlan(graph, port):
+    """A VXLAN tunnel port: frames output to it go to vxlan-encap (which sends them out of
+    the uplink); frames vxlan-input decapsulates arrive as if received on it."""
+    graph["interface-output"].set_interface(port.sw_if_index, "vxlan-encap", True, 65535)
+    return ()
+
+
+TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal, "vxlan": vxlan}
+
+
+def mac_of(port):
+    """The port's own MAC address (6 bytes): the device's, or options:mac for pg ports."""
+    mac = port.options.get("mac")
+    if mac:
+        return bytes.fromhex(mac.replace(":", ""))
+    if port.type in ("afpacket", "system", "internal"):
+        with open(f"/sys/class/net/{port.name}/address") as f:
+            return bytes.fromhex(f.read().strip().replace(":", ""))
+    # a stable locally administered address for in-memory ports
+    return bytes([0x02, 0xfa]) + port.sw_if_index.to_bytes(4, "big")
 
 
 def close(graph, port):

@@ -24,6 +24,9 @@ from fastpath.nodes.flow import FlowClassify, FlowTable
 from fastpath.nodes.interface import InterfaceOutput
 from fastpath.nodes.l2 import L2Flood, L2Forward, L2Learn
 from fastpath.nodes.vlan import VlanInput, VlanOutput
+from fastpath.nodes.ip4 import Ip4Input, Ip4UdpInput
+from fastpath.nodes.vxlan import VxlanEncap, VxlanInput
+from fastpath.nodes.arp import ArpInput, arp_frame
 from fastpath import ports as port_types
 
 MAX_BRIDGES = 256
@@ -35,9 +38,14 @@ class ConfigError(ValueError):
 
 
 def build_graph(graph, tables):
+    """The switch, then the VPN underlay:
+    uplink-input -> ethernet-input -> ip4-input -> esp-decrypt -> ip4-udp-input -> vxlan-input
+    -> ethernet-input (as from the tunnel port); a tunnel port's output is vxlan-encap ->
+    [esp-encrypt] -> interface-output -> uplink-output. ARP on uplinks: arp-input."""
     for node in (EthernetInput(tables), FlowClassify(tables), VlanInput(tables),
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
-                 InterfaceOutput()):
+                 InterfaceOutput(),
+                 Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap()):
         graph.add(node)
 
 
@@ -79,6 +87,9 @@ class Port:
         self.vlan_mode = None
         self.options = {}
         self.io = None            # the interface object (socket, TAP, in-memory)
+        self.address = None       # L3 (uplink) ports: ipaddress.IPv4Interface
+        self.gateway = None
+        self.mac = None
 
     @property
     def effective_mode(self):
@@ -126,7 +137,10 @@ class Switch:
         self.tables.now = clock()
         build_graph(self.graph, self.tables)
         self.bridges = {}
-        self.ports = {}                 # every port by name
+        self.ports = {}                 # every bridge port by name
+        self.uplinks = {}               # L3 ports (VPN underlay) by name
+        self.arp = self.graph["arp-input"]
+        self.arp.on_learn = self._neighbour_learned
         self.graph.add_timer(1.0, lambda _now: self.tick())
 
     # ---- time ----
@@ -137,6 +151,7 @@ class Switch:
         self.tables.now = now
         for br in self.bridges.values():
             br.fdb.age(now)
+        self.resolve_tunnels()
 
     # ---- bridges ----
 
@@ -193,12 +208,11 @@ class Switch:
         br = self.bridge(br_name)
         if ifname in self.ports:
             raise ConfigError(f"port {ifname} already exists (in bridge {self.ports[ifname].bridge.name})")
+        if ifname in self.uplinks:
+            raise ConfigError(f"port {ifname} already exists (an L3 uplink)")
         if type not in port_types.TYPES:
             raise ConfigError(f"unknown port type {type!r} (known: {', '.join(sorted(port_types.TYPES))})")
-        used_if = {p.sw_if_index for p in self.ports.values()}
-        sw_if_index = next((i for i in range(1, MAX_PORTS) if i not in used_if), None)
-        if sw_if_index is None:
-            raise ConfigError(f"at most {MAX_PORTS - 1} ports")
+        sw_if_index = self._free_sw_if_index()
         used_of = {p.ofport for p in br.ports.values()}
         if ofport_request is not None:
             ofport = int(ofport_request)
@@ -210,6 +224,8 @@ class Switch:
         options = {k.replace("options:", ""): v for k, v in options.items()}
         self._set_vlan(port, tag, trunks, vlan_mode)
         port.options = options
+        if type == "vxlan":
+            self._check_tunnel(port)
         # the interface itself: may fail (no such device...) before anything is changed
         try:
             port.io = port_types.TYPES[type](self.graph, port)
@@ -219,7 +235,62 @@ class Switch:
         br.ports[ifname] = port
         self._apply_port(port)
         self._apply_members(br)
+        if type == "vxlan":
+            self._start_tunnel(port)
         return port
+
+    # ---- tunnels ----
+
+    def _check_tunnel(self, port):
+        import ipaddress
+        o = port.options
+        for key in ("remote_ip", "local_ip", "key"):
+            if key not in o:
+                raise ConfigError(f"vxlan port {port.name}: options:{key} is required")
+        try:
+            remote, local = ipaddress.IPv4Address(o["remote_ip"]), ipaddress.IPv4Address(o["local_ip"])
+            vni = int(o["key"])
+        except ValueError as e:
+            raise ConfigError(f"vxlan port {port.name}: {e}") from None
+        if not 0 <= vni < 1 << 24:
+            raise ConfigError(f"vxlan port {port.name}: options:key {vni} out of range 0..16777215")
+        if remote == local or remote.is_multicast or remote.is_unspecified:
+            raise ConfigError(f"vxlan port {port.name}: bad remote_ip {remote}")
+        for t in self.tunnels():
+            if t.options["remote_ip"] == str(remote) and int(t.options["key"]) == vni:
+                raise ConfigError(f"vxlan port {port.name}: tunnel {t.name} already uses "
+                                  f"remote_ip {remote} key {vni}")
+        o["remote_ip"], o["local_ip"], o["key"] = str(remote), str(local), str(vni)
+        manual = [k for k in ("spi_out", "spi_in", "key_out", "key_in") if k in o]
+        if manual and len(manual) != 4:
+            raise ConfigError(f"vxlan port {port.name}: manual SAs need spi_out, spi_in, key_out and key_in")
+        if manual and "psk" in o:
+            raise ConfigError(f"vxlan port {port.name}: options:psk and manual SAs exclude each other")
+        port.ipsec = bool(manual) or "psk" in o
+        port.sa_index = 0
+        port.uplink = None
+
+    def _start_tunnel(self, port):
+        self.graph["vxlan-input"].set_tunnel(port.sw_if_index, port.options["remote_ip"],
+                                             int(port.options["key"]), port.ipsec)
+        if port.ipsec:
+            from fastpath import vpn
+            vpn.start(self, port)
+        self.resolve_tunnels()
+
+    def _stop_tunnel(self, port):
+        self.graph["vxlan-input"].clear_tunnel(port.sw_if_index)
+        self.graph["vxlan-encap"].clear_tunnel(port.sw_if_index)
+        if port.ipsec:
+            from fastpath import vpn
+            vpn.stop(self, port)
+
+    def _free_sw_if_index(self):
+        used = {p.sw_if_index for p in (*self.ports.values(), *self.uplinks.values())}
+        sw_if_index = next((i for i in range(1, MAX_PORTS) if i not in used), None)
+        if sw_if_index is None:
+            raise ConfigError(f"at most {MAX_PORTS - 1} ports")
+        return sw_if_index
 
     def _set_vlan(self, port, tag, trunks, vlan_mode):
         if vlan_mode is not None and vlan_mode not in MODES:
@@ -243,8 +314,10 @@ class Switch:
         self._apply_port(port)
 
     def _apply_port(self, port):
+        # tunnels form a split-horizon group: what comes from one is never flooded to another
+        group = 1 if port.type == "vxlan" else int(port.options.get("split_group", 0))
         self.tables.set_port(port.sw_if_index, port.bridge.index, port.effective_mode,
-                             port.tag or 0, port.trunks, int(port.options.get("split_group", 0)))
+                             port.tag or 0, port.trunks, group)
 
     def _apply_members(self, br):
         self.tables.set_members(br.index, [p.sw_if_index for p in br.ports.values()])
@@ -262,6 +335,8 @@ class Switch:
         br.fdb.port_removed(port.sw_if_index)
         br.flows.port_removed(port.sw_if_index)
         self._apply_members(br)
+        if port.type == "vxlan":
+            self._stop_tunnel(port)
         port_types.close(self.graph, port)
 
     def port(self, ifname):
@@ -269,6 +344,116 @@ class Switch:
             return self.ports[ifname]
         except KeyError:
             raise ConfigError(f"no port named {ifname}") from None
+
+    # ---- L3 uplinks (the VPN underlay) ----
+
+    def add_ip(self, ifname, cidr, type="afpacket", gw=None, **options):
+        """Own interface `ifname` in L3 mode with address cidr (e.g. 192.0.2.1/24)."""
+        import ipaddress
+        try:
+            address = ipaddress.IPv4Interface(cidr)
+            gateway = ipaddress.IPv4Address(gw) if gw else None
+        except ValueError as e:
+            raise ConfigError(f"add-ip: {e}") from None
+        if address.network.prefixlen == 32 or address.ip in (address.network.network_address,
+                                                              address.network.broadcast_address):
+            raise ConfigError(f"add-ip: {cidr} is not a host address on a subnet")
+        if gateway is not None and gateway not in address.network:
+            raise ConfigError(f"add-ip: gateway {gateway} is not on {address.network}")
+        if ifname in self.ports or ifname in self.uplinks:
+            raise ConfigError(f"port {ifname} already exists")
+        if type not in port_types.TYPES or type == "vxlan":
+            raise ConfigError(f"add-ip: an uplink cannot be of type {type!r}")
+        port = Port(ifname, type, self._free_sw_if_index(), 0, None)
+        port.address, port.gateway = address, gateway
+        port.options = {k.replace("options:", ""): v for k, v in options.items()}
+        try:
+            port.io = port_types.TYPES[type](self.graph, port)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot open {type} port {ifname}: {e}") from None
+        port.mac = port_types.mac_of(port)
+        self.uplinks[ifname] = port
+        self.graph["ip4-input"].set_address(port.sw_if_index, str(address.ip))
+        self.graph["ethernet-input"].set_port_next(port.sw_if_index, "ip4-input")
+        self.arp.addresses[port.sw_if_index] = (address, port.mac)
+        self.resolve_tunnels()
+        return port
+
+    def del_ip(self, ifname):
+        port = self.uplinks.get(ifname)
+        if port is None:
+            raise ConfigError(f"no L3 uplink named {ifname}")
+        for t in self.tunnels():
+            if t.uplink is port:
+                raise ConfigError(f"uplink {ifname} carries tunnel {t.name}: delete it first")
+        del self.uplinks[ifname]
+        self.graph["ip4-input"].set_address(port.sw_if_index, None)
+        self.graph["ethernet-input"].set_port_next(port.sw_if_index, None)
+        self.arp.addresses.pop(port.sw_if_index, None)
+        self.arp.neighbours = {k: v for k, v in self.arp.neighbours.items() if k[0] != port.sw_if_index}
+        port_types.close(self.graph, port)
+
+    def tunnels(self):
+        return [p for p in self.ports.values() if p.type == "vxlan"]
+
+    def uplink_for(self, local_ip):
+        for u in self.uplinks.values():
+            if str(u.address.ip) == str(local_ip):
+                return u
+        return None
+
+    def next_hop(self, uplink, remote_ip):
+        import ipaddress
+        remote = ipaddress.IPv4Address(remote_ip)
+        if remote in uplink.address.network:
+            return str(remote)
+        return str(uplink.gateway) if uplink.gateway else None
+
+    def resolve_tunnels(self):
+        """Give every tunnel its next hop's MAC, asking by ARP for the ones not known yet."""
+        encap = self.graph["vxlan-encap"]
+        asked = set()
+        for t in self.tunnels():
+            t.uplink = self.uplink_for(t.options["local_ip"])
+            if t.uplink is None:
+                encap.set_next_hop(t.sw_if_index, None)
+                continue
+            if not getattr(t, "encap_set", False) or t.encap_uplink is not t.uplink:
+                encap.set_tunnel(t.sw_if_index, t.options["local_ip"], t.options["remote_ip"],
+                                 int(t.options["key"]), t.uplink.sw_if_index,
+                                 int(t.uplink.options.get("mtu", 1500)), t.uplink.mac, t.ipsec)
+                t.encap_set, t.encap_uplink = True, t.uplink
+                if t.sa_index:
+                    encap.set_sa(t.sw_if_index, t.sa_index)
+            nh = self.next_hop(t.uplink, t.options["remote_ip"])
+            entry = self.arp.neighbours.get((t.uplink.sw_if_index, nh)) if nh else None
+            encap.set_next_hop(t.sw_if_index, entry[0] if entry else None)
+            if nh and (entry is None or self.arp.clock() - entry[1] > 30) and (t.uplink.name, nh) not in asked:
+                asked.add((t.uplink.name, nh))
+                self.send_frame(t.uplink, arp_frame(1, t.uplink.mac, str(t.uplink.address.ip),
+                                                    b"\0" * 6, nh))
+
+    def _neighbour_learned(self, sw_if_index, ip, mac):
+        encap = self.graph["vxlan-encap"]
+        for t in self.tunnels():
+            if t.uplink is not None and t.uplink.sw_if_index == sw_if_index \
+                    and self.next_hop(t.uplink, t.options["remote_ip"]) == ip:
+                encap.set_next_hop(t.sw_if_index, mac)
+
+    def send_frame(self, port, frame):
+        """Send a frame the control plane built (ARP, handshakes) out of a port."""
+        pool = self.graph.pool
+        bufs = pool.alloc_py(1)
+        if len(bufs) == 0:
+            return False
+        pool.set_frame(int(bufs[0]), frame)
+        pool.meta("tx_if")[bufs[0]] = port.sw_if_index
+        self.graph.inject("interface-output", bufs)
+        return True
+
+    def show_arp(self):
+        names = {p.sw_if_index: p.name for p in self.uplinks.values()}
+        return self.arp.show(names)
 
     # ---- flows ----
 
@@ -323,9 +508,9 @@ class Switch:
 
     def interface_stats(self):
         rows = []
-        for p in self.ports.values():
-            s = {"name": p.name, "type": p.type, "bridge": p.bridge.name, "ofport": p.ofport,
-                 "sw_if_index": p.sw_if_index}
+        for p in (*self.ports.values(), *self.uplinks.values()):
+            s = {"name": p.name, "type": p.type, "bridge": p.bridge.name if p.bridge else "",
+                 "ofport": p.ofport, "sw_if_index": p.sw_if_index}
             s.update(port_types.stats(self.graph, p))
             rows.append(s)
         return rows
@@ -384,3 +569,5 @@ class Switch:
     def close(self):
         for name in list(self.bridges):
             self.del_br(name)
+        for name in list(self.uplinks):
+            self.del_ip(name)

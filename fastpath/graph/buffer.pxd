@@ -13,6 +13,7 @@ cdef enum:
     F_FROM_TUNNEL = 2      # entered through a tunnel port (split horizon)
     F_TAGGED_IN = 4        # arrived with an 802.1Q/802.1ad tag
     F_SVLAN = 8            # its VLAN is an 802.1ad service VLAN: egress tags it 0x88a8
+    F_DECRYPTED = 16       # passed ESP decryption and ICV check (set by esp-decrypt)
 
 
 cdef class BufferPool:
