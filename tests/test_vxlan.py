@@ -84,4 +84,5 @@ def test_too_big_for_the_uplink_is_a_counted_drop():
     a.port("h10").io[0].add([bytes(frame(src=A, payload=bytes(1480)))])
     exchange(a, b)
     assert taken(b)["h10"] == []
-    assert [(n, r) for _, n, r, _ in a.graph.errors()] == [("vxlan-encap", "too_big")]
+    errors = {(n, r): c for c, n, r, _ in a.graph.errors() if n != "arp-input"}
+    assert errors == {("vxlan-encap", "too_big"): 1}
