@@ -27,6 +27,8 @@ from fastpath.nodes.vlan import VlanInput, VlanOutput
 from fastpath.nodes.ip4 import Ip4Input, Ip4UdpInput
 from fastpath.nodes.vxlan import VxlanEncap, VxlanInput
 from fastpath.nodes.arp import ArpInput, arp_frame
+from fastpath.nodes.esp import EspDecrypt, EspEncrypt
+from fastpath.nodes.handshake import HandshakeInput
 from fastpath import ports as port_types
 
 MAX_BRIDGES = 256
@@ -45,7 +47,8 @@ def build_graph(graph, tables):
     for node in (EthernetInput(tables), FlowClassify(tables), VlanInput(tables),
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(),
-                 Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap()):
+                 Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
+                 EspEncrypt(), EspDecrypt(), HandshakeInput()):
         graph.add(node)
 
 
@@ -236,7 +239,11 @@ class Switch:
         self._apply_port(port)
         self._apply_members(br)
         if type == "vxlan":
-            self._start_tunnel(port)
+            try:
+                self._start_tunnel(port)
+            except ConfigError:
+                self.del_port(ifname)
+                raise
         return port
 
     # ---- tunnels ----
@@ -281,6 +288,7 @@ class Switch:
     def _stop_tunnel(self, port):
         self.graph["vxlan-input"].clear_tunnel(port.sw_if_index)
         self.graph["vxlan-encap"].clear_tunnel(port.sw_if_index)
+        port.encap_set = False
         if port.ipsec:
             from fastpath import vpn
             vpn.stop(self, port)

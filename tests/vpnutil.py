@@ -7,7 +7,7 @@ A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 
 def make_site(local, remote, clock=None, tunnel_options=None, n_buffers=4096):
     sw = Switch(n_buffers=n_buffers, clock=clock or Clock())
-    sw.add_ip("up", f"{local}/24", type="pg")
+    sw.add_ip("up", f"{local}/24", type="pg", **{"options:mac": "02:00:00:00:00:0" + local[-1]})
     sw.add_br("br0")
     sw.add_port("br0", "h10", type="pg", tag=10)
     sw.add_port("br0", "h20", type="pg", tag=20)

@@ -1,0 +1,31 @@
+"""handshake-input: punts VPN handshake packets (UDP 4500 with the non-ESP marker) to the
+control plane's queue, where fastpath.vpn answers them off the packet path.
+errors: punted (handed to the control plane), queue_full."""
+from collections import deque
+
+import numpy as np
+
+from fastpath.graph.node import Node
+
+
+class HandshakeInput(Node):
+    node_name = "handshake-input"
+    errors = (("punted", "handshake packet handed to the control plane"),
+              ("queue_full", "handshake queue full"))
+
+    def __init__(self, name=None, limit=1024):
+        super().__init__(name)
+        self.queue = deque()
+        self.limit = limit
+
+    def process(self, vector):
+        pool = self.pool
+        rx = pool.meta("rx_if")
+        err = pool.meta("error")
+        for b in vector.tolist():
+            if len(self.queue) < self.limit:
+                self.queue.append((int(rx[b]), pool.get_frame(b)))
+                err[b] = self.error_code("punted")
+            else:
+                err[b] = self.error_code("queue_full")
+        pool.meta("next")[vector] = np.uint16(0)   # the frame itself is done with
