@@ -44,7 +44,10 @@ MAX_TABLE_SIZE = 1 << 24             # mac-table-size: larger would allocate gig
 MAX_TRACE = 10000                    # Tracer's record limit
 PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usable in flows
 # options:KEY=VALUE a port accepts: key -> (check(value) -> canonical str, what)
-PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep")
+PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
+                "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
+                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap")
+UNIX_PATH_MAX = 107                  # sun_path holds 108 bytes with the final NUL
 
 
 class CommandError(Exception):
@@ -140,6 +143,51 @@ def _option(key, value):
         if v not in ("true", "false"):
             raise CommandError(f"options:keep: {value!r} is not true or false")
         return v
+    if key in ("vhost-socket", "vhost-server-path"):
+        path = str(value)
+        if not path or "\0" in path or len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise CommandError(f"options:{key}: {value!r} is not a socket path "
+                               f"(1..{UNIX_PATH_MAX} bytes)")
+        return path
+    if key == "mac":
+        v = str(value).lower()
+        if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", v) or int(v[:2], 16) & 1:
+            raise CommandError(f"options:mac: {value!r} is not a unicast MAC address")
+        return v
+    if key in ("remote_ip", "local_ip"):
+        try:
+            return str(ipaddress.IPv4Address(str(value)))
+        except ValueError:
+            raise CommandError(f"options:{key}: {value!r} is not an IPv4 address") from None
+    if key == "key":
+        return str(_int(value, "options:key", 0, (1 << 24) - 1))
+    if key in ("spi_out", "spi_in"):
+        try:
+            v = int(str(value), 0)
+        except ValueError:
+            v = -1
+        if not 256 <= v <= 0xffffffff:
+            raise CommandError(f"options:{key}: {value!r} is not an SPI (256..0xffffffff)")
+        return f"0x{v:08x}"
+    if key in ("key_out", "key_in"):
+        from fastpath.crypto.sa import parse_xfrm_key
+        try:
+            parse_xfrm_key(str(value))
+        except ValueError as e:
+            raise CommandError(f"options:{key}: {e}") from None
+        return str(value)
+    if key == "psk":
+        if not str(value):
+            raise CommandError("options:psk: empty")
+        return str(value)
+    if key in ("rekey_time", "rekey_packets", "rekey_bytes"):
+        return str(_int(value, f"options:{key}", 1, 1 << 62))
+    if key == "replay_window":
+        return str(_int(value, "options:replay_window", 1, 4096))
+    if key == "encap":
+        if str(value) not in ("udp", "none"):
+            raise CommandError(f"options:encap: {value!r} is not udp or none")
+        return str(value)
     raise CommandError(f"unknown option {key!r} (known: {', '.join(PORT_OPTIONS)})")
 
 
@@ -255,12 +303,25 @@ def _str_setting(v):
 
 def config_commands(config):
     """Switch.config() data -> the argv lists that build it (validated by Control)."""
-    if not isinstance(config, dict) or set(config) - {"bridge"}:
-        raise CommandError("config: expected only [bridge.NAME] tables")
+    if not isinstance(config, dict) or set(config) - {"bridge", "uplink"}:
+        raise CommandError("config: expected only [uplink.NAME] and [bridge.NAME] tables")
     bridges = config.get("bridge", {})
-    if not isinstance(bridges, dict):
-        raise CommandError("config: 'bridge' must be a table")
+    uplinks = config.get("uplink", {})
+    if not isinstance(bridges, dict) or not isinstance(uplinks, dict):
+        raise CommandError("config: 'bridge' and 'uplink' must be tables")
     cmds = []
+    # uplinks first: tunnel ports name their local address
+    for name, u in uplinks.items():
+        if not isinstance(u, dict) or "address" not in u:
+            raise CommandError(f"config: uplink {name} needs an address")
+        cmd = ["add-ip", name, _str_setting(u["address"])]
+        for key, value in u.items():
+            if key == "address":
+                continue
+            if key not in ("type", "gw") and not key.startswith("options:"):
+                raise CommandError(f"config: uplink {name}: unknown key {key!r}")
+            cmd.append(f"{key}={_str_setting(value)}")
+        cmds.append(cmd)
     for br, b in bridges.items():
         if not isinstance(b, dict):
             raise CommandError(f"config: bridge {br} is not a table")
@@ -301,7 +362,7 @@ HELP = [
     ("add-br", "BR [other_config:mac-aging-time=N] [other_config:mac-table-size=N]", "create a bridge"),
     ("del-br", "BR", "delete a bridge and its ports"),
     ("set bridge", "BR other_config:KEY=VALUE...", "change mac-aging-time / mac-table-size"),
-    ("add-port", "BR IFACE [type=afpacket|internal|pg|system] [tag=N] [trunks=N,M] "
+    ("add-port", "BR IFACE [type=afpacket|internal|pg|system|vhost-user] [tag=N] [trunks=N,M] "
                  "[vlan_mode=MODE] [ofport_request=N] [options:KEY=VALUE...]", "add a port"),
     ("del-port", "[BR] IFACE", "delete a port"),
     ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]]", "change a port's VLAN settings"),
@@ -321,6 +382,11 @@ HELP = [
     ("trace clear", "", "forget traces and stop tracing"),
     ("pcap start", "IFACE FILE", "capture an interface's rx and tx frames to a pcap file"),
     ("pcap stop", "IFACE", "stop a capture and close its file"),
+    ("add-ip", "IFACE ADDR/PLEN [gw=GW] [type=afpacket|pg] [options:KEY=VALUE...]",
+               "own an interface as an L3 uplink (the VPN underlay)"),
+    ("del-ip", "IFACE", "release an L3 uplink"),
+    ("show arp", "", "the uplinks' neighbour table"),
+    ("show sa", "", "IPsec SAs: SPI, sequence numbers, replay window, counters, age"),
     ("save", "FILE", "write the configuration as TOML (mode 0600)"),
     ("version", "", "the fastpath version"),
     ("help", "", "this list"),
@@ -358,6 +424,10 @@ class Control:
             "trace clear": (self.trace_clear, 0, 0),
             "pcap start": (self.pcap_start, 2, 2),
             "pcap stop": (self.pcap_stop, 1, 1),
+            "add-ip": (self.add_ip, 2, None),
+            "del-ip": (self.del_ip, 1, 1),
+            "show arp": (self.show_arp, 0, 0),
+            "show sa": (self.show_sa, 0, 0),
             "save": (self.save, 1, 1),
             "version": (self.version, 0, 0),
             "help": (self.help, 0, 0),
@@ -517,6 +587,65 @@ class Control:
             raise CommandError(f"cannot open {kw['type']} port {name}: {e}") from None
         return self._done(as_json, {"port": port.name, "bridge": br.name, "ofport": port.ofport,
                                     "sw_if_index": port.sw_if_index})
+
+    # ---- L3 uplinks and IPsec ----
+
+    def add_ip(self, args, as_json):
+        sw = self.switch
+        name = args[0]
+        if not PORT_NAME_RE.fullmatch(name):
+            raise CommandError(f"bad port name {name!r} (1-15 of A-Z a-z 0-9 _ . -)")
+        if name in sw.ports or name in sw.uplinks:
+            raise CommandError(f"port {name} already exists")
+        kw, options = {"type": "afpacket"}, {}
+        for tok in args[2:]:
+            key, value = _kv(tok, "add-ip")
+            if key == "gw":
+                kw["gw"] = value
+            elif key == "type":
+                if value not in ("afpacket", "system", "pg"):
+                    raise CommandError(f"add-ip: an uplink cannot be of type {value!r}")
+                kw["type"] = value
+            elif key.startswith("options:") and key[8:] in ("mtu", "mac", "fanout_group", "keep"):
+                options[key] = _option(key[8:], value)
+            else:
+                raise CommandError(f"add-ip: unknown setting {key!r} (known: gw, type, "
+                                   "options:mtu, options:mac)")
+        try:
+            port = sw.add_ip(name, args[1], **kw, **options)
+        except ImportError as e:
+            raise CommandError(f"cannot open {kw['type']} port {name}: {e}") from None
+        return self._done(as_json, {"port": port.name, "address": str(port.address)})
+
+    def del_ip(self, args, as_json):
+        self._stop_capture(args[0])
+        self.switch.del_ip(args[0])
+        return self._done(as_json)
+
+    def show_arp(self, args, as_json):
+        rows = [{"port": p, "ip": ip, "mac": mac, "age": age} for p, ip, mac, age in self.switch.show_arp()]
+        if as_json:
+            return rows
+        lines = [f"{'Port':<16}{'IP address':<18}{'MAC':<20}{'Age':>5}"]
+        lines += [f"{r['port']:<16}{r['ip']:<18}{r['mac']:<20}{r['age']:>5}" for r in rows]
+        return "\n".join(lines)
+
+    def show_sa(self, args, as_json):
+        vpn = getattr(self.switch, "vpn", None)
+        rows = vpn.show() if vpn else []
+        if as_json:
+            return rows
+        lines = []
+        for r in rows:
+            state = " (retiring)" if r.get("retiring") else ""
+            lines.append(f"{r['tunnel']} -> {r['remote_ip']}: spi 0x{r['spi']:08x} {r['direction']}{state} "
+                         f"{r['cipher']}{' esn' if r['esn'] else ''}{' udp' if r['encap'] else ''}")
+            lines.append(f"    seq {r['seq']}  packets {r['packets']}  bytes {r['bytes']}  age {r['age']:.0f}s"
+                         + (f"  replay window {r['replay_window']}" if 'replay_window' in r else ""))
+            drops = {k: v for k, v in (r.get("drops") or {}).items() if v}
+            if drops:
+                lines.append("    drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+        return "\n".join(lines) if lines else "no SAs"
 
     def del_port(self, args, as_json):
         if len(args) == 2:

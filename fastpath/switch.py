@@ -33,6 +33,7 @@ from fastpath import ports as port_types
 
 MAX_BRIDGES = 256
 MAX_PORTS = 4096
+SECRET_OPTIONS = ("psk", "key_out", "key_in")     # never printed
 
 
 class ConfigError(ValueError):
@@ -539,13 +540,22 @@ class Switch:
                 if p.type != "system":
                     lines.append(f"                type: {p.type}")
                 if p.options:
-                    opts = ", ".join(f"{k}={v}" for k, v in sorted(p.options.items()))
+                    opts = ", ".join(f"{k}={'<hidden>' if k in SECRET_OPTIONS else v}"
+                                     for k, v in sorted(p.options.items()))
                     lines.append(f"                options: {{{opts}}}")
         return "\n".join(lines)
 
     def config(self):
         """The whole configuration as plain data (what `save` writes and `apply` reads)."""
         out = {"bridge": {}}
+        if self.uplinks:
+            out["uplink"] = {}
+            for u in self.uplinks.values():
+                d = {"type": u.type, "address": str(u.address)}
+                if u.gateway:
+                    d["gw"] = str(u.gateway)
+                d.update({f"options:{k}": v for k, v in u.options.items()})
+                out["uplink"][u.name] = d
         for br in self.bridges.values():
             b = {"mac_aging_time": br.fdb.aging_time, "mac_table_size": br.fdb.max_entries,
                  "port": {p.name: p.settings() for p in br.ports.values()}}
@@ -557,8 +567,11 @@ class Switch:
 
     def apply(self, config):
         """Build bridges, ports and flows from config() data; raises ConfigError."""
-        if not isinstance(config, dict) or set(config) - {"bridge"}:
-            raise ConfigError("config: expected only [bridge.NAME] tables")
+        if not isinstance(config, dict) or set(config) - {"bridge", "uplink"}:
+            raise ConfigError("config: expected only [uplink.NAME] and [bridge.NAME] tables")
+        for name, u in config.get("uplink", {}).items():
+            u = dict(u)
+            self.add_ip(name, u.pop("address", None), type=u.pop("type", "afpacket"), gw=u.pop("gw", None), **u)
         for br_name, b in config.get("bridge", {}).items():
             if not isinstance(b, dict):
                 raise ConfigError(f"config: bridge {br_name} is not a table")
