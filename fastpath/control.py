@@ -27,6 +27,7 @@ The config file is TOML with exactly Switch.config()'s structure:
     vlan_mode = "trunk"
     "options:split_group" = "1"
 """
+import ipaddress
 import math
 import os
 import re
