@@ -430,7 +430,8 @@ class Switch:
             if not getattr(t, "encap_set", False) or t.encap_uplink is not t.uplink:
                 encap.set_tunnel(t.sw_if_index, t.options["local_ip"], t.options["remote_ip"],
                                  int(t.options["key"]), t.uplink.sw_if_index,
-                                 int(t.uplink.options.get("mtu", 1500)), t.uplink.mac, t.ipsec)
+                                 int(t.uplink.options.get("mtu", 1500)), t.uplink.mac, t.ipsec,
+                                 t.options.get("encap") == "udp")
                 t.encap_set, t.encap_uplink = True, t.uplink
                 if t.sa_index:
                     encap.set_sa(t.sw_if_index, t.sa_index)

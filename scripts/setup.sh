@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc; do
+for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc ovs-vswitchd:openvswitch-switch; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 for hdr in openssl/evp.h:libssl-dev; do

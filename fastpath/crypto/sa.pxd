@@ -4,6 +4,7 @@ from fastpath.crypto.aesgcm cimport AesGcm
 
 cdef enum:
     MAX_REPLAY_WINDOW = 4096
+    REPLAY_WORDS = 64           # MAX_REPLAY_WINDOW / 64
     SALT_LEN = 4
     ESP_IV_LEN = 8              # explicit IV: the 64-bit sequence number
     ESP_ICV_LEN = 16
@@ -40,7 +41,7 @@ cdef class SecurityAssociation:
     cdef uint64_t top
     cdef readonly uint32_t replay_window
     cdef uint32_t nbits
-    cdef uint64_t bitmap[MAX_REPLAY_WINDOW // 64]
+    cdef uint64_t bitmap[REPLAY_WORDS]
     # counters
     cdef readonly uint64_t packets, octets
     cdef uint64_t drops_[SA_N_DROPS]
@@ -54,6 +55,10 @@ cdef class SecurityAssociation:
     cdef inline void count_drop(self, int reason) noexcept nogil:
         self.drops_[reason] += 1
 
+    cdef inline void count_packet(self, uint64_t octets) noexcept nogil:
+        self.packets += 1
+        self.octets += octets
+
     cdef inline void nonce(self, uint8_t *out, const uint8_t *iv) noexcept nogil:
         """RFC 4106 4: salt || explicit IV."""
         memcpy(out, self.salt, SALT_LEN)
@@ -64,6 +69,8 @@ cdef class SecurityAssociation:
         self.bitmap[idx >> 6] |= 1ULL << (idx & 63)
 
     cdef int aad(self, uint8_t *out, uint64_t seq) noexcept nogil
+    cdef int esp_seal(self, uint8_t *esp, int n, uint64_t seq) noexcept nogil
+    cdef int esp_open(self, uint8_t *esp, int n, uint64_t seq) noexcept nogil
     cdef int next_seq(self, uint64_t *seq) noexcept nogil
     cdef int replay_check(self, uint32_t seq_lo, uint64_t *seq) noexcept nogil
     cdef void replay_advance(self, uint64_t seq) noexcept nogil

@@ -31,7 +31,8 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from fastpath.nodes.ip4 cimport wr32
+from fastpath.crypto.aesgcm cimport GCM_NONCE_LEN
+from fastpath.nodes.ip4 cimport wr32, wr64, esp_write, ESP_HLEN
 
 DROP_REASONS = ("replay", "auth_failed", "bad_length", "bad_padding", "seq_exhausted",
                 "expired", "too_big", "encap_mismatch", "crypto_error")
@@ -122,11 +123,34 @@ cdef class SecurityAssociation:
         """RFC 4106 5: SPI || seq (32-bit) or SPI || seq high || seq low (ESN). Its length."""
         wr32(out, self.spi)
         if self.esn:
-            wr32(out + 4, seq >> 32)
-            wr32(out + 8, seq & 0xffffffff)
+            wr32(out + 4, <uint32_t> (seq >> 32))
+            wr32(out + 8, <uint32_t> seq)
             return 12
-        wr32(out + 4, seq & 0xffffffff)
+        wr32(out + 4, <uint32_t> seq)
         return 8
+
+    cdef int esp_seal(self, uint8_t *esp, int n, uint64_t seq) noexcept nogil:
+        """Outbound. esp: where the ESP header goes, followed by 8 bytes for the IV and the
+        n bytes to encrypt (payload, padding, pad length, next header), then room for the
+        ICV. Writes header and IV, encrypts in place, appends the ICV. 0, or -1 (OpenSSL)."""
+        cdef uint8_t nonce[GCM_NONCE_LEN]
+        cdef uint8_t aad[12]
+        cdef int aad_len = self.aad(aad, seq)
+        esp_write(esp, self.spi, <uint32_t> seq)
+        wr64(esp + ESP_HLEN, seq)
+        self.nonce(nonce, esp + ESP_HLEN)
+        return self.aead.encrypt_c(nonce, aad, aad_len, esp + ESP_HLEN + ESP_IV_LEN, n,
+                                   esp + ESP_HLEN + ESP_IV_LEN + n)
+
+    cdef int esp_open(self, uint8_t *esp, int n, uint64_t seq) noexcept nogil:
+        """Inbound. esp: an ESP packet with n bytes of ciphertext between IV and ICV, whose
+        full sequence number is seq. Decrypts in place; 0 if the ICV is right, else -1."""
+        cdef uint8_t nonce[GCM_NONCE_LEN]
+        cdef uint8_t aad[12]
+        cdef int aad_len = self.aad(aad, seq)
+        self.nonce(nonce, esp + ESP_HLEN)
+        return self.aead.decrypt_c(nonce, aad, aad_len, esp + ESP_HLEN + ESP_IV_LEN, n,
+                                   esp + ESP_HLEN + ESP_IV_LEN + n)
 
     cdef int next_seq(self, uint64_t *seq) noexcept nogil:
         """Outbound: the next sequence number (also the IV); -1 when the counter is at its end."""
@@ -144,12 +168,12 @@ cdef class SecurityAssociation:
         cdef uint32_t w = self.replay_window, tl, th, hi, bottom
         cdef uint32_t idx
         if self.esn:
-            tl = t & 0xffffffff
-            th = t >> 32
+            tl = <uint32_t> t
+            th = <uint32_t> (t >> 32)
             if tl >= w - 1:                         # window within one 2^32 epoch
                 if seq_lo >= tl - w + 1:
                     hi = th
-                elif th == 0xffffffff:
+                elif th == 0xffffffffU:
                     return -1
                 else:
                     hi = th + 1

@@ -38,8 +38,8 @@ cdef inline uint64_t rd64(const uint8_t *p) noexcept nogil:
     return (<uint64_t> rd32(p) << 32) | rd32(p + 4)
 
 cdef inline void wr64(uint8_t *p, uint64_t v) noexcept nogil:
-    wr32(p, v >> 32)
-    wr32(p + 4, v & 0xffffffff)
+    wr32(p, <uint32_t> (v >> 32))
+    wr32(p + 4, <uint32_t> v)
 
 # ---- IPv4 ----
 

@@ -6,7 +6,8 @@ vxlan-encap  the output node of every vxlan port: puts Ethernet + IPv4 + UDP + V
              index). The outer IPv4 header has DF set and TTL 64; the UDP source port is
              a hash of the inner MACs (RFC 7348 5) and the UDP checksum is 0.
              errors: no_tunnel, unresolved (next hop has no ARP entry yet), too_big
-             (outer packet larger than the uplink MTU: counted drop, no fragmentation),
+             (outer packet, ESP overhead included, larger than the uplink MTU: counted
+             drop, no fragmentation),
              no_headroom, no_sa (an IPsec tunnel whose SA is not up yet).
 vxlan-input  (after ip4-udp-input) finds the tunnel by (outer source, VNI), checks the
              packet came through ESP when the tunnel requires it, strips the outer headers
@@ -54,6 +55,7 @@ ctypedef struct tunnel_t:
     uint8_t src_mac[6]         # the uplink's MAC
     uint8_t resolved
     uint8_t ipsec              # 0: cleartext VXLAN; 1: needs an SA
+    uint8_t overhead           # what esp-encrypt adds at most (counted against the MTU)
     uint32_t sa                # outbound SA index (0: none yet)
 
 
@@ -75,7 +77,7 @@ cdef class VxlanEncap(Node):
         self.t = <tunnel_t *> <size_t> self._t.ctypes.data
 
     def set_tunnel(self, int port, local_ip, remote_ip, int vni, int uplink, int mtu,
-                   bytes src_mac, bint ipsec):
+                   bytes src_mac, bint ipsec, bint esp_in_udp=False):
         cdef tunnel_t *x = &self.t[port]
         x.local_ip = int(ipaddress.IPv4Address(local_ip))
         x.remote_ip = int(ipaddress.IPv4Address(remote_ip))
@@ -84,6 +86,8 @@ cdef class VxlanEncap(Node):
         x.mtu = mtu
         memcpy(x.src_mac, <const char *> src_mac, 6)
         x.ipsec = ipsec
+        # ESP header 8 + IV 8 + padding <= 3 + trailer 2 + ICV 16, and 8 more in UDP
+        x.overhead = (37 + (8 if esp_in_udp else 0)) if ipsec else 0
         x.resolved = 0
         x.sa = 0
 
@@ -124,7 +128,7 @@ cdef class VxlanEncap(Node):
                 self.drop(b, ENC_ERR_NO_SA)
                 continue
             inner = self.pool.length[b]
-            if inner + OUTER_LEN - ETH_HLEN > x.mtu:
+            if inner + OUTER_LEN - ETH_HLEN + x.overhead > x.mtu:
                 self.drop(b, ENC_ERR_TOO_BIG)
                 continue
             if self.pool.offset[b] < OUTER_LEN:
