@@ -56,7 +56,28 @@ def vxlan(graph, port):
     return ()
 
 
-TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal, "vxlan": vxlan}
+def vhost_user(graph, port):
+    """A virtio-net guest over vhost-user: options:vhost-socket=PATH (fastpath listens,
+    QEMU connects) or options:vhost-server-path=PATH (fastpath connects and reconnects,
+    as Open vSwitch's dpdkvhostuserclient)."""
+    from fastpath.vhost.protocol import VhostUserPort
+    from fastpath.vhost.port import VhostUserInput, VhostUserOutput
+    vport = VhostUserPort.from_options(port.name, port.options)
+    vport.open()
+    try:
+        inp = VhostUserInput(f"{port.name}-input", vport.txq, port.sw_if_index)
+        out = VhostUserOutput(f"{port.name}-output", vport.rxq, port.sw_if_index)
+        inp.control = vport
+        _wire(graph, port, inp, out)
+        vport.attach(graph)
+    except Exception:
+        vport.close()
+        raise
+    return (inp, out, vport)
+
+
+TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal, "vxlan": vxlan,
+         "vhost-user": vhost_user, "dpdkvhostuserclient": vhost_user}
 
 
 def mac_of(port):

@@ -11,10 +11,19 @@ done
 for hdr in openssl/evp.h:libssl-dev; do
     [ -f "/usr/include/${hdr%%:*}" ] || need+=("${hdr##*:}")
 done
-if [ ${#need[@]} -gt 0 ]; then
+# the vhost-user tests boot a tiny guest under QEMU: QEMU, a kernel image and its modules,
+# kmod's modprobe (module dependencies), a static busybox; without recommends (~86 MB)
+vm=()
+for cmd in qemu-system-x86_64:qemu-system-x86 modprobe:kmod; do
+    command -v "${cmd%%:*}" >/dev/null 2>&1 || vm+=("${cmd##*:}")
+done
+ls /boot/vmlinuz-* >/dev/null 2>&1 || vm+=(linux-image-amd64)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || vm+=(busybox-static)
+if [ ${#need[@]} -gt 0 ] || [ ${#vm[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
+    [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
+    [ ${#vm[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${vm[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
