@@ -37,7 +37,7 @@ import tomllib
 from fastpath import ports as port_types
 from fastpath.graph.pcap import PcapWriter
 from fastpath.nodes.bridge import MODES
-from fastpath.switch import ConfigError, parse_trunks, parse_vlan
+from fastpath.switch import SECRET_OPTIONS, ConfigError, parse_trunks, parse_vlan
 
 FALLBACK_VERSION = "0.1.0"
 MAX_MEMBERS = 1024                   # ports per bridge (L2Tables)
@@ -48,7 +48,8 @@ PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usabl
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap")
-UNIX_PATH_MAX = 107                  # sun_path holds 108 bytes with the final NUL
+UNIX_PATH_MAX = 107
+HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
 
 class CommandError(Exception):
@@ -133,6 +134,9 @@ def _vlan_mode(value):
 
 
 def _option(key, value):
+    if key in SECRET_OPTIONS and str(value) == HIDDEN:
+        raise CommandError(f"options:{key} was not saved in this config (save FILE with-secrets "
+                           "keeps it); give it again")
     if key == "split_group":
         return str(_int(value, "options:split_group", 0, 255))
     if key == "fanout_group":
@@ -388,7 +392,8 @@ HELP = [
     ("del-ip", "IFACE", "release an L3 uplink"),
     ("show arp", "", "the uplinks' neighbour table"),
     ("show sa", "", "IPsec SAs: SPI, sequence numbers, replay window, counters, age"),
-    ("save", "FILE", "write the configuration as TOML (mode 0600)"),
+    ("save", "FILE [with-secrets]", "write the configuration as TOML (mode 0600; PSKs and keys "
+                                    "only with with-secrets)"),
     ("version", "", "the fastpath version"),
     ("help", "", "this list"),
 ]
@@ -429,7 +434,7 @@ class Control:
             "del-ip": (self.del_ip, 1, 1),
             "show arp": (self.show_arp, 0, 0),
             "show sa": (self.show_sa, 0, 0),
-            "save": (self.save, 1, 1),
+            "save": (self.save, 1, 2),
             "version": (self.version, 0, 0),
             "help": (self.help, 0, 0),
         }
@@ -481,8 +486,20 @@ class Control:
     def load(self, path):
         self.apply_config(read_config(path))
 
-    def config_text(self):
-        return dump_toml(self.switch.config())
+    def config_text(self, secrets=False):
+        """The config as TOML. PSKs and keys are written only when asked for: without them
+        the file says HIDDEN, and loading it refuses to build a tunnel without its secret."""
+        return dump_toml(self.config(secrets))
+
+    def config(self, secrets=False):
+        config = self.switch.config()
+        if not secrets:
+            for b in config.get("bridge", {}).values():
+                for p in b.get("port", {}).values():
+                    for k in SECRET_OPTIONS:
+                        if f"options:{k}" in p:
+                            p[f"options:{k}"] = HIDDEN
+        return config
 
     # ---- helpers ----
 
@@ -680,7 +697,7 @@ class Control:
 
     def show(self, args, as_json):
         if as_json:
-            return self.switch.config()
+            return self.config()
         return self.switch.show()
 
     # ---- flows ----
@@ -839,7 +856,9 @@ class Control:
 
     def save(self, args, as_json):
         path = args[0]
-        text = self.config_text()
+        if args[1:] not in ([], ["with-secrets"]):
+            raise CommandError(f"save: unknown argument {args[1]!r} (usage: save FILE [with-secrets])")
+        text = self.config_text(secrets=args[1:] == ["with-secrets"])
         try:
             write_private(path, text)
         except OSError as e:

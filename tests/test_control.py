@@ -494,3 +494,22 @@ def test_config_commands_shape():
                     ["add-port", "br0", "p1", "type=pg", "ofport_request=3", "trunks=1,2",
                      "options:split_group=1"],
                     ["del-flows", "br0"], ["add-flow", "br0", "actions=drop"]]
+
+
+def test_secrets_stay_out_of_show_and_saved_configs(tmp_path):
+    from vpnutil import make_site
+    sw = make_site("192.0.2.1", "192.0.2.2", tunnel_options={"options:psk": "s3cret-psk"})
+    c = Control(sw)
+    assert "s3cret-psk" not in c.execute(["show"])
+    assert "s3cret-psk" not in json.dumps(c.execute(["show"], fmt="json"))
+    c.execute(["save", str(tmp_path / "plain.toml")])
+    c.execute(["save", str(tmp_path / "full.toml"), "with-secrets"])
+    assert "s3cret-psk" not in (tmp_path / "plain.toml").read_text()
+    assert "s3cret-psk" in (tmp_path / "full.toml").read_text()
+    assert os.stat(tmp_path / "full.toml").st_mode & 0o777 == 0o600
+    with pytest.raises(CommandError, match="options:psk was not saved"):
+        Control(Switch(n_buffers=256)).load(str(tmp_path / "plain.toml"))
+    again = Control(Switch(n_buffers=256))
+    again.load(str(tmp_path / "full.toml"))
+    assert again.switch.ports["vpn0"].options["psk"] == "s3cret-psk"
+    assert again.switch.config() == sw.config()
