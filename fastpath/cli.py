@@ -35,6 +35,8 @@ def main(argv=None):
     r.add_argument("--config", metavar="FILE", help="TOML config to build at start")
     r.add_argument("--control", metavar="PATH", default=default_control(),
                    help=f"control socket (default {DEFAULT_CONTROL})")
+    r.add_argument("--control-group", metavar="GROUP", help="let GROUP use the control socket "
+                   "(mode 0660); by default it is root-only (0600)")
     r.add_argument("--buffers", metavar="N", type=int, default=16384, help="packet buffers (default 16384)")
     r.add_argument("-v", "--verbose", action="store_true", help="log every command")
     r.set_defaults(func=cmd_run)

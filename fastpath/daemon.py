@@ -53,7 +53,8 @@ class ControlServer:
     MAX_CLIENTS = 64
     CLIENT_TIMEOUT = 10.0
 
-    def __init__(self, path, control, graph):
+    def __init__(self, path, control, graph, group=None):
+        self.group = group                     # a group name allowed to use the socket, or None
         self.path = path
         self.control = control
         self.graph = graph
@@ -76,6 +77,10 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        if self.group:
+            import grp
+            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            os.chmod(self.path, 0o660)
         s.listen(16)
         s.setblocking(False)
         self.sock = s
@@ -268,10 +273,10 @@ def cmd_run(args):
         return 2
     sw = Switch(n_buffers=args.buffers)
     control = Control(sw)
-    server = ControlServer(args.control, control, sw.graph)
+    server = ControlServer(args.control, control, sw.graph, group=args.control_group)
     try:
         server.open()
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, KeyError) as e:
         log.error("cannot serve %s: %s", args.control, e)
         sw.close()
         return 1

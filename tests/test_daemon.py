@@ -292,3 +292,22 @@ def test_demo():
     prefix = f"fpd{p.pid % 100000}-"
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [line for line in left.splitlines() if line.startswith(prefix)]
+
+
+def test_control_group_shares_the_socket(tmp_path):
+    import grp
+    group = grp.getgrgid(0).gr_name
+    sock = str(tmp_path / "g.sock")
+    p = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "run", "--control", sock,
+                          "--control-group", group, "--buffers", "512"], cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        st = os.stat(sock)
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 0
+    finally:
+        p.terminate()
+        assert p.wait(15) == 0
