@@ -49,6 +49,10 @@ cdef class Graph:
     cdef public int idle_spins           # empty polls before sleeping
     cdef readonly object drop
     cdef readonly object error_counts    # global error code -> frames dropped for it
+    cdef void **node_c                   # the nodes, borrowed (self.nodes keeps them alive)
+    cdef void **input_c
+    cdef int n_inputs
+    cdef readonly bint tracing           # a trace is on: every vector takes the slow path
 
     def __init__(self, BufferPool pool=None, uint32_t n_buffers=16384):
         self.pool = pool if pool is not None else BufferPool(n_buffers)
@@ -59,6 +63,9 @@ cdef class Graph:
         self._queues = []
         self.queue = NULL
         self.qlen = NULL
+        self.node_c = NULL
+        self.input_c = NULL
+        self.n_inputs = 0
         self.n_nodes = 0
         self.inputs = []
         self._timers = []
@@ -72,6 +79,8 @@ cdef class Graph:
     def __dealloc__(self):
         free(self.queue)
         free(self.qlen)
+        free(self.node_c)
+        free(self.input_c)
 
     # ---- building ----
 
@@ -90,18 +99,30 @@ cdef class Graph:
         self._queues.append(q)
         self.queue = <uint32_t **> realloc(self.queue, (i + 1) * sizeof(uint32_t *))
         self.qlen = <uint32_t *> realloc(self.qlen, (i + 1) * sizeof(uint32_t))
-        if self.queue == NULL or self.qlen == NULL:
+        self.node_c = <void **> realloc(self.node_c, (i + 1) * sizeof(void *))
+        if self.queue == NULL or self.qlen == NULL or self.node_c == NULL:
             raise MemoryError()
         self.queue[i] = <uint32_t *> <size_t> q.ctypes.data
         self.qlen[i] = 0
+        self.node_c[i] = <void *> node
         self.nodes.append(node)
         self.by_name[node.name] = node
         self.n_nodes += 1
         if node.is_input:
             self.inputs.append(node)
+            self._inputs_changed()
         for n in self.nodes:
             self._wire(n)
         return node
+
+    def _inputs_changed(self):
+        cdef int k
+        self.input_c = <void **> realloc(self.input_c, (len(self.inputs) + 1) * sizeof(void *))
+        if self.input_c == NULL:
+            raise MemoryError()
+        for k, node in enumerate(self.inputs):
+            self.input_c[k] = <void *> node
+        self.n_inputs = len(self.inputs)
 
     def remove(self, name):
         """Take a node out of service: its arcs and the arcs into it lead to error-drop."""
@@ -109,6 +130,7 @@ cdef class Graph:
         self.flush_node(node)
         if node in self.inputs:
             self.inputs.remove(node)
+            self._inputs_changed()
         for n in self.nodes:
             self._wire(n)
 
@@ -141,28 +163,30 @@ cdef class Graph:
             self.queue[node.index][self.qlen[node.index]] = v[k]
             self.qlen[node.index] += 1
 
-    cdef inline void enqueue(self, Node node, uint32_t *bufs, int n) noexcept:
+    cdef inline void enqueue(self, void *np, uint32_t *bufs, int n) noexcept nogil:
         cdef int k
         cdef uint32_t b, t
         cdef uint16_t a
         cdef uint16_t *nxt = self.pool.next
         cdef uint16_t first = nxt[bufs[0]]
+        cdef uint16_t *arcs = (<Node> np).arcs
+        cdef int n_arcs = (<Node> np).n_arcs
         # the common case: the whole vector leaves by one arc -- one copy, like VPP's
         # "fixed next" frames
         for k in range(1, n):
             if nxt[bufs[k]] != first:
                 break
         else:
-            t = node.arcs[first] if first < node.n_arcs else node.arcs[ARC_DROP]
+            t = arcs[first] if first < n_arcs else arcs[ARC_DROP]
             memcpy(self.queue[t] + self.qlen[t], bufs, n * sizeof(uint32_t))
-            self.qlen[t] += n
+            self.qlen[t] = self.qlen[t] + n
             return
         for k in range(n):
             b = bufs[k]
             a = nxt[b]
-            t = node.arcs[a] if a < node.n_arcs else node.arcs[ARC_DROP]
+            t = arcs[a] if a < n_arcs else arcs[ARC_DROP]
             self.queue[t][self.qlen[t]] = b
-            self.qlen[t] += 1
+            self.qlen[t] = self.qlen[t] + 1
 
     cdef void call_node(self, Node node, uint32_t *bufs, int n) except *:
         cdef uint64_t t0
@@ -180,12 +204,26 @@ cdef class Graph:
         if self.tracer.active:
             self.trace_vector(node, bufs, n)
         if not node.is_sink:
-            self.enqueue(node, bufs, n)
+            self.enqueue(<void *> node, bufs, n)
         if node.n_extra:
             if self.tracer.active:
                 self.trace_vector(node, node.extra, node.n_extra)
-            self.enqueue(node, node.extra, node.n_extra)
+            self.enqueue(<void *> node, node.extra, node.n_extra)
             node.n_extra = 0
+
+    cdef void call_node_c(self, void *np, uint32_t *bufs, int n) noexcept nogil:
+        """call_node for a Cython node with no capture and no trace: no Python at all."""
+        cdef uint64_t t0 = now_ns()
+        (<Node> np).process_c(bufs, n)
+        (<Node> np).ns = (<Node> np).ns + (now_ns() - t0)
+        (<Node> np).calls = (<Node> np).calls + 1
+        (<Node> np).vectors = (<Node> np).vectors + 1
+        (<Node> np).packets = (<Node> np).packets + n
+        if not (<Node> np).is_sink:
+            self.enqueue(np, bufs, n)
+        if (<Node> np).n_extra:
+            self.enqueue(np, (<Node> np).extra, (<Node> np).n_extra)
+            (<Node> np).n_extra = 0
 
     cdef object _vector(self, uint32_t *bufs, int n):
         v = np.empty(n, dtype=np.uint32)
@@ -226,14 +264,30 @@ cdef class Graph:
             node.capture.write_buffers(self.pool, self._vector(bufs, n))
         if self.tracer.active:
             self.trace_vector(node, bufs, n)
-        self.enqueue(node, bufs, n)
+        self.enqueue(<void *> node, bufs, n)
         return n
 
-    cdef int drain(self) except -1:
+    cdef int poll_input_c(self, void *np) noexcept nogil:
+        """poll_input for a Cython input with no capture and no trace."""
+        cdef uint32_t bufs[VECTOR_SIZE]
+        cdef uint64_t t0 = now_ns()
+        cdef int n = (<Node> np).poll_c(bufs, VECTOR_SIZE)
+        (<Node> np).calls = (<Node> np).calls + 1
+        if n == 0:
+            return 0
+        (<Node> np).ns = (<Node> np).ns + (now_ns() - t0)
+        (<Node> np).vectors = (<Node> np).vectors + 1
+        (<Node> np).packets = (<Node> np).packets + n
+        self.enqueue(np, bufs, n)
+        return n
+
+    cdef int drain(self) except -1 nogil:
+        """Run every queued vector to completion. Cython nodes run without the GIL; it is
+        taken only for Python nodes, captures and traces."""
         cdef bint again = True
         cdef int i, head, n, total = 0
         cdef uint32_t count
-        cdef Node node
+        cdef void *np
         while again:
             again = False
             for i in range(self.n_nodes):
@@ -241,24 +295,40 @@ cdef class Graph:
                 if count == 0:
                     continue
                 again = True
-                node = <Node> self.nodes[i]
+                np = self.node_c[i]
                 self.qlen[i] = 0
                 head = 0
                 while head < <int> count:
                     n = min(<int> count - head, VECTOR_SIZE)
-                    self.call_node(node, self.queue[i] + head, n)
+                    if (<Node> np).is_python or (<Node> np).has_capture or self.tracing:
+                        with gil:
+                            self.call_node(<Node> np, self.queue[i] + head, n)
+                    else:
+                        self.call_node_c(np, self.queue[i] + head, n)
                     head += n
                 total += count
         return total
 
-    def run_once(self):
-        """Poll each input once and run every queued vector to completion.
-        Returns how many frames the inputs produced."""
-        cdef int got = 0
-        cdef Node node
-        for node in self.inputs:
-            got += self.poll_input(node)
+    cdef int run_once_c(self) except -1 nogil:
+        cdef int k, got = 0
+        cdef void *np
+        for k in range(self.n_inputs):
+            np = self.input_c[k]
+            if ((<Node> np).is_python or (<Node> np).has_capture or (<Node> np).trace_budget > 0
+                    or self.tracing):
+                with gil:
+                    got += self.poll_input(<Node> np)
+            else:
+                got += self.poll_input_c(np)
         self.drain()
+        return got
+
+    def run_once(self):
+        """Poll each input once and run every queued vector to completion, without the
+        GIL where no Python is involved. Returns how many frames the inputs produced."""
+        cdef int got
+        with nogil:
+            got = self.run_once_c()
         return got
 
     def run_until_idle(self, int max_loops=1000000):
@@ -387,8 +457,10 @@ cdef class Graph:
             raise ValueError(f"no input node named {input_name!r}")
         node.trace_budget += count
         self.tracer.active = True
+        self.tracing = True
 
     def trace_clear(self):
         for node in self.nodes:
             node.trace_budget = 0
         self.tracer.clear()
+        self.tracing = False

@@ -18,7 +18,8 @@ cdef class Node:
     cdef readonly bint is_python         # process()/poll() written in Python
     cdef readonly uint16_t err_base      # first global error code of this node's reasons
     cdef public uint64_t calls, vectors, packets, ns
-    cdef public object capture           # a PcapWriter, or None
+    cdef object _capture                 # a PcapWriter, or None (the `capture` property)
+    cdef readonly bint has_capture       # _capture is set: the dispatcher takes the slow path
     cdef public int trace_budget         # input nodes: how many more frames to trace
     cdef uint64_t *error_counts          # error-drop's counters, for frames that never existed
     cdef uint32_t *extra                 # buffers a node creates (replicas), enqueued after it

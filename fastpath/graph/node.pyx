@@ -32,7 +32,8 @@ cdef class Node:
         self.is_input = bool(cls.input)
         self.is_sink = bool(cls.sink)
         self.is_python = (cls.process is not Node.process) or (cls.poll is not Node.poll)
-        self.capture = None
+        self._capture = None
+        self.has_capture = False
         self.trace_budget = 0
         self.n_arcs = 0
 
@@ -53,6 +54,17 @@ cdef class Node:
         self.arcs[arc] = target
         if arc >= self.n_arcs:
             self.n_arcs = arc + 1
+
+    @property
+    def capture(self):
+        """A PcapWriter that gets every frame this node handles (inputs: what they
+        received; sinks: what they send), or None."""
+        return self._capture
+
+    @capture.setter
+    def capture(self, writer):
+        self._capture = writer
+        self.has_capture = writer is not None
 
     def arc(self, name):
         """The local arc index leading to node `name`, added if new."""
