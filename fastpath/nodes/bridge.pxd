@@ -5,6 +5,7 @@ l2-learn, l2-fwd, l2-flood, vlan-output and flow-classify. Plain C arrays indexe
 sw_if_index or bridge index, so nodes read them without the GIL.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from fastpath.graph.node cimport Node
 
 cdef enum:
     MAX_PORTS = 4096          # sw_if_index space the L2 tables cover
@@ -41,3 +42,8 @@ cdef class L2Tables:
         if mode == VM_ACCESS or mode == VM_DOT1Q_TUNNEL:
             return vlan == self.port_tag[port]
         return (self.trunks[<uint32_t> port * 64 + (vlan >> 6)] >> (vlan & 63)) & 1
+
+
+cdef class L2Node(Node):
+    """A node that reads the bridge tables (every node of the NORMAL switch)."""
+    cdef L2Tables tables

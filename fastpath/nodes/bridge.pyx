@@ -93,3 +93,9 @@ cdef class L2Tables:
 
     def carries_py(self, int port, int vlan):
         return bool(self.carries(port, vlan))
+
+
+cdef class L2Node(Node):
+    def __init__(self, L2Tables tables, name=None):
+        super().__init__(name)
+        self.tables = tables

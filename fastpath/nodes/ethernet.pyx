@@ -10,7 +10,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from fastpath.graph.buffer cimport BufferPool, F_TAGGED_IN
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport ETH_HLEN, VLAN_HLEN, rd16, is_vlan_tpid
-from fastpath.nodes.bridge cimport L2Tables, MAX_PORTS, NO_BRIDGE
+from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_PORTS, NO_BRIDGE
 
 cdef enum:
     ERR_RUNT = 0
@@ -22,19 +22,17 @@ cdef enum:
     NEXT_FLOW = 2
 
 
-cdef class EthernetInput(Node):
+cdef class EthernetInput(L2Node):
     node_name = "ethernet-input"
     next_nodes = ("vlan-input", "flow-classify")
     errors = (("runt", "frame shorter than an Ethernet header"),
               ("truncated_tag", "VLAN tag cut short"),
               ("no_bridge", "port is not in a bridge"))
-    cdef L2Tables tables
     cdef object _port_next
     cdef uint16_t *port_next          # arc for ports outside any bridge (0: drop)
 
     def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
+        super().__init__(tables, name)
         self._port_next = np.zeros(MAX_PORTS, dtype=np.uint16)
         self.port_next = <uint16_t *> <size_t> self._port_next.ctypes.data
 

@@ -19,7 +19,7 @@ from fastpath.graph.buffer cimport BufferPool
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport (rd16, wr16, has_tag, outer_tci, inner_type, mac_u64,
                                       vlan_push, vlan_pop, ETH_P_8021Q)
-from fastpath.nodes.bridge cimport L2Tables, MAX_MEMBERS
+from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
 from fastpath import ofsyntax
 
 cdef enum:
@@ -247,7 +247,7 @@ cdef int flow_lookup(flow_arrays_t *t, BufferPool pool, uint32_t b) noexcept nog
     return -1
 
 
-cdef class FlowClassify(Node):
+cdef class FlowClassify(L2Node):
     node_name = "flow-classify"
     next_nodes = ("interface-output", "vlan-input")
     errors = (("no_match", "no flow matched (table miss)"),
@@ -255,11 +255,6 @@ cdef class FlowClassify(Node):
               ("in_port_output", "output to the input port skipped"),
               ("no_buffer", "flow output copy lost: buffer pool empty"),
               ("no_headroom", "no headroom to push a tag"))
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef inline bint send(self, uint32_t b, uint16_t tx, uint16_t nxt, bint last) noexcept nogil:
         """The frame as it is now goes to tx via nxt: the buffer itself when last, else a copy."""

@@ -16,18 +16,13 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.graph.buffer cimport BufferPool, F_FLOOD_COPY, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport mac_is_multicast, mac_is_reserved
-from fastpath.nodes.bridge cimport L2Tables, MAX_MEMBERS
+from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
 from fastpath.nodes.fdb cimport Fdb, fdb_key
 
 
-cdef class L2Learn(Node):
+cdef class L2Learn(L2Node):
     node_name = "l2-learn"
     next_nodes = ("l2-fwd",)
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i
@@ -68,16 +63,11 @@ cdef enum:
     FWD_NEXT_FLOOD = 2
 
 
-cdef class L2Forward(Node):
+cdef class L2Forward(L2Node):
     node_name = "l2-fwd"
     next_nodes = ("vlan-output", "l2-flood")
     errors = (("reserved_dst", "reserved multicast destination (01:80:c2:00:00:0x)"),
               ("same_port", "destination learned on the input port"))
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i, port
@@ -129,16 +119,11 @@ cdef enum:
     FLOOD_ERR_NO_BUFFER = 1
 
 
-cdef class L2Flood(Node):
+cdef class L2Flood(L2Node):
     node_name = "l2-flood"
     next_nodes = ("vlan-output",)
     errors = (("no_output", "no other port carries the VLAN"),
               ("no_buffer", "flood copy lost: buffer pool empty"))
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i, k, c, last

@@ -27,7 +27,7 @@ from fastpath.graph.buffer cimport BufferPool, F_SVLAN
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport (rd16, wr16, has_tag, outer_tci, vlan_push, vlan_pop,
                                       ETH_P_8021Q, ETH_P_8021AD)
-from fastpath.nodes.bridge cimport (L2Tables, VM_ACCESS, VM_TRUNK, VM_NATIVE_TAGGED,
+from fastpath.nodes.bridge cimport (L2Node, L2Tables, VM_ACCESS, VM_TRUNK, VM_NATIVE_TAGGED,
                                     VM_NATIVE_UNTAGGED, VM_DOT1Q_TUNNEL, MAX_PORTS)
 
 cdef enum:
@@ -35,16 +35,11 @@ cdef enum:
     IN_ERR_VLAN_NOT_ALLOWED = 1
 
 
-cdef class VlanInput(Node):
+cdef class VlanInput(L2Node):
     node_name = "vlan-input"
     next_nodes = ("l2-learn",)
     errors = (("tagged_on_access", "tagged frame on an access port"),
               ("vlan_not_allowed", "VLAN not allowed on the input port"))
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i
@@ -99,16 +94,11 @@ cdef enum:
     OUT_ERR_NO_HEADROOM = 1
 
 
-cdef class VlanOutput(Node):
+cdef class VlanOutput(L2Node):
     node_name = "vlan-output"
     next_nodes = ("interface-output",)
     errors = (("vlan_not_allowed_out", "VLAN not carried by the output port"),
               ("no_headroom", "no headroom to push a tag"))
-    cdef L2Tables tables
-
-    def __init__(self, L2Tables tables, name=None):
-        super().__init__(name)
-        self.tables = tables
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i
