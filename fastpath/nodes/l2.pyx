@@ -20,6 +20,24 @@ from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
 from fastpath.nodes.fdb cimport Fdb, fdb_key
 
 
+cdef inline void fdb_keys(BufferPool pool, L2Tables tables, uint32_t *bufs, int n,
+                          int mac_offset, uint64_t *keys) noexcept nogil:
+    """The (VLAN, MAC at mac_offset) key of every frame, with the bridge table's slot and
+    then entry prefetched in two passes, so a vector's cache misses overlap (as VPP's
+    l2-learn and l2-fwd prefetch) before the caller's own pass looks them up."""
+    cdef int i
+    cdef void *fdb
+    for i in range(n):
+        keys[i] = fdb_key(pool.frame(bufs[i]) + mac_offset, pool.vlan[bufs[i]])
+        fdb = tables.fdb[pool.bd[bufs[i]]]
+        if fdb != NULL:
+            (<Fdb> fdb).prefetch_slot(keys[i])
+    for i in range(n):
+        fdb = tables.fdb[pool.bd[bufs[i]]]
+        if fdb != NULL:
+            (<Fdb> fdb).prefetch_entry(keys[i])
+
+
 cdef class L2Learn(L2Node):
     node_name = "l2-learn"
     next_nodes = ("l2-fwd",)
@@ -30,21 +48,10 @@ cdef class L2Learn(L2Node):
         cdef uint64_t keys[VECTOR_SIZE]
         cdef void *fdb
         cdef double now = self.tables.now
-        # three passes over the vector so the table's cache misses overlap (as VPP's
-        # l2-learn prefetches): key + slot, entry, then the learn itself
+        fdb_keys(self.pool, self.tables, bufs, n, 6, keys)
         for i in range(n):
             b = bufs[i]
             self.pool.next[b] = 1
-            keys[i] = fdb_key(self.pool.frame(b) + 6, self.pool.vlan[b])
-            fdb = self.tables.fdb[self.pool.bd[b]]
-            if fdb != NULL:
-                (<Fdb> fdb).prefetch_slot(keys[i])
-        for i in range(n):
-            fdb = self.tables.fdb[self.pool.bd[bufs[i]]]
-            if fdb != NULL:
-                (<Fdb> fdb).prefetch_entry(keys[i])
-        for i in range(n):
-            b = bufs[i]
             fdb = self.tables.fdb[self.pool.bd[b]]
             if fdb != NULL and not mac_is_multicast(self.pool.frame(b) + 6):
                 (<Fdb> fdb).learn(keys[i], self.pool.rx_if[b], now)
@@ -75,16 +82,7 @@ cdef class L2Forward(L2Node):
         cdef uint8_t *dst
         cdef void *fdb
         cdef uint64_t keys[VECTOR_SIZE]
-        for i in range(n):
-            b = bufs[i]
-            keys[i] = fdb_key(self.pool.frame(b), self.pool.vlan[b])
-            fdb = self.tables.fdb[self.pool.bd[b]]
-            if fdb != NULL:
-                (<Fdb> fdb).prefetch_slot(keys[i])
-        for i in range(n):
-            fdb = self.tables.fdb[self.pool.bd[bufs[i]]]
-            if fdb != NULL:
-                (<Fdb> fdb).prefetch_entry(keys[i])
+        fdb_keys(self.pool, self.tables, bufs, n, 0, keys)
         for i in range(n):
             b = bufs[i]
             dst = self.pool.frame(b)
