@@ -46,6 +46,7 @@ MAX_TRACE = 10000                    # Tracer's record limit
 PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usable in flows
 # options:KEY=VALUE a port accepts: key -> (check(value) -> canonical str, what)
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
+                "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap")
 UNIX_PATH_MAX = 107
@@ -154,6 +155,22 @@ def _option(key, value):
             raise CommandError(f"options:{key}: {value!r} is not a socket path "
                                f"(1..{UNIX_PATH_MAX} bytes)")
         return path
+    if key == "memif-socket":             # '@name': the abstract namespace, as libmemif
+        path = str(value)
+        if path in ("", "@") or "\0" in path or len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise CommandError(f"options:{key}: {value!r} is not a socket path "
+                               f"(1..{UNIX_PATH_MAX} bytes, or @NAME)")
+        return path
+    if key == "memif-role":
+        if str(value) not in ("master", "slave"):
+            raise CommandError(f"options:memif-role: {value!r} is not master or slave")
+        return str(value)
+    if key == "memif-id":
+        return str(_int(value, "options:memif-id", 0, 0xffffffff))
+    if key == "memif-ring-size":
+        return str(_int(value, "options:memif-ring-size (log2 of the slots)", 1, 14))
+    if key == "memif-buffer-size":
+        return str(_int(value, "options:memif-buffer-size", 64, 16384))
     if key == "mac":
         v = str(value).lower()
         if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", v) or int(v[:2], 16) & 1:
@@ -296,6 +313,10 @@ def read_config(path):
         raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise CommandError(f"{path}: bad TOML: {e}") from None
+    except UnicodeDecodeError as e:                 # tomllib reads UTF-8 only
+        raise CommandError(f"{path}: bad TOML: not UTF-8 (byte {e.start})") from None
+    except ValueError as e:                         # a NUL in the path
+        raise CommandError(f"cannot read {path!r}: {e}") from None
 
 
 def _str_setting(v):
@@ -367,7 +388,7 @@ HELP = [
     ("add-br", "BR [other_config:mac-aging-time=N] [other_config:mac-table-size=N]", "create a bridge"),
     ("del-br", "BR", "delete a bridge and its ports"),
     ("set bridge", "BR other_config:KEY=VALUE...", "change mac-aging-time / mac-table-size"),
-    ("add-port", "BR IFACE [type=afpacket|internal|pg|system|vhost-user] [tag=N] [trunks=N,M] "
+    ("add-port", "BR IFACE [type=afpacket|internal|pg|system|vhost-user|memif] [tag=N] [trunks=N,M] "
                  "[vlan_mode=MODE] [ofport_request=N] [options:KEY=VALUE...]", "add a port"),
     ("del-port", "[BR] IFACE", "delete a port"),
     ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]]", "change a port's VLAN settings"),
@@ -830,6 +851,8 @@ class Control:
             writer = PcapWriter(path)
         except OSError as e:
             raise CommandError(f"pcap: cannot open {path}: {e.strerror or e}") from None
+        except ValueError as e:                     # a NUL in the path
+            raise CommandError(f"pcap: cannot open {path!r}: {e}") from None
         for n in nodes:
             g[n].capture = writer
         self.captures[port.name] = writer
@@ -863,6 +886,8 @@ class Control:
             write_private(path, text)
         except OSError as e:
             raise CommandError(f"save: cannot write {path}: {e.strerror or e}") from None
+        except ValueError as e:                     # a NUL in the path
+            raise CommandError(f"save: cannot write {path!r}: {e}") from None
         return self._done(as_json, {"file": os.path.abspath(path)})
 
     def version(self, args, as_json):

@@ -76,8 +76,29 @@ def vhost_user(graph, port):
     return (inp, out, vport)
 
 
+def memif(graph, port):
+    """A memif peer (a VPP, DPDK or libmemif process, fastpath.memif.client) over shared
+    memory: options:memif-socket=PATH, memif-role=master (default: fastpath listens and
+    maps the slave's memory) or slave (fastpath connects, offers its memory and
+    reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES."""
+    from fastpath.memif.protocol import MemifPort
+    from fastpath.memif.port import MemifInput, MemifOutput
+    mport = MemifPort.from_options(port.name, port.options)
+    try:
+        mport.open()
+        inp = MemifInput(f"{port.name}-input", mport.rx_ring, port.sw_if_index)
+        out = MemifOutput(f"{port.name}-output", mport.tx_ring, port.sw_if_index)
+        inp.control = mport
+        _wire(graph, port, inp, out)
+        mport.attach(graph)
+    except Exception:
+        mport.close()
+        raise
+    return (inp, out, mport)
+
+
 TYPES = {"pg": pg, "afpacket": afpacket, "system": afpacket, "internal": internal, "vxlan": vxlan,
-         "vhost-user": vhost_user, "dpdkvhostuserclient": vhost_user}
+         "vhost-user": vhost_user, "dpdkvhostuserclient": vhost_user, "memif": memif}
 
 
 def mac_of(port):

@@ -19,6 +19,10 @@ for cmd in qemu-system-x86_64:qemu-system-x86 modprobe:kmod; do
 done
 ls /boot/vmlinuz-* >/dev/null 2>&1 || vm+=(linux-image-amd64)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || vm+=(busybox-static)
+# the memif tests use DPDK's testpmd as a peer: dpdk-testpmd (dpdk-dev) and the memif
+# driver it loads (librte-net-memif23); also without recommends (~100 MB)
+command -v dpdk-testpmd >/dev/null 2>&1 || vm+=(dpdk-dev)
+ls /usr/lib/*/dpdk/pmds-*/librte_net_memif.so* >/dev/null 2>&1 || vm+=(librte-net-memif23)
 if [ ${#need[@]} -gt 0 ] || [ ${#vm[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
