@@ -816,7 +816,7 @@ class Control:
         n = _int(count, "trace add: count", 1, MAX_TRACE)
         if target in g and g[target].is_input:
             node = target
-        elif target in self.switch.ports:
+        elif target in self.switch.ports and f"{target}-input" in g:     # a vxlan port has none
             node = f"{target}-input"
         else:
             inputs = sorted(x.name for x in g.nodes if x.is_input and x.name in g)

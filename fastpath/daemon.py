@@ -212,7 +212,7 @@ class ControlServer:
                 raise ValueError("'argv' must be a list of strings")
             if fmt not in ("text", "json"):
                 raise ValueError("'format' must be \"text\" or \"json\"")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:   # RecursionError: [[[[...
             self._reply(c, {"ok": False, "error": f"bad request: {e}"})
             return
         from fastpath.control import CommandError

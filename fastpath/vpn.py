@@ -44,6 +44,14 @@ def _pub(priv):
     return priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def _exchange(priv, peer_public):
+    """X25519 with the peer's public key; None for a low-order point (no shared secret)."""
+    try:
+        return priv.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError:
+        return None
+
+
 def _header(kind, vni):
     return struct.pack("!IBBHI", 0, kind, VERSION, 0, vni)
 
@@ -111,7 +119,7 @@ class Tunnel:
 
     def install_inbound(self, sa):
         self.inbound[sa.spi] = [sa, None]
-        self.vpn.decrypt.set_sa(sa.spi, sa)
+        self.vpn.decrypt.set_sa(sa.spi, sa, peer=self.remote_ip)     # only from the peer
 
     def use_outbound(self, sa):
         """Switch the tunnel's traffic to sa; the previous outbound SA is removed."""
@@ -207,14 +215,17 @@ class Tunnel:
             return
         if self.pending and ipaddress.IPv4Address(self.local_ip) < ipaddress.IPv4Address(self.remote_ip):
             return                                      # collision: we stay initiator
-        self.last_ts = ts
-        self.pending = None
         peer_spi = struct.unpack("!I", msg[12:16])[0]
         priv = X25519PrivateKey.generate()
+        shared = _exchange(priv, msg[16:48])
+        if shared is None or peer_spi < 256:            # checked before anything changes
+            self.counters["bad_message"] += 1
+            return
+        self.last_ts = ts
+        self.pending = None
         spi = self._new_spi()
         body = _header(RESP, self.vni) + struct.pack("!II", spi, peer_spi) + _pub(priv)
         resp = body + _mac(self.k_auth, msg + body)
-        shared = priv.exchange(X25519PublicKey.from_public_bytes(msg[16:48]))
         k_i2r, k_r2i, k_confirm = self._derive(shared, msg, body)
         sa_in = self._sa(spi, k_i2r, "in")
         self.install_inbound(sa_in)                     # the initiator may send at once
@@ -233,9 +244,12 @@ class Tunnel:
             return
         if not hmac.compare_digest(_mac(self.k_auth, p["msg"] + msg[:52]), msg[52:68]):
             return self._auth_failed(now, "handshake RESP")
-        shared = p["priv"].exchange(X25519PublicKey.from_public_bytes(msg[20:52]))
-        k_i2r, k_r2i, k_confirm = self._derive(shared, p["msg"], msg[:52])
+        shared = _exchange(p["priv"], msg[20:52])
         peer_spi = struct.unpack("!I", msg[12:16])[0]
+        if shared is None or peer_spi < 256:            # checked before anything changes
+            self.counters["bad_message"] += 1
+            return
+        k_i2r, k_r2i, k_confirm = self._derive(shared, p["msg"], msg[:52])
         self.pending = None
         rekey = self.out is not None
         self.install_inbound(self._sa(p["spi"], k_r2i, "in"))

@@ -20,7 +20,9 @@ esp-encrypt: pool.aux[b] is the index of the outbound SA (set_outbound(index, sa
 esp-decrypt: the reverse, for ESP (protocol 50) and ESP in UDP to the NAT-T port (4500).
   Order of checks: IPv4 header (version, IHL, total length against the frame, checksum,
   not a fragment); UDP: length, non-ESP marker (IKE) and NAT keepalive are not ours;
-  SA by SPI (set_sa(spi, sa)); its encapsulation; length; lifetime; anti-replay window;
+  SA by SPI (set_sa(spi, sa, peer)); the outer source is the SA's peer (when set_sa was given
+  one: an SA authenticates its peer's packets only, so a peer cannot pass its packets off as
+  another tunnel's); its encapsulation; length; lifetime; anti-replay window;
   then decrypt with ICV check, and only then the window moves; padding (1, 2, 3, ...).
   The restored packet gets protocol = next header, its length and checksum back, and
   the F_DECRYPTED flag (vxlan-input requires it on IPsec tunnels).
@@ -28,17 +30,19 @@ esp-decrypt: the reverse, for ESP (protocol 50) and ESP in UDP to the NAT-T port
   ip4-input) for the rest; set_next(proto, node) for more.
   errors: not_ip4, ip4_length, ip4_checksum, fragment, not_esp, natt_keepalive,
   non_esp_marker, bad_length, no_sa, encap_mismatch, expired, replay, auth_failed,
-  bad_padding, dummy (next header 59, discarded as RFC 4303 2.6 says).
+  bad_padding, dummy (next header 59, discarded as RFC 4303 2.6 says), wrong_peer.
 
 Drops an SA is responsible for are also counted on the SA (SecurityAssociation.stats()).
 """
+import ipaddress
+
 import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memmove
 from fastpath.graph.buffer cimport BufferPool, BUF_DATA, BUF_SIZE, F_DECRYPTED
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport ETH_HLEN, ETH_P_IP, rd16
-from fastpath.nodes.ip4 cimport (IP4_OK, IP_PROTO_UDP, IP_PROTO_ESP, IP_PROTO_NONE, UDP_HLEN,
+from fastpath.nodes.ip4 cimport (rd32, IP4_OK, IP_PROTO_UDP, IP_PROTO_ESP, IP_PROTO_NONE, UDP_HLEN,
                                  UDP_PORT_NAT_T, ESP_HLEN, ESP_TRAILER, ip4_check, ip4_hlen,
                                  ip4_total_length, ip4_proto, ip4_is_fragment,
                                  ip4_set_proto_length, udp_write, udp_dst_port, udp_length,
@@ -238,6 +242,7 @@ cdef enum:
     DEC_AUTH_FAILED = 12
     DEC_BAD_PADDING = 13
     DEC_DUMMY = 14
+    DEC_WRONG_PEER = 15
 
 
 cdef class EspDecrypt(_EspNode):
@@ -253,7 +258,8 @@ cdef class EspDecrypt(_EspNode):
         ("replay", "replayed, or older than the anti-replay window"),
         ("auth_failed", "ICV check failed"),
         ("bad_padding", "bad ESP padding"),
-        ("dummy", "dummy packet (next header 59)"))
+        ("dummy", "dummy packet (next header 59)"),
+        ("wrong_peer", "ESP from an address other than its SA's peer"))
     cdef public uint16_t natt_port
     cdef uint16_t arc_by_proto[256]
     cdef object _keys, _vals          # open addressing: SPI -> SecurityAssociation (borrowed)
@@ -261,6 +267,9 @@ cdef class EspDecrypt(_EspNode):
     cdef void **vals
     cdef uint32_t mask
     cdef dict _sas                    # SPI -> SecurityAssociation: keeps them alive
+    cdef dict _peer                   # SPI -> the IPv4 address its packets come from (0: any)
+    cdef object _peers
+    cdef uint32_t *peers              # beside keys/vals
 
     def __init__(self, name=None, udp_next="ip4-udp-input", other_next="ip4-input",
                  int natt_port=UDP_PORT_NAT_T):
@@ -272,6 +281,7 @@ cdef class EspDecrypt(_EspNode):
         self.arc_by_proto[IP_PROTO_UDP] = 1
         self.natt_port = natt_port
         self._sas = {}
+        self._peer = {}
         self._rebuild()
 
     def set_next(self, int proto, node_name):
@@ -280,8 +290,10 @@ cdef class EspDecrypt(_EspNode):
             raise ValueError(f"bad IP protocol {proto}")
         self.arc_by_proto[proto] = self.arc(node_name)
 
-    def set_sa(self, uint32_t spi, SecurityAssociation sa not None):
-        """ESP with this SPI is decrypted with sa (replacing the SA it had)."""
+    def set_sa(self, uint32_t spi, SecurityAssociation sa not None, peer=None):
+        """ESP with this SPI is decrypted with sa (replacing the SA it had); with peer (an
+        IPv4 address), only ESP whose outer source is peer (else dropped: wrong_peer)."""
+        peer_ip = int(ipaddress.IPv4Address(peer)) if peer else 0
         if sa.aead is None:
             raise ValueError("SA not initialised")
         if not sa.inbound:
@@ -289,11 +301,13 @@ cdef class EspDecrypt(_EspNode):
         if sa.spi != spi:
             raise ValueError(f"SPI 0x{spi:08x} given for SA 0x{sa.spi:08x}")
         self._sas[spi] = sa
+        self._peer[spi] = peer_ip
         self._rebuild()
 
     def remove_sa(self, uint32_t spi):
         """ESP with this SPI is dropped (no_sa) from now on; returns the SA or None."""
         sa = self._sas.pop(spi, None)
+        self._peer.pop(spi, None)
         self._rebuild()
         return sa
 
@@ -308,6 +322,7 @@ cdef class EspDecrypt(_EspNode):
             cap *= 2
         keys = np.zeros(cap, dtype=np.uint32)
         vals = np.zeros(cap, dtype=np.uintp)
+        peers = np.zeros(cap, dtype=np.uint32)
         cdef SecurityAssociation sa
         for spi, sa in self._sas.items():
             h = _spi_hash(spi) & (cap - 1)
@@ -315,17 +330,20 @@ cdef class EspDecrypt(_EspNode):
                 h = (h + 1) & (cap - 1)
             keys[h] = spi
             vals[h] = <size_t> <void *> sa
-        self._keys, self._vals = keys, vals
+            peers[h] = self._peer.get(spi, 0)
+        self._keys, self._vals, self._peers = keys, vals, peers
         self.keys = <uint32_t *> <size_t> keys.ctypes.data
         self.vals = <void **> <size_t> vals.ctypes.data
+        self.peers = <uint32_t *> <size_t> peers.ctypes.data
         self.mask = cap - 1
 
-    cdef inline void *lookup(self, uint32_t spi) noexcept nogil:
+    cdef inline void *lookup(self, uint32_t spi, uint32_t *peer) noexcept nogil:
         cdef uint32_t h = _spi_hash(spi) & self.mask
         if spi == 0:
             return NULL
         while self.keys[h] != 0:
             if self.keys[h] == spi:
+                peer[0] = self.peers[h]
                 return self.vals[h]
             h = (h + 1) & self.mask
         return NULL
@@ -359,6 +377,7 @@ cdef class EspDecrypt(_EspNode):
         cdef int flen = self.pool.length[b], r, hlen, avail, clen, pad, plen, shift
         cdef void *sa
         cdef bint udp = False
+        cdef uint32_t peer = 0
         if flen < ETH_HLEN or rd16(p + 12) != ETH_P_IP:
             return ERR_NOT_IP4
         ip = p + ETH_HLEN
@@ -387,9 +406,11 @@ cdef class EspDecrypt(_EspNode):
         if avail < ESP_HLEN:
             return DEC_BAD_LENGTH
         spi[0] = esp_spi(h)
-        sa = self.lookup(spi[0])
+        sa = self.lookup(spi[0], &peer)
         if sa == NULL:
             return DEC_NO_SA
+        if peer != 0 and rd32(ip + 12) != peer:
+            return DEC_WRONG_PEER
         if (<SecurityAssociation> sa).encap_udp != udp:
             (<SecurityAssociation> sa).count_drop(SA_DROP_ENCAP_MISMATCH)
             return DEC_ENCAP_MISMATCH
