@@ -600,8 +600,8 @@ def parse_args(argv=None):
                         "a machine shared with other work (default 0)")
     p.add_argument("--queue-size", type=int, default=256,
                    help="virtio_user's ring size (default 256, QEMU's default for virtio-net-pci)")
-    p.add_argument("--memory", type=int, default=256, help="testpmd's -m, MB (default 256)")
-    p.add_argument("--mbufs", type=int, default=16384, help="testpmd's --total-num-mbufs (default 16384)")
+    p.add_argument("--memory", type=int, help="testpmd's -m, MB (default 256, short 128: starts faster)")
+    p.add_argument("--mbufs", type=int, help="testpmd's --total-num-mbufs (default 16384, short 8192)")
     p.add_argument("--json", metavar="OUT", help="write the full report (every trial) here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -617,6 +617,10 @@ def parse_args(argv=None):
         args.trials = 1 if args.short else 3
     if args.retries is None:
         args.retries = 0 if args.short else 2
+    if args.memory is None:
+        args.memory = 128 if args.short else 256
+    if args.mbufs is None:
+        args.mbufs = 8192 if args.short else 16384
     return args
 
 

@@ -1190,17 +1190,17 @@ insmod /lib/modules/virtio_net.ko
     with guest_bridge(sockdir, **{"vhost-socket": sock}) as (sw, peer):
         g = Guest(sockdir, sock, script).start()
         try:
-            assert g.wait_line("FP-PING-OK", timeout=30), g.console()
+            assert g.wait_line("FP-PING-OK", timeout=90), g.console()
             booted = time.monotonic() - t0
             assert icmp_ping(peer, GUEST_IP) == 3
             s = vstats(sw)
             assert s["vhost_running"] == 1 and s["rx_packets"] >= 4 and s["tx_packets"] >= 4, s
             assert s["rx_drops"] == 0 and s["vhost_bad_requests"] == 0, s
             assert s["vhost_mem_unsealed"] == 0, s          # QEMU's memfd backend is sealed
-            assert g.wait_line("FP-RELOAD-OK", timeout=20), g.console()
+            assert g.wait_line("FP-RELOAD-OK", timeout=60), g.console()
             assert icmp_ping(peer, GUEST_IP, count=1) == 1
             g.monitor("system_reset")
-            assert g.wait_line("FP-PING-OK", count=2, timeout=30), g.console()
+            assert g.wait_line("FP-PING-OK", count=2, timeout=90), g.console()
             assert icmp_ping(peer, GUEST_IP, count=1) == 1
             s = vstats(sw)
             print({k: v for k, v in s.items() if v and k not in ("name", "type", "bridge")})
@@ -1224,7 +1224,7 @@ def test_qemu_restart_client_mode_reconnects(sockdir):
         for run in range(2):
             g = Guest(sockdir, sock, script, server=True).start()
             try:
-                assert g.wait_line("FP-PING-OK", timeout=40), g.console()
+                assert g.wait_line("FP-PING-OK", timeout=90), g.console()
                 assert icmp_ping(peer, GUEST_IP, count=1) == 1
             finally:
                 g.stop()
