@@ -367,12 +367,16 @@ cdef class Graph:
         """Dispatch until stop() is called: busy-poll while frames arrive, then sleep on
         the inputs' file descriptors so an idle switch uses no CPU."""
         cdef int empty = 0
+        cdef unsigned int loops = 0
         self.stopping = False
         poller = select.poll()
         registered = set()
         while not self.stopping:
+            loops += 1
             if self.run_once():
                 empty = 0
+                if loops & 63:
+                    continue       # busy: timers and control fds every 64th loop only
             else:
                 empty += 1
             now = time.monotonic()
