@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 
-from fuzzcommon import Clock, Reader, atheris_main, feature
+from fuzzcommon import Clock, Reader, atheris_main, feature, quiet
 
 from fastpath import ports as port_types
 from fastpath.control import HELP, CommandError, Control, dump_toml
@@ -40,8 +40,19 @@ def _no_device(graph, port):
     raise OSError(19, "No such device (fuzzing: real devices disabled)")
 
 
-for _t in ("afpacket", "system", "internal", "vhost-user", "dpdkvhostuserclient"):
-    port_types.TYPES[_t] = _no_device
+REAL_DEVICES = ("afpacket", "system", "internal", "vhost-user", "dpdkvhostuserclient")
+
+
+class no_devices:
+    """While fuzzing (one input), port types that open real devices fail like a missing one."""
+
+    def __enter__(self):
+        self.saved = {t: port_types.TYPES[t] for t in REAL_DEVICES if t in port_types.TYPES}
+        for t in self.saved:
+            port_types.TYPES[t] = _no_device
+
+    def __exit__(self, *exc):
+        port_types.TYPES.update(self.saved)
 
 TMP = tempfile.mkdtemp(prefix="fastpath-fuzz-control-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 atexit.register(shutil.rmtree, TMP, True)
@@ -278,10 +289,8 @@ class _Client:
 def request(ctl, r):
     """A request line to the daemon's control socket (ControlServer._handle)."""
     global _server
-    import logging
     from fastpath.daemon import ControlServer
     if _server is None or _server.control is not ctl:
-        logging.getLogger("fastpath.daemon").setLevel(logging.CRITICAL)
         _server = ControlServer(os.path.join(TMP, "sock"), ctl, ctl.switch.graph)
     k = r.u8() % 4
     if k == 0:
@@ -346,6 +355,11 @@ def mutate_config(r, cfg):
 
 
 def one_input(data):
+    with no_devices(), quiet("fastpath.daemon", "fastpath.vpn"):
+        _one_input(data)
+
+
+def _one_input(data):
     global _base_config
     r = Reader(data)
     mode = r.u8() % 8

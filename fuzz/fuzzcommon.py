@@ -171,6 +171,23 @@ class Observer:
         return errs, nodes
 
 
+class quiet:
+    """Silence some loggers for the duration (forged messages are logged as warnings)."""
+
+    def __init__(self, *names):
+        import logging
+        self.loggers = [logging.getLogger(n) for n in names]
+
+    def __enter__(self):
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(100)
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)
+
+
 # ---------------------------------------------------------------- the twin oracle
 
 class Divergence(AssertionError):
