@@ -37,7 +37,15 @@ def main(argv=None):
                    help=f"control socket (default {DEFAULT_CONTROL})")
     r.add_argument("--control-group", metavar="GROUP", help="let GROUP use the control socket "
                    "(mode 0660); by default it is root-only (0600)")
-    r.add_argument("--buffers", metavar="N", type=int, default=16384, help="packet buffers (default 16384)")
+    r.add_argument("--buffers", metavar="N", type=int, default=16384,
+                   help="packet buffers per worker (default 16384)")
+    r.add_argument("--workers", metavar="N", type=int, default=1,
+                   help="dispatch loops, one thread each (default 1); bridge ports' receive "
+                        "queues are spread over them by flow hash")
+    r.add_argument("--cpus", metavar="LIST", help="pin worker i to the i-th CPU of LIST "
+                   "(e.g. 0,1 or 2-5); also accepted as a trailing cpus=LIST")
+    r.add_argument("settings", nargs="*", metavar="workers=N|cpus=LIST",
+                   help="the same settings in key=value form")
     r.add_argument("-v", "--verbose", action="store_true", help="log every command")
     r.set_defaults(func=cmd_run)
 

@@ -794,21 +794,37 @@ class Control:
         return "\n".join(lines)
 
     def show_runtime(self, args, as_json):
-        g = self.switch.graph
+        """Each node summed over the workers (worker "all"), then, with several workers,
+        each worker's rows, as VPP prints one table per thread."""
+        rows = self.switch.runtime()
         if as_json:
             return [{k: (v if isinstance(v, str) else (float(v) if isinstance(v, float) else int(v)))
-                     for k, v in row.items()} for row in g.runtime()]
-        return g.show_runtime()
+                     for k, v in row.items()} for row in rows]
+        head = (f"{'Name':<28}{'State':>10}{'Calls':>12}{'Vectors':>12}{'Packets':>14}"
+                f"{'ns/Packet':>12}{'Vectors/Call':>14}")
+        lines = []
+        for worker in ["all"] + (list(range(self.switch.n_workers)) if self.switch.n_workers > 1 else []):
+            if self.switch.n_workers > 1:
+                lines.append("Total (all workers)" if worker == "all" else f"Worker {worker}")
+            lines.append(head)
+            for r in rows:
+                if r["worker"] == worker:
+                    lines.append(f"{r['name']:<28}{r['state']:>10}{r['calls']:>12}{r['vectors']:>12}"
+                                 f"{r['packets']:>14}{r['ns_per_packet']:>12.1f}{r['vectors_per_call']:>14.2f}")
+        return "\n".join(lines)
 
     def clear_runtime(self, args, as_json):
-        self.switch.graph.clear_runtime()
+        self.switch.clear_runtime()
         return self._done(as_json)
 
     def show_errors(self, args, as_json):
-        g = self.switch.graph
+        errors = self.switch.errors()
         if as_json:
-            return [{"count": c, "node": n, "reason": r, "text": t} for c, n, r, t in g.errors()]
-        return g.show_errors()
+            return [{"count": c, "node": n, "reason": r, "text": t} for c, n, r, t in errors]
+        lines = [f"{'Count':>12}  {'Node':<24}{'Reason'}"]
+        for count, node, reason, text in errors:
+            lines.append(f"{count:>12}  {node:<24}{text}")
+        return "\n".join(lines)
 
     def trace_add(self, args, as_json):
         g = self.switch.graph
@@ -822,19 +838,25 @@ class Control:
             inputs = sorted(x.name for x in g.nodes if x.is_input and x.name in g)
             raise CommandError(f"trace add: no input node or port named {target!r} "
                                f"(inputs: {', '.join(inputs) or 'none'})")
-        g.trace_add(node, n)
+        for graph in self.switch.graphs:            # the frames may arrive on any worker
+            if node in graph:
+                graph.trace_add(node, n)
         return self._done(as_json, {"node": node, "count": n})
 
     def trace_show(self, args, as_json):
-        tracer = self.switch.graph.tracer
+        graphs = self.switch.graphs
         if not as_json:
-            return tracer.show()
-        return [{"id": rid, "path": [{"time": ts, "node": node, "text": text}
-                                     for ts, node, text, _ in rec]}
-                for rid, rec in tracer.records.items()]
+            if len(graphs) == 1:
+                return graphs[0].tracer.show()
+            return "\n".join(f"------------------- Worker {w} -------------------\n{g.tracer.show()}"
+                             for w, g in enumerate(graphs))
+        return [{"id": rid, "worker": w, "path": [{"time": ts, "node": node, "text": text}
+                                                  for ts, node, text, _ in rec]}
+                for w, g in enumerate(graphs) for rid, rec in g.tracer.records.items()]
 
     def trace_clear(self, args, as_json):
-        self.switch.graph.trace_clear()
+        for g in self.switch.graphs:
+            g.trace_clear()
         return self._done(as_json)
 
     def pcap_start(self, args, as_json):
@@ -853,8 +875,10 @@ class Control:
             raise CommandError(f"pcap: cannot open {path}: {e.strerror or e}") from None
         except ValueError as e:                     # a NUL in the path
             raise CommandError(f"pcap: cannot open {path!r}: {e}") from None
-        for n in nodes:
-            g[n].capture = writer
+        for graph in self.switch.graphs:          # every worker writes to the one file
+            for n in nodes:
+                if n in graph:
+                    graph[n].capture = writer
         self.captures[port.name] = writer
         return self._done(as_json, {"port": port.name, "file": path})
 
@@ -862,10 +886,10 @@ class Control:
         writer = self.captures.pop(name, None)
         if writer is None:
             return None
-        g = self.switch.graph
-        for n in (f"{name}-input", f"{name}-output"):
-            if n in g and g[n].capture is writer:
-                g[n].capture = None
+        for g in self.switch.graphs:
+            for n in (f"{name}-input", f"{name}-output"):
+                if n in g and g[n].capture is writer:
+                    g[n].capture = None
         writer.close()
         return writer
 

@@ -263,6 +263,48 @@ class ControlServer:
 
 # ---------------------------------------------------------------- fastpath run
 
+def parse_cpus(text):
+    """'0,2-3' -> [0, 2, 3]"""
+    cpus = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"cpus: {text!r} is not a CPU list like 0,1 or 2-5") from None
+    if not cpus or any(c < 0 for c in cpus) or len(set(cpus)) != len(cpus):
+        raise ValueError(f"cpus: {text!r} is not a CPU list like 0,1 or 2-5")
+    allowed = os.sched_getaffinity(0)
+    bad = [c for c in cpus if c not in allowed]
+    if bad:
+        raise ValueError(f"cpus: CPU {bad[0]} is not available (have {sorted(allowed)})")
+    return cpus
+
+
+def run_settings(args):
+    """(workers, cpus or None) from --workers/--cpus and trailing workers=N cpus=LIST."""
+    workers, cpus_text = args.workers, args.cpus
+    for tok in args.settings:
+        key, eq, value = tok.partition("=")
+        if not eq:
+            raise ValueError(f"unexpected argument {tok!r} (settings are workers=N, cpus=LIST)")
+        if key == "workers":
+            try:
+                workers = int(value)
+            except ValueError:
+                raise ValueError(f"workers: {value!r} is not a number") from None
+        elif key == "cpus":
+            cpus_text = value
+        else:
+            raise ValueError(f"unknown setting {key!r} (known: workers, cpus)")
+    if not 1 <= workers <= 64:
+        raise ValueError(f"workers: {workers} is not in 1..64")
+    cpus = parse_cpus(cpus_text) if cpus_text else None
+    if cpus is not None and len(cpus) < workers:
+        raise ValueError(f"cpus: {len(cpus)} CPUs for {workers} workers")
+    return workers, cpus
+
+
 def cmd_run(args):
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s fastpath[%(process)d] %(levelname)s %(message)s")
@@ -271,7 +313,12 @@ def cmd_run(args):
     if args.buffers < 256:
         log.error("--buffers: at least 256")
         return 2
-    sw = Switch(n_buffers=args.buffers)
+    try:
+        workers, cpus = run_settings(args)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    sw = Switch(n_buffers=args.buffers, workers=workers)
     control = Control(sw)
     server = ControlServer(args.control, control, sw.graph, group=args.control_group)
     try:
@@ -296,8 +343,10 @@ def cmd_run(args):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("fastpath running (%d buffers)", args.buffers)
+        log.info("fastpath running (%d workers, %d buffers each%s)", workers, args.buffers,
+                 f", cpus {','.join(map(str, cpus))}" if cpus else "")
         try:
+            sw.start_workers(cpus)
             sw.graph.run()
         except Exception:
             log.exception("dataplane crashed")

@@ -1,8 +1,20 @@
 """Port types: how each `type=` of add-port becomes input and output nodes.
 
-Each type is a function (graph, port) -> io object that adds `<port>-input` and
-`<port>-output` nodes and registers the port with interface-output.
+Each type is a function (graph, port, worker) -> io tuple that adds `<port>-input` and
+`<port>-output` nodes to one worker's graph and registers the port with that graph's
+interface-output. It is called once per worker, worker 0 first (port.io is then its io):
+
+  pg          every worker has its own in-memory input and output
+  afpacket    every worker has its own socket; bridge ports join a PACKET_FANOUT group
+              (by flow hash, so a flow stays on one worker and keeps its order); an L3
+              uplink receives on worker 0 only (ARP, handshakes and ESP replay windows
+              live there) and the other workers get send-only sockets
+  internal    TAP: worker 0 receives; every worker writes frames to the one device
+  vhost-user, memif
+              one queue pair: worker 0 receives; every worker transmits on the ring,
+              one at a time (a spinlock around each burst)
 """
+import zlib
 
 
 def _wire(graph, port, inp, out, mtu=9000):
@@ -11,23 +23,47 @@ def _wire(graph, port, inp, out, mtu=9000):
     graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu)
 
 
-def pg(graph, port):
+def _output_only(graph, port, out, mtu=9000):
+    graph.add(out)
+    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu)
+
+
+def pg(graph, port, worker=0):
     """In-memory port: frames injected from Python, frames collected in a list."""
     from fastpath.pg.pg import PgInput, PgOutput
+    if worker and port.bridge is None:       # an uplink receives on worker 0 only (see above)
+        out = PgOutput(f"{port.name}-output", port.sw_if_index, keep=port.options.get("keep", True) not in (False, "false"))
+        _output_only(graph, port, out)
+        return (None, out)
     inp = PgInput(f"{port.name}-input", port.sw_if_index)
     out = PgOutput(f"{port.name}-output", port.sw_if_index, keep=port.options.get("keep", True) not in (False, "false"))
     _wire(graph, port, inp, out)
     return (inp, out)
 
 
-def afpacket(graph, port):
+def fanout_group(port):
+    """options:fanout_group, or (several workers) one derived from the interface name."""
+    fanout = port.options.get("fanout_group")
+    if fanout:
+        return int(fanout)
+    if port.n_workers > 1:
+        return 0x8000 | (zlib.crc32(port.name.encode()) & 0x7fff)
+    return None
+
+
+def afpacket(graph, port, worker=0):
     """A Linux interface through AF_PACKET mmap rings (system ports in OVS's words)."""
     from fastpath.afpacket.afpacket import AfPacketSocket, AfPacketInput, AfPacketOutput
-    fanout = port.options.get("fanout_group")
-    sock = AfPacketSocket(port.name, fanout_group=int(fanout) if fanout else None)
+    uplink = port.bridge is None
+    receives = worker == 0 or not uplink
+    sock = AfPacketSocket(port.name, fanout_group=None if uplink else fanout_group(port),
+                          rx=receives)
     try:
-        inp = AfPacketInput(f"{port.name}-input", sock, port.sw_if_index)
         out = AfPacketOutput(f"{port.name}-output", sock, port.sw_if_index)
+        if not receives:
+            _output_only(graph, port, out)
+            return (None, out, sock)
+        inp = AfPacketInput(f"{port.name}-input", sock, port.sw_if_index)
         _wire(graph, port, inp, out)
     except Exception:
         sock.close()
@@ -35,9 +71,14 @@ def afpacket(graph, port):
     return (inp, out, sock)
 
 
-def internal(graph, port):
+def internal(graph, port, worker=0):
     """An internal port: a TAP device the host stack can use, as in Open vSwitch."""
     from fastpath.tap.tap import TapDevice, TapInput, TapOutput
+    if worker:
+        tap = port.io[2]
+        out = TapOutput(f"{port.name}-output", tap, port.sw_if_index)
+        _output_only(graph, port, out)
+        return (None, out)
     tap = TapDevice(port.name, mtu=int(port.options.get("mtu", 1500)))
     try:
         inp = TapInput(f"{port.name}-input", tap, port.sw_if_index)
@@ -49,19 +90,24 @@ def internal(graph, port):
     return (inp, out, tap)
 
 
-def vxlan(graph, port):
+def vxlan(graph, port, worker=0):
     """A VXLAN tunnel port: frames output to it go to vxlan-encap (which sends them out of
     the uplink); frames vxlan-input decapsulates arrive as if received on it."""
     graph["interface-output"].set_interface(port.sw_if_index, "vxlan-encap", True, 65535)
     return ()
 
 
-def vhost_user(graph, port):
+def vhost_user(graph, port, worker=0):
     """A virtio-net guest over vhost-user: options:vhost-socket=PATH (fastpath listens,
     QEMU connects) or options:vhost-server-path=PATH (fastpath connects and reconnects,
     as Open vSwitch's dpdkvhostuserclient)."""
     from fastpath.vhost.protocol import VhostUserPort
     from fastpath.vhost.port import VhostUserInput, VhostUserOutput
+    if worker:
+        out = VhostUserOutput(f"{port.name}-output", port.io[2].rxq, port.sw_if_index)
+        out.share_ring(port.io[1])
+        _output_only(graph, port, out)
+        return (None, out)
     vport = VhostUserPort.from_options(port.name, port.options)
     vport.open()
     try:
@@ -76,13 +122,18 @@ def vhost_user(graph, port):
     return (inp, out, vport)
 
 
-def memif(graph, port):
+def memif(graph, port, worker=0):
     """A memif peer (a VPP, DPDK or libmemif process, fastpath.memif.client) over shared
     memory: options:memif-socket=PATH, memif-role=master (default: fastpath listens and
     maps the slave's memory) or slave (fastpath connects, offers its memory and
     reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES."""
     from fastpath.memif.protocol import MemifPort
     from fastpath.memif.port import MemifInput, MemifOutput
+    if worker:
+        out = MemifOutput(f"{port.name}-output", port.io[2].tx_ring, port.sw_if_index)
+        out.share_ring(port.io[1])
+        _output_only(graph, port, out)
+        return (None, out)
     mport = MemifPort.from_options(port.name, port.options)
     try:
         mport.open()
@@ -113,16 +164,29 @@ def mac_of(port):
     return bytes([0x02, 0xfa]) + port.sw_if_index.to_bytes(4, "big")
 
 
-def close(graph, port):
-    graph["interface-output"].set_interface(port.sw_if_index, None, False)
-    for node in port.io[:2]:
-        graph.remove(node.name)
-    for obj in port.io[2:]:
-        obj.close()
+def close(graphs, port):
+    """Take the port out of every worker's graph, then close what worker 0 opened (and
+    the other workers' own sockets)."""
+    for graph, io in zip(graphs, port.ios):
+        graph["interface-output"].set_interface(port.sw_if_index, None, False)
+        for node in io[:2]:
+            if node is not None:
+                graph.remove(node.name)
+    for w, io in enumerate(port.ios):
+        for obj in io[2:]:
+            obj.close()
 
 
-def stats(graph, port):
+def stats(port):
+    """The port's counters, summed over the workers."""
     s = {}
-    for node in port.io[:2]:
-        s.update(node.stats())
+    for io in port.ios:
+        for node in io[:2]:
+            if node is None:
+                continue
+            for k, v in node.stats().items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k in s:
+                    s[k] += v
+                else:
+                    s.setdefault(k, v)
     return s

@@ -13,10 +13,21 @@ The standard graph, as a diagram (build_graph below is this picture):
 Everything here is control plane: it validates configuration, writes the C tables the
 nodes read (L2Tables, Fdb, FlowTable) and creates or removes interface nodes. Nothing in
 this file runs per packet.
+
+Workers (Switch(workers=N)): every worker has its own graph -- its own buffer pool,
+queues and node instances -- built from the same picture, over one set of tables: the
+L2Tables, each bridge's Fdb (lock-free lookups, see fdb.pxd) and FlowTable are shared, as
+VPP's workers share the l2fib. Worker 0 is the thread that runs control (the daemon's
+main loop); the others run Graph.run_worker in threads of their own. Every change below
+is made under the worker barrier (the workers wait between two vectors), so a worker
+never sees a half-made change; with one worker the barrier costs nothing.
 """
+import functools
+import os
+import threading
 import time
 
-from fastpath.graph.graph import Graph
+from fastpath.graph.graph import Barrier, Graph
 from fastpath.nodes.bridge import L2Tables, MODES
 from fastpath.nodes.ethernet import EthernetInput
 from fastpath.nodes.fdb import Fdb
@@ -38,6 +49,31 @@ SECRET_OPTIONS = ("psk", "key_out", "key_in")     # never printed
 
 class ConfigError(ValueError):
     """A configuration request that cannot be applied; the message says why, in one line."""
+
+
+def under_barrier(method):
+    """A configuration change: the workers are stopped between vectors while it runs."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.barrier:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+class Each:
+    """One node name across every worker's graph: a method call is made on each copy
+    (returning worker 0's result), e.g. sw.each("vxlan-encap").set_next_hop(...)."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def __getattr__(self, attr):
+        methods = [getattr(n, attr) for n in self.nodes]
+
+        def call(*args, **kwargs):
+            results = [m(*args, **kwargs) for m in methods]
+            return results[0]
+        return call
 
 
 def build_graph(graph, tables):
@@ -90,7 +126,9 @@ class Port:
         self.trunks = []
         self.vlan_mode = None
         self.options = {}
-        self.io = None            # the interface object (socket, TAP, in-memory)
+        self.io = None            # the interface object (socket, TAP, in-memory), worker 0's
+        self.ios = []             # every worker's
+        self.n_workers = 1
         self.address = None       # L3 (uplink) ports: ipaddress.IPv4Interface
         self.gateway = None
         self.mac = None
@@ -134,12 +172,20 @@ class Bridge:
 
 
 class Switch:
-    def __init__(self, n_buffers=16384, clock=time.monotonic):
+    def __init__(self, n_buffers=16384, clock=time.monotonic, workers=1):
+        if not 1 <= int(workers) <= 64:
+            raise ConfigError(f"workers: {workers} is not in 1..64")
         self.clock = clock
-        self.graph = Graph(n_buffers=n_buffers)
+        self.graphs = [Graph(n_buffers=n_buffers) for _ in range(int(workers))]
+        self.graph = self.graphs[0]       # worker 0: the control thread's
+        self.barrier = Barrier(len(self.graphs))
+        if len(self.graphs) > 1:
+            self.graph.barrier = self.barrier     # its timers and control fds stop the others
+        self.threads = []
         self.tables = L2Tables()
         self.tables.now = clock()
-        build_graph(self.graph, self.tables)
+        for g in self.graphs:
+            build_graph(g, self.tables)
         self.bridges = {}
         self.ports = {}                 # every bridge port by name
         self.uplinks = {}               # L3 ports (VPN underlay) by name
@@ -147,8 +193,87 @@ class Switch:
         self.arp.on_learn = self._neighbour_learned
         self.graph.add_timer(1.0, lambda _now: self.tick())
 
+    # ---- workers ----
+
+    @property
+    def n_workers(self):
+        return len(self.graphs)
+
+    def each(self, name):
+        return Each([g[name] for g in self.graphs if name in g])
+
+    def nodes(self, name):
+        """The node called name in every worker's graph that has one."""
+        return [g[name] for g in self.graphs if name in g]
+
+    def start_workers(self, cpus=None):
+        """Run workers 1..N-1 in threads (worker 0 is the caller's Graph.run()). cpus: a
+        list of CPU numbers, one per worker, worker 0 first, to pin each to its own."""
+        if cpus is not None and len(cpus) < len(self.graphs):
+            raise ConfigError(f"cpus: {len(cpus)} CPUs for {len(self.graphs)} workers")
+        if cpus is not None:
+            os.sched_setaffinity(0, {cpus[0]})       # the calling thread: worker 0
+        for w, g in enumerate(self.graphs[1:], 1):
+            t = threading.Thread(target=self._worker_main, args=(w, g, cpus[w] if cpus else None),
+                                 name=f"fastpath-worker-{w}", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _worker_main(self, w, graph, cpu):
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        try:
+            graph.run_worker(self.barrier, w)
+        except BaseException:
+            import logging
+            logging.getLogger("fastpath").exception("worker %d stopped", w)
+            raise
+
+    def stop_workers(self):
+        for g in self.graphs[1:]:
+            g.stop()
+        for t in self.threads:
+            t.join()
+        self.threads = []
+
+    def runtime(self):
+        """`show runtime` rows: each node summed over the workers ("worker": "all"), then,
+        with several workers, each worker's own rows."""
+        total = {}
+        per_worker = []
+        for w, g in enumerate(self.graphs):
+            for r in g.runtime():
+                per_worker.append({**r, "worker": w})
+                t = total.get(r["name"])
+                if t is None:
+                    total[r["name"]] = {**r, "worker": "all"}
+                else:
+                    for k in ("calls", "vectors", "packets", "ns"):
+                        t[k] += r[k]
+        for t in total.values():
+            t["vectors_per_call"] = t["packets"] / t["calls"] if t["calls"] else 0.0
+            t["ns_per_packet"] = t["ns"] / t["packets"] if t["packets"] else 0.0
+        rows = list(total.values())
+        if len(self.graphs) > 1:
+            rows += per_worker
+        return rows
+
+    def errors(self):
+        """[(count, node, reason, text)] summed over the workers."""
+        total = {}
+        for g in self.graphs:
+            for count, node, reason, text in g.errors():
+                key = (node, reason, text)
+                total[key] = total.get(key, 0) + count
+        return [(c, *k) for k, c in total.items()]
+
+    def clear_runtime(self):
+        for g in self.graphs:
+            g.clear_runtime()
+
     # ---- time ----
 
+    @under_barrier
     def tick(self, now=None):
         """Advance the switch clock and age the MAC tables (off the packet path)."""
         now = self.clock() if now is None else now
@@ -159,6 +284,7 @@ class Switch:
 
     # ---- bridges ----
 
+    @under_barrier
     def add_br(self, name, **other_config):
         if name in self.bridges:
             raise ConfigError(f"bridge {name} already exists")
@@ -174,6 +300,7 @@ class Switch:
         self.set_bridge(name, **other_config)
         return br
 
+    @under_barrier
     def set_bridge(self, name, **other_config):
         br = self.bridge(name)
         for key, value in other_config.items():
@@ -192,6 +319,7 @@ class Switch:
             except ValueError:
                 raise ConfigError(f"bad value {value!r} for {key}") from None
 
+    @under_barrier
     def del_br(self, name):
         br = self.bridge(name)
         for pname in list(br.ports):
@@ -207,6 +335,7 @@ class Switch:
 
     # ---- ports ----
 
+    @under_barrier
     def add_port(self, br_name, ifname, type="afpacket", tag=None, trunks=None, vlan_mode=None,
                  ofport_request=None, **options):
         br = self.bridge(br_name)
@@ -231,10 +360,7 @@ class Switch:
         if type == "vxlan":
             self._check_tunnel(port)
         # the interface itself: may fail (no such device...) before anything is changed
-        try:
-            port.io = port_types.TYPES[type](self.graph, port)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot open {type} port {ifname}: {e}") from None
+        self._open_io(port)
         self.ports[ifname] = port
         br.ports[ifname] = port
         self._apply_port(port)
@@ -246,6 +372,20 @@ class Switch:
                 self.del_port(ifname)
                 raise
         return port
+
+    def _open_io(self, port):
+        """The port's nodes in every worker's graph (port.io: worker 0's, port.ios: all)."""
+        port.n_workers = len(self.graphs)
+        port.ios = []
+        try:
+            for w, g in enumerate(self.graphs):
+                port.ios.append(port_types.TYPES[port.type](g, port, w))
+                if w == 0:
+                    port.io = port.ios[0]
+        except (OSError, ValueError) as e:
+            if port.ios:
+                port_types.close(self.graphs, port)
+            raise ConfigError(f"cannot open {port.type} port {port.name}: {e}") from None
 
     # ---- tunnels ----
 
@@ -279,16 +419,16 @@ class Switch:
         port.uplink = None
 
     def _start_tunnel(self, port):
-        self.graph["vxlan-input"].set_tunnel(port.sw_if_index, port.options["remote_ip"],
-                                             int(port.options["key"]), port.ipsec)
+        self.each("vxlan-input").set_tunnel(port.sw_if_index, port.options["remote_ip"],
+                                            int(port.options["key"]), port.ipsec)
         if port.ipsec:
             from fastpath import vpn
             vpn.start(self, port)
         self.resolve_tunnels()
 
     def _stop_tunnel(self, port):
-        self.graph["vxlan-input"].clear_tunnel(port.sw_if_index)
-        self.graph["vxlan-encap"].clear_tunnel(port.sw_if_index)
+        self.each("vxlan-input").clear_tunnel(port.sw_if_index)
+        self.each("vxlan-encap").clear_tunnel(port.sw_if_index)
         port.encap_set = False
         if port.ipsec:
             from fastpath import vpn
@@ -308,6 +448,7 @@ class Switch:
         port.trunks = parse_trunks(trunks)
         port.vlan_mode = vlan_mode or None
 
+    @under_barrier
     def set_port(self, ifname, **settings):
         """ovs-vsctl set port IF tag=N trunks=... vlan_mode=...; unspecified ones are kept."""
         port = self.port(ifname)
@@ -332,6 +473,7 @@ class Switch:
         self.tables.set_members(br.index, [p.sw_if_index for p in br.ports.values()])
         self.tables.set_has_flows(br.index, not br.flows.is_default)
 
+    @under_barrier
     def del_port(self, ifname, br_name=None):
         port = self.port(ifname)
         br = port.bridge
@@ -346,7 +488,7 @@ class Switch:
         self._apply_members(br)
         if port.type == "vxlan":
             self._stop_tunnel(port)
-        port_types.close(self.graph, port)
+        port_types.close(self.graphs, port)
 
     def port(self, ifname):
         try:
@@ -356,6 +498,7 @@ class Switch:
 
     # ---- L3 uplinks (the VPN underlay) ----
 
+    @under_barrier
     def add_ip(self, ifname, cidr, type="afpacket", gw=None, **options):
         """Own interface `ifname` in L3 mode with address cidr (e.g. 192.0.2.1/24)."""
         import ipaddress
@@ -376,18 +519,16 @@ class Switch:
         port = Port(ifname, type, self._free_sw_if_index(), 0, None)
         port.address, port.gateway = address, gateway
         port.options = {k.replace("options:", ""): v for k, v in options.items()}
-        try:
-            port.io = port_types.TYPES[type](self.graph, port)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot open {type} port {ifname}: {e}") from None
+        self._open_io(port)
         port.mac = port_types.mac_of(port)
         self.uplinks[ifname] = port
-        self.graph["ip4-input"].set_address(port.sw_if_index, str(address.ip))
-        self.graph["ethernet-input"].set_port_next(port.sw_if_index, "ip4-input")
+        self.each("ip4-input").set_address(port.sw_if_index, str(address.ip))
+        self.each("ethernet-input").set_port_next(port.sw_if_index, "ip4-input")
         self.arp.addresses[port.sw_if_index] = (address, port.mac)
         self.resolve_tunnels()
         return port
 
+    @under_barrier
     def del_ip(self, ifname):
         port = self.uplinks.get(ifname)
         if port is None:
@@ -396,11 +537,11 @@ class Switch:
             if t.uplink is port:
                 raise ConfigError(f"uplink {ifname} carries tunnel {t.name}: delete it first")
         del self.uplinks[ifname]
-        self.graph["ip4-input"].set_address(port.sw_if_index, None)
-        self.graph["ethernet-input"].set_port_next(port.sw_if_index, None)
+        self.each("ip4-input").set_address(port.sw_if_index, None)
+        self.each("ethernet-input").set_port_next(port.sw_if_index, None)
         self.arp.addresses.pop(port.sw_if_index, None)
         self.arp.neighbours = {k: v for k, v in self.arp.neighbours.items() if k[0] != port.sw_if_index}
-        port_types.close(self.graph, port)
+        port_types.close(self.graphs, port)
 
     def tunnels(self):
         return [p for p in self.ports.values() if p.type == "vxlan"]
@@ -420,7 +561,7 @@ class Switch:
 
     def resolve_tunnels(self):
         """Give every tunnel its next hop's MAC, asking by ARP for the ones not known yet."""
-        encap = self.graph["vxlan-encap"]
+        encap = self.each("vxlan-encap")
         asked = set()
         for t in self.tunnels():
             t.uplink = self.uplink_for(t.options["local_ip"])
@@ -443,8 +584,9 @@ class Switch:
                 self.send_frame(t.uplink, arp_frame(1, t.uplink.mac, str(t.uplink.address.ip),
                                                     b"\0" * 6, nh))
 
+    @under_barrier
     def _neighbour_learned(self, sw_if_index, ip, mac):
-        encap = self.graph["vxlan-encap"]
+        encap = self.each("vxlan-encap")
         for t in self.tunnels():
             if t.uplink is not None and t.uplink.sw_if_index == sw_if_index \
                     and self.next_hop(t.uplink, t.options["remote_ip"]) == ip:
@@ -467,6 +609,7 @@ class Switch:
 
     # ---- flows ----
 
+    @under_barrier
     def add_flow(self, br_name, text):
         br = self.bridge(br_name)
         try:
@@ -475,6 +618,7 @@ class Switch:
             raise ConfigError(str(e)) from None
         self._apply_members(br)
 
+    @under_barrier
     def del_flows(self, br_name, text=None):
         br = self.bridge(br_name)
         try:
@@ -501,9 +645,11 @@ class Switch:
                  "age": "static" if static else age}
                 for port, vlan, mac, age, static in br.fdb.entries(self.tables.now)]
 
+    @under_barrier
     def fdb_flush(self, br_name):
         return self.bridge(br_name).fdb.flush()
 
+    @under_barrier
     def fdb_add(self, br_name, port_name, vlan, mac):
         br = self.bridge(br_name)
         port = br.ports.get(port_name)
@@ -521,7 +667,7 @@ class Switch:
         for p in (*self.ports.values(), *self.uplinks.values()):
             s = {"name": p.name, "type": p.type, "bridge": p.bridge.name if p.bridge else "",
                  "ofport": p.ofport, "sw_if_index": p.sw_if_index}
-            s.update(port_types.stats(self.graph, p))
+            s.update(port_types.stats(p))
             rows.append(s)
         return rows
 
@@ -566,6 +712,7 @@ class Switch:
             out["bridge"][br.name] = b
         return out
 
+    @under_barrier
     def apply(self, config):
         """Build bridges, ports and flows from config() data; raises ConfigError."""
         if not isinstance(config, dict) or set(config) - {"bridge", "uplink"}:
@@ -589,7 +736,9 @@ class Switch:
                     self.add_flow(br_name, f)
 
     def close(self):
-        for name in list(self.bridges):
-            self.del_br(name)
-        for name in list(self.uplinks):
-            self.del_ip(name)
+        self.stop_workers()           # first: a parked worker would never see its stop flag
+        with self.barrier:
+            for name in list(self.bridges):
+                self.del_br(name)
+            for name in list(self.uplinks):
+                self.del_ip(name)

@@ -124,11 +124,11 @@ class Tunnel:
     def use_outbound(self, sa):
         """Switch the tunnel's traffic to sa; the previous outbound SA is removed."""
         index = self.vpn.new_index()
-        self.vpn.encrypt.set_outbound(index, sa)
+        self.vpn.set_outbound(index, sa)
         old = self.out
         self.out = (index, sa)
         self.port.sa_index = index
-        self.vpn.sw.graph["vxlan-encap"].set_sa(self.port.sw_if_index, index)
+        self.vpn.sw.each("vxlan-encap").set_sa(self.port.sw_if_index, index)
         if old:
             self.vpn.encrypt.remove_outbound(old[0])
 
@@ -145,7 +145,7 @@ class Tunnel:
         if self.out:
             self.vpn.encrypt.remove_outbound(self.out[0])
             self.out = None
-        self.vpn.sw.graph["vxlan-encap"].set_sa(self.port.sw_if_index, 0)
+        self.vpn.sw.each("vxlan-encap").set_sa(self.port.sw_if_index, 0)
 
     # ---- handshake ----
 
@@ -330,13 +330,19 @@ class Vpn:
 
     def __init__(self, sw):
         self.sw = sw
-        self.encrypt = sw.graph["esp-encrypt"]
-        self.decrypt = sw.graph["esp-decrypt"]
+        self.encrypt = sw.each("esp-encrypt")
+        self.decrypt = sw.graph["esp-decrypt"]    # inbound ESP arrives on worker 0 (the uplink's)
         self.handshake = sw.graph["handshake-input"]
         self.tunnels = {}            # sw_if_index -> Tunnel
         self.next_index = 1
         self.last_sent_ts = 0
         sw.graph.add_timer(0.05, self.tick)
+
+    def set_outbound(self, index, sa):
+        """Every worker encrypts with sa: worker 0 with sa itself, the others with copies
+        that have their own cipher context and draw from sa's sequence counter."""
+        for w, node in enumerate(self.encrypt.nodes):
+            node.set_outbound(index, sa if w == 0 else sa.worker_copy())
 
     def new_index(self):
         self.next_index += 1

@@ -3,7 +3,7 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from fastpath.switch import ConfigError
-from l2util import frame, make_switch, send
+from l2util import check_pools, frame, make_switch, send
 
 Q, AD = 0x8100, 0x88a8
 A, B = "00:00:00:00:00:0a", "00:00:00:00:00:0b"
@@ -39,13 +39,13 @@ def test_seed_example_strip_vlan_output():
 def test_actions(actions, tags_in, expect):
     sw = flows(f"in_port=1 actions={actions}")
     assert send(sw, "p1", frame(tags_in)) == {"p2": [bytes(frame(expect))]}
-    sw.graph.pool.check_accounting(0)
+    check_pools(sw)
 
 
 def test_actions_apply_in_order_between_outputs():
     sw = flows("in_port=1 actions=output:2,mod_vlan_vid:30,output:3")
     assert send(sw, "p1", frame()) == {"p2": [bytes(frame())], "p3": [bytes(frame([(Q, 30, 0)]))]}
-    sw.graph.pool.check_accounting(0)
+    check_pools(sw)
 
 
 def test_flood_all_in_port_drop():
@@ -59,7 +59,7 @@ def test_flood_all_in_port_drop():
     assert send(sw, "p1", f) == {"p1": [f]}
     assert send(sw, "p1", frame([(Q, 4, 0)])) == {}
     assert send(sw, "p1", frame([(Q, 5, 0)])) == {}
-    errors = {r: c for c, n, r, _ in sw.graph.errors()}
+    errors = {r: c for c, n, r, _ in sw.errors()}
     assert errors == {"flow_drop": 1, "in_port_output": 1}
 
 
@@ -101,7 +101,7 @@ def test_table_miss_and_del_flows():
     sw = flows()
     sw.del_flows("br0")
     assert send(sw, "p1", frame()) == {}
-    assert [(r) for _, _, r, _ in sw.graph.errors()] == ["no_match"]
+    assert [(r) for _, _, r, _ in sw.errors()] == ["no_match"]
     sw.add_flow("br0", "in_port=1 actions=output:2")
     sw.add_flow("br0", "in_port=2 actions=output:1")
     assert sw.del_flows("br0", "in_port=1") == 1

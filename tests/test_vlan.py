@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fastpath.nodes.vlan import parse_rewrite
-from l2util import frame, make_switch, send
+from l2util import check_pools, frame, make_switch, send
 
 PORTS = {
     "a": {"tag": 10},                                   # access (default when tag is set)
@@ -55,7 +55,7 @@ def test_vlan_mode_conformance(ingress, tags, expect):
     for port, etags in expect.items():
         assert out[port] == [bytes(frame(etags))], f"port {port}"
     assert ingress not in out
-    sw.graph.pool.check_accounting(0)
+    check_pools(sw)
 
 
 def test_drops_are_counted_by_reason():
@@ -65,10 +65,10 @@ def test_drops_are_counted_by_reason():
     send(sw, "t", frame())                # VLAN 0 reaches only t2
     send(sw, "a", b"\x00" * 10)           # runt
     send(sw, "a", bytes(frame())[:12] + b"\x81\x00")   # TPID with no tag
-    errors = {(node, reason): count for count, node, reason, _ in sw.graph.errors()}
+    errors = {(node, reason): count for count, node, reason, _ in sw.errors()}
     assert errors == {("vlan-input", "tagged_on_access"): 1, ("vlan-input", "vlan_not_allowed"): 1,
                       ("ethernet-input", "runt"): 1, ("ethernet-input", "truncated_tag"): 1}
-    sw.graph.pool.check_accounting(0)
+    check_pools(sw)
 
 
 def test_reconfigure_port_vlan_live():

@@ -220,7 +220,7 @@ cdef class AfPacketSocket:
     def __init__(self, ifname, *, fanout_group=None, bint promisc=True,
                  uint32_t rx_block_size=1 << 16, uint32_t rx_blocks=256,
                  uint32_t tx_frame_size=1 << 12, uint32_t tx_frames=1024,
-                 bint qdisc_bypass=True):
+                 bint qdisc_bypass=True, bint rx=True):
         page = os.sysconf("SC_PAGE_SIZE")
         if rx_block_size < page or rx_block_size % page or rx_block_size % RX_NOMINAL_FRAME:
             raise ValueError(f"rx_block_size must be a multiple of the page size ({page})")
@@ -239,7 +239,8 @@ cdef class AfPacketSocket:
             self._fail("no such interface")
         self.fanout_group = fanout_group
         try:
-            self._open_rx(rx_block_size, rx_blocks, promisc, fanout_group)
+            if rx:        # rx=False: a send-only socket (a worker that only transmits here)
+                self._open_rx(rx_block_size, rx_blocks, promisc, fanout_group)
             self._open_tx(tx_frame_size, tx_frames, qdisc_bypass, page)
             self.refresh_mtu()
         except BaseException:
@@ -406,7 +407,7 @@ cdef class AfPacketSocket:
 
     @property
     def closed(self):
-        return self.rx_fd < 0
+        return self.rx_fd < 0 and self.tx_fd < 0
 
     def fileno(self):
         """The receive socket: readable when a ring block is ready."""

@@ -47,6 +47,8 @@ cdef class SecurityAssociation:
     cdef uint64_t drops_[SA_N_DROPS]
     cdef readonly uint64_t lifetime_packets, lifetime_bytes      # 0: no limit
     cdef readonly double created
+    cdef object _args                     # constructor arguments, for worker_copy()
+    cdef list _copies                     # per-worker copies of an outbound SA (own cipher context)
 
     cdef inline bint expired(self) noexcept nogil:
         return ((self.lifetime_packets != 0 and self.packets >= self.lifetime_packets)

@@ -31,6 +31,14 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+cdef extern from *:
+    """
+    static inline unsigned long long sa_seq_add(unsigned long long *p) {
+        return __atomic_add_fetch(p, 1, __ATOMIC_RELAXED);
+    }
+    """
+    uint64_t sa_seq_add(uint64_t *p) nogil
+
 from fastpath.crypto.aesgcm cimport GCM_NONCE_LEN
 from fastpath.nodes.ip4 cimport wr32, wr64, esp_write, ESP_HLEN
 
@@ -68,6 +76,10 @@ cdef class SecurityAssociation:
         if isinstance(key_salt, str):
             key_salt = parse_xfrm_key(key_salt)
         key_salt = bytes(key_salt)
+        self._args = (spi, key_salt, dict(direction=direction, esn=esn, replay_window=replay_window,
+                      lifetime_packets=lifetime_packets, lifetime_bytes=lifetime_bytes,
+                      encap=encap, udp_sport=udp_sport, udp_dport=udp_dport))
+        self._copies = []
         if len(key_salt) not in (20, 36):
             raise ValueError(f"key||salt of {len(key_salt)} bytes: 20 (AES-128) or 36 (AES-256) expected")
         if not 0 < spi <= 0xffffffff:
@@ -153,11 +165,15 @@ cdef class SecurityAssociation:
                                    esp + ESP_HLEN + ESP_IV_LEN + n)
 
     cdef int next_seq(self, uint64_t *seq) noexcept nogil:
-        """Outbound: the next sequence number (also the IV); -1 when the counter is at its end."""
+        """Outbound: the next sequence number (also the IV); -1 when the counter is at its end.
+        Atomic: the workers' copies of one SA draw from one counter, so no number repeats."""
+        cdef uint64_t s
         if self.tx_seq[0] >= self.seq_max:
             return -1
-        self.tx_seq[0] += 1
-        seq[0] = self.tx_seq[0]
+        s = sa_seq_add(self.tx_seq)
+        if s == 0 or s > self.seq_max:
+            return -1
+        seq[0] = s
         return 0
 
     cdef int replay_check(self, uint32_t seq_lo, uint64_t *seq) noexcept nogil:
@@ -226,6 +242,18 @@ cdef class SecurityAssociation:
 
     # ---- control plane ----
 
+    def worker_copy(self):
+        """The same outbound SA for another worker: its own OpenSSL context (one context
+        must not be used by two threads at once), the same sequence counter. Counted in
+        this SA's stats()."""
+        if self.inbound:
+            raise ValueError("inbound SAs are used by one worker (the uplink's)")
+        spi, key_salt, kw = self._args
+        cdef SecurityAssociation c = SecurityAssociation(spi, key_salt, **kw)
+        c.created = self.created
+        self._copies.append(c)
+        return c
+
     @property
     def direction(self):
         return "in" if self.inbound else "out"
@@ -243,6 +271,13 @@ cdef class SecurityAssociation:
     def drops(self):
         return {r: int(self.drops_[k]) for k, r in enumerate(DROP_REASONS)}
 
+    def _summed_drops(self):
+        d = self.drops
+        for c in self._copies:
+            for r, v in c.drops.items():
+                d[r] += v
+        return d
+
     def window_state(self):
         """(highest sequence number received, the window's bitmap): to see that it did not move."""
         return int(self.top), bytes((<uint8_t *> self.bitmap)[:self.nbits // 8])
@@ -256,8 +291,9 @@ cdef class SecurityAssociation:
         """What `show sa` prints."""
         d = {"spi": self.spi, "direction": self.direction, "cipher": self.cipher,
              "esn": bool(self.esn), "encap": "udp" if self.encap_udp else None,
-             "seq": self.seq, "packets": int(self.packets), "bytes": int(self.octets),
-             "drops": self.drops, "created": self.created,
+             "seq": self.seq, "packets": int(self.packets) + sum(int(c.packets) for c in self._copies),
+             "bytes": int(self.octets) + sum(int(c.octets) for c in self._copies),
+             "drops": self._summed_drops(), "created": self.created,
              "age": round(time.time() - self.created, 3),
              "lifetime_packets": int(self.lifetime_packets) or None,
              "lifetime_bytes": int(self.lifetime_bytes) or None,

@@ -18,7 +18,7 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, nanosleep
 
 from fastpath.graph.buffer cimport BufferPool, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
@@ -29,6 +29,102 @@ cdef inline uint64_t now_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <uint64_t> ts.tv_sec * 1000000000ULL + ts.tv_nsec
+
+
+cdef extern from "<poll.h>" nogil:
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum: POLLIN
+
+cdef enum:
+    MAX_POLL_FDS = 64      # inputs a worker sleeps on when idle (more: it wakes on its timeout)
+
+cdef extern from *:
+    """
+    static inline int fp_load(int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+    static inline void fp_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    static inline void fp_pause(void) { __builtin_ia32_pause(); }
+    """
+    int fp_load(int *p) nogil
+    void fp_store(int *p, int v) nogil
+    void fp_pause() nogil
+
+
+cdef class Barrier:
+    """VPP's worker barrier: the control thread stops every worker between two vectors,
+    changes tables and graphs, and lets them go. A worker is "inside" only while it runs
+    run_once(); a worker asleep in poll() or parked does not delay the barrier.
+
+    Re-entrant on the control side (hold() nests), so configuration code can take it
+    without knowing whether its caller already did. With no worker threads it costs a
+    counter increment."""
+    cdef int request
+    cdef int *inside                      # per worker: 1 while in run_once()
+    cdef readonly int n_workers
+    cdef readonly int depth
+    cdef readonly uint64_t holds          # times the workers were stopped
+    cdef readonly uint64_t wait_ns        # total time spent waiting for them
+
+    def __cinit__(self, int n_workers=1):
+        self.n_workers = n_workers
+        self.inside = <int *> malloc(max(1, n_workers) * sizeof(int))
+        if self.inside == NULL:
+            raise MemoryError()
+        for k in range(max(1, n_workers)):
+            self.inside[k] = 0
+
+    def __dealloc__(self):
+        free(self.inside)
+
+    cdef inline bint enter(self, int w) noexcept nogil:
+        """Worker side: 1 if the worker may run a loop now (call leave() after it)."""
+        fp_store(&self.inside[w], 1)
+        if fp_load(&self.request):
+            fp_store(&self.inside[w], 0)
+            while fp_load(&self.request):
+                fp_pause()
+            return False
+        return True
+
+    cdef inline void leave(self, int w) noexcept nogil:
+        fp_store(&self.inside[w], 0)
+
+    def hold(self):
+        """Control side: stop the workers (waiting, without the GIL, for each to finish its
+        current loop). Pair with release()."""
+        cdef int k
+        cdef uint64_t t0
+        self.depth += 1
+        if self.depth > 1:
+            return
+        fp_store(&self.request, 1)
+        t0 = now_ns()
+        with nogil:
+            for k in range(1, self.n_workers):       # worker 0 is the control thread itself
+                while fp_load(&self.inside[k]):
+                    fp_pause()
+        self.wait_ns += now_ns() - t0
+        self.holds += 1
+
+    def release(self):
+        if self.depth == 0:
+            raise RuntimeError("barrier released more often than held")
+        self.depth -= 1
+        if self.depth == 0:
+            fp_store(&self.request, 0)
+
+    def __enter__(self):
+        self.hold()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
 
 
 cdef class Graph:
@@ -53,6 +149,9 @@ cdef class Graph:
     cdef void **input_c
     cdef int n_inputs
     cdef readonly bint tracing           # a trace is on: every vector takes the slow path
+    cdef public Barrier barrier          # set when this graph is one of several workers
+    cdef pollfd pfds[MAX_POLL_FDS]       # the inputs' fds, for a worker thread's idle sleep
+    cdef int n_pfds
 
     def __init__(self, BufferPool pool=None, uint32_t n_buffers=16384):
         self.pool = pool if pool is not None else BufferPool(n_buffers)
@@ -72,6 +171,8 @@ cdef class Graph:
         self._fds = {}
         self.idle_sleep = 0.01
         self.idle_spins = 64
+        self.barrier = None
+        self.n_pfds = 0
         self.error_counts = np.zeros(65536, dtype=np.uint64)
         from fastpath.nodes.drop import ErrorDrop
         self.drop = self.add(ErrorDrop())
@@ -123,6 +224,12 @@ cdef class Graph:
         for k, node in enumerate(self.inputs):
             self.input_c[k] = <void *> node
         self.n_inputs = len(self.inputs)
+        fds = [node.fileno() for node in self.inputs if hasattr(node, "fileno")]
+        fds = [fd for fd in fds if fd >= 0][:MAX_POLL_FDS]
+        for k, fd in enumerate(fds):
+            self.pfds[k].fd = fd
+            self.pfds[k].events = POLLIN
+        self.n_pfds = len(fds)
 
     def remove(self, name):
         """Take a node out of service: its arcs and the arcs into it lead to error-drop."""
@@ -359,9 +466,54 @@ cdef class Graph:
         for t in self._timers:
             if now >= t[0]:
                 t[0] = now + t[1]
-                t[2](now)
+                if self.barrier is None:
+                    t[2](now)
+                else:
+                    with self.barrier:      # control code: the workers wait between vectors
+                        t[2](now)
             due = t[0] if due == 0.0 else min(due, t[0])
         return due
+
+    def run_worker(self, Barrier barrier not None, int w):
+        """A worker thread's dispatch loop (worker w > 0): run_once() without the GIL while
+        there is traffic, sleep in poll() on the inputs when there is none, and stop between
+        two loops whenever the control thread holds the barrier."""
+        cdef int got = 0, empty = 0, k, n
+        cdef bint entered = False
+        cdef pollfd local[MAX_POLL_FDS]
+        cdef timespec ts
+        cdef int sleep_ms = max(1, <int> (self.idle_sleep * 1000))
+        self.stopping = False
+        try:
+            with nogil:
+                while not self.stopping:
+                    if not barrier.enter(w):
+                        continue
+                    entered = True
+                    got = self.run_once_c()
+                    if got:
+                        empty = 0
+                        entered = False
+                        barrier.leave(w)
+                        continue
+                    empty += 1
+                    # copy the fds while the graph cannot change under us
+                    n = self.n_pfds
+                    for k in range(n):
+                        local[k] = self.pfds[k]
+                    entered = False
+                    barrier.leave(w)
+                    if empty < self.idle_spins:
+                        continue
+                    if n:
+                        poll(local, n, sleep_ms)
+                    else:
+                        ts.tv_sec = 0
+                        ts.tv_nsec = sleep_ms * 1000000
+                        nanosleep(&ts, NULL)
+        finally:
+            if entered:
+                barrier.leave(w)
 
     def run(self):
         """Dispatch until stop() is called: busy-poll while frames arrive, then sleep on
@@ -408,8 +560,13 @@ cdef class Graph:
         ready = poller.poll(timeout_ms)
         for fd, ev in ready:
             cb = self._fds.get(fd)
-            if cb is not None:
+            if cb is None:
+                continue
+            if self.barrier is None:
                 cb(fd)
+            else:
+                with self.barrier:
+                    cb(fd)
         return bool(ready)
 
     def stop(self):

@@ -1,5 +1,6 @@
 """pcap files (the classic libpcap format, which tcpdump, Wireshark and scapy read)."""
 import struct
+import threading
 import time
 
 MAGIC_US = 0xA1B2C3D4
@@ -13,6 +14,7 @@ class PcapWriter:
         self.f = open(path, "wb")
         self.f.write(struct.pack("<IHHiIII", MAGIC_US, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
         self.packets = 0
+        self.lock = threading.Lock()      # several workers may capture into one file
 
     def write(self, frame, ts=None):
         ts = time.time() if ts is None else ts
@@ -20,15 +22,16 @@ class PcapWriter:
         usec = int(round((ts - sec) * 1e6))
         if usec >= 1000000:
             sec, usec = sec + 1, usec - 1000000
-        self.f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
-        self.f.write(frame)
-        self.packets += 1
+        with self.lock:
+            self.f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + bytes(frame))
+            self.packets += 1
 
     def write_buffers(self, pool, bufs):
         ts = time.time()
         for b in bufs:
             self.write(pool.get_frame(int(b)), ts)
-        self.f.flush()
+        with self.lock:
+            self.f.flush()
 
     def close(self):
         self.f.close()

@@ -17,6 +17,8 @@ too short), frames it had no room for (ring_full) or no connection for
 disconnects). The rings belong to the port's control channel (protocol.MemifPort),
 which places and removes them; the nodes only look at `ready`.
 """
+import numpy as np
+from fastpath.graph.spinlock cimport fp_spin_lock, fp_spin_unlock
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from fastpath.graph.node cimport Node
 from fastpath.memif.ring cimport MemifRing, N_ERRORS
@@ -89,15 +91,30 @@ cdef class MemifOutput(Node):
     cdef readonly MemifRing ring
     cdef public uint16_t sw_if_index
     cdef public uint64_t tx_packets, tx_bytes
+    cdef int *tx_lock                     # NULL with one worker; else shared by its outputs
+    cdef object _lock_cell
 
     def __init__(self, name, MemifRing ring not None, int sw_if_index):
         super().__init__(name)
         self.ring = ring
         self.sw_if_index = sw_if_index
 
+    def share_ring(self, MemifOutput first not None):
+        """Another worker transmits on first's ring too: both take one spinlock around
+        a burst (one producer at a time, as the ring requires)."""
+        if first._lock_cell is None:
+            first._lock_cell = np.zeros(1, dtype=np.int32)
+            first.tx_lock = <int *> <size_t> first._lock_cell.ctypes.data
+        self._lock_cell = first._lock_cell
+        self.tx_lock = first.tx_lock
+
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
+        if self.tx_lock != NULL:
+            fp_spin_lock(self.tx_lock)
         self.tx_packets += self.ring.tx_burst(self.pool, bufs, n, self.error_counts + self.err_base,
                                               &self.tx_bytes)
+        if self.tx_lock != NULL:
+            fp_spin_unlock(self.tx_lock)
         self.pool.free(bufs, n)
         return 0
 

@@ -6,6 +6,7 @@ Packet nodes cimport this file and call ``Fdb.lookup`` / ``Fdb.learn`` from
 """
 
 cimport cython
+from fastpath.graph.spinlock cimport fp_spin_lock, fp_spin_unlock
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
@@ -29,6 +30,29 @@ cdef extern from *:
 
 cdef extern from *:
     void __builtin_prefetch(const void *addr) nogil
+
+
+# Workers share one Fdb per bridge: writers (learning something new, moves, refreshes of
+# the LRU position, aging, control) serialize on a spinlock and bump a sequence count
+# around their change; lookups take no lock and retry if the count moved (a seqlock, as
+# in VPP's bihash readers). The slab and slot arrays are only reallocated under the
+# worker barrier (set_max_entries), so a reader never touches freed memory.
+cdef extern from *:
+    """
+    static inline unsigned fdb_seq_begin(unsigned *s) {
+        unsigned v;
+        while ((v = __atomic_load_n(s, __ATOMIC_ACQUIRE)) & 1) __builtin_ia32_pause();
+        return v;
+    }
+    static inline int fdb_seq_retry(unsigned *s, unsigned v) {
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        return __atomic_load_n(s, __ATOMIC_RELAXED) != v;
+    }
+    static inline void fdb_seq_bump(unsigned *s) { __atomic_fetch_add(s, 1, __ATOMIC_SEQ_CST); }
+    """
+    unsigned fdb_seq_begin(unsigned *s) nogil
+    bint fdb_seq_retry(unsigned *s, unsigned v) nogil
+    void fdb_seq_bump(unsigned *s) nogil
 
 
 cdef inline uint32_t fdb_hash(uint64_t key) noexcept nogil:
@@ -70,6 +94,8 @@ cdef class Fdb:
     cdef uint32_t static_head   # static entries live on their own list
     cdef uint32_t static_tail
     cdef uint32_t n_static
+    cdef int wlock_              # writers' spinlock
+    cdef unsigned seq_           # odd while a writer is changing the table
 
     cdef readonly uint32_t max_entries
     cdef public double aging_time
@@ -95,7 +121,17 @@ cdef class Fdb:
             __builtin_prefetch(&self.slab[s - 1])
     cdef int learn(self, uint64_t key, uint16_t port, double now) noexcept nogil
 
+    cdef inline void wlock(self) noexcept nogil:
+        fp_spin_lock(&self.wlock_)
+        fdb_seq_bump(&self.seq_)
+
+    cdef inline void wunlock(self) noexcept nogil:
+        fdb_seq_bump(&self.seq_)
+        fp_spin_unlock(&self.wlock_)
+
     # Internals.
+    cdef int _lookup(self, uint64_t key) noexcept nogil
+    cdef int _learn(self, uint64_t key, uint16_t port, double now) noexcept nogil
     cdef uint32_t _find(self, uint64_t key, uint32_t h, uint32_t *slot) noexcept nogil
     cdef uint32_t _insert(self, uint64_t key, uint32_t h, uint16_t port,
                           uint8_t is_static, double now, uint32_t slot) noexcept nogil

@@ -117,19 +117,58 @@ cdef class Fdb:
     # ------------------------------------------------------------------
 
     cdef int lookup(self, uint64_t key) noexcept nogil:
-        """Port of (VLAN, MAC) ``key``, or -1 if unknown."""
-        cdef uint32_t i = fdb_hash(key) & self.mask
-        cdef uint32_t s
+        """Port of (VLAN, MAC) ``key``, or -1 if unknown. Lock-free: retried if a writer
+        changed the table meanwhile."""
+        cdef unsigned v
+        cdef int port
         while True:
+            v = fdb_seq_begin(&self.seq_)
+            port = self._lookup(key)
+            if not fdb_seq_retry(&self.seq_, v):
+                return port
+
+    cdef int _lookup(self, uint64_t key) noexcept nogil:
+        cdef uint32_t i = fdb_hash(key) & self.mask
+        cdef uint32_t s, probes
+        # bounded: a reader racing a writer may see a cluster mid-shift
+        for probes in range(self.mask + 1):
             s = self.slots[i]
             if s == 0:
                 return -1
             if self.slab[s - 1].key == key:
                 return self.slab[s - 1].port
             i = (i + 1) & self.mask
+        return -1
 
     cdef int learn(self, uint64_t key, uint16_t port, double now) noexcept nogil:
-        """Record that ``key`` was seen on ``port`` at ``now``; see FdbResult."""
+        """Record that ``key`` was seen on ``port`` at ``now``; see FdbResult.
+        The common case -- a known station on its port, refreshed less than a second
+        ago -- only reads; anything else takes the writers' lock."""
+        cdef unsigned v
+        cdef uint32_t i = fdb_hash(key) & self.mask
+        cdef uint32_t s, probes
+        cdef fdb_entry_t *e
+        cdef bint fresh = False
+        cdef int result
+        v = fdb_seq_begin(&self.seq_)
+        for probes in range(self.mask + 1):
+            s = self.slots[i]
+            if s == 0:
+                break
+            e = &self.slab[s - 1]
+            if e.key == key:
+                fresh = (e.port == port and not e.is_static
+                         and now - e.last_seen < REFRESH_INTERVAL)
+                break
+            i = (i + 1) & self.mask
+        if fresh and not fdb_seq_retry(&self.seq_, v):
+            return FDB_REFRESHED
+        self.wlock()
+        result = self._learn(key, port, now)
+        self.wunlock()
+        return result
+
+    cdef int _learn(self, uint64_t key, uint16_t port, double now) noexcept nogil:
         cdef uint32_t h = fdb_hash(key)
         cdef uint32_t slot
         cdef uint32_t eid = self._find(key, h, &slot)
@@ -320,15 +359,19 @@ cdef class Fdb:
     def set_max_entries(self, n):
         """Change the capacity, keeping contents; shrinking evicts the oldest
         dynamic entries (counted in ``evicted``)."""
-        if not 1 <= n <= MAX_CAPACITY:
-            raise ValueError(f"max_entries out of range 1..{MAX_CAPACITY}: {n}")
-        if n < self.n_static:
-            raise ValueError(f"{self.n_static} static entries do not fit in {n}")
-        if n == self.max_entries:
-            return
-        while self.n_entries > n:
-            self._evict_oldest()
-        self._resize(n)
+        self.wlock()
+        try:
+            if not 1 <= n <= MAX_CAPACITY:
+                raise ValueError(f"max_entries out of range 1..{MAX_CAPACITY}: {n}")
+            if n < self.n_static:
+                raise ValueError(f"{self.n_static} static entries do not fit in {n}")
+            if n == self.max_entries:
+                return
+            while self.n_entries > n:
+                self._evict_oldest()
+            self._resize(n)
+        finally:
+            self.wunlock()
 
     def add_static(self, mac, vlan, port):
         """Install a static entry, replacing any entry for (VLAN, MAC).
@@ -340,32 +383,42 @@ cdef class Fdb:
         cdef uint16_t p = check_port(port)
         cdef uint32_t h = fdb_hash(key)
         cdef uint32_t slot
-        cdef uint32_t eid = self._find(key, h, &slot)
-        if eid != FDB_NIL:
-            if not self.slab[eid].is_static:
-                self._unlink(eid)
-                self.slab[eid].is_static = 1
-                self.n_static += 1
-                self._append(eid)
-            self.slab[eid].port = p
-            return
-        if self.n_entries >= self.max_entries:
-            if self.lru_head == FDB_NIL:
-                raise RuntimeError(
-                    f"fdb full: all {self.max_entries} entries are static")
-            self._evict_oldest()
-            self._find(key, h, &slot)
-        self._insert(key, h, p, 1, 0.0, slot)
+        cdef uint32_t eid
+        self.wlock()
+        try:
+            eid = self._find(key, h, &slot)
+            if eid != FDB_NIL:
+                if not self.slab[eid].is_static:
+                    self._unlink(eid)
+                    self.slab[eid].is_static = 1
+                    self.n_static += 1
+                    self._append(eid)
+                self.slab[eid].port = p
+                return
+            if self.n_entries >= self.max_entries:
+                if self.lru_head == FDB_NIL:
+                    raise RuntimeError(
+                        f"fdb full: all {self.max_entries} entries are static")
+                self._evict_oldest()
+                self._find(key, h, &slot)
+            self._insert(key, h, p, 1, 0.0, slot)
+        finally:
+            self.wunlock()
 
     def remove(self, mac, vlan):
         """Remove the entry for (VLAN, MAC), static or not.  True if found."""
         cdef uint64_t key = make_key(mac, vlan)
         cdef uint32_t slot
-        cdef uint32_t eid = self._find(key, fdb_hash(key), &slot)
-        if eid == FDB_NIL:
-            return False
-        self._delete(eid)
-        return True
+        cdef uint32_t eid
+        self.wlock()
+        try:
+            eid = self._find(key, fdb_hash(key), &slot)
+            if eid == FDB_NIL:
+                return False
+            self._delete(eid)
+            return True
+        finally:
+            self.wunlock()
 
     def learn_py(self, mac, vlan, port, double now):
         """Python wrapper of ``learn``; returns a FdbResult value."""
@@ -378,13 +431,18 @@ cdef class Fdb:
     def age(self, double now):
         """Remove dynamic entries with ``last_seen + aging_time <= now``."""
         cdef uint64_t n = 0
-        cdef uint32_t eid = self.lru_head
-        while eid != FDB_NIL and self.slab[eid].last_seen + self.aging_time <= now:
-            self._delete(eid)
-            n += 1
+        cdef uint32_t eid
+        self.wlock()
+        try:
             eid = self.lru_head
-        self.aged += n
-        return n
+            while eid != FDB_NIL and self.slab[eid].last_seen + self.aging_time <= now:
+                self._delete(eid)
+                n += 1
+                eid = self.lru_head
+            self.aged += n
+            return n
+        finally:
+            self.wunlock()
 
     def flush(self, port=None, vlan=None, include_static=False):
         """Remove dynamic entries, optionally only those on ``port`` and/or in
@@ -395,23 +453,27 @@ cdef class Fdb:
         cdef uint32_t eid, nxt, k
         cdef uint64_t n = 0
         cdef fdb_entry_t *e
-        if vlan is not None:
-            if not 0 <= vlan <= 4095:
-                raise ValueError(f"VLAN out of range 0..4095: {vlan}")
-            want_vlan = vlan
-        heads[0] = self.lru_head
-        heads[1] = self.static_head if include_static else FDB_NIL
-        for k in range(2):
-            eid = heads[k]
-            while eid != FDB_NIL:
-                e = &self.slab[eid]
-                nxt = e.next
-                if ((want_port < 0 or e.port == want_port)
-                        and (want_vlan < 0 or <int>(e.key >> 48) == want_vlan)):
-                    self._delete(eid)
-                    n += 1
-                eid = nxt
-        return n
+        self.wlock()
+        try:
+            if vlan is not None:
+                if not 0 <= vlan <= 4095:
+                    raise ValueError(f"VLAN out of range 0..4095: {vlan}")
+                want_vlan = vlan
+            heads[0] = self.lru_head
+            heads[1] = self.static_head if include_static else FDB_NIL
+            for k in range(2):
+                eid = heads[k]
+                while eid != FDB_NIL:
+                    e = &self.slab[eid]
+                    nxt = e.next
+                    if ((want_port < 0 or e.port == want_port)
+                            and (want_vlan < 0 or <int>(e.key >> 48) == want_vlan)):
+                        self._delete(eid)
+                        n += 1
+                    eid = nxt
+            return n
+        finally:
+            self.wunlock()
 
     def port_removed(self, port):
         """Forget everything on ``port``, static entries included."""
@@ -423,21 +485,25 @@ cdef class Fdb:
         cdef uint32_t heads[2]
         cdef uint32_t eid, k
         cdef fdb_entry_t *e
-        heads[0] = self.static_head
-        heads[1] = self.lru_head
-        for k in range(2):
-            eid = heads[k]
-            while eid != FDB_NIL:
-                e = &self.slab[eid]
-                if e.is_static:
-                    age = -1
-                else:
-                    age = max(0, int(now - e.last_seen))
-                rows.append((e.port, <int>(e.key >> 48),
-                             format_mac(e.key & 0xFFFFFFFFFFFF), age,
-                             bool(e.is_static)))
-                eid = e.next
-        return rows
+        self.wlock()
+        try:
+            heads[0] = self.static_head
+            heads[1] = self.lru_head
+            for k in range(2):
+                eid = heads[k]
+                while eid != FDB_NIL:
+                    e = &self.slab[eid]
+                    if e.is_static:
+                        age = -1
+                    else:
+                        age = max(0, int(now - e.last_seen))
+                    rows.append((e.port, <int>(e.key >> 48),
+                                 format_mac(e.key & 0xFFFFFFFFFFFF), age,
+                                 bool(e.is_static)))
+                    eid = e.next
+            return rows
+        finally:
+            self.wunlock()
 
     def entries(self, double now):
         """``[(port, vlan, 'aa:bb:cc:dd:ee:ff', age_seconds, is_static)]``

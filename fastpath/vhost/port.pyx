@@ -14,6 +14,8 @@ guest had no room for (ring_full) or no running queue for (not_ready). The queue
 themselves belong to the port's control channel (protocol.VhostUserPort), which sets
 them up and tears them down; the nodes only look at `ready`.
 """
+import numpy as np
+from fastpath.graph.spinlock cimport fp_spin_lock, fp_spin_unlock
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from fastpath.graph.node cimport Node
 from fastpath.vhost.virtq cimport Virtq, N_ERRORS
@@ -87,15 +89,30 @@ cdef class VhostUserOutput(Node):
     cdef readonly Virtq vq
     cdef public uint16_t sw_if_index
     cdef public uint64_t tx_packets, tx_bytes
+    cdef int *tx_lock                     # NULL with one worker; else shared by its outputs
+    cdef object _lock_cell
 
     def __init__(self, name, Virtq vq not None, int sw_if_index):
         super().__init__(name)
         self.vq = vq
         self.sw_if_index = sw_if_index
 
+    def share_ring(self, VhostUserOutput first not None):
+        """Another worker transmits on first's ring too: both take one spinlock around
+        a burst (one producer at a time, as the ring requires)."""
+        if first._lock_cell is None:
+            first._lock_cell = np.zeros(1, dtype=np.int32)
+            first.tx_lock = <int *> <size_t> first._lock_cell.ctypes.data
+        self._lock_cell = first._lock_cell
+        self.tx_lock = first.tx_lock
+
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
+        if self.tx_lock != NULL:
+            fp_spin_lock(self.tx_lock)
         self.tx_packets += self.vq.rx_burst(self.pool, bufs, n, self.error_counts + self.err_base,
                                             &self.tx_bytes)
+        if self.tx_lock != NULL:
+            fp_spin_unlock(self.tx_lock)
         self.pool.free(bufs, n)
         return 0
 
