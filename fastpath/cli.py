@@ -5,6 +5,7 @@
     fastpath demo                                                    (fastpath.demo)
 """
 import argparse
+import os
 import sys
 
 from fastpath.ctl import DEFAULT_CONTROL, default_control
@@ -39,9 +40,10 @@ def main(argv=None):
                    "(mode 0660); by default it is root-only (0600)")
     r.add_argument("--buffers", metavar="N", type=int, default=16384,
                    help="packet buffers per worker (default 16384)")
-    r.add_argument("--workers", metavar="N", type=int, default=1,
-                   help="dispatch loops, one thread each (default 1); bridge ports' receive "
-                        "queues are spread over them by flow hash")
+    r.add_argument("--workers", metavar="N", type=int,
+                   default=int(os.environ.get("FASTPATH_WORKERS", "1") or 1),
+                   help="dispatch loops, one thread each (default 1, or $FASTPATH_WORKERS); "
+                        "bridge ports' receive queues are spread over them by flow hash")
     r.add_argument("--cpus", metavar="LIST", help="pin worker i to the i-th CPU of LIST "
                    "(e.g. 0,1 or 2-5); also accepted as a trailing cpus=LIST")
     r.add_argument("settings", nargs="*", metavar="workers=N|cpus=LIST",
