@@ -39,6 +39,10 @@ def pytest_terminal_summary(terminalreporter):
         if "l2_path_naive_python" in r:
             nv = r["l2_path_naive_python"]
             tr.write_line(f"l2: pure-Python switch {nv['mpps']:.3f} Mpps -> ratio {fp['mpps'] / nv['mpps']:.0f}x")
+    if "l2_path_64b_1_workers" in r and "l2_path_64b_2_workers" in r:
+        one, two = r["l2_path_64b_1_workers"]["mpps"], r["l2_path_64b_2_workers"]["mpps"]
+        tr.write_line(f"workers: in-memory L2 path {one:.2f} Mpps on 1 worker, {two:.2f} on 2 "
+                      f"-> {two / one:.2f}x")
     for size in (64, 512, 1400):
         e, d = r.get(f"esp_encrypt_{size}b"), r.get(f"esp_decrypt_{size}b")
         if not e:

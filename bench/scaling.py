@@ -52,40 +52,51 @@ def delivered(p2):
     return sum(io[1].tx_packets for io in p2.ios)
 
 
+class L2Run:
+    """The switch of build() with its worker threads running (worker 0: the caller, in
+    round()). round(packets) offers exactly `packets` frames, spread evenly over the
+    workers' generators, and returns once all have left on p2."""
+
+    def __init__(self, workers):
+        self.sw, self.p1, self.p2 = build(workers)
+        self.gens = [io[0] for io in self.p1.ios]
+        self.sw.start_workers()
+
+    def round(self, packets):
+        base = delivered(self.p2)
+        share = packets // len(self.gens)
+        for k, g in enumerate(self.gens):
+            g.limit += share + (packets - share * len(self.gens) if k == 0 else 0)
+        deadline = time.perf_counter() + 30
+        while delivered(self.p2) - base < packets:
+            self.sw.graph.run_once()
+            if time.perf_counter() > deadline:
+                raise AssertionError(f"{packets} frames offered, {delivered(self.p2) - base} delivered")
+        return packets
+
+    def close(self):
+        self.sw.stop_workers()
+        assert self.sw.errors() == [], self.sw.errors()
+        for g in self.sw.graphs:
+            g.run_until_idle()
+            g.pool.check_accounting(0)
+        self.sw.close()
+
+
 def l2_inmemory(workers, seconds=2.0):
     """Run the L2 path on `workers` workers for about `seconds`; returns {'mpps', 'packets',
     'seconds', 'workers'}. Every frame must arrive (all unicast to known stations)."""
-    sw, p1, p2 = build(workers)
-    gens = [io[0] for io in p1.ios]
+    run = L2Run(workers)
     try:
-        sw.start_workers()
-        base = delivered(p2)
+        run.round(CHUNK)                          # warm up
+        total = 0
         t0 = time.perf_counter()
-        deadline = t0 + seconds
-        offered = 0
-        while True:
-            # keep every generator topped up; worker 0 is this thread
-            for g in gens:
-                if g.limit < CHUNK // 2:
-                    g.limit += CHUNK
-                    offered += CHUNK
-            sw.graph.run_once()
-            if time.perf_counter() >= deadline:
-                break
-        for g in gens:                   # stop offering; let the workers finish what they have
-            offered -= g.limit
-            g.limit = 0
-        while delivered(p2) - base < offered and time.perf_counter() < deadline + 5:
-            sw.graph.run_once()
+        while time.perf_counter() - t0 < seconds:
+            total += run.round(CHUNK * workers)
         elapsed = time.perf_counter() - t0
-        got = delivered(p2) - base
     finally:
-        sw.stop_workers()
-    assert got == offered, f"{offered} frames offered, {got} delivered"
-    assert sw.errors() == [], sw.errors()
-    for g in sw.graphs:
-        g.pool.check_accounting(0)
-    return {"workers": workers, "packets": got, "seconds": elapsed, "mpps": got / elapsed / 1e6}
+        run.close()
+    return {"workers": workers, "packets": total, "seconds": elapsed, "mpps": total / elapsed / 1e6}
 
 
 def main(argv=None):

@@ -179,14 +179,15 @@ def close(graphs, port):
 
 def stats(port):
     """The port's counters, summed over the workers."""
-    s = {}
+    total = {}
     for io in port.ios:
+        s = {}
         for node in io[:2]:
-            if node is None:
-                continue
-            for k, v in node.stats().items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k in s:
-                    s[k] += v
-                else:
-                    s.setdefault(k, v)
-    return s
+            if node is not None:
+                s.update(node.stats())
+        for k, v in s.items():
+            if k in total and isinstance(v, (int, float)) and not isinstance(v, bool):
+                total[k] += v
+            else:
+                total.setdefault(k, v)
+    return total

@@ -36,7 +36,7 @@ from fastpath.control import HELP, CommandError, Control, dump_toml
 from fastpath.switch import Switch
 
 
-def _no_device(graph, port):
+def _no_device(graph, port, worker=0):
     raise OSError(19, "No such device (fuzzing: real devices disabled)")
 
 
