@@ -1,6 +1,7 @@
 """fastpath: the command.
 
     fastpath run [--config FILE] [--control PATH] [--buffers N]     (fastpath.daemon)
+                 [--metrics ADDR:PORT]                           (fastpath.metrics)
     fastpath replay --config FILE [--in-port PORT] IN.pcap OUT_DIR/  (fastpath.replay)
     fastpath demo                                                    (fastpath.demo)
 """
@@ -38,6 +39,8 @@ def main(argv=None):
     r.add_argument("--control-group", metavar="GROUP", help="let GROUP use the control socket "
                    "(mode 0660); by default it is root-only (0600)")
     r.add_argument("--buffers", metavar="N", type=int, default=16384, help="packet buffers (default 16384)")
+    r.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics on "
+                   "http://ADDR:PORT/metrics (e.g. 127.0.0.1:9482; port 0 picks a free one)")
     r.add_argument("-v", "--verbose", action="store_true", help="log every command")
     r.set_defaults(func=cmd_run)
 
