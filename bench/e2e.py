@@ -43,6 +43,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import statistics
@@ -85,6 +86,27 @@ def frames_for(size, n=4):
         body = f"fastpath-e2e size={size} frame={i} ".encode()
         body += bytes((i * 37 + k) & 0xFF for k in range(length - len(head) - len(body)))
         out.append(head + body)
+        assert len(out[-1]) == length
+    return out
+
+
+def flow_frames(size, flows):
+    """`flows` IPv4/UDP frames of `size` bytes on the wire (FCS included) to the sink, each
+    a flow of its own: source MAC, source address and UDP source port differ, so that a
+    hash over the flow (AF_PACKET fanout, RPS) can spread them (--flows)."""
+    length = size - FCS
+    out = []
+    for i in range(flows):
+        src = mac_bytes(GEN_MAC)[:3] + bytes([0x01, (i >> 8) & 0xFF, i & 0xFF])
+        payload = f"fastpath-e2e flow={i} ".encode().ljust(length - 42, b"\0")[:length - 42]
+        ip = bytearray(b"\x45\x00" + (28 + len(payload)).to_bytes(2, "big") + b"\x00\x00\x40\x00\x40\x11\x00\x00"
+                       + bytes([198, 18, (i >> 8) & 0xFF, i & 0xFF]) + bytes([198, 19, 0, 1]))
+        c = sum(int.from_bytes(ip[k:k + 2], "big") for k in range(0, 20, 2))
+        c = (c & 0xFFFF) + (c >> 16)
+        c = (c & 0xFFFF) + (c >> 16)
+        ip[10:12] = (~c & 0xFFFF).to_bytes(2, "big")
+        udp = (1024 + i).to_bytes(2, "big") + (9).to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + b"\0\0"
+        out.append(mac_bytes(SINK_MAC) + src + b"\x08\x00" + bytes(ip) + udp + payload)
         assert len(out[-1]) == length
     return out
 
@@ -384,8 +406,11 @@ class Fastpath(SwitchPeer):
         stack.callback(shutil.rmtree, self.rundir, True)
         self.sock = os.path.join(self.rundir, "fastpath.sock")
         self.logfile = os.path.join(self.rundir, "fastpath.log")
-        cmd = (["ip", "netns", "exec", self.ns.name] + pinned(self.args, self.args.switch_core) +
-               [PY, "-m", "fastpath.cli", "run", "--control", self.sock])
+        cpus = getattr(self.args, "fastpath_cpus", None)        # --fastpath-cpus
+        cmd = (["ip", "netns", "exec", self.ns.name] +
+               pinned(self.args, cpus if cpus else self.args.switch_core) +
+               [PY, "-m", "fastpath.cli", "run", "--control", self.sock] +
+               list(getattr(self.args, "fastpath_args", None) or []))       # --fastpath-args
         with open(self.logfile, "w") as f:
             # `ip netns exec`, nice and taskset exec: the process is the daemon itself
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
@@ -505,9 +530,12 @@ def read_json_line(proc, timeout):
 
 
 def trial(args, peer, size, gen_ns, sink_ns):
-    frames = frames_for(size)
+    flows = getattr(args, "flows", 1) or 1                        # --flows
+    frames = frames_for(size) if flows <= 1 else flow_frames(size, flows)
+    match = (["--ethertype", hex(ETHERTYPE), "--src", GEN_MAC] if flows <= 1 else
+             ["--ethertype", "0x800", "--dst", SINK_MAC])
     sink_cmd = pktgen_cmd(args, sink_ns, args.sink_core, "sink", peer.sink_if,
-                          "--ethertype", hex(ETHERTYPE), "--src", GEN_MAC,
+                          *match,
                           "--hello", hello_frame().hex(), "--hello-count", "3",
                           "--seconds", str(args.seconds + 30), "--idle-stop", "0.5")
     for f in frames:
@@ -716,6 +744,7 @@ def run(args):
             "trials": args.trials, "sizes": args.sizes, "gen_core": args.gen_core,
             "switch_core": args.switch_core, "sink_core": args.sink_core,
             "method": args.method, "nice": args.nice, "kernel": platform.release(), "cpus": ncpu,
+            "flows": getattr(args, "flows", 1), "fastpath_args": getattr(args, "fastpath_args", []),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     with contextlib.ExitStack() as stack:
         gen_ns = stack.enter_context(Netns("egen"))
@@ -765,9 +794,18 @@ def parse_args(argv=None):
                    help="nice value for the generator, the sink and the switch daemons, each in a "
                         "session (autogroup) of its own: e.g. -10 on a machine shared with other "
                         "work (default 0)")
+    p.add_argument("--flows", type=int, default=1,
+                   help="with N > 1, the generator cycles through N IPv4/UDP flows (source MAC, "
+                        "address and port of their own), which a hash (AF_PACKET fanout, RPS) can "
+                        "spread; default 1: the same 4 frames of EtherType 0x88B5")
+    p.add_argument("--fastpath-args", default="", metavar="ARGS",
+                   help="more arguments for `fastpath run`, e.g. '--workers 2'")
+    p.add_argument("--fastpath-cpus", default=None, metavar="LIST",
+                   help="CPUs for the fastpath daemon (taskset -c LIST; default --switch-core)")
     p.add_argument("--json", metavar="OUT", help="write the full report (every trial) here")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.fastpath_args = shlex.split(args.fastpath_args)
     for s in args.sizes:
         if not 64 <= s <= 1518:
             p.error("--sizes: each in 64..1518")

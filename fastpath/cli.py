@@ -1,6 +1,8 @@
 """fastpath: the command.
 
     fastpath run [--config FILE] [--control PATH] [--buffers N]     (fastpath.daemon)
+                 [--workers N] [--cpus LIST]
+                 [--metrics ADDR:PORT]                           (fastpath.metrics)
     fastpath replay --config FILE [--in-port PORT] IN.pcap OUT_DIR/  (fastpath.replay)
     fastpath demo                                                    (fastpath.demo)
 """
@@ -48,6 +50,8 @@ def main(argv=None):
                    "(e.g. 0,1 or 2-5); also accepted as a trailing cpus=LIST")
     r.add_argument("settings", nargs="*", metavar="workers=N|cpus=LIST",
                    help="the same settings in key=value form")
+    r.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics on "
+                   "http://ADDR:PORT/metrics (e.g. 127.0.0.1:9482; port 0 picks a free one)")
     r.add_argument("-v", "--verbose", action="store_true", help="log every command")
     r.set_defaults(func=cmd_run)
 

@@ -399,10 +399,12 @@ HELP = [
     ("fdb/show", "BR", "the MAC learning table"),
     ("fdb/flush", "BR", "forget the learned MAC addresses"),
     ("fdb/add", "BR PORT VLAN MAC", "add a static MAC entry"),
+    ("fdb/stats", "BR", "MAC table counters: entries, size, learned, moved, evicted, aged"),
     ("show interfaces", "", "per-interface rx/tx packets, bytes and drops"),
     ("show runtime", "", "per-node calls, vectors, packets and cost"),
     ("clear runtime", "", "zero the per-node counters"),
     ("show errors", "", "why frames were dropped, per node"),
+    ("show pool", "", "packet buffers: total, free, in flight, free-list check, control-plane frames"),
     ("trace add", "NODE|PORT N", "trace the next N frames received by an input node or port"),
     ("trace show", "", "the traced frames' paths through the graph"),
     ("trace clear", "", "forget traces and stop tracing"),
@@ -427,6 +429,7 @@ class Control:
     def __init__(self, switch):
         self.switch = switch
         self.captures = {}            # port name -> PcapWriter
+        self._count_control_frames()
         self._commands = {
             "add-br": (self.add_br, 1, None),
             "del-br": (self.del_br, 1, 1),
@@ -442,10 +445,12 @@ class Control:
             "fdb/show": (self.fdb_show, 1, 1),
             "fdb/flush": (self.fdb_flush, 1, 1),
             "fdb/add": (self.fdb_add, 4, 4),
+            "fdb/stats": (self.fdb_stats, 1, 1),
             "show interfaces": (self.show_interfaces, 0, 0),
             "show runtime": (self.show_runtime, 0, 0),
             "clear runtime": (self.clear_runtime, 0, 0),
             "show errors": (self.show_errors, 0, 0),
+            "show pool": (self.show_pool, 0, 0),
             "trace add": (self.trace_add, 2, 2),
             "trace show": (self.trace_show, 0, 0),
             "trace clear": (self.trace_clear, 0, 0),
@@ -771,6 +776,12 @@ class Control:
         self.switch.fdb_add(br.name, pname, vlan, mac)
         return self._done(as_json)
 
+    def fdb_stats(self, args, as_json):
+        fdb = self._bridge(args[0]).fdb
+        s = {k: int(v) for k, v in fdb.stats().items()}
+        s.update(max_entries=int(fdb.max_entries), aging_time=float(fdb.aging_time))
+        return s if as_json else "\n".join(f"{k}: {v}" for k, v in s.items())
+
     # ---- observability ----
 
     STAT_COLUMNS = ("rx_packets", "rx_bytes", "rx_drops", "tx_packets", "tx_bytes", "tx_drops")
@@ -816,6 +827,46 @@ class Control:
     def clear_runtime(self, args, as_json):
         self.switch.clear_runtime()
         return self._done(as_json)
+
+    def _count_control_frames(self):
+        """Count the frames the control plane builds and sends (ARP requests, VPN
+        handshakes: Switch.send_frame) for `show pool`: they are buffers no interface
+        received, the one term frame accounting cannot get from the other counters."""
+        sw = self.switch
+        if getattr(sw, "control_frames", None) is not None or not hasattr(sw, "send_frame"):
+            return
+        sw.control_frames = 0
+        send = sw.send_frame
+
+        def send_frame(port, frame):
+            ok = send(port, frame)
+            if ok:
+                sw.control_frames += 1
+            return ok
+
+        sw.send_frame = send_frame
+
+    def show_pool(self, args, as_json):
+        """The buffer pool: free + in flight == total, and the free list holds every free
+        buffer once. Commands run between dispatch loops, when every vector has run to
+        completion, so in_flight is 0 unless a timer just queued a control frame."""
+        pool = self.switch.graph.pool
+        problem = ""
+        try:
+            pool.check_accounting()
+        except AssertionError as e:
+            problem = str(e)
+        total, free = int(pool.n_buffers), int(pool.n_free)
+        row = {"buffers": total, "free": free, "in_flight": total - free,
+               "alloc_failures": int(pool.alloc_failures), "free_list_ok": not problem,
+               "problem": problem, "control_frames": int(getattr(self.switch, "control_frames", 0) or 0)}
+        if as_json:
+            return row
+        return "\n".join([f"{'buffers':<16}{total:>12}", f"{'free':<16}{free:>12}",
+                          f"{'in flight':<16}{total - free:>12}",
+                          f"{'alloc failures':<16}{row['alloc_failures']:>12}",
+                          f"{'control frames':<16}{row['control_frames']:>12}",
+                          f"{'free list':<16}{'ok' if not problem else problem:>12}"])
 
     def show_errors(self, args, as_json):
         errors = self.switch.errors()

@@ -1,6 +1,7 @@
 """fastpathctl: send one command to a running `fastpath run` daemon and print the reply.
 
     fastpathctl [--control PATH] [--format json|text] COMMAND ARGS...
+    fastpathctl [--control PATH] top [--interval S] [--count N]     (fastpath.top)
 
 The protocol (a Unix stream socket, root-only): the client sends one JSON line
     {"argv": ["add-port", "br0", "veth0", "tag=10"], "format": "text"}
@@ -84,7 +85,8 @@ def _absolute_paths(argv):
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="fastpathctl", description="Send a command to the fastpath daemon.",
-        epilog="Commands: run `fastpathctl help` for the list.")
+        epilog="Commands: run `fastpathctl help` for the list; `fastpathctl top [--interval S] "
+               "[--count N]` is a live view of the nodes and interfaces.")
     p.add_argument("--control", metavar="PATH", default=None,
                    help=f"control socket (default $FASTPATH_CONTROL or {DEFAULT_CONTROL})")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
@@ -95,6 +97,9 @@ def main(argv=None):
         p.error("no command given (try `fastpathctl help`)")
     if args.command[0] == "--":
         args.command = args.command[1:]
+    if args.command[:1] == ["top"]:                 # client-side: fastpath.top
+        from fastpath.top import main as top
+        return top(args.command[1:], args.control, args.timeout)
     try:
         out = request(_absolute_paths(args.command), args.format, args.control, args.timeout)
     except DaemonError as e:

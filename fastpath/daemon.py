@@ -327,6 +327,16 @@ def cmd_run(args):
         log.error("cannot serve %s: %s", args.control, e)
         sw.close()
         return 1
+    metrics = None
+    if getattr(args, "metrics", None):          # Prometheus, served from the dispatch loop too
+        try:
+            from fastpath.metrics import start as start_metrics
+            metrics = start_metrics(args.metrics, control, sw.graph)
+        except (OSError, ValueError, ImportError) as e:
+            log.error("cannot serve metrics on %s: %s", args.metrics, e)
+            server.close()
+            sw.close()
+            return 1
     rc = 0
     try:
         if args.config:
@@ -355,5 +365,7 @@ def cmd_run(args):
         control.close()
         sw.close()                  # ports closed, TAPs removed
         server.close()              # socket unlinked
+        if metrics is not None:
+            metrics.close()
         log.info("fastpath stopped")
     return rc

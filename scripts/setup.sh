@@ -32,7 +32,7 @@ fi
 
 PY=${PYTHON:-python3}
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-"$PY" -m pip install -q -e '.[test]'
+"$PY" -m pip install -q -e '.[test,bench]'
 # the editable install builds the extensions in its own tree; make sure the in-place
 # modules exist too, so `python -m fastpath...` from this checkout works
 "$PY" setup.py -q build_ext --inplace >/dev/null

@@ -1,0 +1,93 @@
+"""bench/report.py end to end on its two cheap sections (in memory, a few seconds): the
+Markdown has the table rows, the PNGs are real PNG files, report.json says what was
+measured; and --readme fills a README's markers from a saved run."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_png(path):
+    """A whole PNG file: signature, IHDR with a sane size, every chunk's CRC, IEND last."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    pos, chunks = 8, []
+    while pos < len(data):
+        length, kind = struct.unpack("!I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        crc, = struct.unpack("!I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, (path, kind)
+        chunks.append(kind)
+        if kind == b"IHDR":
+            width, height = struct.unpack("!II", body[:8])
+            assert 100 <= width <= 4000 and 100 <= height <= 4000, (width, height)
+        pos += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and b"IDAT" in chunks, chunks
+
+
+def run_report(*argv, timeout=120):
+    r = subprocess.run([sys.executable, "-m", "bench.report", *argv], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_report_quick_graph_l2(tmp_path):
+    out = tmp_path / "out"
+    r = run_report("--quick", "--out", str(out), "--only", "graph,l2")
+    md = (out / "report.md").read_text()
+    assert "| section | measurement | fastpath | baseline (same run) | ratio |" in md
+    lines = md.splitlines()
+    graph = [ln for ln in lines if ln.startswith("| graph | dispatch per node")]
+    l2 = [ln for ln in lines if ln.startswith("| l2 | in-memory L2 path")]
+    assert len(graph) == 1 and len(l2) == 1, md
+    for ln in graph + l2:
+        assert ln.rstrip().endswith("×** |") and ("naive" in ln or "pure-Python" in ln), ln
+    assert "ns/packet" in graph[0] and "Mpps" in l2[0]
+    # the machine it was measured on
+    cpu = report.machine_info()["cpu_model"]
+    assert cpu in md and "load average" in md and f"{os.cpu_count()} CPU" in md
+    for name in ("graph.png", "l2.png", "summary.png"):
+        assert f"]({name})" in md
+        assert_png(out / name)
+    data = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in data["sections"]] == ["graph", "l2"]
+    for s in data["sections"]:
+        assert s["status"] == "measured", s
+        for row in s["rows"]:
+            assert row["ratio"] > 1, row            # fastpath beats a Python loop by far
+    assert data["machine"]["loadavg_before"] and data["machine"]["loadavg_after"]
+    assert "| graph |" in r.stdout
+
+    # the README: its markers filled from the saved run, the plots next to it
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- report:table -->\nold\n<!-- /report:table -->\n\n<!-- report:plot -->\n")
+    run_report("--from-json", str(out / "report.json"), "--out", str(out), "--readme", str(readme))
+    text = readme.read_text()
+    assert "old" not in text and "| l2 | in-memory L2 path" in text
+    assert "![fastpath against its baselines](docs/bench/summary.png)" in text
+    assert text.count("<!-- /report:plot -->") == 1
+    for name in ("graph.png", "l2.png", "summary.png"):
+        assert_png(tmp_path / "docs" / "bench" / name)
+
+
+def test_not_measured_rendering():
+    """A section that could not run says why, in the table and in its own part."""
+    rep = {"machine": {**report.machine_info(), "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3},
+           "mode": "quick", "command": "x", "seconds": 1.0,
+           "sections": [{"name": "scaling", "title": report.TITLES["scaling"], "method": "m",
+                         "status": "not measured", "reason": "bench.scaling not available"}]}
+    md = report.markdown(rep, {})
+    assert "| scaling | not measured: bench.scaling not available | | | |" in md
+    assert "**not measured: bench.scaling not available**" in md
+
+
+def test_readme_has_markers():
+    text = open(os.path.join(REPO, "README.md")).read()
+    assert "<!-- report:table -->" in text and "<!-- report:plot -->" in text
