@@ -148,6 +148,11 @@ class FastpathCollector:
 
     def _runtime(self):
         rows = [r for r in self._json("show", "runtime") if isinstance(r, dict) and "name" in r]
+        # `show runtime` gives totals (worker "all") and, with several workers, each worker's
+        # rows: export the per-worker series only (sum() in PromQL makes the totals), or the
+        # totals without a worker label when there is one worker
+        per_worker = [r for r in rows if isinstance(r.get("worker"), int)]
+        rows = per_worker or [{k: v for k, v in r.items() if k != "worker"} for r in rows]
         w = _worker(rows)
         labels = ["node"] + w
         fams = [(field, _Family("counter", name, doc, labels)) for field, name, doc in NODE_COUNTERS]

@@ -39,7 +39,10 @@ def _index(rows, *key_fields):
     for r in rows:
         if not isinstance(r, dict) or not all(k in r for k in key_fields):
             continue
-        key = (str(r.get("worker", "")),) + tuple(str(r[k]) for k in key_fields)
+        if isinstance(r.get("worker"), int):
+            continue        # a multi-worker daemon's per-worker rows: its totals are shown
+        worker = r.get("worker", "")
+        key = ("" if worker == "all" else str(worker),) + tuple(str(r[k]) for k in key_fields)
         acc = out.setdefault(key, {})
         for k, v in r.items():
             if k in key_fields or k == "worker":

@@ -47,8 +47,15 @@ def parse(text):
 
 
 def series(samples, name, **labels):
-    """The value of one series, or None."""
-    return samples.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))))
+    """The value of one series, summed over its workers when the daemon has several
+    (then every series carries a worker label); None when there is no such series."""
+    want = tuple(sorted((k, str(v)) for k, v in labels.items()))
+    if (name, want) in samples:
+        return samples[(name, want)]
+    found = [v for (n, lv), v in samples.items()
+             if n == name and tuple(x for x in lv if x[0] != "worker") == want
+             and any(x[0] == "worker" for x in lv)]
+    return sum(found) if found else None
 
 
 # ---------------------------------------------------------------- in memory
@@ -180,10 +187,14 @@ def test_top_rates_and_render():
     assert text.index("l2-fwd") < text.index("p1-input")          # sorted by ns/packet
     assert re.search(r"^p1 +1\.00k +0\.51 +5\.0 +0 ", text, re.M), text
     assert "same_port" in text and "WORKER" not in text
-    # per-worker rows get a worker column
-    w = top.rates({**a, "runtime": [{**x, "worker": 1} for x in a["runtime"]]},
-                  {**b, "runtime": [{**x, "worker": 1} for x in b["runtime"]]})
-    assert "WORKER" in "\n".join(top.render(w, "pps"))
+    # a multi-worker daemon's runtime: totals (worker "all") are shown, its per-worker rows
+    # are not counted again
+    w = top.rates({**a, "runtime": [{**x, "worker": "all"} for x in a["runtime"]]
+                   + [{**x, "worker": 1} for x in a["runtime"]]},
+                  {**b, "runtime": [{**x, "worker": "all"} for x in b["runtime"]]
+                   + [{**x, "worker": 1} for x in b["runtime"]]})
+    wn = {n["name"]: n for n in w["nodes"]}
+    assert wn["p1-input"]["pps"] == 1000 and wn["l2-fwd"]["pps"] == 250
 
 
 # ---------------------------------------------------------------- a real daemon
@@ -315,9 +326,9 @@ def test_scrape_matches_fastpathctl_and_grows(site):
     wait_rx(d, "d1", 200)
     time.sleep(0.2)
 
-    rt_before = {r["name"]: r for r in d.out("show", "runtime", fmt="json")}
+    rt_before = {r["name"]: r for r in d.out("show", "runtime", fmt="json") if r["worker"] == "all"}
     m = d.scrape()
-    rt_after = {r["name"]: r for r in d.out("show", "runtime", fmt="json")}
+    rt_after = {r["name"]: r for r in d.out("show", "runtime", fmt="json") if r["worker"] == "all"}
     ifs = {r["name"]: r for r in d.out("show", "interfaces", fmt="json")}
     # traffic has stopped: interface counters are exact
     for name, row in ifs.items():
