@@ -11,6 +11,7 @@ busy-polling while there is traffic and sleeping on the inputs' file descriptors
 the control plane's) when there is none.
 """
 import select
+import threading
 import time
 
 import numpy as np
@@ -67,9 +68,11 @@ cdef class Barrier:
     cdef readonly int depth
     cdef readonly uint64_t holds          # times the workers were stopped
     cdef readonly uint64_t wait_ns        # total time spent waiting for them
+    cdef readonly object owner            # the control thread: the one that may hold it
 
     def __cinit__(self, int n_workers=1):
         self.n_workers = n_workers
+        self.owner = threading.get_ident()
         self.inside = <int *> malloc(max(1, n_workers) * sizeof(int))
         if self.inside == NULL:
             raise MemoryError()
@@ -97,6 +100,9 @@ cdef class Barrier:
         current loop). Pair with release()."""
         cdef int k
         cdef uint64_t t0
+        if self.n_workers > 1 and threading.get_ident() != self.owner:
+            # a worker holding it would wait for itself
+            raise RuntimeError("only the control thread may hold the worker barrier")
         self.depth += 1
         if self.depth > 1:
             return
