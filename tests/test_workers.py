@@ -39,6 +39,18 @@ def test_l2_conformance_suite_with_two_workers():
     assert " passed" in r.stdout and " failed" not in r.stdout
 
 
+@pytest.mark.skipif(not can_run(), reason="needs root")
+@pytest.mark.parametrize("suite", ["test_vpn_sites.py", "test_vm_topology.py"])
+def test_daemon_conformance_suites_with_two_workers(suite):
+    """The VPN (two sites for real) and VM (QEMU guests) conformance tests again, every
+    `fastpath run` they start having two workers ($FASTPATH_WORKERS sets --workers)."""
+    env = dict(os.environ, FASTPATH_WORKERS="2")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite],
+                       cwd=HERE, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout
+
+
 def test_bad_worker_counts_refused():
     for n in (0, 65, -1):
         with pytest.raises(ConfigError):
