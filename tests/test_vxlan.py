@@ -138,3 +138,49 @@ def test_psk_mismatch_never_brings_the_tunnel_up():
     for sw in (a, b):
         t = next(iter(sw.vpn.tunnels.values()))
         assert t.out is None and t.counters["auth_failed"] > 0
+
+
+def _vxlan_to(a, inner, udp_len, trailer=b""):
+    """An outer packet from B to A's tunnel, VNI 5000, with the given UDP length and
+    `trailer` bytes inside the IPv4 packet after the UDP datagram (IPv4 total length =
+    20 + 8 + 8 + len(inner) + len(trailer))."""
+    mac = a.uplinks["up"].mac
+    return bytes(Ether(dst=mac, src="02:00:00:00:00:02") / IP(src=B_IP, dst=A_IP) /
+                 UDP(sport=50000, dport=4789, len=udp_len, chksum=0) / VXLAN(vni=5000) /
+                 (bytes(inner) + trailer))
+
+
+def test_inner_frame_length_comes_from_the_udp_length():
+    """Regression: vxlan-input took the inner frame's length from the IPv4 total length.
+    Bytes the IPv4 packet carries past the UDP datagram are not part of the frame."""
+    a = make_site(A_IP, B_IP)
+    inner = bytes(frame([(0x8100, 10, 0)], src=B))
+    pkt = _vxlan_to(a, inner, 8 + 8 + len(inner), trailer=b"\xee" * 7)
+    assert Ether(pkt)[IP].len == 20 + 8 + 8 + len(inner) + 7       # IPv4 longer than UDP
+    a.uplinks["up"].io[0].add([pkt])
+    a.graph.run_until_idle()
+    got = taken(a)
+    assert got["h10"] == [bytes(frame(src=B))]                       # no trailing bytes
+    assert got["h20"] == []
+    assert a.graph.errors() == []
+    a.graph.pool.check_accounting(0)
+
+
+def test_bad_udp_length_is_a_counted_drop():
+    a = make_site(A_IP, B_IP)
+    inner = bytes(frame([(0x8100, 10, 0)], src=B))
+    # a UDP length too short for UDP + VXLAN headers (ip4-udp-input lets 8..15 through)
+    a.uplinks["up"].io[0].add([_vxlan_to(a, inner, 12)])
+    a.graph.run_until_idle()
+    # a UDP length past what the IPv4 packet carries (ip4-udp-input drops that as bad_udp
+    # on the way in; vxlan-input checks it again for whatever else queues packets to it)
+    pool = a.graph.pool
+    b = pool.alloc_py(1)
+    pool.set_frame(int(b[0]), _vxlan_to(a, inner, 8 + 8 + len(inner) + 1))
+    pool.meta("rx_if")[b] = a.uplinks["up"].sw_if_index
+    a.graph.inject("vxlan-input", b)
+    a.graph.run_until_idle()
+    assert taken(a)["h10"] == []
+    errors = {(n, r): c for c, n, r, _ in a.graph.errors()}
+    assert errors == {("vxlan-input", "bad_udp_length"): 2}
+    pool.check_accounting(0)

@@ -12,7 +12,11 @@ vxlan-encap  the output node of every vxlan port: puts Ethernet + IPv4 + UDP + V
 vxlan-input  (after ip4-udp-input) finds the tunnel by (outer source, VNI), checks the
              packet came through ESP when the tunnel requires it, strips the outer headers
              and hands the inner frame to ethernet-input as if it arrived on the tunnel
-             port. errors: bad_vxlan, no_tunnel, not_protected (cleartext on an IPsec
+             port. The inner frame is what the UDP length says (after the UDP and VXLAN
+             headers), not what the IPv4 total length says: bytes the IPv4 packet carries
+             past the UDP datagram are not part of the frame. errors: bad_udp_length (UDP
+             length larger than the IPv4 packet carries, or shorter than UDP + VXLAN
+             headers), bad_vxlan, no_tunnel, not_protected (cleartext on an IPsec
              tunnel), runt.
 """
 import ipaddress
@@ -23,8 +27,8 @@ from libc.string cimport memcpy
 from fastpath.graph.buffer cimport F_DECRYPTED
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport rd16, wr16, ETH_HLEN, ETH_P_IP, mac_u64
-from fastpath.nodes.ip4 cimport (rd32, wr32, ip4_hlen, ip4_checksum, udp_write, IP4_HLEN,
-                                 UDP_HLEN, IP_PROTO_UDP)
+from fastpath.nodes.ip4 cimport (rd32, wr32, ip4_hlen, ip4_total_length, ip4_checksum, udp_write,
+                                 udp_length, IP4_HLEN, UDP_HLEN, IP_PROTO_UDP)
 from fastpath.nodes.bridge cimport MAX_PORTS
 
 cdef enum:
@@ -182,6 +186,7 @@ cdef enum:
     DEC_ERR_NO_TUNNEL = 1
     DEC_ERR_NOT_PROTECTED = 2
     DEC_ERR_RUNT = 3
+    DEC_ERR_BAD_LENGTH = 4
 
 
 cdef class VxlanInput(Node):
@@ -190,7 +195,8 @@ cdef class VxlanInput(Node):
     errors = (("bad_vxlan", "VXLAN header malformed (I flag clear)"),
               ("no_tunnel", "no tunnel for this source and VNI"),
               ("not_protected", "cleartext VXLAN on an IPsec tunnel"),
-              ("runt", "inner frame shorter than an Ethernet header"))
+              ("runt", "inner frame shorter than an Ethernet header"),
+              ("bad_udp_length", "UDP length past the IPv4 packet or shorter than UDP + VXLAN headers"))
     cdef object _keys
     cdef uint64_t *key             # (remote ip << 24 | vni) per tunnel slot
     cdef uint16_t *port
@@ -228,7 +234,7 @@ cdef class VxlanInput(Node):
         self.n_tunnels = len(self.tunnels)
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
-        cdef int i, k, hlen, r, found
+        cdef int i, k, hlen, r, found, ulen, carried
         cdef uint32_t b
         cdef uint64_t key
         cdef uint8_t *ip
@@ -239,7 +245,15 @@ cdef class VxlanInput(Node):
             hlen = ip4_hlen(ip)
             vx = ip + hlen + UDP_HLEN
             r = -1
-            if self.pool.length[b] < ETH_HLEN + hlen + UDP_HLEN + VXLAN_HLEN + ETH_HLEN:
+            # what the IPv4 packet carries behind its header (the frame holds at least that:
+            # ip4-input trimmed Ethernet padding) -- the UDP datagram must fit in it
+            carried = <int> ip4_total_length(ip) - hlen
+            if carried > <int> self.pool.length[b] - ETH_HLEN - hlen:
+                carried = <int> self.pool.length[b] - ETH_HLEN - hlen
+            ulen = udp_length(ip + hlen) if carried >= UDP_HLEN else 0
+            if carried < UDP_HLEN or ulen > carried or ulen < UDP_HLEN + VXLAN_HLEN:
+                r = DEC_ERR_BAD_LENGTH
+            elif ulen < UDP_HLEN + VXLAN_HLEN + ETH_HLEN:
                 r = DEC_ERR_RUNT
             elif not (vx[0] & 0x08):
                 r = DEC_ERR_BAD_VXLAN
@@ -255,9 +269,11 @@ cdef class VxlanInput(Node):
                 elif self.ipsec[found] and not (self.pool.flags[b] & F_DECRYPTED):
                     r = DEC_ERR_NOT_PROTECTED
                 else:
+                    # the inner frame is the UDP payload after the VXLAN header: nothing
+                    # the IPv4 packet carries past the datagram belongs to it
                     k = ETH_HLEN + hlen + UDP_HLEN + VXLAN_HLEN
                     self.pool.offset[b] = self.pool.offset[b] + k
-                    self.pool.length[b] = self.pool.length[b] - k
+                    self.pool.length[b] = ulen - UDP_HLEN - VXLAN_HLEN
                     self.pool.rx_if[b] = self.port[found]
                     self.pool.flags[b] = 0
                     self.pool.next[b] = 1

@@ -1,0 +1,96 @@
+"""Site to site through two fastpath gateways (bench/vpn_sites.py) under pytest-benchmark:
+fastpath's packet generator on site A's VLAN 10 host blasts 64 B and 1400 B frames at
+site B's VLAN 10 host, and the sink there counts what arrives -- over VXLAN in ESP
+(AES-GCM, PSK handshake), over plain VXLAN, and host to host over one veth pair (the raw
+ceiling), all in one topology built once for the module.
+
+With --benchmark-enable: 3 s per figure (a contended trial is repeated, as in bench/e2e.py);
+extra_info carries packets (delivered), mpps, gbps, offered_mpps, loss and, for the
+tunnels, ratio_to_ceiling (and ratio_to_vxlan for the VPN) against baselines measured in
+the same run. With --benchmark-disable (the suite's default) the same paths run for 1 s
+each. Either way the checks are structural, never about speed: frames went through, each
+one byte for byte what was sent, untagged, and over the VPN every one was decrypted by an
+SA at site B.
+"""
+import pytest
+
+import vpn_sites
+from netns import can_run
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(not can_run(), reason="needs root, veth and network namespaces")]
+
+MEASURED = {}           # (path, size) -> the trial's result, for the ratios
+
+
+@pytest.fixture(scope="module")
+def sites(request):
+    bs = getattr(request.config, "_benchmarksession", None)
+    disabled = bs.disabled if bs is not None else True
+    args = vpn_sites.parse_args(["--short"] if disabled else ["--trials", "1", "--seconds", "3"])
+    MEASURED.clear()
+    with vpn_sites.Bench(args) as bench:
+        yield bench
+    rows = bench.summary()
+    print("\n" + vpn_sites.markdown(rows))
+
+
+def baseline(sites, path, size):
+    """The same run's figure for path (measured now if no test has yet)."""
+    if (path, size) not in MEASURED:
+        MEASURED[(path, size)] = sites.measure(path, size)
+    return MEASURED[(path, size)]
+
+
+def figure(benchmark, sites, path, size):
+    r = benchmark.pedantic(sites.measure, args=(path, size), rounds=1, iterations=1)
+    MEASURED[(path, size)] = r
+    assert r["sent"] > 0, r
+    assert r["received"] > 0, f"{path} delivered nothing at {size} B: {r}"
+    # whatever arrived is what the generator sent, untouched and untagged
+    assert r["unexpected"] == 0 and r["tagged"] == 0, r
+    assert r["expected"] == r["received"] <= r["sent"], r
+    pps = r["delivered_pps"]
+    info = benchmark.extra_info
+    info["packets"] = r["received"]
+    info["mpps"] = round(pps / 1e6, 4)
+    info["gbps"] = round(pps * size * 8 / 1e9, 4)
+    info["offered_mpps"] = round(r["offered_pps"] / 1e6, 4)
+    info["loss"] = round(r["loss"], 4)
+    info["frame_bytes_with_fcs"] = size
+    info["loadavg"] = r["loadavg"]
+    if path != "ceiling":
+        ceil = baseline(sites, "ceiling", size)
+        info["ratio_to_ceiling"] = round(pps / ceil["delivered_pps"], 4) if ceil["delivered_pps"] else None
+        info["gateways"] = {g: {"cpu": v.get("cpu"), "errors": v["errors"]}
+                            for g, v in r["extra"]["gateways"].items()}
+    if path == "vpn":
+        vx = baseline(sites, "vxlan", size)
+        info["ratio_to_vxlan"] = round(pps / vx["delivered_pps"], 4) if vx["delivered_pps"] else None
+        # every delivered frame was decrypted by an inbound SA at site B
+        assert r["extra"]["esp_in_at_b"] >= r["received"], r["extra"]
+    return r
+
+
+def test_raw_veth_ceiling_64b(benchmark, sites):
+    figure(benchmark, sites, "ceiling", 64)
+
+
+def test_vxlan_site_to_site_64b(benchmark, sites):
+    figure(benchmark, sites, "vxlan", 64)
+
+
+def test_vpn_site_to_site_64b(benchmark, sites):
+    figure(benchmark, sites, "vpn", 64)
+
+
+def test_raw_veth_ceiling_1400b(benchmark, sites):
+    figure(benchmark, sites, "ceiling", 1400)
+
+
+def test_vxlan_site_to_site_1400b(benchmark, sites):
+    figure(benchmark, sites, "vxlan", 1400)
+
+
+def test_vpn_site_to_site_1400b(benchmark, sites):
+    figure(benchmark, sites, "vpn", 1400)

@@ -1,0 +1,395 @@
+"""Site to site through two fastpath gateways: how many frames a VLAN 10 host at site A
+gets to a VLAN 10 host at site B, over VXLAN in ESP (AES-GCM, PSK handshake), next to
+the same sites over plain VXLAN and the raw veth ceiling.
+
+    python3 -m bench.vpn_sites [--short] [--sizes 64,1400] [--seconds N] [--trials N]
+                               [--peers ceiling,vxlan,vpn] [--gw-cores 1,1] [--nice -10]
+                               [--json OUT]                                      (root)
+
+Topology (every namespace made here, IPv6 off, offloads off on every veth):
+
+    vgen* --veth-- vsa* [fastpath site A] --veth-- vun* (Linux bridge) --veth-- [fastpath site B] vsb* --veth-- vsnk*
+    (generator)      br0: tag=10 + vpn0 (VXLAN VNI 100 in ESP, options:psk)                  br0: tag=10 + vpn0    (sink)
+                     br1: tag=10 + vx0  (plain VXLAN, VNI 200)                                br1: tag=10 + vx0
+
+Both tunnels share the gateways and their uplinks (192.0.2.1 and .2 on a Linux bridge in
+the underlay namespace); each has its own host veths, so the peers stay up and trials are
+interleaved, as in bench/e2e.py, whose trial machinery (fastpath.afpacket.pktgen generator
+and counting sink, run queue and foreign-CPU accounting, retries of contended trials) this
+reuses. Peers:
+  ceiling   the generator's veth paired directly with the sink's (no gateways)
+  vxlan     site A -> plain VXLAN -> site B
+  vpn       site A -> VXLAN in ESP (AES-256-GCM keys from the PSK handshake) -> site B
+Frame sizes count the FCS the way RFC 2544 does ("64" sends 60 bytes, "1400" 1396); the
+sink checks every frame it counts byte for byte against what was sent, and Gbit/s are
+delivered frames x size x 8. The generator and the sink run on --gen-core, both gateways
+on --gw-cores (default: both on core 1, so the pair of gateways has one core to itself on
+a 2-core machine and the generator's core also pays for the first veth hop and the
+delivery into the sink). Every figure is reported as a ratio to the ceiling (and to plain
+VXLAN) measured in the same run.
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for _p in (HERE, REPO):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+import e2e  # noqa: E402   (also puts tests/ on sys.path for netns)
+from e2e import PY, VLAN, link, log, pinned, boost, stop_process, proc_cpu_seconds, proc_run_delay  # noqa: E402
+from netns import Netns, can_run  # noqa: E402
+
+ALL_PEERS = ("ceiling", "vxlan", "vpn")
+SITE_IPS = ("192.0.2.1", "192.0.2.2")
+PSK = "fastpath bench: two sites, one secret"
+TUNNELS = {"vpn": ("br0", "vpn0", 100, True), "vxlan": ("br1", "vx0", 200, False)}
+
+
+class Gateway:
+    """`fastpath run` in a namespace of its own, pinned to a core, driven by fastpathctl."""
+
+    def __init__(self, args, ns, name, core):
+        self.args, self.ns, self.name, self.core = args, ns, name, core
+
+    def start(self, stack):
+        self.rundir = tempfile.mkdtemp(prefix=f"fastpath-vpn-{self.name}.")
+        stack.callback(shutil.rmtree, self.rundir, True)
+        self.sock = os.path.join(self.rundir, "fastpath.sock")
+        self.logfile = os.path.join(self.rundir, "fastpath.log")
+        cmd = (["ip", "netns", "exec", self.ns.name] + pinned(self.args, self.core) +
+               [PY, "-m", "fastpath.cli", "run", "--control", self.sock])
+        with open(self.logfile, "w") as f:
+            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        stack.callback(stop_process, self.proc)
+        boost(self.args, self.proc.pid)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: fastpath run exited ({self.proc.returncode}):\n{self.tail_log()}")
+            if os.path.exists(self.sock):
+                with contextlib.suppress(RuntimeError):
+                    self.ctl("version")
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: fastpath run did not come up:\n{self.tail_log()}")
+            time.sleep(0.05)
+
+    def ctl(self, *argv, fmt=None):
+        cmd = [PY, "-m", "fastpath.ctl", "--control", self.sock]
+        if fmt:
+            cmd += ["--format", fmt]
+        r = subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"{self.name}: fastpathctl {' '.join(argv)}: {r.stderr.strip()}\n{self.tail_log()}")
+        return json.loads(r.stdout) if fmt == "json" else r.stdout
+
+    def tail_log(self):
+        with contextlib.suppress(OSError):
+            return "".join(open(self.logfile).readlines()[-20:])
+        return ""
+
+
+class Sites:
+    """The two gateways and the underlay between them, shared by the vxlan and vpn peers."""
+
+    def __init__(self, args):
+        self.args = args
+        self.ready = False
+
+    def setup(self, stack):
+        if self.ready:
+            return
+        ns_a = stack.enter_context(Netns("vsa"))
+        ns_b = stack.enter_context(Netns("vsb"))
+        under = stack.enter_context(Netns("vun"))
+        under.run(["ip", "link", "add", "ubr", "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+        under.run(["ip", "link", "set", "ubr", "up"])
+        cores = self.args.gw_cores
+        self.gw = [Gateway(self.args, ns_a, "site-a", cores[0]), Gateway(self.args, ns_b, "site-b", cores[1])]
+        for gw, ip, prefix in zip(self.gw, SITE_IPS, ("vua", "vub")):
+            gw.uplink, under_end = link(stack, gw.ns, under, prefix)
+            under.run(["ip", "link", "set", under_end, "master", "ubr"])
+            gw.ip = ip
+        for gw in self.gw:
+            gw.start(stack)
+            gw.ctl("add-ip", gw.uplink, f"{gw.ip}/24")
+        self.ready = True
+
+    def add_tunnel(self, kind):
+        """Bridge and tunnel port of one kind on both gateways (the host ports come later)."""
+        br, port, vni, ipsec = TUNNELS[kind]
+        for gw, peer in zip(self.gw, reversed(self.gw)):
+            gw.ctl("add-br", br)
+            opts = [f"options:remote_ip={peer.ip}", f"options:local_ip={gw.ip}", f"options:key={vni}"]
+            if ipsec:
+                opts.append(f"options:psk={PSK}")
+            gw.ctl("add-port", br, port, "type=vxlan", *opts)
+
+    def wait_sas(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not all(any(r["direction"] == "out" for r in gw.ctl("show", "sa", fmt="json")) for gw in self.gw):
+            if time.monotonic() > deadline:
+                raise RuntimeError("IPsec SAs did not come up:\n" + self.gw[0].ctl("show", "errors")
+                                   + self.gw[0].tail_log())
+            time.sleep(0.2)
+
+
+class SitePeer(e2e.Peer):
+    """generator -> site A (tag=10) -> tunnel -> site B (tag=10) -> sink"""
+
+    def __init__(self, args, gen_ns, sink_ns, sites, kind):
+        super().__init__(args, gen_ns, sink_ns)
+        self.sites, self.kind = sites, kind
+        self.name = kind
+        self.label = ("site to site, VXLAN in ESP AES-GCM (PSK)" if kind == "vpn"
+                      else "site to site, plain VXLAN")
+
+    def setup(self, stack):
+        self.sites.setup(stack)
+        a, b = self.sites.gw
+        self.sites.add_tunnel(self.kind)
+        br = TUNNELS[self.kind][0]
+        self.gen_if, self.a_if = link(stack, self.gen_ns, a.ns, "vg" + self.kind[:2])
+        self.b_if, self.sink_if = link(stack, b.ns, self.sink_ns, "vs" + self.kind[:2])
+        a.ctl("add-port", br, self.a_if, "type=afpacket", f"tag={VLAN}")
+        b.ctl("add-port", br, self.b_if, "type=afpacket", f"tag={VLAN}")
+        if self.kind == "vpn":
+            self.sites.wait_sas()
+
+    @staticmethod
+    def errors(gw):
+        """{"node reason": count} of `show errors` (counts since the daemon started)."""
+        return {f"{r['node']} {r['reason']}": r["count"] for r in gw.ctl("show", "errors", fmt="json")}
+
+    def sa_packets(self):
+        """{(gateway, direction, spi): packets} of the SAs now."""
+        out = {}
+        for gw in self.sites.gw:
+            for r in gw.ctl("show", "sa", fmt="json"):
+                out[(gw.name, r["direction"], r["spi"])] = r["packets"]
+        return out
+
+    def before_trial(self):
+        self.t0 = time.monotonic()
+        self.cpu0, self.wait0, self.err0 = [], [], []
+        for gw in self.sites.gw:
+            gw.ctl("clear", "runtime")
+            self.err0.append(self.errors(gw))
+            self.cpu0.append(proc_cpu_seconds(gw.proc.pid))
+            self.wait0.append(proc_run_delay(gw.proc.pid))
+        self.sa0 = self.sa_packets() if self.kind == "vpn" else {}
+        self.t0 = time.monotonic()
+
+    def after_trial(self):
+        t = time.monotonic() - self.t0
+        out = {"switch_cpu_seconds": 0.0, "gateways": {}}
+        waits = []
+        for gw, c0, w0, e0 in zip(self.sites.gw, self.cpu0, self.wait0, self.err0):
+            c1, w1 = proc_cpu_seconds(gw.proc.pid), proc_run_delay(gw.proc.pid)
+            g = {"errors": {k: v - e0.get(k, 0) for k, v in self.errors(gw).items() if v - e0.get(k, 0)}}
+            if c1 is not None and c0 is not None:
+                g["cpu"] = round((c1 - c0) / t, 3)
+                out["switch_cpu_seconds"] += c1 - c0
+            if w1 is not None and w0 is not None:
+                waits.append((w1 - w0) / t)
+            runtime = gw.ctl("show", "runtime", fmt="json")
+            g["runtime"] = [{"name": r["name"], "packets": r.get("packets", 0),
+                             "ns_per_packet": round(r["ns"] / r["packets"], 1) if r.get("packets") else 0.0}
+                            for r in runtime if r.get("packets")]
+            out["gateways"][gw.name] = g
+        if waits:
+            out["switch_wait"] = round(max(waits), 4)
+        if self.kind == "vpn":
+            sa1 = self.sa_packets()
+            out["sa_packets"] = {f"{k[0]} {k[1]} 0x{k[2]:08x}": v - self.sa0.get(k, 0)
+                                 for k, v in sa1.items() if v - self.sa0.get(k, 0)}
+            out["esp_in_at_b"] = sum(v - self.sa0.get(k, 0) for k, v in sa1.items()
+                                     if k[0] == "site-b" and k[1] == "in")
+        return out
+
+
+def make_peers(args, gen_ns, sink_ns):
+    sites = Sites(args)
+    peers = []
+    for name in args.peers:
+        if name == "ceiling":
+            peers.append(e2e.Ceiling(args, gen_ns, sink_ns))
+        elif name in TUNNELS:
+            peers.append(SitePeer(args, gen_ns, sink_ns, sites, name))
+        else:
+            raise SystemExit(f"unknown peer {name!r} (known: {', '.join(ALL_PEERS)})")
+    return peers
+
+
+def summarize(results, peers, sizes):
+    """e2e's medians and ratio to the ceiling, plus Mpps, Gbit/s and the ratio to plain VXLAN."""
+    rows = e2e.summarize(results, peers, sizes)
+    vx = {r["size"]: r["delivered_pps"] for r in rows if r["peer"] == "vxlan" and "delivered_pps" in r}
+    for r in rows:
+        if "delivered_pps" not in r:
+            continue
+        r["mpps"] = r["delivered_pps"] / 1e6
+        r["gbps"] = r["delivered_pps"] * r["size"] * 8 / 1e9
+        if r["peer"] == "vpn" and vx.get(r["size"]):
+            r["ratio_to_vxlan"] = r["delivered_pps"] / vx[r["size"]]
+    return rows
+
+
+def markdown(rows):
+    lines = ["| path | frame | offered pps | delivered pps | Gbit/s | loss % | ratio to ceiling | "
+             "ratio to plain VXLAN | delivered range (trials) | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        if "delivered_pps" not in r:
+            continue
+        rc = f"{r['ratio_to_ceiling']:.3f}" if "ratio_to_ceiling" in r else "–"
+        rv = f"{r['ratio_to_vxlan']:.2f}" if "ratio_to_vxlan" in r else "–"
+        lines.append(f"| {r['label']} | {r['size']} B | {r['offered_pps']:,.0f} | {r['delivered_pps']:,.0f} | "
+                     f"{r['gbps']:.3f} | {100 * r['loss']:.1f} | {rc} | {rv} | "
+                     f"{r['delivered_min']:,.0f}–{r['delivered_max']:,.0f} ({r['trials']}) | {r['loadavg']:.2f} |")
+    return "\n".join(lines)
+
+
+class Bench:
+    """The whole topology between __enter__ and __exit__; measure(peer, size) runs one trial
+    (with e2e's retries of contended trials)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.results = []
+
+    def __enter__(self):
+        if not can_run():
+            raise SystemExit("vpn_sites: needs root, veth and network namespaces")
+        self.stack = contextlib.ExitStack()
+        try:
+            self.gen_ns = self.stack.enter_context(Netns("vgen"))
+            self.sink_ns = self.stack.enter_context(Netns("vsnk"))
+            self.peers = {p.name: p for p in make_peers(self.args, self.gen_ns, self.sink_ns)}
+            for p in self.peers.values():
+                log(f"vpn_sites: setting up {p.name}")
+                p.setup(self.stack)
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def measure(self, peer, size):
+        r = e2e.measure(self.args, self.peers[peer], size, self.gen_ns, self.sink_ns)
+        self.results.append(r)
+        return r
+
+    def summary(self):
+        return summarize(self.results, list(self.peers.values()), self.args.sizes)
+
+
+def run(args):
+    """Build everything, measure (interleaved rounds), tear down; the report as a dict."""
+    ncpu = os.cpu_count() or 1
+    for c in [args.gen_core, args.sink_core] + list(args.gw_cores):
+        if not 0 <= c < ncpu:
+            raise SystemExit(f"no CPU {c}")
+    t_start = time.monotonic()
+    meta = {"mode": "short" if args.short else "full", "seconds": args.seconds, "trials": args.trials,
+            "sizes": args.sizes, "gen_core": args.gen_core, "sink_core": args.sink_core,
+            "gw_cores": list(args.gw_cores), "method": args.method, "nice": args.nice,
+            "kernel": platform.release(), "cpus": ncpu,
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    with Bench(args) as bench:
+        for t in range(args.trials):
+            for size in args.sizes:
+                for name in bench.peers:
+                    bench.measure(name, size)["trial"] = t
+        rows = bench.summary()
+        results = bench.results
+    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    return {"meta": meta, "summary": rows, "results": results, "table": markdown(rows)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--short", action="store_true", help="one trial of 1 s per path and size, no retries")
+    p.add_argument("--sizes", default="64,1400", help="frame sizes with FCS (default 64,1400)")
+    p.add_argument("--seconds", type=float, help="generator time per trial (default 3, short 1)")
+    p.add_argument("--trials", type=int, help="trials per path and size (default 3, short 1)")
+    p.add_argument("--peers", default=",".join(ALL_PEERS),
+                   help=f"which paths to measure (default {','.join(ALL_PEERS)})")
+    p.add_argument("--method", choices=("ring", "sendmmsg"), default=None,
+                   help="generator transmit method (default: pktgen's DEFAULT_METHOD)")
+    p.add_argument("--gen-core", type=int, default=0)
+    p.add_argument("--sink-core", type=int, default=None, help="default: the generator's core")
+    p.add_argument("--gw-cores", default="1,1", help="cores of gateway A and B (default 1,1)")
+    p.add_argument("--max-wait", type=float, default=0.05, metavar="SHARE",
+                   help="repeat a trial in which the generator or a gateway waited for a CPU while "
+                        "other people's tasks ran more than this share of the time (default 0.05)")
+    p.add_argument("--retries", type=int, help="repeats per trial at most (default 2, short 0)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="nice value for the generator, the sink and the gateways, each in a session "
+                        "(autogroup) of its own: e.g. -10 on a shared machine (default 0)")
+    p.add_argument("--json", metavar="OUT", help="write the full report (every trial) here")
+    args = p.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    for s in args.sizes:
+        if not 64 <= s <= 1400:
+            p.error("--sizes: each in 64..1400 (larger frames do not fit the 1500-byte underlay "
+                    "after VXLAN and ESP)")
+    args.peers = [s.strip() for s in args.peers.split(",") if s.strip()]
+    try:
+        args.gw_cores = tuple(int(c) for c in args.gw_cores.split(","))
+        assert len(args.gw_cores) == 2
+    except (ValueError, AssertionError):
+        p.error("--gw-cores: two core numbers, A,B")
+    if args.seconds is None:
+        args.seconds = 1.0 if args.short else 3.0
+    if args.trials is None:
+        args.trials = 1 if args.short else 3
+    if args.retries is None:
+        args.retries = 0 if args.short else 2
+    if args.sink_core is None:
+        args.sink_core = args.gen_core
+    args.switch_core = args.gw_cores[0]          # e2e's CPU accounting: the gateways' core
+    if args.method is None:
+        from fastpath.afpacket.pktgen import DEFAULT_METHOD
+        args.method = DEFAULT_METHOD
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    def terminate(signum, _frame):
+        raise SystemExit(128 + signum)       # unwinds the ExitStack: everything is removed
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    report = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    m = report["meta"]
+    print(f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median; "
+          f"kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} and sink on core {m['gen_core']}, "
+          f"gateways on cores {m['gw_cores'][0]},{m['gw_cores'][1]}"
+          f"{', nice ' + str(m['nice']) if m['nice'] else ''}; "
+          f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end)\n")
+    print(report["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
