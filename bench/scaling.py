@@ -19,12 +19,13 @@ MACS = 1000
 CHUNK = 256 * 64           # frames a worker's generator is given at a time
 
 
-def _macs(prefix):
+def macs(prefix):
     return [f"02:00:00:{prefix:02x}:{i >> 8:02x}:{i & 0xff:02x}" for i in range(MACS)]
 
 
-def _traffic():
-    a, b = _macs(1), _macs(2)
+def traffic():
+    """Frames from 1000 stations behind p1 to 1000 stations behind p2, all known."""
+    a, b = macs(1), macs(2)
     fwd = [bytes(Ether(src=a[i], dst=b[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
     rev = [bytes(Ether(src=b[i], dst=a[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
     return fwd, rev
@@ -37,7 +38,7 @@ def build(workers):
     sw.add_br("br0")
     p1 = sw.add_port("br0", "p1", type="pg", tag=10, **{"options:keep": False})
     p2 = sw.add_port("br0", "p2", type="pg", tag=10, **{"options:keep": False})
-    fwd, rev = _traffic()
+    fwd, rev = traffic()
     p2.io[0].load(rev)
     p1.io[0].load(fwd)
     sw.graph.run_until_idle()

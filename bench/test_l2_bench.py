@@ -2,25 +2,12 @@
 pg-input -> ethernet-input -> vlan-input -> l2-learn -> l2-fwd -> vlan-output ->
 interface-output -> pg-output, next to a pure-Python switch doing the same."""
 from figures import record
-from scapy.layers.l2 import Ether
 
 from fastpath.switch import Switch
 from naive_switch import NaiveSwitch
+from scaling import MACS, traffic
 
-MACS = 1000
 PACKETS = 256 * 100
-
-
-def macs(prefix):
-    return [f"02:00:00:{prefix:02x}:{i >> 8:02x}:{i & 0xff:02x}" for i in range(MACS)]
-
-
-def traffic():
-    """Frames from 1000 stations behind p1 to 1000 stations behind p2, all known."""
-    a, b = macs(1), macs(2)
-    fwd = [bytes(Ether(src=a[i], dst=b[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
-    rev = [bytes(Ether(src=b[i], dst=a[i], type=0x88b5) / bytes(50)) for i in range(MACS)]
-    return fwd, rev
 
 
 def test_l2_path_64b(benchmark):
