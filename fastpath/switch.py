@@ -206,20 +206,23 @@ class Switch:
         """The node called name in every worker's graph that has one."""
         return [g[name] for g in self.graphs if name in g]
 
-    def start_workers(self, cpus=None):
+    def start_workers(self, cpus=None, setup=None):
         """Run workers 1..N-1 in threads (worker 0 is the caller's Graph.run()). cpus: a
-        list of CPU numbers, one per worker, worker 0 first, to pin each to its own."""
+        list of CPU numbers, one per worker, worker 0 first, to pin each to its own.
+        setup: called first thing in each new worker thread (e.g. to set its priority)."""
         if cpus is not None and len(cpus) < len(self.graphs):
             raise ConfigError(f"cpus: {len(cpus)} CPUs for {len(self.graphs)} workers")
         if cpus is not None:
             os.sched_setaffinity(0, {cpus[0]})       # the calling thread: worker 0
         for w, g in enumerate(self.graphs[1:], 1):
-            t = threading.Thread(target=self._worker_main, args=(w, g, cpus[w] if cpus else None),
+            t = threading.Thread(target=self._worker_main, args=(w, g, cpus[w] if cpus else None, setup),
                                  name=f"fastpath-worker-{w}", daemon=True)
             self.threads.append(t)
             t.start()
 
-    def _worker_main(self, w, graph, cpu):
+    def _worker_main(self, w, graph, cpu, setup):
+        if setup is not None:
+            setup()
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
         try:
