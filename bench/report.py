@@ -568,11 +568,17 @@ def section_scaling(ctx):
     workers = sorted(set(ctx.workers))
     seconds = 1.0 if ctx.quick else 5.0
     runs = {n: [] for n in workers}
-    for _ in range(ctx.reps):                  # worker counts interleaved
-        for n in workers:
-            r = scaling.l2_inmemory(n, seconds)
-            log(f"scaling: {n} worker(s): {r['mpps']:.2f} Mpps ({r['packets']} packets in {r['seconds']:.2f} s)")
-            runs[n].append(r)
+    if getattr(ctx, "rt", False):
+        scaling.set_realtime()
+    try:
+        for _ in range(ctx.reps):                  # worker counts interleaved
+            for n in workers:
+                r = scaling.l2_inmemory(n, seconds)
+                log(f"scaling: {n} worker(s): {r['mpps']:.2f} Mpps ({r['packets']} packets in {r['seconds']:.2f} s)")
+                runs[n].append(r)
+    finally:
+        if getattr(ctx, "rt", False):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     mpps = [statistics.median(r["mpps"] for r in runs[n]) for n in workers]
     rows, ideal = scaling_rows(workers, mpps, "in-memory L2 path")
     details = ["| workers | Mpps (median) | speedup | ideal | efficiency |", "|---:|---:|---:|---:|---:|"]
@@ -583,7 +589,8 @@ def section_scaling(ctx):
                      "series": {"fastpath": mpps, "ideal (linear)": ideal}},
             "raw": {str(n): runs[n] for n in workers},
             "notes": [f"{os.cpu_count()} CPUs on this machine; {seconds:g} s per measurement, "
-                      f"median of {ctx.reps}"]}
+                      f"median of {ctx.reps}"
+                      + ("; run at SCHED_FIFO priority (--rt)" if getattr(ctx, "rt", False) else "")]}
 
 
 def daemon_has_workers():
@@ -696,7 +703,7 @@ def machine_line(m):
 
 def run_report(args):
     ctx = argparse.Namespace(quick=args.quick, reps=1 if args.quick else 3, nice=args.nice,
-                             workers=args.workers)
+                             workers=args.workers, rt=getattr(args, "rt", False))
     machine = machine_info()
     machine["loadavg_before"] = loadavg()
     t0 = time.monotonic()
@@ -937,6 +944,8 @@ def parse_args(argv=None):
                    help=f"sections to run (default all: {','.join(SECTIONS)})")
     p.add_argument("--workers", default=None, metavar="N,...",
                    help="worker counts for the scaling sections (default 1..CPUs)")
+    p.add_argument("--rt", action="store_true",
+                   help="the in-memory scaling section at SCHED_FIFO priority (bench/scaling.py --rt)")
     p.add_argument("--nice", type=int, default=0,
                    help="bench/e2e.py's and bench/vm.py's --nice for their processes (default 0)")
     p.add_argument("--readme", nargs="?", const=os.path.join(REPO, "README.md"), default=None,
