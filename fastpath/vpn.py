@@ -29,6 +29,7 @@ VERSION = 1
 INIT_LEN, RESP_LEN, CONFIRM_LEN = 72, 68, 32
 RETRANSMIT = 1.0
 OLD_SA_GRACE = 60.0
+UNCONFIRMED = 3.0               # with no session, an answered INIT nobody confirms is dropped
 SEQ_REKEY = 1 << 62
 
 
@@ -169,8 +170,11 @@ class Tunnel:
 
     def initiate(self, now):
         priv = X25519PrivateKey.generate()
-        spi = self._new_spi()
         ts = max(time.time_ns(), self.vpn.last_sent_ts + 1)
+        spi = self.vpn.init_spi(ts)                     # random-looking, but ours to recognise
+        while spi < 256 or spi in self.vpn.decrypt.sas:
+            ts += 1
+            spi = self.vpn.init_spi(ts)
         self.vpn.last_sent_ts = ts
         body = _header(INIT, self.vni) + struct.pack("!I", spi) + _pub(priv) + struct.pack("!Q", ts)
         msg = body + _mac(self.k_auth, body)
@@ -182,9 +186,14 @@ class Tunnel:
         okm = _hkdf(shared, self.k_auth, b"fastpath-vpn-v1 keys" + init_msg + resp_body, 104)
         return okm[:36], okm[36:72], okm[72:]
 
+    def _drop(self, what):
+        """A handshake message refused: counted here and in `show errors`."""
+        self.counters[what] += 1
+        self.vpn.handshake.count(what)
+
     def on_message(self, payload, now):
         if len(payload) < 12 or payload[5] != VERSION:
-            self.counters["bad_message"] += 1
+            self._drop("bad_message")
             return
         kind = payload[4]
         if kind == INIT and len(payload) == INIT_LEN:
@@ -194,10 +203,10 @@ class Tunnel:
         elif kind == CONFIRM and len(payload) == CONFIRM_LEN:
             self.on_confirm(payload, now)
         else:
-            self.counters["bad_message"] += 1
+            self._drop("bad_message")
 
     def _auth_failed(self, now, what):
-        self.counters["auth_failed"] += 1
+        self._drop("auth_failed")
         if now - self.last_auth_log > 10:
             self.last_auth_log = now
             log.warning("%s: %s from %s failed authentication (PSK mismatch?); no SA",
@@ -207,19 +216,25 @@ class Tunnel:
         if not hmac.compare_digest(_mac(self.k_auth, msg[:56]), msg[56:72]):
             return self._auth_failed(now, "handshake INIT")
         ts = struct.unpack("!Q", msg[48:56])[0]
+        peer_spi = struct.unpack("!I", msg[12:16])[0]
+        if peer_spi == self.vpn.init_spi(ts):          # our own INIT, reflected back to us
+            return self._drop("replayed")
         if self.responded and self.responded["init"] == msg:
+            if now - self.responded.get("resent", float("-inf")) < RETRANSMIT / 2:
+                return self._drop("replayed")           # a copy, not the peer's retransmit
+            self.responded["resent"] = now
             self._send(self.responded["resp"])          # our RESP was lost: same answer
             return
         if ts <= self.last_ts:
-            self.counters["replayed"] += 1
+            self._drop("replayed")
             return
         if self.pending and ipaddress.IPv4Address(self.local_ip) < ipaddress.IPv4Address(self.remote_ip):
+            self.last_ts = ts                           # seen: a copy of it later is a replay
             return                                      # collision: we stay initiator
-        peer_spi = struct.unpack("!I", msg[12:16])[0]
         priv = X25519PrivateKey.generate()
         shared = _exchange(priv, msg[16:48])
         if shared is None or peer_spi < 256:            # checked before anything changes
-            self.counters["bad_message"] += 1
+            self._drop("bad_message")
             return
         self.last_ts = ts
         self.pending = None
@@ -232,7 +247,7 @@ class Tunnel:
         if self.responded:                              # an unconfirmed earlier answer
             self.vpn.decrypt.remove_sa(self.responded["sa_in"].spi)
             self.inbound.pop(self.responded["sa_in"].spi, None)
-        self.responded = {"init": msg, "resp": resp, "sa_in": sa_in,
+        self.responded = {"init": msg, "resp": resp, "sa_in": sa_in, "at": now,
                           "sa_out": self._sa(peer_spi, k_r2i, "out"), "k_confirm": k_confirm}
         self.counters["handshakes"] += 1
         self._send(resp)
@@ -240,14 +255,14 @@ class Tunnel:
     def on_resp(self, msg, now):
         p = self.pending
         if p is None or struct.unpack("!I", msg[16:20])[0] != p["spi"]:
-            self.counters["replayed"] += 1
+            self._drop("replayed")
             return
         if not hmac.compare_digest(_mac(self.k_auth, p["msg"] + msg[:52]), msg[52:68]):
             return self._auth_failed(now, "handshake RESP")
         shared = _exchange(p["priv"], msg[20:52])
         peer_spi = struct.unpack("!I", msg[12:16])[0]
         if shared is None or peer_spi < 256:            # checked before anything changes
-            self.counters["bad_message"] += 1
+            self._drop("bad_message")
             return
         k_i2r, k_r2i, k_confirm = self._derive(shared, p["msg"], msg[:52])
         self.pending = None
@@ -269,7 +284,7 @@ class Tunnel:
         r = self.responded
         if r is None or struct.unpack("!I", msg[12:16])[0] != r["sa_in"].spi \
                 or not hmac.compare_digest(_mac(r["k_confirm"], msg[:16]), msg[16:32]):
-            self.counters["replayed"] += 1
+            self._drop("replayed")
             return
         self._responder_switch(now)
 
@@ -288,6 +303,13 @@ class Tunnel:
             return
         if self.responded and self.responded["sa_in"].stats()["packets"] > 0:
             self._responder_switch(now)                 # the initiator already sends on it
+        elif self.responded and self.out is None and now - self.responded["at"] >= UNCONFIRMED:
+            # an INIT older than we can tell (we just started) replayed to us: its initiator
+            # is not there; forget the answer and initiate ourselves (below)
+            spi = self.responded["sa_in"].spi
+            self.vpn.decrypt.remove_sa(spi)
+            self.inbound.pop(spi, None)
+            self.responded = None
         if self.initiator and getattr(self, "new_inbound", None) in self.inbound:
             if self.inbound[self.new_inbound][0].stats()["packets"] > 0:
                 self.retire_inbound(self.new_inbound, now)
@@ -336,6 +358,7 @@ class Vpn:
         self.tunnels = {}            # sw_if_index -> Tunnel
         self.next_index = 1
         self.last_sent_ts = 0
+        self.init_key = os.urandom(32)   # our INITs' SPIs: init_spi(timestamp)
         sw.graph.add_timer(0.05, self.tick)
 
     def set_outbound(self, index, sa):
@@ -343,6 +366,12 @@ class Vpn:
         that have their own cipher context and draw from sa's sequence counter."""
         for w, node in enumerate(self.encrypt.nodes):
             node.set_outbound(index, sa if w == 0 else sa.worker_copy())
+
+    def init_spi(self, ts):
+        """The SPI our INIT with timestamp ts offers: an INIT that carries it is our own,
+        reflected back to us (the peer's share no key with us but the PSK)."""
+        mac = hmac.new(self.init_key, struct.pack("!Q", ts), hashlib.sha256).digest()
+        return struct.unpack("!I", mac[:4])[0]
 
     def new_index(self):
         self.next_index += 1
@@ -367,6 +396,7 @@ class Vpn:
             if t.psk is not None and t.remote_ip == src and t.vni == vni:
                 t.on_message(payload, now)
                 return
+        self.handshake.count("no_tunnel")
         log.debug("handshake from %s VNI %s: no such tunnel", src, vni)
 
     def show(self):

@@ -1,6 +1,8 @@
 """handshake-input: punts VPN handshake packets (UDP 4500 with the non-ESP marker) to the
 control plane's queue, where fastpath.vpn answers them off the packet path.
-errors: punted (handed to the control plane), queue_full."""
+errors: punted (handed to the control plane), queue_full; and what the control plane then
+refused (counted by fastpath.vpn through count()): auth_failed, replayed, bad_message,
+no_tunnel."""
 from collections import deque
 
 import numpy as np
@@ -11,12 +13,20 @@ from fastpath.graph.node import Node
 class HandshakeInput(Node):
     node_name = "handshake-input"
     errors = (("punted", "handshake packet handed to the control plane"),
-              ("queue_full", "handshake queue full"))
+              ("queue_full", "handshake queue full"),
+              ("auth_failed", "handshake message failed authentication (wrong PSK?)"),
+              ("replayed", "handshake message replayed, reflected, or for no exchange in progress"),
+              ("bad_message", "malformed handshake message"),
+              ("no_tunnel", "handshake message from an address or VNI without a PSK tunnel"))
 
     def __init__(self, name=None, limit=1024):
         super().__init__(name)
         self.queue = deque()
         self.limit = limit
+
+    def count(self, reason, n=1):
+        """Count the control plane's verdict on a punted message (show errors)."""
+        self.graph.error_counts[self.error_code(reason)] += n
 
     def process(self, vector):
         pool = self.pool
