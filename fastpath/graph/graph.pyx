@@ -151,7 +151,9 @@ cdef class Graph:
     cdef public int idle_spins           # empty polls before sleeping
     cdef readonly object drop
     cdef readonly object error_counts    # global error code -> frames dropped for it
-    cdef void **node_c                   # the nodes, borrowed (self.nodes keeps them alive)
+    cdef void **node_c                   # the nodes, borrowed (self._slots keeps them alive)
+    cdef list _slots                     # node index -> node, None for a removed node's slot
+    cdef list _free_slots                # indices of removed nodes, reused by add()
     cdef void **input_c
     cdef int n_inputs
     cdef readonly bint tracing           # a trace is on: every vector takes the slow path
@@ -162,6 +164,8 @@ cdef class Graph:
     def __init__(self, BufferPool pool=None, uint32_t n_buffers=16384):
         self.pool = pool if pool is not None else BufferPool(n_buffers)
         self.nodes = []
+        self._slots = []
+        self._free_slots = []
         self.by_name = {}
         self.error_names = [("error-drop", "unknown", "unknown error")]
         self.tracer = Tracer()
@@ -195,26 +199,35 @@ cdef class Graph:
         """Add a node; its arcs are resolved now and whenever a target appears later."""
         if node.name in self.by_name:
             raise ValueError(f"node {node.name!r} already in the graph")
+        # a removed node's slot (its queue included) is reused, so that adding and
+        # removing ports for ever does not grow the graph
         cdef int i = self.n_nodes
+        if self._free_slots:
+            i = self._free_slots[len(self._free_slots) - 1]      # (compiled without wraparound)
         base = len(self.error_names)
         for reason, text in type(node).errors:
             self.error_names.append((node.name, reason, text))
         if len(self.error_names) > 0xffff:
             raise ValueError("too many error reasons")
         node._attach(self, i, base, self.error_counts)
-        q = np.zeros(self.pool.n_buffers, dtype=np.uint32)
-        self._queues.append(q)
-        self.queue = <uint32_t **> realloc(self.queue, (i + 1) * sizeof(uint32_t *))
-        self.qlen = <uint32_t *> realloc(self.qlen, (i + 1) * sizeof(uint32_t))
-        self.node_c = <void **> realloc(self.node_c, (i + 1) * sizeof(void *))
-        if self.queue == NULL or self.qlen == NULL or self.node_c == NULL:
-            raise MemoryError()
-        self.queue[i] = <uint32_t *> <size_t> q.ctypes.data
+        if i < self.n_nodes:
+            self._free_slots.pop()
+            self._slots[i] = node
+        else:
+            q = np.zeros(self.pool.n_buffers, dtype=np.uint32)
+            self._queues.append(q)
+            self.queue = <uint32_t **> realloc(self.queue, (i + 1) * sizeof(uint32_t *))
+            self.qlen = <uint32_t *> realloc(self.qlen, (i + 1) * sizeof(uint32_t))
+            self.node_c = <void **> realloc(self.node_c, (i + 1) * sizeof(void *))
+            if self.queue == NULL or self.qlen == NULL or self.node_c == NULL:
+                raise MemoryError()
+            self.queue[i] = <uint32_t *> <size_t> q.ctypes.data
+            self._slots.append(node)
+            self.n_nodes += 1
         self.qlen[i] = 0
         self.node_c[i] = <void *> node
         self.nodes.append(node)
         self.by_name[node.name] = node
-        self.n_nodes += 1
         if node.is_input:
             self.inputs.append(node)
             self._inputs_changed()
@@ -238,14 +251,20 @@ cdef class Graph:
         self.n_pfds = len(fds)
 
     def remove(self, name):
-        """Take a node out of service: its arcs and the arcs into it lead to error-drop."""
+        """Take a node out of service: its arcs and the arcs into it lead to error-drop,
+        and its slot (queue included) is free for the next node added."""
         cdef Node node = self.by_name.pop(name)
         self.flush_node(node)
         if node in self.inputs:
             self.inputs.remove(node)
             self._inputs_changed()
+        self.nodes.remove(node)
         for n in self.nodes:
             self._wire(n)
+        # nothing leads to the slot any more: free it
+        self.node_c[node.index] = NULL
+        self._slots[node.index] = None
+        self._free_slots.append(node.index)
 
     def _wire(self, Node node):
         for a, target in enumerate(node.next_names):
