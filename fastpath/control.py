@@ -850,16 +850,26 @@ class Control:
         """The buffer pool: free + in flight == total, and the free list holds every free
         buffer once. Commands run between dispatch loops, when every vector has run to
         completion, so in_flight is 0 unless a timer just queued a control frame."""
-        pool = self.switch.graph.pool
-        problem = ""
-        try:
-            pool.check_accounting()
-        except AssertionError as e:
-            problem = str(e)
-        total, free = int(pool.n_buffers), int(pool.n_free)
+        per_worker = []
+        for w, g in enumerate(self.switch.graphs):          # one pool per worker
+            pool = g.pool
+            problem = ""
+            try:
+                pool.check_accounting()
+            except AssertionError as e:
+                problem = f"worker {w}: {e}" if len(self.switch.graphs) > 1 else str(e)
+            per_worker.append({"worker": w, "buffers": int(pool.n_buffers), "free": int(pool.n_free),
+                               "in_flight": int(pool.n_buffers) - int(pool.n_free),
+                               "alloc_failures": int(pool.alloc_failures), "problem": problem})
+        total = sum(r["buffers"] for r in per_worker)
+        free = sum(r["free"] for r in per_worker)
+        problem = "; ".join(r["problem"] for r in per_worker if r["problem"])
         row = {"buffers": total, "free": free, "in_flight": total - free,
-               "alloc_failures": int(pool.alloc_failures), "free_list_ok": not problem,
-               "problem": problem, "control_frames": int(getattr(self.switch, "control_frames", 0) or 0)}
+               "alloc_failures": sum(r["alloc_failures"] for r in per_worker),
+               "free_list_ok": not problem, "problem": problem,
+               "control_frames": int(getattr(self.switch, "control_frames", 0) or 0)}
+        if len(per_worker) > 1:
+            row["workers"] = per_worker
         if as_json:
             return row
         return "\n".join([f"{'buffers':<16}{total:>12}", f"{'free':<16}{free:>12}",
