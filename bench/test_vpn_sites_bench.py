@@ -15,10 +15,8 @@ SA at site B.
 import pytest
 
 import vpn_sites
-from netns import can_run
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not can_run(), reason="needs root, veth and network namespaces")]
+pytestmark = pytest.mark.root
 
 MEASURED = {}           # (path, size) -> the trial's result, for the ratios
 

@@ -26,10 +26,10 @@ import pytest
 
 import hostileutil as hu
 from hostileutil import Daemon, VpnLab, drain, mac_bytes, packet_socket, recv_frames
-from netns import Netns, can_run, veth_pair
+from netns import Netns, veth_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-root_only = pytest.mark.skipif(not can_run(), reason="needs root (namespaces, veth)")
+root_only = pytest.mark.root
 
 STATION_TYPE = b"\x88\xb5"
 

@@ -26,7 +26,7 @@ from fastpath import top
 from fastpath.control import Control
 from fastpath.metrics import FastpathCollector, make_registry, parse_address
 from fastpath.switch import Switch
-from netns import Netns, can_run, veth_pair
+from netns import Netns, veth_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -260,16 +260,7 @@ class Daemon:
         return self.proc.returncode
 
 
-def _afpacket_ok():
-    try:
-        import fastpath.afpacket.afpacket  # noqa: F401
-        import fastpath.afpacket.pktgen  # noqa: F401
-    except ImportError:
-        return False
-    return can_run()
-
-
-needs_netns = pytest.mark.skipif(not _afpacket_ok(), reason="needs root and the afpacket extension")
+needs_netns = pytest.mark.root
 
 
 @pytest.fixture
@@ -484,8 +475,6 @@ def test_bad_and_slow_http_clients_do_not_hang_the_loop(site):
 
 
 def test_bad_metrics_address_exits_nonzero(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("the control socket is root-only")
     sock = str(tmp_path / "m.sock")
     for addr, msg in (("no-port", "expected ADDR:PORT"), ("203.0.113.77:0", "cannot serve metrics")):
         r = subprocess.run([sys.executable, "-m", "fastpath.cli", "run", "--control", sock,

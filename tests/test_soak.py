@@ -10,7 +10,6 @@ are meant to catch.
 import os
 
 import pytest
-from netns import can_run
 
 from bench.soak import Config, balance, flatness, run_soak
 
@@ -109,7 +108,7 @@ def test_deleted_ports_leave_nothing_in_the_graph():
 
 # ---------------------------------------------------------------- the soak itself
 
-@pytest.mark.skipif(not can_run(), reason="needs root, veth and network namespaces")
+@pytest.mark.root
 def test_soak_short(tmp_path):
     report_file = str(tmp_path / "soak.md")
     rep = run_soak(Config(SECONDS, report=report_file))

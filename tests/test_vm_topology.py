@@ -29,11 +29,11 @@ import time
 
 import pytest
 
-from netns import Netns, can_run, unique_name, veth_pair
+from netns import Netns, unique_name, veth_pair
 from fastpath.switch import Switch
 from test_vhost import Guest, icmp_ping, running, vm, vstats, wait_for
 
-needs_netns = pytest.mark.skipif(not can_run(), reason="needs root, veth and network namespaces")
+needs_netns = pytest.mark.root
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUBNET = "192.0.2"

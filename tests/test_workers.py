@@ -22,7 +22,7 @@ from scapy.layers.l2 import Ether
 
 from fastpath.switch import ConfigError, Switch
 from l2util import Clock, frame
-from netns import Netns, can_run, veth_pair
+from netns import Netns, veth_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +39,7 @@ def test_l2_conformance_suite_with_two_workers():
     assert " passed" in r.stdout and " failed" not in r.stdout
 
 
-@pytest.mark.skipif(not can_run(), reason="needs root")
+@pytest.mark.root
 @pytest.mark.parametrize("suite", ["test_vpn_sites.py", "test_vm_topology.py"])
 def test_daemon_conformance_suites_with_two_workers(suite):
     """The VPN (two sites for real) and VM (QEMU guests) conformance tests again, every
@@ -214,7 +214,7 @@ def _mac(ns, ifname):
     return ns.run(["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
 
 
-@pytest.mark.skipif(not can_run(), reason="needs root")
+@pytest.mark.root
 def test_daemon_two_workers_spread_flows_and_keep_their_order(tmp_path):
     flows, per_flow = 48, 40
     with Netns("fpsw") as swns, Netns("fpa") as a, Netns("fpb") as b, Netns("fpc") as c, \
