@@ -35,13 +35,12 @@ Invariants, checked after every step:
   bytes it must not touch) stay intact.
 """
 import array
-import logging
 import mmap
 import os
 import socket
 import struct
 
-from fuzzcommon import Reader, atheris_main, feature
+from fuzzcommon import ErrorLog, Reader, atheris_main, feature, open_fds
 
 from fastpath.graph.graph import Graph
 from fastpath.memif import protocol as mp
@@ -55,15 +54,6 @@ EFD_NONBLOCK = 0o4000
 D_NEXT = 1
 DESC = struct.Struct("<HHIII")            # flags, region, length, offset, metadata
 SLAVE_LOG2, SLAVE_BUF = 5, 128
-
-
-class ErrorLog(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record.getMessage())
 
 
 class World:
@@ -96,11 +86,7 @@ class World:
         os.ftruncate(self.small, 256)
         self.pipe = os.pipe()
         self.efds = [os.eventfd(0, EFD_NONBLOCK) for _ in range(2)]
-        self.log = ErrorLog()
-        lg = logging.getLogger("fastpath.memif")
-        lg.addHandler(self.log)
-        lg.setLevel(logging.ERROR)
-        lg.propagate = False
+        self.log = ErrorLog.capture("fastpath.memif")
 
 
 _world = None
@@ -111,10 +97,6 @@ def world():
     if _world is None:
         _world = World()
     return _world
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 class Session:

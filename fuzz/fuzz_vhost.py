@@ -35,7 +35,6 @@ Invariants, checked after every step:
 - nothing is written outside the guest memory regions: the guard areas of the memfd
   around and between the regions (mapped by the backend, not guest memory) stay intact.
 """
-import logging
 import mmap
 import os
 import socket
@@ -43,7 +42,7 @@ import array
 import struct
 import sys
 
-from fuzzcommon import Reader, atheris_main, feature
+from fuzzcommon import ErrorLog, Reader, atheris_main, feature, open_fds
 
 from fastpath.graph.graph import Graph
 from fastpath.pg.pg import PgInput, PgOutput
@@ -75,15 +74,6 @@ LAYOUTS = {   # name -> [(gpa, size, uva, file offset)]
 }
 
 
-class ErrorLog(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record.getMessage())
-
-
 class World:
     """What lives across inputs: the graph, the port, guest memory, spare descriptors."""
 
@@ -103,11 +93,7 @@ class World:
         os.ftruncate(self.small, PAGE)
         self.pipe = os.pipe()
         self.efds = [os.eventfd(0, EFD_NONBLOCK) for _ in range(3)]
-        self.log = ErrorLog()
-        lg = logging.getLogger("fastpath.vhost")
-        lg.addHandler(self.log)
-        lg.setLevel(logging.ERROR)
-        lg.propagate = False
+        self.log = ErrorLog.capture("fastpath.vhost")
 
 
 _world = None
@@ -118,10 +104,6 @@ def world():
     if _world is None:
         _world = World()
     return _world
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 class Session:

@@ -11,6 +11,7 @@
   built with clang's coverage -- is rewarded for reaching new nodes and drop reasons.
 - atheris_main(): the common main() of every harness.
 """
+import logging
 import os
 import sys
 
@@ -372,3 +373,29 @@ def random_inputs(n, seed, seeds=(), maxlen=4096):
             yield mutate(rng, rng.choice(seeds), maxlen)
         else:
             yield bytes(rng.randrange(256) for _ in range(rng.randint(0, min(maxlen, 300))))
+
+
+class ErrorLog(logging.Handler):
+    """Collects what a logger says at ERROR or above ("internal error" is a finding), and
+    keeps it from the console: capture(name) attaches one to that logger."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record.getMessage())
+
+    @classmethod
+    def capture(cls, name):
+        log = cls()
+        lg = logging.getLogger(name)
+        lg.addHandler(log)
+        lg.setLevel(logging.ERROR)
+        lg.propagate = False
+        return log
+
+
+def open_fds():
+    """Descriptors this process has open (an input must not leak any)."""
+    return len(os.listdir("/proc/self/fd"))
