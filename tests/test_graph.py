@@ -132,6 +132,43 @@ def test_read_pcap_rejects_garbage(tmp_path):
         list(read_pcap(str(p)))
 
 
+def test_a_node_added_again_gets_its_error_codes_back():
+    """Ports are deleted and re-added for ever (a VM that reconnects): a node re-added
+    under its name reuses its codes, and its counts go on, so the 16-bit error-code
+    space does not run out; a new name gets new codes."""
+    g, inp, out = small_graph(Parity("parity"))
+    n_codes = len(g.error_names)
+    g.add(Chatty("chatty"))
+    for _ in range(0x10000 // len(Chatty.errors) + 1):   # more codes than there are, in all
+        g.remove("chatty")
+        g.add(Chatty("chatty"))
+    assert len(g.error_names) == n_codes + len(Chatty.errors)
+    inp.add([bytes(61)] * 3)
+    g.run_until_idle()
+    g.remove("parity")
+    g.add(Parity("parity"))
+    inp.add([bytes(61)] * 2)
+    g.run_until_idle()
+    assert g.errors() == [(5, "parity", "odd_length", "frame has an odd length")]
+    g.add(Parity("parity2"))
+    assert len(g.error_names) == n_codes + len(Chatty.errors) + 1
+    g.pool.check_accounting(0)
+
+
+class Chatty(Node):
+    """A node with a thousand drop reasons, to use up error codes quickly."""
+    errors = tuple((f"reason{i}", f"reason number {i}") for i in range(1000))
+
+
+def test_error_codes_run_out_with_a_clear_error():
+    g = Graph(n_buffers=64)
+    for i in range(0xffff // len(Chatty.errors)):
+        g.add(Chatty(f"c{i}"))
+    with pytest.raises(ValueError, match="too many error reasons"):
+        g.add(Chatty("one-too-many"))
+    assert "one-too-many" not in g
+
+
 def test_run_sleeps_when_idle_and_stops():
     import threading
     import time

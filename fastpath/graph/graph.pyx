@@ -138,6 +138,7 @@ cdef class Graph:
     cdef readonly list nodes
     cdef readonly dict by_name
     cdef readonly list error_names       # global error code -> (node, reason, text)
+    cdef dict _error_bases               # (node name, its errors) -> first code, kept for re-adds
     cdef readonly object tracer
     cdef list _queues                    # numpy arrays backing the C queues
     cdef uint32_t **queue
@@ -168,6 +169,7 @@ cdef class Graph:
         self._free_slots = []
         self.by_name = {}
         self.error_names = [("error-drop", "unknown", "unknown error")]
+        self._error_bases = {}
         self.tracer = Tracer()
         self._queues = []
         self.queue = NULL
@@ -204,11 +206,19 @@ cdef class Graph:
         cdef int i = self.n_nodes
         if self._free_slots:
             i = self._free_slots[len(self._free_slots) - 1]      # (compiled without wraparound)
-        base = len(self.error_names)
-        for reason, text in type(node).errors:
-            self.error_names.append((node.name, reason, text))
-        if len(self.error_names) > 0xffff:
-            raise ValueError("too many error reasons")
+        # a node added again under the same name (a port deleted and re-added) gets its
+        # old codes and counts back, as a VPP node's counters outlive its interfaces; so
+        # churning ports does not use up the 16-bit code space
+        key = (node.name, tuple(type(node).errors))
+        base = self._error_bases.get(key)
+        if base is None:
+            base = len(self.error_names)
+            if base + len(key[1]) > 0x10000:
+                raise ValueError(f"too many error reasons: {base} codes in use, "
+                                 f"{len(key[1])} more for {node.name!r}")
+            for reason, text in key[1]:
+                self.error_names.append((node.name, reason, text))
+            self._error_bases[key] = base
         node._attach(self, i, base, self.error_counts)
         if i < self.n_nodes:
             self._free_slots.pop()
