@@ -169,6 +169,49 @@ def test_error_codes_run_out_with_a_clear_error():
     assert "one-too-many" not in g
 
 
+def test_busy_loop_serves_control_within_a_loop_or_two():
+    """Under load a dispatch loop can take milliseconds; a control socket must not wait
+    for a fixed number of loops (it once waited for 64: seconds under full load)."""
+    import socket
+    import threading
+    import time
+
+    class Slow(Node):
+        next_nodes = ("out",)
+        calls = 0
+
+        def process(self, vector):
+            Slow.calls += 1
+            time.sleep(0.003)                      # a loop that takes 3 ms
+            self.pool.meta("next")[vector] = 1
+
+    g, inp, out = small_graph(Slow("slow"))
+    inp.add([bytes(64)] * 4)
+    inp.loop = True
+    inp.limit = 10 ** 9                            # always busy
+    a, b = socket.socketpair()
+    served = []
+
+    def on_control(fd):
+        served.append(Slow.calls)
+        a.recv(64)
+        g.stop()
+
+    g.add_fd(a.fileno(), on_control)
+
+    def client():                                  # another process, in real life
+        time.sleep(0.05)
+        sent.append(Slow.calls)
+        b.send(b"show runtime")
+
+    sent = []
+    threading.Thread(target=client).start()
+    g.run()
+    assert sent and served, (sent, served)
+    assert served[0] - sent[0] <= 2, (sent, served)
+    a.close(), b.close()
+
+
 def test_run_sleeps_when_idle_and_stops():
     import threading
     import time

@@ -42,6 +42,7 @@ cdef extern from "<poll.h>" nogil:
 
 cdef enum:
     MAX_POLL_FDS = 64      # inputs a worker sleeps on when idle (more: it wakes on its timeout)
+    CONTROL_INTERVAL_NS = 1000000   # a busy dispatch loop serves control this often
 
 cdef extern from *:
     """
@@ -554,18 +555,20 @@ cdef class Graph:
         """Dispatch until stop() is called: busy-poll while frames arrive, then sleep on
         the inputs' file descriptors so an idle switch uses no CPU."""
         cdef int empty = 0
-        cdef unsigned int loops = 0
+        cdef uint64_t serviced = now_ns()
         self.stopping = False
         poller = select.poll()
         registered = set()
         while not self.stopping:
-            loops += 1
             if self.run_once():
                 empty = 0
-                if loops & 63:
-                    continue       # busy: timers and control fds every 64th loop only
+                # busy: timers and control fds once a millisecond, so that a command
+                # waits about a millisecond however long the loops take under load
+                if now_ns() - serviced < CONTROL_INTERVAL_NS:
+                    continue
             else:
                 empty += 1
+            serviced = now_ns()
             now = time.monotonic()
             due = self._run_timers(now)
             if empty < self.idle_spins and not self._ready_fds(poller, registered, 0):
