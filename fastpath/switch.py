@@ -76,12 +76,14 @@ class Each:
         return call
 
 
-def build_graph(graph, tables):
+def build_graph(graph, tables, worker=0):
     """The switch, then the VPN underlay:
     uplink-input -> ethernet-input -> ip4-input -> esp-decrypt -> ip4-udp-input -> vxlan-input
     -> ethernet-input (as from the tunnel port); a tunnel port's output is vxlan-encap ->
     [esp-encrypt] -> interface-output -> uplink-output. ARP on uplinks: arp-input."""
-    for node in (EthernetInput(tables), FlowClassify(tables), VlanInput(tables),
+    flows = FlowClassify(tables)
+    flows.worker = worker
+    for node in (EthernetInput(tables), flows, VlanInput(tables),
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
@@ -150,12 +152,13 @@ class Port:
 
 
 class Bridge:
-    def __init__(self, name, index, mac_aging_time=300.0, mac_table_size=8192, resolve=None):
+    def __init__(self, name, index, mac_aging_time=300.0, mac_table_size=8192, resolve=None,
+                 workers=1):
         self.name = name
         self.index = index
         self.ports = {}
         self.fdb = Fdb(max_entries=mac_table_size, aging_time=mac_aging_time)
-        self.flows = FlowTable(self.resolve_port)
+        self.flows = FlowTable(self.resolve_port, workers)
 
     def resolve_port(self, ref):
         """A port name or OpenFlow number -> sw_if_index (flow syntax: in_port, output)."""
@@ -184,8 +187,8 @@ class Switch:
         self.threads = []
         self.tables = L2Tables()
         self.tables.now = clock()
-        for g in self.graphs:
-            build_graph(g, self.tables)
+        for w, g in enumerate(self.graphs):
+            build_graph(g, self.tables, w)
         self.bridges = {}
         self.ports = {}                 # every bridge port by name
         self.uplinks = {}               # L3 ports (VPN underlay) by name
@@ -297,7 +300,7 @@ class Switch:
         free = [i for i in range(MAX_BRIDGES) if i not in used]
         if not free:
             raise ConfigError(f"at most {MAX_BRIDGES} bridges")
-        br = Bridge(name, free[0])
+        br = Bridge(name, free[0], workers=len(self.graphs))
         self.bridges[name] = br
         self.tables.set_bridge(br.index, br.fdb, br.flows)
         self.set_bridge(name, **other_config)

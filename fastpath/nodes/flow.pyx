@@ -64,8 +64,9 @@ ctypedef struct flow_arrays_t:
     uint32_t *last_out
     uint8_t *op
     uint32_t *arg
-    uint64_t *n_packets
+    uint64_t *n_packets          # [worker * stride + rule]: a row per worker, no atomics
     uint64_t *n_bytes
+    int stride
 
 
 class Flow:
@@ -83,14 +84,19 @@ cdef class FlowTable:
     """The rules of one bridge, compiled into flat arrays the classifier scans.
 
     `resolve_port(ref) -> sw_if_index` turns a port name or OpenFlow number into a port
-    (ValueError when there is none).
+    (ValueError when there is none). Each of `workers` dispatch threads counts hits in its
+    own row of n_packets/n_bytes (VPP's per-thread counters); reads sum the rows.
     """
     cdef public list flows               # Flow, in match order
     cdef object _a
     cdef flow_arrays_t c
     cdef public object resolve_port
+    cdef readonly int workers
 
-    def __init__(self, resolve_port):
+    def __init__(self, resolve_port, int workers=1):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
         self.resolve_port = resolve_port
         self.flows = []
         self.c.n = 0
@@ -155,9 +161,15 @@ cdef class FlowTable:
         self._build()
 
     def _sync_counters(self):
+        """Fold the workers' rows into the Flows (a racing increment shows next time)."""
+        if self._a is None:
+            return
+        rows = (self.workers, self.c.stride)
+        packets = self._a["n_packets"].reshape(rows).sum(axis=0)
+        octets = self._a["n_bytes"].reshape(rows).sum(axis=0)
         for i, f in enumerate(self.flows[:self.c.n]):
-            f.n_packets = int(self._a["n_packets"][i])
-            f.n_bytes = int(self._a["n_bytes"][i])
+            f.n_packets = int(packets[i])
+            f.n_bytes = int(octets[i])
 
     def _build(self):
         n = len(self.flows)
@@ -187,10 +199,14 @@ cdef class FlowTable:
             "act_start": arr(starts, np.uint32),
             "last_out": arr(lasts, np.uint32),
             "op": arr(ops, np.uint8), "arg": arr(args, np.uint32),
-            "n_packets": arr([f.n_packets for f in self.flows], np.uint64),
-            "n_bytes": arr([f.n_bytes for f in self.flows], np.uint64),
         }
-        # single-threaded dispatch: the classifier never sees a half-built table
+        # the counters so far in worker 0's row, the other rows from zero
+        stride = max(n, 1)
+        for key, values in (("n_packets", [f.n_packets for f in self.flows]),
+                            ("n_bytes", [f.n_bytes for f in self.flows])):
+            a[key] = np.zeros(self.workers * stride, dtype=np.uint64)
+            a[key][:n] = values
+        # rebuilt under the workers' barrier: the classifier never sees a half-built table
         self._a = a
         cdef flow_arrays_t c
         c.n = n
@@ -208,6 +224,7 @@ cdef class FlowTable:
         c.arg = <uint32_t *> <size_t> a["arg"].ctypes.data
         c.n_packets = <uint64_t *> <size_t> a["n_packets"].ctypes.data
         c.n_bytes = <uint64_t *> <size_t> a["n_bytes"].ctypes.data
+        c.stride = stride
         self.c = c
 
     def dump(self):
@@ -249,6 +266,7 @@ cdef int flow_lookup(flow_arrays_t *t, BufferPool pool, uint32_t b) noexcept nog
 
 cdef class FlowClassify(L2Node):
     node_name = "flow-classify"
+    cdef public int worker               # which row of the flow counters this copy counts in
     next_nodes = ("interface-output", "vlan-input")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -290,8 +308,8 @@ cdef class FlowClassify(L2Node):
                 self.pool.next[b] = ARC_DROP
                 continue
             t = &(<FlowTable> ft).c
-            t.n_packets[r] += 1
-            t.n_bytes[r] += self.pool.length[b]
+            t.n_packets[self.worker * t.stride + r] += 1
+            t.n_bytes[self.worker * t.stride + r] += self.pool.length[b]
             rx = self.pool.rx_if[b]
             sent = False
             a = t.act_start[r]
