@@ -11,8 +11,8 @@ import signal
 import socket
 import stat
 import sys
-import time
 
+from fastpath.loopserver import LoopServer
 
 log = logging.getLogger("fastpath")
 
@@ -23,43 +23,26 @@ def _json_default(obj):
     return str(obj)
 
 
-class _Client:
-    __slots__ = ("sock", "fd", "inbuf", "outbuf", "last", "eof", "closing", "polled")
+class ControlServer(LoopServer):
+    """A Unix stream socket served from the graph's dispatch loop (fastpath.loopserver).
 
-    def __init__(self, sock, now):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.last = now                # last progress: bytes read or written
-        self.eof = False               # the client has sent everything
-        self.closing = False           # close once the queued replies are sent
-        self.polled = True             # its fd is in the dispatch loop's poll set
-
-
-class ControlServer:
-    """A Unix stream socket served from the graph's dispatch loop.
-
-    Everything is non-blocking: a client is read when poll() says it is readable (one
-    recv per wakeup); each complete line is one request and gets one reply line. Replies
-    that do not fit in the socket buffer are queued and sent from a timer, and while more
-    than OUT_HIGH bytes wait, that client is not read (backpressure). A request line
-    longer than MAX_REQUEST is refused and the client dropped, and so is a client that
-    makes no progress (sends nothing, or does not read its replies) for CLIENT_TIMEOUT
-    seconds. So no client can hold the dataplane up or make the daemon grow.
+    Each complete line is one request and gets one reply line. While more than OUT_HIGH
+    bytes of replies wait, that client is not read (backpressure). A request line longer
+    than MAX_REQUEST is refused and the client dropped, and so is a client that makes no
+    progress (sends nothing, or does not read its replies) for CLIENT_TIMEOUT seconds. So
+    no client can hold the dataplane up or make the daemon grow.
     """
     MAX_REQUEST = 1 << 20
     OUT_HIGH = 1 << 20
     MAX_CLIENTS = 64
     CLIENT_TIMEOUT = 10.0
+    what = "control socket"
 
     def __init__(self, path, control, graph, group=None):
+        super().__init__(graph)
         self.group = group                     # a group name allowed to use the socket, or None
         self.path = path
         self.control = control
-        self.graph = graph
-        self.sock = None
-        self.clients = {}
 
     def open(self):
         d = os.path.dirname(os.path.abspath(self.path))
@@ -81,11 +64,7 @@ class ControlServer:
             import grp
             os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
             os.chmod(self.path, 0o660)
-        s.listen(16)
-        s.setblocking(False)
-        self.sock = s
-        self.graph.add_fd(s.fileno(), self._accept)
-        self.graph.add_timer(0.1, self._timer)
+        self.serve(s, 16)
         log.info("control socket %s", self.path)
 
     def _remove_stale(self):
@@ -107,67 +86,23 @@ class ControlServer:
         raise RuntimeError(f"another fastpath daemon is listening on {self.path}")
 
     def close(self):
-        for c in list(self.clients.values()):
-            self._drop(c)
-        if self.sock is not None:
-            self.graph.remove_fd(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
+        had = self.sock is not None
+        super().close()
+        if had:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
-    # ---- callbacks from the dispatch loop ----
+    # ---- requests ----
 
-    def _accept(self, fd):
-        for _ in range(8):
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("control socket: accept: %s", e)
-                return
-            if len(self.clients) >= self.MAX_CLIENTS:
-                log.warning("control socket: too many clients, refusing one")
-                conn.close()
-                continue
-            conn.setblocking(False)
-            c = _Client(conn, time.monotonic())
-            self.clients[c.fd] = c
-            self.graph.add_fd(c.fd, self._readable)
+    def on_data(self, c):
+        self.on_tick(c)
 
-    def _readable(self, fd):
-        c = self.clients.get(fd)
-        if c is None or c.eof or c.closing:
-            return
-        try:
-            data = c.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(c)
-            return
-        c.last = time.monotonic()
-        if data:
-            c.inbuf += data
-        else:
-            c.eof = True
-        self._pump(c)
-
-    def _timer(self, _now):
-        now = time.monotonic()
-        for c in list(self.clients.values()):
-            self._pump(c)
-            if c.fd in self.clients and now - c.last > self.CLIENT_TIMEOUT:
-                log.info("control socket: dropping a client idle for %.0f s", self.CLIENT_TIMEOUT)
-                self._drop(c)
-
-    def _pump(self, c):
+    def on_tick(self, c):
         """Answer the complete requests while the reply queue is short, send what can be
         sent, and poll the client only when we want to read more from it."""
-        while not c.closing and len(c.outbuf) < self.OUT_HIGH:
+        while not c.done and len(c.outbuf) < self.OUT_HIGH:
             nl = c.inbuf.find(b"\n")
             if nl >= 0:
                 line = bytes(c.inbuf[:nl])
@@ -179,27 +114,16 @@ class ControlServer:
                 break
             if line.strip():
                 self._handle(c, line)
-        if not c.closing and len(c.inbuf) > self.MAX_REQUEST and c.inbuf.find(b"\n") < 0:
+        if not c.done and len(c.inbuf) > self.MAX_REQUEST and c.inbuf.find(b"\n") < 0:
             log.warning("control socket: request over %d bytes, dropping the client", self.MAX_REQUEST)
             self._reply(c, {"ok": False, "error": f"request too large (max {self.MAX_REQUEST} bytes)"})
-            c.closing = True
+            c.done = True
             c.inbuf.clear()
-        self._flush(c)
-        if c.fd not in self.clients:
-            return
-        done = c.closing or (c.eof and not c.inbuf)
-        if done and not c.outbuf:
-            self._drop(c)
-            return
-        want = not done and len(c.outbuf) < self.OUT_HIGH
-        if want != c.polled:
-            c.polled = want
-            if want:
-                self.graph.add_fd(c.fd, self._readable)
-            else:
-                self.graph.remove_fd(c.fd)
-
-    # ---- helpers ----
+        if c.eof and not c.inbuf:
+            c.done = True                         # everything answered: close once sent
+        self.flush(c)
+        if c.fd in self.clients:
+            self.poll_reads(c, not c.done and len(c.outbuf) < self.OUT_HIGH)
 
     def _handle(self, c, line):
         try:
@@ -238,27 +162,6 @@ class ControlServer:
         except (TypeError, ValueError) as e:
             data = json.dumps({"ok": False, "error": f"internal error: unencodable output: {e}"}).encode()
         c.outbuf += data + b"\n"
-
-    def _flush(self, c):
-        while c.outbuf:
-            try:
-                n = c.sock.send(c.outbuf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._drop(c)
-                return
-            del c.outbuf[:n]
-            c.last = time.monotonic()
-
-    def _drop(self, c):
-        if self.clients.pop(c.fd, None) is None:
-            return
-        self.graph.remove_fd(c.fd)
-        try:
-            c.sock.close()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------- fastpath run

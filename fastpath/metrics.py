@@ -27,6 +27,8 @@ import socket
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from fastpath.loopserver import LoopServer
+
 log = logging.getLogger("fastpath")
 
 INTERFACE_COUNTERS = (
@@ -277,20 +279,6 @@ def parse_address(text):
     return family, sockaddr
 
 
-class _Conn:
-    __slots__ = ("sock", "fd", "inbuf", "outbuf", "last", "born", "done", "polled")
-
-    def __init__(self, sock, now):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.last = now            # last progress (bytes read or written)
-        self.born = now
-        self.done = False          # the response is queued; close once it is sent
-        self.polled = True
-
-
 STATUS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
           408: "Request Timeout", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
           505: "HTTP Version Not Supported"}
@@ -298,21 +286,19 @@ INDEX = (b"<html><head><title>fastpath</title></head><body><h1>fastpath exporter
          b"<p><a href=\"/metrics\">/metrics</a></p></body></html>\n")
 
 
-class MetricsServer:
+class MetricsServer(LoopServer):
     """HTTP/1.x on a TCP socket, served from the graph's dispatch loop (see the module
-    docstring for why)."""
+    docstring for why, and fastpath.loopserver for how)."""
     MAX_HEADER = 16384
     MAX_CLIENTS = 32
     CLIENT_TIMEOUT = 5.0           # seconds without progress before a client is dropped
     CLIENT_LIFETIME = 30.0         # a connection never lives longer than this
-    TIMER = 0.1
+    what = "metrics"
 
     def __init__(self, address, control, graph, registry=None):
+        super().__init__(graph)
         self.address = address
-        self.graph = graph
         self.registry = registry if registry is not None else make_registry(control)
-        self.sock = None
-        self.conns = {}
         self.scrapes = 0
 
     @property
@@ -332,68 +318,35 @@ class MetricsServer:
             if family == socket.AF_INET6 and sockaddr[0] == "::":
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)    # [::]: v4 too
             s.bind(sockaddr)
-            s.listen(64)
-            s.setblocking(False)
         except OSError:
             s.close()
             raise
-        self.sock = s
-        self.graph.add_fd(s.fileno(), self._accept)
-        self.graph.add_timer(self.TIMER, self._timer)
+        self.serve(s, 64)
         log.info("metrics on %s", self.url())
 
-    def close(self):
-        for c in list(self.conns.values()):
-            self._drop(c)
-        if self.sock is not None:
-            self.graph.remove_fd(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
+    # ---- the loop server's questions ----
 
-    # ---- callbacks from the dispatch loop ----
+    def make_room(self):
+        # full: drop the oldest client still sending its request (idle or slow ones), so
+        # they cannot lock scrapers out; with none, the new one is refused
+        waiting = [c for c in self.clients.values() if not c.done]
+        if not waiting:
+            return False
+        log.debug("metrics: too many clients, dropping the oldest")
+        self.drop(min(waiting, key=lambda c: c.born))
+        return True
 
-    def _accept(self, _fd):
-        if self.sock is None:
-            return
-        for _ in range(16):
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("metrics: accept: %s", e)
-                return
-            if len(self.conns) >= self.MAX_CLIENTS:
-                # full: make room by dropping the oldest client still sending its request
-                # (idle or slow ones), so they cannot lock scrapers out; else refuse
-                waiting = [c for c in self.conns.values() if not c.done]
-                if not waiting:
-                    log.warning("metrics: too many clients, refusing one")
-                    conn.close()
-                    continue
-                log.debug("metrics: too many clients, dropping the oldest")
-                self._drop(min(waiting, key=lambda c: c.born))
-            conn.setblocking(False)
-            c = _Conn(conn, time.monotonic())
-            self.conns[c.fd] = c
-            self.graph.add_fd(c.fd, self._readable)
+    def expired(self, c, now):
+        return now - c.last > self.CLIENT_TIMEOUT or now - c.born > self.CLIENT_LIFETIME
 
-    def _readable(self, fd):
-        c = self.conns.get(fd)
-        if c is None or c.done:
+    def on_timeout(self, c):
+        if not c.done:
+            self._respond(c, 408, b"request timeout\n")     # best effort, then dropped
+
+    def on_data(self, c):
+        if c.eof:                          # closed before a whole request: nothing to say
+            self.drop(c)
             return
-        try:
-            data = c.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(c)
-            return
-        if not data:                       # closed before a whole request: nothing to say
-            self._drop(c)
-            return
-        c.last = time.monotonic()
-        c.inbuf += data
         end = c.inbuf.find(b"\r\n\r\n")
         if end < 0:
             end = c.inbuf.find(b"\n\n")
@@ -405,19 +358,6 @@ class MetricsServer:
             self._respond(c, 431, b"request header too large\n")
             return
         self._request(c, bytes(c.inbuf[:end]))
-
-    def _timer(self, _now):
-        now = time.monotonic()
-        for c in list(self.conns.values()):
-            if c.outbuf:
-                self._flush(c)
-            if c.fd not in self.conns:
-                continue
-            if now - c.last > self.CLIENT_TIMEOUT or now - c.born > self.CLIENT_LIFETIME:
-                if not c.done:
-                    self._respond(c, 408, b"request timeout\n")     # best effort, then drop
-                log.debug("metrics: dropping a client that made no progress")
-                self._drop(c)
 
     # ---- HTTP ----
 
@@ -473,34 +413,9 @@ class MetricsServer:
             c.outbuf += body
         c.done = True
         c.inbuf.clear()
-        if c.polled:                         # nothing more to read: stop polling it
-            c.polled = False
-            self.graph.remove_fd(c.fd)
-        self._flush(c)
-
-    def _flush(self, c):
-        while c.outbuf:
-            try:
-                n = c.sock.send(c.outbuf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._drop(c)
-                return
-            del c.outbuf[:n]
-            c.last = time.monotonic()
-        if c.done:
-            self._drop(c)
-
-    def _drop(self, c):
-        if self.conns.pop(c.fd, None) is None:
-            return
-        if c.polled:
-            self.graph.remove_fd(c.fd)
-        try:
-            c.sock.close()
-        except OSError:
-            pass
+        if c.fd in self.clients:
+            self.poll_reads(c, False)        # nothing more to read
+            self.flush(c)
 
 
 def start(address, control, graph):
