@@ -531,6 +531,37 @@ def test_hostile_messages_disconnect_with_reason(sockdir, case):
     s.close()
 
 
+def test_readded_port_counts_from_zero_and_errors_keep_history(sockdir):
+    """del-port + add-port under the same name: `show interfaces` starts again from zero
+    (as OVS does for a new port), while `show errors` keeps the node's history (its error
+    codes are reused, as VPP's node counters outlive interfaces)."""
+    s = Switch(n_buffers=1024)
+    s.add_br("br0")
+    s.add_port("br0", "pg0", type="pg")
+    opts = {"options:memif-socket": f"{sockdir}/m.sock"}
+    flood = frame(64)                                 # to the broadcast address
+
+    def send(n):
+        s.port("pg0").io[0].add([flood] * n)
+        s.graph.run_until_idle()
+
+    def not_connected():
+        return sum(c for c, node, reason, _ in s.errors()
+                   if node == "m0-output" and reason == "not_connected")
+
+    s.add_port("br0", "m0", type="memif", **opts)
+    send(5)                                          # no peer: flooded copies dropped
+    assert st(s, "m0")["tx_drops"] == 5 and not_connected() == 5
+    s.del_port("m0")
+    s.add_port("br0", "m0", type="memif", **opts)
+    assert st(s, "m0")["tx_drops"] == 0 and "tx_not_connected" not in st(s, "m0")
+    send(3)
+    assert st(s, "m0")["tx_drops"] == 3 and st(s, "m0")["tx_not_connected"] == 3
+    assert not_connected() == 8
+    s.graph.pool.check_accounting(expected_in_flight=0)
+    s.close()
+
+
 def test_handshake_timeout(sockdir, monkeypatch):
     monkeypatch.setattr(mp, "HANDSHAKE_TIMEOUT", 0.3)
     s = Switch(n_buffers=1024)
