@@ -8,15 +8,14 @@ driven through fastpathctl, and frame builders for the VPN attacks.
 """
 import ctypes
 import json
-import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fastpathd import Fastpathd
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
@@ -487,50 +486,15 @@ def send_paced(sock, frames, per_batch=64, pause=0.002):
 
 # ---------------------------------------------------------------- daemons
 
-class Daemon:
+class Daemon(Fastpathd):
     """`fastpath run` in a namespace (or the current one), driven with fastpathctl."""
 
+    # fastpathctl's client code in this process: these tests query a loaded daemon often
+    do = Fastpathd.request
+
     def __init__(self, ns, sock, log, buffers=4096):
-        self.ns, self.sock, self.log = ns, str(sock), str(log)
-        self.logf = open(self.log, "w")
-        cmd = [sys.executable, "-m", "fastpath.cli", "run", "--control", self.sock,
-               "--buffers", str(buffers)]
-        if ns is not None:
-            self.proc = ns.popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=REPO)
-        else:
-            self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(self.sock) and self._answers()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"fastpath run did not start:\n{self.log_text()}")
-            time.sleep(0.05)
-
-    def _answers(self):
-        from fastpath.ctl import NotRunning
-        try:
-            self.do("version")
-            return True
-        except NotRunning:
-            return False
-
-    def log_text(self):
-        with open(self.log) as f:
-            return f.read()
-
-    def ctl(self, *argv, fmt=None, timeout=30):
-        """The fastpathctl command itself, as a process (what an operator runs)."""
-        cmd = [sys.executable, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        return subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, check=False,
-                              timeout=timeout)
-
-    def do(self, *argv, fmt=None):
-        """One command over the control socket, with fastpathctl's client code (in this
-        process: starting a Python per query is slow on a loaded machine)."""
-        from fastpath.ctl import request
-        return request(list(argv), fmt or "text", self.sock, timeout=60)
+        super().__init__(sock, log, ns=ns, args=["--buffers", str(buffers)])
+        self.start()
 
     def json(self, *argv):
         return self.do(*argv, fmt="json")
@@ -541,28 +505,6 @@ class Daemon:
 
     def interfaces(self):
         return {r["name"]: r for r in self.json("show", "interfaces")}
-
-    def rss_kb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.logf.closed:
-            self.logf.close()
-        return self.proc.returncode
 
 
 def _main(argv):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from fastpath.control import dump_toml
+from fastpathd import Fastpathd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the control socket is root-only")
 
@@ -25,36 +26,15 @@ CONFIG = {"bridge": {
 }}
 
 
-class Daemon:
+class Daemon(Fastpathd):
+    """`fastpath run` with a config file; tests of a refused start read its status and log."""
+
+    out = Fastpathd.do                          # this file's name for it
+
     def __init__(self, tmp_path, config=None, name="fp.sock"):
-        self.sock = str(tmp_path / name)
-        self.log = tmp_path / f"{name}.log"
-        self.tmp = tmp_path
-        cmd = [sys.executable, "-m", "fastpath.cli", "run", "--control", self.sock, "--buffers", "2048"]
-        if config:
-            cmd += ["--config", str(config)]
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                break
-            if os.path.exists(self.sock) and self.ctl("version").returncode == 0:
-                break
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
-
-    def ctl(self, *argv, fmt=None, cwd=None):
-        cmd = [sys.executable, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        return subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=cwd or REPO,
-                              timeout=30)
-
-    def out(self, *argv, fmt=None):
-        r = self.ctl(*argv, fmt=fmt)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout) if fmt == "json" else r.stdout
+        args = ["--buffers", "2048"] + (["--config", str(config)] if config else [])
+        super().__init__(tmp_path / name, tmp_path / f"{name}.log", args=args)
+        self.start(check=False)
 
     def raw(self, data, read=True, timeout=5):
         """Send raw bytes on a fresh connection; return the reply lines."""
@@ -81,14 +61,9 @@ class Daemon:
         finally:
             s.close()
 
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        return self.proc.wait(15)
-
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL: the daemon cannot clean up (its socket file stays behind)."""
+        self.stop(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -297,17 +272,10 @@ def test_demo():
 def test_control_group_shares_the_socket(tmp_path):
     import grp
     group = grp.getgrgid(0).gr_name
-    sock = str(tmp_path / "g.sock")
-    p = subprocess.Popen([sys.executable, "-m", "fastpath.cli", "run", "--control", sock,
-                          "--control-group", group, "--buffers", "512"], cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = Fastpathd(tmp_path / "g.sock", tmp_path / "g.log",
+                  args=["--control-group", group, "--buffers", "512"]).start()
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
-            assert p.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        st = os.stat(sock)
+        st = os.stat(d.sock)
         assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 0
     finally:
-        p.terminate()
-        assert p.wait(15) == 0
+        assert d.stop() == 0, d.log_text()

@@ -26,6 +26,7 @@ from fastpath import top
 from fastpath.control import Control
 from fastpath.metrics import FastpathCollector, make_registry, parse_address
 from fastpath.switch import Switch
+from fastpathd import Fastpathd
 from netns import Netns, veth_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,37 +200,19 @@ def test_top_rates_and_render():
 
 # ---------------------------------------------------------------- a real daemon
 
-class Daemon:
+class Daemon(Fastpathd):
     """fastpath run --metrics in namespace `ns`; HTTP clients connect from inside it."""
 
+    out = Fastpathd.do                          # this file's name for it
+
     def __init__(self, ns, tmp_path, metrics="127.0.0.1:0"):
-        self.ns = ns
-        self.sock = str(tmp_path / "fp.sock")
-        self.log = tmp_path / "fp.log"
-        with open(self.log, "w") as f:
-            self.proc = ns.popen([sys.executable, "-m", "fastpath.cli", "run", "--control", self.sock,
-                                  "--buffers", "4096", "--metrics", metrics],
-                                 stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            m = re.search(r"metrics on http://([\d.]+):(\d+)/metrics", self.log.read_text())
-            if m and os.path.exists(self.sock) and self.ctl("version").returncode == 0:
-                self.host, self.port = m.group(1), int(m.group(2))
-                break
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
-
-    def ctl(self, *argv, fmt=None, timeout=30):
-        cmd = [sys.executable, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        return subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, timeout=timeout)
-
-    def out(self, *argv, fmt=None):
-        r = self.ctl(*argv, fmt=fmt)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout) if fmt == "json" else r.stdout
+        super().__init__(tmp_path / "fp.sock", tmp_path / "fp.log", ns=ns,
+                         args=["--buffers", "4096", "--metrics", metrics])
+        self.start()
+        # logged before the dispatch loop starts, so before the control socket answers
+        m = re.search(r"metrics on http://([\d.]+):(\d+)/metrics", self.log_text())
+        assert m, self.log_text()
+        self.host, self.port = m.group(1), int(m.group(2))
 
     def connect(self, timeout=5):
         with self.ns.entered():
@@ -248,16 +231,6 @@ class Daemon:
         status, headers, body = self.get()
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
         return parse(body.decode())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 needs_netns = pytest.mark.root

@@ -5,12 +5,9 @@ capture on the underlay sees only ARP, the handshake and ESP. A gateway that res
 gets the tunnel back by itself, and rekeys under a continuous stream lose nothing."""
 import collections
 import contextlib
-import json
-import os
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import types
@@ -21,9 +18,9 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
 from fastpath.demo import ping
+from fastpathd import Fastpathd
 from netns import Netns, can_run, veth_pair
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not can_run(), reason="needs root")
 
 PSK = "two sites, one secret"
@@ -31,24 +28,15 @@ SITE_IPS = {"a": ("192.0.2.1", "192.0.2.2"), "b": ("192.0.2.2", "192.0.2.1")}
 HOST_IPS = {"ha10": "10.10.0.1", "ha20": "10.10.0.11", "hb10": "10.10.0.2", "hb20": "10.10.0.12"}
 
 
-class Site:
-    """One gateway: `fastpath run` in namespace ns, configured with fastpathctl."""
+class Site(Fastpathd):
+    """One gateway: `fastpath run` in namespace ns, configured with fastpathctl. start()
+    again restarts it: same namespace, control socket and log, appended to."""
 
     def __init__(self, ns, sock, log, side):
-        self.ns, self.sock, self.log, self.side = ns, sock, log, side
+        super().__init__(sock, log, ns=ns, args=["--buffers", "4096"])
+        self.side = side
         self.me, self.peer = SITE_IPS[side]
-        self.logf = None
         self.start()
-
-    def start(self):
-        """Start the daemon (again: same namespace, control socket and log, appended to)."""
-        self.logf = open(self.log, "a")
-        self.proc = self.ns.popen([sys.executable, "-m", "fastpath.cli", "run", "--control", self.sock,
-                                   "--buffers", "4096"], stdout=self.logf, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 60         # a guard, not a measurement (loaded machines)
-        while not (os.path.exists(self.sock) and self.ctl("version").returncode == 0):
-            assert self.proc.poll() is None and time.monotonic() < deadline, open(self.log).read()
-            time.sleep(0.05)
 
     def configure(self, tunnel_options=()):
         """The site's whole configuration: uplink address, bridge, VLAN 10 and 20 host
@@ -62,33 +50,8 @@ class Site:
                 f"options:local_ip={self.me}", "options:key=100", f"options:psk={PSK}",
                 *tunnel_options)
 
-    def ctl(self, *argv, fmt=None):
-        cmd = [sys.executable, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        return subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, timeout=30)
-
-    def do(self, *argv, fmt=None):
-        r = self.ctl(*argv, fmt=fmt)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout) if fmt == "json" else r.stdout
-
     def sa(self):
         return self.do("show", "sa", fmt="json")
-
-    def stop(self):
-        """SIGTERM (SIGKILL after 15 s); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.logf:
-            self.logf.close()
-            self.logf = None
-        return self.proc.returncode
 
 
 def sas_up(site):

@@ -6,7 +6,6 @@ forwarding through one MAC table while the control thread reconfigures everythin
 For real: `fastpath run --workers 2` over veth, flows spread over both workers by
 AF_PACKET fanout, every frame delivered once and in order within its flow.
 """
-import json
 import os
 import socket
 import struct
@@ -21,10 +20,10 @@ from scapy.layers.ipsec import ESP
 from scapy.layers.l2 import Ether
 
 from fastpath.switch import ConfigError, Switch
+from fastpathd import Fastpathd
 from l2util import Clock, frame
 from netns import Netns, veth_pair
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -238,13 +237,6 @@ def test_flow_counters_lose_nothing_with_two_workers():
 
 # ---- the daemon with two workers, over veth ----
 
-def _ctl(sock, *argv):
-    r = subprocess.run([sys.executable, "-m", "fastpath.ctl", "--control", sock, "--format", "json",
-                        *argv], capture_output=True, text=True, cwd=REPO, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout) if r.stdout.strip() else None
-
-
 def _mac(ns, ifname):
     return ns.run(["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
 
@@ -255,21 +247,13 @@ def test_daemon_two_workers_spread_flows_and_keep_their_order(tmp_path):
     with Netns("fpsw") as swns, Netns("fpa") as a, Netns("fpb") as b, Netns("fpc") as c, \
             veth_pair("wa", "eth0", swns, a), veth_pair("wb", "eth0", swns, b), \
             veth_pair("wc", "eth0", swns, c):
-        sock = str(tmp_path / "fp.sock")
-        log = open(tmp_path / "fp.log", "w")
-        proc = swns.popen([sys.executable, "-m", "fastpath.cli", "run", "--control", sock,
-                           "--buffers", "4096", "workers=2", "cpus=0,1"],
-                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        fp = Fastpathd(tmp_path / "fp.sock", tmp_path / "fp.log", ns=swns,
+                       args=["--buffers", "4096", "workers=2", "cpus=0,1"]).start()
         try:
-            deadline = time.monotonic() + 20
-            while not os.path.exists(sock):
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "fp.log").read_text()
-                time.sleep(0.05)
-            time.sleep(0.2)
-            _ctl(sock, "add-br", "br0")
-            _ctl(sock, "add-port", "br0", "wa", "tag=10")
-            _ctl(sock, "add-port", "br0", "wb", "tag=10")
-            _ctl(sock, "add-port", "br0", "wc", "tag=20")
+            fp.do("add-br", "br0")
+            fp.do("add-port", "br0", "wa", "tag=10")
+            fp.do("add-port", "br0", "wb", "tag=10")
+            fp.do("add-port", "br0", "wc", "tag=20")
             mac_a, mac_b = _mac(a, "eth0"), _mac(b, "eth0")
             with b.entered():
                 rx_b = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
@@ -318,21 +302,18 @@ def test_daemon_two_workers_spread_flows_and_keep_their_order(tmp_path):
                 if UDP in Ether(d):
                     leaked.append(d)
             assert not leaked                                   # VLAN 20 never sees VLAN 10
-            rt = _ctl(sock, "show", "runtime")
+            rt = fp.do("show", "runtime", fmt="json")
             inputs = {r["worker"]: r["packets"] for r in rt if r["name"] == "wa-input"}
             assert inputs.get(0, 0) > 0 and inputs.get(1, 0) > 0, inputs   # both workers worked
             assert inputs["all"] == inputs[0] + inputs[1]
-            fdb = _ctl(sock, "fdb/show", "br0")
+            fdb = fp.do("fdb/show", "br0", fmt="json")
             assert {r["mac"] for r in fdb} >= {mac_a, mac_b}
             flood = sum(r["packets"] for r in rt if r["name"] == "l2-flood" and r["worker"] == "all")
             assert flood < sent // 10                            # unicast, not flooded
-            ifs = {r["name"]: r for r in _ctl(sock, "show", "interfaces")}
+            ifs = {r["name"]: r for r in fp.do("show", "interfaces", fmt="json")}
             assert ifs["wb"]["tx_packets"] >= sent
-            text = subprocess.run([sys.executable, "-m", "fastpath.ctl", "--control", sock, "show", "runtime"],
-                                  capture_output=True, text=True, cwd=REPO).stdout
+            text = fp.ctl("show", "runtime").stdout
             assert "Worker 0" in text and "Worker 1" in text and "Total" in text
         finally:
-            proc.terminate()
-            assert proc.wait(15) == 0, (tmp_path / "fp.log").read_text()
-            log.close()
-        assert "2 workers" in (tmp_path / "fp.log").read_text()
+            assert fp.stop() == 0, fp.log_text()
+        assert "2 workers" in fp.log_text()
