@@ -52,11 +52,17 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 from netns import Netns, can_run, run_in, unique_name, veth_pair  # noqa: E402
+from trials import (PY, FastpathRun, boost, check_cores, cpu_times, default_by_mode,  # noqa: E402
+                    default_method, finish_meta, heading_end, least_contended, loadavg, log,
+                    pinned, proc_cpu_seconds, proc_run_delay, read_json_line, rounds,
+                    run_and_print, stop_process)
 
-PY = sys.executable
 GEN_MAC = "02:e2:e0:00:00:01"
 SINK_MAC = "02:e2:e0:00:00:02"
 ETHERTYPE = 0x88B5          # IEEE local experimental: nothing else on these links uses it
@@ -66,10 +72,6 @@ SHORT_PEERS = ("ceiling", "linux-bridge", "ovs", "fastpath")     # CI: under a m
 FCS = 4
 VLAN = 10
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def mac_bytes(mac):
@@ -138,16 +140,6 @@ def link(stack, ns_a, ns_b, prefix):
     return a, b
 
 
-def stop_process(proc, timeout=5.0):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -173,41 +165,6 @@ def kill_pidfile(path, timeout=5.0):
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def cpu_times():
-    """Per CPU: (user + nice + system, softirq, all) in seconds since boot."""
-    hz = os.sysconf("SC_CLK_TCK")
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and line[3:4].isdigit():
-                name, *v = line.split()
-                v = [int(x) for x in v]
-                out[int(name[3:])] = ((v[0] + v[1] + v[2]) / hz, v[6] / hz, sum(v[:8]) / hz)
-    return out
-
-
-def proc_run_delay(pid):
-    """Seconds the threads of a process have waited on a run queue (schedstat), or None."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[1])
-    except OSError:
-        return None
-    return total / 1e9
-
-
-def proc_cpu_seconds(pid):
-    """utime + stime of a process and all its threads, in seconds."""
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- peers
@@ -332,13 +289,13 @@ class Ovs(SwitchPeer):
         self.env = dict(os.environ, OVS_RUNDIR=r, OVS_LOGDIR=r, OVS_DBDIR=r, OVS_SYSCONFDIR=r)
         subprocess.run(["ovsdb-tool", "create", f"{r}/conf.db", OVS_SCHEMA], check=True,
                        capture_output=True, env=self.env)
-        pin = pinned(self.args, self.args.switch_core)
+        pin = pinned(self.args.nice, self.args.switch_core)
         stack.callback(kill_pidfile, f"{r}/ovsdb-server.pid")
         subprocess.run(pin + ["ovsdb-server", f"{r}/conf.db", f"--remote=punix:{r}/db.sock",
                               f"--pidfile={r}/ovsdb-server.pid", f"--unixctl={r}/ovsdb-server.ctl",
                               f"--log-file={r}/ovsdb-server.log", "--detach", "--no-chdir"],
                        check=True, capture_output=True, env=self.env)
-        boost(self.args, int(open(f"{r}/ovsdb-server.pid").read()))
+        boost(self.args.nice, int(open(f"{r}/ovsdb-server.pid").read()))
         self.vsctl("--no-wait", "init")
         stack.callback(kill_pidfile, f"{r}/ovs-vswitchd.pid")
         # in the switch's namespace (its AF_PACKET sockets open the interfaces there),
@@ -357,7 +314,7 @@ class Ovs(SwitchPeer):
             if err not in ("[]", ""):
                 raise RuntimeError(f"ovs: interface {ifname}: {err}\n{self.tail_logs()}")
         self.pid = int(open(f"{r}/ovs-vswitchd.pid").read())
-        boost(self.args, self.pid)
+        boost(self.args.nice, self.pid)
 
     def before_trial(self):
         self.appctl("dpif-netdev/pmd-stats-clear")
@@ -388,46 +345,15 @@ class Fastpath(SwitchPeer):
     if_prefix = "ef"
 
     def ctl(self, *argv, fmt=None):
-        cmd = [PY, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        r = subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"fastpathctl {' '.join(argv)}: {r.stderr.strip()}\n{self.tail_log()}")
-        return json.loads(r.stdout) if fmt == "json" else r.stdout
-
-    def tail_log(self):
-        with contextlib.suppress(OSError):
-            return "".join(open(self.logfile).readlines()[-20:])
-        return ""
+        return self.daemon.ctl(*argv, fmt=fmt)
 
     def start(self, stack):
-        self.rundir = tempfile.mkdtemp(prefix="fastpath-e2e-fp.")
-        stack.callback(shutil.rmtree, self.rundir, True)
-        self.sock = os.path.join(self.rundir, "fastpath.sock")
-        self.logfile = os.path.join(self.rundir, "fastpath.log")
         cpus = getattr(self.args, "fastpath_cpus", None)        # --fastpath-cpus
-        cmd = (["ip", "netns", "exec", self.ns.name] +
-               pinned(self.args, cpus if cpus else self.args.switch_core) +
-               [PY, "-m", "fastpath.cli", "run", "--control", self.sock] +
-               list(getattr(self.args, "fastpath_args", None) or []))       # --fastpath-args
-        with open(self.logfile, "w") as f:
-            # `ip netns exec`, nice and taskset exec: the process is the daemon itself
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        stack.callback(stop_process, self.proc)
-        boost(self.args, self.proc.pid)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fastpath run exited ({self.proc.returncode}):\n{self.tail_log()}")
-            if os.path.exists(self.sock):
-                with contextlib.suppress(RuntimeError):
-                    self.ctl("version")
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fastpath run did not come up:\n{self.tail_log()}")
-            time.sleep(0.05)
+        self.daemon = FastpathRun(self.ns, cpus if cpus else self.args.switch_core, self.args.nice,
+                                  "fastpath-e2e-fp.",
+                                  extra_args=getattr(self.args, "fastpath_args", None) or [])  # --fastpath-args
+        self.daemon.start(stack)
+        self.proc = self.daemon.proc
         self.ctl("add-br", "br0")
         self.ctl("add-port", "br0", self.in_if, "type=afpacket", f"tag={VLAN}")
         self.ctl("add-port", "br0", self.out_if, "type=afpacket", f"tag={VLAN}")
@@ -491,42 +417,9 @@ def make_peers(args, gen_ns, sink_ns):
 
 # ---------------------------------------------------------------- one trial
 
-def pinned(args, core):
-    """Command prefix: run on `core`, at --nice priority."""
-    prefix = ["nice", "-n", str(args.nice)] if args.nice else []
-    return prefix + ["taskset", "-c", str(core)]
-
-
-def boost(args, pid):
-    """Give a process started in a session of its own the --nice priority. With the
-    scheduler's autogroups (sched_autogroup_enabled), nice only ranks tasks of one session
-    against each other: other sessions' tasks are held back by the session's own nice."""
-    if not args.nice:
-        return
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write(str(args.nice))
-
-
 def pktgen_cmd(args, ns, core, *argv):
-    return (["ip", "netns", "exec", ns.name] + pinned(args, core) +
+    return (["ip", "netns", "exec", ns.name] + pinned(args.nice, core) +
             [PY, "-m", "fastpath.afpacket.pktgen_cli"] + list(argv))
-
-
-def read_json_line(proc, timeout):
-    """The next stdout line of proc as JSON (None on timeout or EOF)."""
-    import select
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if r:
-            line = proc.stdout.readline()
-            if not line:
-                return None
-            line = line.strip()
-            if line:
-                return json.loads(line)
-    return None
 
 
 def trial(args, peer, size, gen_ns, sink_ns):
@@ -549,7 +442,7 @@ def trial(args, peer, size, gen_ns, sink_ns):
     cpu0 = cpu_times()
     sink = subprocess.Popen(sink_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True)
-    boost(args, sink.pid)
+    boost(args.nice, sink.pid)
     try:
         ready = read_json_line(sink, 30)
         if not ready or not ready.get("ready"):
@@ -558,7 +451,7 @@ def trial(args, peer, size, gen_ns, sink_ns):
         with subprocess.Popen(gen_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True) as gp:
             try:
-                boost(args, gp.pid)
+                boost(args.nice, gp.pid)
                 out, err = gp.communicate(timeout=args.seconds + 60)
             except BaseException:
                 gp.kill()
@@ -633,23 +526,19 @@ def contention(r):
 def measure(args, peer, size, gen_ns, sink_ns):
     """One trial; on a shared machine, repeated (--retries) while other people's tasks held
     it back more than --max-wait (see contention()). The least contended one counts."""
-    best = None
-    for attempt in range(args.retries + 1):
+    def once():
         r = trial(args, peer, size, gen_ns, sink_ns)
         r["wait"] = max(r["gen_wait"] or 0.0, r["extra"].get("switch_wait") or 0.0)
         r["contention"] = contention(r)
-        r["attempts"] = attempt + 1
+        return r
+
+    def show(r, again):
         log(f"e2e: {size:>4} B {peer.name:<17} sent {r['offered_pps']:>10,.0f}/s delivered "
             f"{r['delivered_pps']:>10,.0f}/s loss {100 * r['loss']:5.1f}% load {r['loadavg'][1]:.2f} "
             f"others' CPU {100 * r['others']:.0f}% waited {100 * r['wait']:.1f}%"
-            + (" (retrying)" if r["contention"] > args.max_wait and attempt < args.retries else ""))
-        if best is None or r["contention"] < best["contention"]:
-            best = r
-        if r["contention"] <= args.max_wait:
-            break
-        time.sleep(1.0)
-    best["attempts"] = attempt + 1
-    return best
+            + (" (retrying)" if again else ""))
+
+    return least_contended(once, lambda r: r["contention"], args.max_wait, args.retries, show)
 
 
 def summarize(results, peers, sizes):
@@ -734,10 +623,8 @@ def run(args):
     """Build everything, measure, tear everything down; returns the report as a dict."""
     if not can_run():
         raise SystemExit("e2e: needs root, veth and network namespaces")
+    check_cores(args, "gen_core", "switch_core", "sink_core")
     ncpu = os.cpu_count() or 1
-    for what in ("gen_core", "switch_core", "sink_core"):
-        if not 0 <= getattr(args, what) < ncpu:
-            raise SystemExit(f"--{what.replace('_', '-')}: no CPU {getattr(args, what)}")
     results = []
     t_start = time.monotonic()
     meta = {"mode": "short" if args.short else "full", "seconds": args.seconds,
@@ -745,7 +632,7 @@ def run(args):
             "switch_core": args.switch_core, "sink_core": args.sink_core,
             "method": args.method, "nice": args.nice, "kernel": platform.release(), "cpus": ncpu,
             "flows": getattr(args, "flows", 1), "fastpath_args": getattr(args, "fastpath_args", []),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+            "loadavg_start": loadavg()}
     with contextlib.ExitStack() as stack:
         gen_ns = stack.enter_context(Netns("egen"))
         sink_ns = stack.enter_context(Netns("esnk"))
@@ -754,18 +641,15 @@ def run(args):
             if p.available:
                 log(f"e2e: setting up {p.name}")
                 p.setup(stack)
-        for t in range(args.trials):
-            for size in args.sizes:
-                for p in peers:
-                    if not p.available:
-                        continue
-                    r = measure(args, p, size, gen_ns, sink_ns)
-                    r["trial"] = t
-                    results.append(r)
+        for t, size, p in rounds(args.trials, args.sizes, peers):
+            if not p.available:
+                continue
+            r = measure(args, p, size, gen_ns, sink_ns)
+            r["trial"] = t
+            results.append(r)
     rows = summarize(results, peers, args.sizes)
     checks = targets(rows, args.sizes)
-    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    finish_meta(meta, t_start)
     return {"meta": meta, "summary": rows, "targets": checks, "results": results,
             "table": markdown(rows, checks)}
 
@@ -812,40 +696,24 @@ def parse_args(argv=None):
     if args.peers is None:
         args.peers = ",".join(SHORT_PEERS if args.short else ALL_PEERS)
     args.peers = [s.strip() for s in args.peers.split(",") if s.strip()]
-    if args.seconds is None:
-        args.seconds = 2.0 if args.short else 5.0
-    if args.trials is None:
-        args.trials = 1 if args.short else 3
-    if args.retries is None:
-        args.retries = 0 if args.short else 2
+    default_by_mode(args, seconds=(2.0, 5.0), trials=(1, 3), retries=(0, 2))
     if args.sink_core is None:
         args.sink_core = args.gen_core
-    if args.method is None:
-        from fastpath.afpacket.pktgen import DEFAULT_METHOD
-        args.method = DEFAULT_METHOD
+    default_method(args)
     return args
+
+
+def heading(m):
+    """The line above the table, from the report's meta."""
+    return (f"# fastpath end to end ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, "
+            f"median; kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} on core "
+            f"{m['gen_core']}, switch on core {m['switch_core']}, sink on core {m['sink_core']}"
+            + heading_end(m))
 
 
 def main(argv=None):
     args = parse_args(argv)
-
-    def terminate(signum, _frame):
-        raise SystemExit(128 + signum)       # unwinds the ExitStack: everything is removed
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
-    report = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    m = report["meta"]
-    print(f"# fastpath end to end ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, "
-          f"median; kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} on core "
-          f"{m['gen_core']}, switch on core {m['switch_core']}, sink on core {m['sink_core']}"
-          f"{', nice ' + str(m['nice']) if m['nice'] else ''}; "
-          f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end)\n")
-    print(report["table"])
-    return 0
+    return run_and_print(args, run, heading)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 from netns import Netns, can_run, run_in, unique_name, veth_pair
+from bench.trials import exit_on_signals, read_json_line, stop_process
 
 PY = sys.executable
 ETHERTYPE = 0x88B5
@@ -258,35 +259,6 @@ def memif_peer(args):
 
 
 # ---------------------------------------------------------------- processes
-
-def read_json_line(proc, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if r:
-            line = proc.stdout.readline()
-            if not line:
-                return None
-            line = line.strip()
-            if line:
-                try:
-                    return json.loads(line)
-                except ValueError:
-                    continue
-    return None
-
-
-def stop_process(proc, timeout=10.0, sig=signal.SIGTERM):
-    if proc is None or proc.poll() is not None:
-        return proc.returncode if proc is not None else None
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return None
-
 
 def proc_status(pid):
     out = {}
@@ -697,7 +669,8 @@ class Soak:
             return None
         end = time.monotonic() + timeout
         while True:
-            r = read_json_line(self.vm, max(0.1, end - time.monotonic()))
+            # a stray line that is not JSON must not end a long soak
+            r = read_json_line(self.vm, max(0.1, end - time.monotonic()), skip_non_json=True)
             if r is None:
                 if self.vm.poll() is not None:
                     self.fail(f"memif peer exited ({self.vm.returncode})")
@@ -1307,11 +1280,7 @@ def main(argv=None):
     if args.memif_peer:
         return memif_peer(args)
 
-    def terminate(signum, _frame):
-        raise SystemExit(128 + signum)       # unwinds the ExitStack: everything is removed
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
+    exit_on_signals()
     cfg = Config(args.duration, nice=args.nice, report=args.report, interval=args.interval,
                  epoch=args.epoch, warmup=args.warmup, seed=args.seed, buffers=args.buffers,
                  rekey_time=args.rekey_time, reconnect=args.reconnect, rate=args.rate,

@@ -67,7 +67,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import cpu_times, proc_cpu_seconds, proc_run_delay  # noqa: E402
+from trials import (boost, check_cores, cpu_times, default_by_mode, finish_meta,  # noqa: E402
+                    least_contended, loadavg, log, proc_cpu_seconds, proc_run_delay, rounds,
+                    run_and_print, stop_process)
 
 PY = sys.executable
 TESTPMD = shutil.which("dpdk-testpmd")
@@ -84,36 +86,10 @@ LABELS = {
 }
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
 def no_core_dumps():
     # DPDK 22.11's memif PMD may segfault when its peer goes away first; no core files
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.setsid()
-
-
-def boost(nice, pid):
-    """Give a process in a session of its own the --nice priority (autogroup nice: with
-    sched_autogroup_enabled, nice only ranks tasks of one session against each other)."""
-    if not nice:
-        return
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write(str(nice))
-
-
-def stop(proc, sig=signal.SIGINT, timeout=10.0):
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def wait_for(cond, timeout, what, check=None):
@@ -222,7 +198,7 @@ class Fastpath:
         self.proc.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
     def close(self):
-        stop(self.proc, signal.SIGTERM)
+        stop_process(self.proc, 10.0, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- DPDK testpmd
@@ -305,7 +281,7 @@ class TestPmd:
         if self.tel:
             with contextlib.suppress(OSError):
                 self.tel.close()
-        stop(self.proc, signal.SIGINT, 15)
+        stop_process(self.proc, 15, signal.SIGINT)
 
 
 # ---------------------------------------------------------------- one trial
@@ -485,22 +461,15 @@ def trial_once(args, case, impl):
 def trial(args, case, impl):
     """One trial; on a shared machine repeated (--retries) while one of our two processes
     waited for a CPU more than --max-wait of the time. The least contended one counts."""
-    best = None
-    for attempt in range(args.retries + 1):
-        r = trial_once(args, case, impl)
-        again = r["wait"] > args.max_wait and attempt < args.retries
+    def show(r, again):
         log(f"vm: {case:<9} {impl:<8} delivered {r['delivered_pps'] / 1e6:6.2f} Mpps  "
             f"load {r['loadavg'][0]:.2f}  others' CPU {r['others_cpu']:.2f} cores  "
             f"CPU {', '.join(f'{k} {v:.2f}' for k, v in r['cpu'].items())}  "
             f"waited {', '.join(f'{k} {100 * v:.1f}%' for k, v in r['waited'].items())}"
             + ("  (retrying)" if again else ""))
-        if best is None or r["wait"] < best["wait"]:
-            best = r
-        if not again:
-            break
-        time.sleep(1.0)
-    best["attempts"] = attempt + 1
-    return best
+
+    return least_contended(lambda: trial_once(args, case, impl), lambda r: r["wait"],
+                           args.max_wait, args.retries, show)
 
 
 # ---------------------------------------------------------------- the run
@@ -556,29 +525,24 @@ def run(args):
         raise SystemExit("vm: needs root (DPDK's EAL, the cores)")
     if TESTPMD is None:
         raise SystemExit("vm: dpdk-testpmd not installed (scripts/setup.sh installs dpdk-dev)")
+    check_cores(args, "switch_core", "peer_core")
     ncpu = os.cpu_count() or 1
-    for what in ("switch_core", "peer_core"):
-        if not 0 <= getattr(args, what) < ncpu:
-            raise SystemExit(f"--{what.replace('_', '-')}: no CPU {getattr(args, what)}")
     t_start = time.monotonic()
     meta = {"mode": "short" if args.short else "full", "seconds": args.seconds, "warmup": args.warmup,
             "trials": args.trials, "frame": FRAME_SIZE, "queue_size": args.queue_size,
             "max_wait": args.max_wait, "retries": args.retries, "switch_core": args.switch_core,
             "peer_core": args.peer_core, "nice": args.nice, "kernel": platform.release(), "cpus": ncpu,
-            "testpmd": TESTPMD, "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+            "testpmd": TESTPMD, "loadavg_start": loadavg()}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         meta["dpdk"] = subprocess.run(["pkg-config", "--modversion", "libdpdk"], capture_output=True,
                                       text=True, timeout=20).stdout.strip()
     results = []
-    for t in range(args.trials):
-        for case in args.cases:
-            for impl in ("fastpath", "dpdk"):
-                r = trial(args, case, impl)
-                r["trial"] = t
-                results.append(r)
+    for t, case, impl in rounds(args.trials, args.cases, ("fastpath", "dpdk")):
+        r = trial(args, case, impl)
+        r["trial"] = t
+        results.append(r)
     rows = summarize(results, args.cases)
-    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    finish_meta(meta, t_start)
     return {"meta": meta, "summary": rows, "results": results, "table": markdown(rows)}
 
 
@@ -609,44 +573,26 @@ def parse_args(argv=None):
     for c in args.cases:
         if c not in ALL_CASES:
             p.error(f"--cases: unknown case {c!r}")
-    if args.seconds is None:
-        args.seconds = 1.0 if args.short else 5.0
-    if args.warmup is None:
-        args.warmup = 0.5 if args.short else 1.0
-    if args.trials is None:
-        args.trials = 1 if args.short else 3
-    if args.retries is None:
-        args.retries = 0 if args.short else 2
-    if args.memory is None:
-        args.memory = 128 if args.short else 256
-    if args.mbufs is None:
-        args.mbufs = 8192 if args.short else 16384
+    default_by_mode(args, seconds=(1.0, 5.0), warmup=(0.5, 1.0), trials=(1, 3), retries=(0, 2),
+                    memory=(128, 256), mbufs=(8192, 16384))
     return args
+
+
+def heading(m):
+    """The line above the table, from the report's meta."""
+    return (f"# vhost-user and memif, {FRAME_SIZE}-byte frames, fastpath and DPDK {m.get('dpdk') or '?'} "
+            f"({m['mode']}: {m['trials']} trial(s) x "
+            f"{m['seconds']:g} s, median; kernel {m['kernel']}, {m['cpus']} CPUs; switch on core "
+            f"{m['switch_core']}, testpmd front end on core {m['peer_core']}"
+            f"{', nice ' + str(m['nice']) if m['nice'] else ''}; load average {m['loadavg_start']} at start, "
+            f"{m['loadavg_end']} at end; {m['wall_seconds']:g} s)")
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-
-    def terminate(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
-    report = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    m = report["meta"]
-    print(f"# vhost-user and memif, {FRAME_SIZE}-byte frames, fastpath and DPDK {m.get('dpdk') or '?'} "
-          f"({m['mode']}: {m['trials']} trial(s) x "
-          f"{m['seconds']:g} s, median; kernel {m['kernel']}, {m['cpus']} CPUs; switch on core "
-          f"{m['switch_core']}, testpmd front end on core {m['peer_core']}"
-          f"{', nice ' + str(m['nice']) if m['nice'] else ''}; load average {m['loadavg_start']} at start, "
-          f"{m['loadavg_end']} at end; {m['wall_seconds']:g} s)\n")
-    print(report["table"])
-    return 0
+    return run_and_print(args, run, heading)
 
 
 if __name__ == "__main__":

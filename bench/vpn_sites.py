@@ -30,15 +30,10 @@ VXLAN) measured in the same run.
 """
 import argparse
 import contextlib
-import json
 import os
 import platform
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -46,8 +41,11 @@ for _p in (HERE, REPO):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 import e2e  # noqa: E402   (also puts tests/ on sys.path for netns)
-from e2e import PY, VLAN, link, log, pinned, boost, stop_process, proc_cpu_seconds, proc_run_delay  # noqa: E402
+from e2e import VLAN, link  # noqa: E402
 from netns import Netns, can_run  # noqa: E402
+from trials import (FastpathRun, default_by_mode, default_method, finish_meta,  # noqa: E402
+                    heading_end, loadavg, log, proc_cpu_seconds, proc_run_delay, rounds,
+                    run_and_print)
 
 ALL_PEERS = ("ceiling", "vxlan", "vpn")
 SITE_IPS = ("192.0.2.1", "192.0.2.2")
@@ -55,49 +53,12 @@ PSK = "fastpath bench: two sites, one secret"
 TUNNELS = {"vpn": ("br0", "vpn0", 100, True), "vxlan": ("br1", "vx0", 200, False)}
 
 
-class Gateway:
+class Gateway(FastpathRun):
     """`fastpath run` in a namespace of its own, pinned to a core, driven by fastpathctl."""
 
     def __init__(self, args, ns, name, core):
-        self.args, self.ns, self.name, self.core = args, ns, name, core
-
-    def start(self, stack):
-        self.rundir = tempfile.mkdtemp(prefix=f"fastpath-vpn-{self.name}.")
-        stack.callback(shutil.rmtree, self.rundir, True)
-        self.sock = os.path.join(self.rundir, "fastpath.sock")
-        self.logfile = os.path.join(self.rundir, "fastpath.log")
-        cmd = (["ip", "netns", "exec", self.ns.name] + pinned(self.args, self.core) +
-               [PY, "-m", "fastpath.cli", "run", "--control", self.sock])
-        with open(self.logfile, "w") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        stack.callback(stop_process, self.proc)
-        boost(self.args, self.proc.pid)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name}: fastpath run exited ({self.proc.returncode}):\n{self.tail_log()}")
-            if os.path.exists(self.sock):
-                with contextlib.suppress(RuntimeError):
-                    self.ctl("version")
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: fastpath run did not come up:\n{self.tail_log()}")
-            time.sleep(0.05)
-
-    def ctl(self, *argv, fmt=None):
-        cmd = [PY, "-m", "fastpath.ctl", "--control", self.sock]
-        if fmt:
-            cmd += ["--format", fmt]
-        r = subprocess.run(cmd + list(argv), capture_output=True, text=True, cwd=REPO, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"{self.name}: fastpathctl {' '.join(argv)}: {r.stderr.strip()}\n{self.tail_log()}")
-        return json.loads(r.stdout) if fmt == "json" else r.stdout
-
-    def tail_log(self):
-        with contextlib.suppress(OSError):
-            return "".join(open(self.logfile).readlines()[-20:])
-        return ""
+        super().__init__(ns, core, args.nice, f"fastpath-vpn-{name}.", name=name, timeout=60.0)
+        self.args, self.core = args, core
 
 
 class Sites:
@@ -308,16 +269,13 @@ def run(args):
             "sizes": args.sizes, "gen_core": args.gen_core, "sink_core": args.sink_core,
             "gw_cores": list(args.gw_cores), "method": args.method, "nice": args.nice,
             "kernel": platform.release(), "cpus": ncpu,
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+            "loadavg_start": loadavg()}
     with Bench(args) as bench:
-        for t in range(args.trials):
-            for size in args.sizes:
-                for name in bench.peers:
-                    bench.measure(name, size)["trial"] = t
+        for t, size, name in rounds(args.trials, args.sizes, bench.peers):
+            bench.measure(name, size)["trial"] = t
         rows = bench.summary()
         results = bench.results
-    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    finish_meta(meta, t_start)
     return {"meta": meta, "summary": rows, "results": results, "table": markdown(rows)}
 
 
@@ -354,41 +312,24 @@ def parse_args(argv=None):
         assert len(args.gw_cores) == 2
     except (ValueError, AssertionError):
         p.error("--gw-cores: two core numbers, A,B")
-    if args.seconds is None:
-        args.seconds = 1.0 if args.short else 3.0
-    if args.trials is None:
-        args.trials = 1 if args.short else 3
-    if args.retries is None:
-        args.retries = 0 if args.short else 2
+    default_by_mode(args, seconds=(1.0, 3.0), trials=(1, 3), retries=(0, 2))
     if args.sink_core is None:
         args.sink_core = args.gen_core
     args.switch_core = args.gw_cores[0]          # e2e's CPU accounting: the gateways' core
-    if args.method is None:
-        from fastpath.afpacket.pktgen import DEFAULT_METHOD
-        args.method = DEFAULT_METHOD
+    default_method(args)
     return args
+
+
+def heading(m):
+    """The line above the table, from the report's meta."""
+    return (f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median; "
+            f"kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} and sink on core {m['gen_core']}, "
+            f"gateways on cores {m['gw_cores'][0]},{m['gw_cores'][1]}" + heading_end(m))
 
 
 def main(argv=None):
     args = parse_args(argv)
-
-    def terminate(signum, _frame):
-        raise SystemExit(128 + signum)       # unwinds the ExitStack: everything is removed
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
-    report = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    m = report["meta"]
-    print(f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median; "
-          f"kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} and sink on core {m['gen_core']}, "
-          f"gateways on cores {m['gw_cores'][0]},{m['gw_cores'][1]}"
-          f"{', nice ' + str(m['nice']) if m['nice'] else ''}; "
-          f"load average {m['loadavg_start'][0]} at start, {m['loadavg_end'][0]} at end)\n")
-    print(report["table"])
-    return 0
+    return run_and_print(args, run, heading)
 
 
 if __name__ == "__main__":
