@@ -97,6 +97,15 @@ def test_priority_order_and_counters():
     assert "priority=0" in dump[2] and "n_packets=0" in dump[2]
 
 
+def test_counters_of_a_worker_without_a_row_go_to_row_zero():
+    """A classifier numbered past the rows its table was built with counts in row 0
+    rather than writing past the counters."""
+    sw = flows("priority=10,in_port=1 actions=output:2")
+    sw.graph["flow-classify"].worker = 7
+    send(sw, "p1", frame(), frame())
+    assert "n_packets=2," in sw.dump_flows("br0")[0]
+
+
 def test_table_miss_and_del_flows():
     sw = flows()
     sw.del_flows("br0")

@@ -67,6 +67,7 @@ ctypedef struct flow_arrays_t:
     uint64_t *n_packets          # [worker * stride + rule]: a row per worker, no atomics
     uint64_t *n_bytes
     int stride
+    int rows                     # workers the counters have rows for
 
 
 class Flow:
@@ -225,6 +226,7 @@ cdef class FlowTable:
         c.n_packets = <uint64_t *> <size_t> a["n_packets"].ctypes.data
         c.n_bytes = <uint64_t *> <size_t> a["n_bytes"].ctypes.data
         c.stride = stride
+        c.rows = self.workers
         self.c = c
 
     def dump(self):
@@ -291,7 +293,7 @@ cdef class FlowClassify(L2Node):
         return False
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
-        cdef int i, r, k, j, last_member
+        cdef int i, r, k, j, last_member, row
         cdef uint32_t b, a, end
         cdef uint16_t rx, m, nm, tci
         cdef uint8_t o
@@ -308,8 +310,9 @@ cdef class FlowClassify(L2Node):
                 self.pool.next[b] = ARC_DROP
                 continue
             t = &(<FlowTable> ft).c
-            t.n_packets[self.worker * t.stride + r] += 1
-            t.n_bytes[self.worker * t.stride + r] += self.pool.length[b]
+            row = self.worker if 0 <= self.worker < t.rows else 0     # (a table built for fewer)
+            t.n_packets[row * t.stride + r] += 1
+            t.n_bytes[row * t.stride + r] += self.pool.length[b]
             rx = self.pool.rx_if[b]
             sent = False
             a = t.act_start[r]
