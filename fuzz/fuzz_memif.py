@@ -35,6 +35,7 @@ Invariants, checked after every step:
   bytes it must not touch) stay intact.
 """
 import array
+import functools
 import mmap
 import os
 import socket
@@ -89,14 +90,10 @@ class World:
         self.log = ErrorLog.capture("fastpath.memif")
 
 
-_world = None
-
-
+@functools.cache
 def world():
-    global _world
-    if _world is None:
-        _world = World()
-    return _world
+    """The one World every input runs against (built on first use, not at import)."""
+    return World()
 
 
 class Session:

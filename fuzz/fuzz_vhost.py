@@ -35,12 +35,12 @@ Invariants, checked after every step:
 - nothing is written outside the guest memory regions: the guard areas of the memfd
   around and between the regions (mapped by the backend, not guest memory) stay intact.
 """
+import array
+import functools
 import mmap
 import os
 import socket
-import array
 import struct
-import sys
 
 from fuzzcommon import ErrorLog, Reader, atheris_main, feature, open_fds
 
@@ -96,14 +96,10 @@ class World:
         self.log = ErrorLog.capture("fastpath.vhost")
 
 
-_world = None
-
-
+@functools.cache
 def world():
-    global _world
-    if _world is None:
-        _world = World()
-    return _world
+    """The one World every input runs against (built on first use, not at import)."""
+    return World()
 
 
 class Session:
@@ -328,7 +324,6 @@ def fds_for(s, r, kind):
 # ---------------------------------------------------------------- steps
 
 def step_message(s, r, kind):
-    w = s.w
     flags = vu.VERSION | (vu.FLAG_NEED_REPLY if r.u8() % 4 else 0)
     if r.chance(16):
         flags = r.u32()
