@@ -420,6 +420,14 @@ class Switch:
             raise ConfigError(f"vxlan port {port.name}: manual SAs need spi_out, spi_in, key_out and key_in")
         if manual and "psk" in o:
             raise ConfigError(f"vxlan port {port.name}: options:psk and manual SAs exclude each other")
+        if "esn" in o and not manual:
+            raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
+                              f"handshake always uses extended sequence numbers)")
+        esn = "psk" in o or str(o.get("esn", "false")).lower() == "true"
+        if esn and str(o.get("replay_window", "")) == "0":
+            # the kernel refuses it too: ESN infers the high bits from the window
+            raise ConfigError(f"vxlan port {port.name}: extended sequence numbers need a replay "
+                              f"window (options:replay_window 1..4096)")
         port.ipsec = bool(manual) or "psk" in o
         port.sa_index = 0
         port.uplink = None

@@ -77,6 +77,9 @@ class Tunnel:
         self.vni = int(o["key"])
         self.local_ip, self.remote_ip = o["local_ip"], o["remote_ip"]
         self.replay_window = int(o.get("replay_window", 64))
+        # manual SAs follow `ip xfrm`: 32-bit sequence numbers unless `flag esn`; the
+        # handshake's SAs always use ESN
+        self.esn = str(o.get("esn", "false")).lower() == "true" if "psk" not in o else True
         self.encap = "udp" if str(o.get("encap", "")).lower() == "udp" else None
         self.inbound = {}            # spi -> [SecurityAssociation, retire_at or None]
         self.out = None              # (index, SecurityAssociation) in use
@@ -104,7 +107,7 @@ class Tunnel:
     # ---- SAs ----
 
     def _sa(self, spi, key_salt, direction, seq=0):
-        return SecurityAssociation(spi, key_salt, direction=direction, esn=True,
+        return SecurityAssociation(spi, key_salt, direction=direction, esn=self.esn,
                                    replay_window=self.replay_window, encap=self.encap, seq=seq)
 
     def _manual(self):

@@ -12,7 +12,8 @@ at 1. It never wraps: at 2^32 - 1 (no ESN) or 2^64 - 1 (ESN) the SA refuses to s
 pass `seq=` from saved state.
 
 Inbound: an anti-replay window of `replay_window` sequence numbers (1..4096; default 64)
-below the highest authenticated one. With ESN only the low 32 bits travel; the high ones
+below the highest authenticated one; 0 turns the check off, as `ip xfrm ... replay-window 0`
+does (not with ESN, whose high bits are inferred from the window; the kernel refuses it too). With ESN only the low 32 bits travel; the high ones
 are inferred from the window (RFC 4303 Appendix A2.2) and checked by the ICV, since they
 are in the AAD. A packet is checked against the window before it is decrypted and the
 window moves only once its ICV is verified (RFC 4303 3.4.3), so forged packets change
@@ -88,8 +89,9 @@ cdef class SecurityAssociation:
             raise ValueError(f"bad direction {direction!r}: 'in' or 'out'")
         if encap not in (None, "udp"):
             raise ValueError(f"bad encap {encap!r}: None or 'udp'")
-        if not 1 <= replay_window <= MAX_REPLAY_WINDOW:
-            raise ValueError(f"bad replay window {replay_window}: 1..{MAX_REPLAY_WINDOW}")
+        if not (1 if esn else 0) <= replay_window <= MAX_REPLAY_WINDOW:
+            raise ValueError(f"bad replay window {replay_window}: {1 if esn else 0}..{MAX_REPLAY_WINDOW}"
+                             + (" (ESN needs a window)" if esn and replay_window == 0 else ""))
         for name, v in (("udp_sport", udp_sport), ("udp_dport", udp_dport)):
             if not 0 < v <= 0xffff:
                 raise ValueError(f"bad {name} {v}")
@@ -205,6 +207,8 @@ cdef class SecurityAssociation:
         else:
             s = seq_lo
         seq[0] = s
+        if w == 0:                                  # no anti-replay (never with ESN)
+            return 0
         if s == 0:
             return -1
         if s > t:
