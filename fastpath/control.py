@@ -48,7 +48,7 @@ PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usabl
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
-                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn")
+                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -205,13 +205,7 @@ def _option(key, value):
     if key in ("rekey_time", "rekey_packets", "rekey_bytes"):
         return str(_int(value, f"options:{key}", 1, 1 << 62))
     if key == "replay_window":
-        # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
-        return str(_int(value, "options:replay_window", 0, 4096))
-    if key == "esn":
-        v = str(value).lower()
-        if v not in ("true", "false"):
-            raise CommandError(f"options:esn: {value!r} is not true or false")
-        return v
+        return str(_int(value, "options:replay_window", 1, 4096))
     if key == "encap":
         if str(value) not in ("udp", "none"):
             raise CommandError(f"options:encap: {value!r} is not udp or none")
@@ -689,7 +683,7 @@ class Control:
         for r in rows:
             state = " (retiring)" if r.get("retiring") else ""
             lines.append(f"{r['tunnel']} -> {r['remote_ip']}: spi 0x{r['spi']:08x} {r['direction']}{state} "
-                         f"{r['cipher']} esn {'on' if r['esn'] else 'off'}{' udp' if r['encap'] else ''}")
+                         f"{r['cipher']}{' esn' if r['esn'] else ''}{' udp' if r['encap'] else ''}")
             lines.append(f"    seq {r['seq']}  packets {r['packets']}  bytes {r['bytes']}  age {r['age']:.0f}s"
                          + (f"  replay window {r['replay_window']}" if 'replay_window' in r else ""))
             drops = {k: v for k, v in (r.get("drops") or {}).items() if v}

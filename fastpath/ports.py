@@ -17,15 +17,15 @@ interface-output. It is called once per worker, worker 0 first (port.io is then 
 import zlib
 
 
-def _wire(graph, port, inp, out, mtu=9000):
+def _wire(graph, port, inp, out, mtu=9000, caps=0):
     graph.add(out)
     graph.add(inp)
-    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu)
+    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu, caps)
 
 
-def _output_only(graph, port, out, mtu=9000):
+def _output_only(graph, port, out, mtu=9000, caps=0):
     graph.add(out)
-    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu)
+    graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu, caps)
 
 
 def pg(graph, port, worker=0):
@@ -54,6 +54,9 @@ def fanout_group(port):
 def afpacket(graph, port, worker=0):
     """A Linux interface through AF_PACKET mmap rings (system ports in OVS's words)."""
     from fastpath.afpacket.afpacket import AfPacketSocket, AfPacketInput, AfPacketOutput
+    # the kernel takes partial checksums and TCP super-frames from a packet socket and
+    # finishes them for a device that cannot (its own software GSO)
+    caps = 7        # CAP_CSUM | CAP_TSO4 | CAP_TSO6 (fastpath/graph/offload.pxd)
     uplink = port.bridge is None
     receives = worker == 0 or not uplink
     sock = AfPacketSocket(port.name, fanout_group=None if uplink else fanout_group(port),
@@ -61,10 +64,10 @@ def afpacket(graph, port, worker=0):
     try:
         out = AfPacketOutput(f"{port.name}-output", sock, port.sw_if_index)
         if not receives:
-            _output_only(graph, port, out)
+            _output_only(graph, port, out, sock.mtu, caps)
             return (None, out, sock)
         inp = AfPacketInput(f"{port.name}-input", sock, port.sw_if_index)
-        _wire(graph, port, inp, out)
+        _wire(graph, port, inp, out, sock.mtu, caps)
     except Exception:
         sock.close()
         raise

@@ -33,6 +33,7 @@ from fastpath.nodes.ethernet import EthernetInput
 from fastpath.nodes.fdb import Fdb
 from fastpath.nodes.flow import FlowClassify, FlowTable
 from fastpath.nodes.interface import InterfaceOutput
+from fastpath.nodes.gso import Gso
 from fastpath.nodes.l2 import L2Flood, L2Forward, L2Learn
 from fastpath.nodes.vlan import VlanInput, VlanOutput
 from fastpath.nodes.ip4 import Ip4Input, Ip4UdpInput
@@ -85,7 +86,7 @@ def build_graph(graph, tables, worker=0):
     flows.worker = worker
     for node in (EthernetInput(tables), flows, VlanInput(tables),
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
-                 InterfaceOutput(),
+                 InterfaceOutput(), Gso(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
                  EspEncrypt(), EspDecrypt(), HandshakeInput()):
         graph.add(node)

@@ -14,7 +14,7 @@ vm=()       # without recommends: QEMU, the guest kernel and DPDK pull in a lot 
 have() { command -v "$1" >/dev/null 2>&1; }
 # command:package pairs, each a tool the package, its demo, its tests or its benchmarks run
 for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc taskset:util-linux \
-           stdbuf:coreutils pkg-config:pkgconf iperf3:iperf3 \
+           stdbuf:coreutils pkg-config:pkgconf iperf3:iperf3 ping:iputils-ping \
            ovs-vswitchd:openvswitch-switch ovsdb-tool:openvswitch-common; do
     have "${cmd%%:*}" || need+=("${cmd##*:}")
 done
