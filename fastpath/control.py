@@ -48,7 +48,7 @@ PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usabl
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
-                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap")
+                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -205,7 +205,13 @@ def _option(key, value):
     if key in ("rekey_time", "rekey_packets", "rekey_bytes"):
         return str(_int(value, f"options:{key}", 1, 1 << 62))
     if key == "replay_window":
-        return str(_int(value, "options:replay_window", 1, 4096))
+        # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
+        return str(_int(value, "options:replay_window", 0, 4096))
+    if key == "esn":
+        v = str(value).lower()
+        if v not in ("true", "false"):
+            raise CommandError(f"options:esn: {value!r} is not true or false")
+        return v
     if key == "encap":
         if str(value) not in ("udp", "none"):
             raise CommandError(f"options:encap: {value!r} is not udp or none")
@@ -683,7 +689,7 @@ class Control:
         for r in rows:
             state = " (retiring)" if r.get("retiring") else ""
             lines.append(f"{r['tunnel']} -> {r['remote_ip']}: spi 0x{r['spi']:08x} {r['direction']}{state} "
-                         f"{r['cipher']}{' esn' if r['esn'] else ''}{' udp' if r['encap'] else ''}")
+                         f"{r['cipher']} esn {'on' if r['esn'] else 'off'}{' udp' if r['encap'] else ''}")
             lines.append(f"    seq {r['seq']}  packets {r['packets']}  bytes {r['bytes']}  age {r['age']:.0f}s"
                          + (f"  replay window {r['replay_window']}" if 'replay_window' in r else ""))
             drops = {k: v for k, v in (r.get("drops") or {}).items() if v}
@@ -858,13 +864,18 @@ class Control:
                 pool.check_accounting()
             except AssertionError as e:
                 problem = f"worker {w}: {e}" if len(self.switch.graphs) > 1 else str(e)
-            per_worker.append({"worker": w, "buffers": int(pool.n_buffers), "free": int(pool.n_free),
-                               "in_flight": int(pool.n_buffers) - int(pool.n_free),
-                               "alloc_failures": int(pool.alloc_failures), "problem": problem})
+            free = int(pool.n_free) + int(pool.n_big_free)
+            per_worker.append({"worker": w, "buffers": int(pool.n_buffers), "free": free,
+                               "in_flight": int(pool.n_buffers) - free,
+                               "big_buffers": int(pool.n_big), "big_free": int(pool.n_big_free),
+                               "alloc_failures": int(pool.alloc_failures) + int(pool.big_alloc_failures),
+                               "problem": problem})
         total = sum(r["buffers"] for r in per_worker)
         free = sum(r["free"] for r in per_worker)
         problem = "; ".join(r["problem"] for r in per_worker if r["problem"])
         row = {"buffers": total, "free": free, "in_flight": total - free,
+               "big_buffers": sum(r["big_buffers"] for r in per_worker),
+               "big_free": sum(r["big_free"] for r in per_worker),
                "alloc_failures": sum(r["alloc_failures"] for r in per_worker),
                "free_list_ok": not problem, "problem": problem,
                "control_frames": int(getattr(self.switch, "control_frames", 0) or 0)}
@@ -874,6 +885,8 @@ class Control:
             return row
         return "\n".join([f"{'buffers':<16}{total:>12}", f"{'free':<16}{free:>12}",
                           f"{'in flight':<16}{total - free:>12}",
+                          f"{'big (64 KiB)':<16}{row['big_buffers']:>12}",
+                          f"{'big free':<16}{row['big_free']:>12}",
                           f"{'alloc failures':<16}{row['alloc_failures']:>12}",
                           f"{'control frames':<16}{row['control_frames']:>12}",
                           f"{'free list':<16}{'ok' if not problem else problem:>12}"])

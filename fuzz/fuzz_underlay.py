@@ -67,7 +67,8 @@ def _manual(name, encap=None):
     k = KEYS[name]
     o = {"options:remote_ip": PEER[name], "options:local_ip": SITE, "options:key": VNI[name],
          "options:spi_out": hex(k["spi_out"]), "options:spi_in": hex(k["spi_in"]),
-         "options:key_out": "0x" + k["out"].hex(), "options:key_in": "0x" + k["in"].hex()}
+         "options:key_out": "0x" + k["out"].hex(), "options:key_in": "0x" + k["in"].hex(),
+         "options:esn": "true"}      # the harness builds and checks ESN packets (high bits in the AAD)
     if encap:
         o["options:encap"] = encap
     return o

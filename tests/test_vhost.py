@@ -1007,12 +1007,34 @@ def _extract_vmlinux(bzimage):
     return elf if elf[:4] == b"\x7fELF" else None
 
 
-def guest_image():
+def _host_files(binaries):
+    """{path: bytes} for each host binary and what it loads: the shared libraries `ldd`
+    lists and the dynamic loader, at the same paths as on the host (symlinks followed)."""
+    paths = []
+    for b in binaries:
+        paths.append(b)
+        r = subprocess.run(["ldd", b], capture_output=True, text=True)   # static: no output
+        for line in r.stdout.splitlines():
+            paths += [w for w in line.split() if w.startswith("/")]
+    out = {}
+    for p in paths:
+        if p not in out:
+            with open(p, "rb") as f:
+                out[p] = f.read()
+    return out
+
+
+def guest_image(modules=(), binaries=()):
     """(kernel, base initramfs) for a tiny guest, built once per kernel version and kept
     under the temp dir: busybox-static, the virtio-net modules, an /init that runs
-    /test.sh (appended per test as a second archive) and powers off."""
+    /test.sh (appended per test as a second archive) and powers off. `modules` are more
+    kernel modules to load at boot (with their dependencies; built-in ones are skipped),
+    `binaries` host programs to copy in at the same absolute paths, with their shared
+    libraries; each set of extras has its own cached image."""
     kver, bzimage = _vm_tools()
-    key = hashlib.sha256((GUEST_INIT + repr(GUEST_MODULES)).encode()).hexdigest()[:12]
+    modules, binaries = tuple(modules), tuple(binaries)
+    extras = repr((modules, binaries)) if modules or binaries else ""
+    key = hashlib.sha256((GUEST_INIT + repr(GUEST_MODULES) + extras).encode()).hexdigest()[:12]
     cache = os.path.join(tempfile.gettempdir(), f"fastpath-vm-{kver}")
     os.makedirs(cache, exist_ok=True)
     kernel, initrd = os.path.join(cache, "vmlinux"), os.path.join(cache, f"initrd-{key}.cpio")
@@ -1023,16 +1045,25 @@ def guest_image():
         os.replace(kernel + ".tmp", kernel)
     if not os.path.exists(initrd):
         order = []
-        for m in GUEST_MODULES:
+        for m in GUEST_MODULES + modules:
             r = subprocess.run(["modprobe", "-S", kver, "--show-depends", m], capture_output=True, text=True, check=True)
             for line in r.stdout.splitlines():
-                parts = line.split()
+                parts = line.split()                    # "insmod PATH [opts]" or "builtin NAME"
                 if parts and parts[0] == "insmod" and parts[1] not in order:
                     order.append(parts[1])
-        entries = [(d, 0o40755, b"") for d in ("bin", "lib", "lib/modules", "proc", "sys", "dev", "tmp")]
+        dirs = ["bin", "lib", "lib/modules", "proc", "sys", "dev", "tmp"]
+        files = _host_files(binaries)
+        for path in files:
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.append(d)
+        entries = [(d, 0o40755, b"") for d in dirs]
         with open(BUSYBOX, "rb") as f:
             entries.append(("bin/busybox", 0o100755, f.read()))
         entries.append(("bin/sh", 0o120777, b"busybox"))
+        entries += [(path.lstrip("/"), 0o100755, data) for path, data in files.items()]
         names = []
         for path in order:
             name = os.path.basename(path)
@@ -1051,8 +1082,8 @@ class Guest:
     """A QEMU guest with one virtio-net device on a vhost-user socket; its serial
     console is read line by line; `monitor` sends HMP commands (system_reset, quit)."""
 
-    def __init__(self, workdir, sock, script, server=False, mac=GUEST_MAC):
-        kernel, base = guest_image()
+    def __init__(self, workdir, sock, script, server=False, mac=GUEST_MAC, modules=(), binaries=()):
+        kernel, base = guest_image(modules, binaries)
         self.initrd = os.path.join(workdir, "initrd.cpio")
         with open(base, "rb") as f, open(self.initrd, "wb") as out:
             out.write(f.read() + cpio_newc([("test.sh", 0o100755, script.encode())]))

@@ -276,6 +276,7 @@ cdef class VxlanInput(Node):
                     self.pool.length[b] = ulen - UDP_HLEN - VXLAN_HLEN
                     self.pool.rx_if[b] = self.port[found]
                     self.pool.flags[b] = 0
+                    self.pool.ol_flags[b] = 0       # the outer packet's, not the inner frame's
                     self.pool.next[b] = 1
             if r >= 0:
                 self.pool.error[b] = self.err_base + r
