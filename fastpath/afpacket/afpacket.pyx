@@ -623,6 +623,8 @@ cdef class AfPacketInput(Node):
                 if self.pool.alloc_big(&b, 1) != 1:
                     b = 0xffffffffU
                     self.rx_no_buffer += 1
+                    # drop its queued copy, or the next slot would take this one's
+                    recv(self.sock.rx_fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC)
                 else:
                     # after room for the tag to go back in front of it
                     self.pool.offset[b] = BUF_HEADROOM + VLAN_HLEN

@@ -19,6 +19,7 @@ from libc.string cimport memcpy, memmove
 from fastpath.graph.buffer cimport BufferPool, BUF_DATA, OL_GSO_TCP4, OL_CSUM_VALID
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.graph.offload cimport l3_offset, csum_add, csum_fold
+from fastpath.nodes.ethernet cimport rd16, wr16
 
 cdef enum:
     ERR_BAD_GSO = 0
@@ -26,15 +27,6 @@ cdef enum:
     TCP_FIN = 0x01
     TCP_PSH = 0x08
     TCP_CWR = 0x80
-
-
-cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
-    return (<uint16_t> p[0] << 8) | p[1]
-
-
-cdef inline void wr16(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = (v >> 8) & 0xff
-    p[1] = v & 0xff
 
 
 cdef class Gso(Node):
