@@ -7,10 +7,8 @@ import math
 import pytest
 
 import tcp
-from netns import can_run
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(not can_run(), reason="needs root, veth and network namespaces")]
+pytestmark = pytest.mark.root
 
 
 def test_tcp_throughput_and_rtt_vs_linux_bridge(benchmark):

@@ -6,78 +6,22 @@ MTU is a counted drop. Nothing here turns an offload off.
 
 The software side (checksums, segmentation) is also checked frame by frame with scapy on
 in-memory ports."""
-import hashlib
 import os
-import socket
 import struct
-import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
+from fastpath.demo import tcp_transfer
 from fastpath.switch import Switch
 from l2util import Clock
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netns import Netns, can_run, unique_name, veth_pair  # noqa: E402
-
-root = pytest.mark.skipif(not can_run(), reason="needs root and iproute2")
-
-# a TCP transfer with checked content, run inside a namespace: "serve PORT" prints the
-# sha256 of what it received; "send ADDR PORT BYTES SEED" sends BYTES pseudo-random bytes
-TCP_PEER = r"""
-import hashlib, socket, sys, random
-if sys.argv[1] == "serve":
-    fam = socket.AF_INET6 if ":" in sys.argv[3] else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[3], int(sys.argv[2])))
-    s.listen(1)
-    print("LISTENING", flush=True)
-    c, _ = s.accept()
-    h, n = hashlib.sha256(), 0
-    while True:
-        d = c.recv(1 << 20)
-        if not d:
-            break
-        h.update(d)
-        n += len(d)
-    print(n, h.hexdigest(), flush=True)
-else:
-    addr, port, size, seed = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    rnd = random.Random(seed)
-    data = rnd.randbytes(size)
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    c = socket.create_connection((addr, port), timeout=30)
-    c.sendall(data)
-    c.close()
-    print(hashlib.sha256(data).hexdigest(), flush=True)
-"""
-
-
-def tcp_transfer(src_ns, dst_ns, dst_addr, size, seed=1, port=5201, timeout=60):
-    """Send size bytes from src_ns to dst_addr (in dst_ns); (bytes received, sent digest,
-    received digest, seconds)."""
-    server = dst_ns.popen([sys.executable, "-c", TCP_PEER, "serve", str(port), dst_addr],
-                          stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "LISTENING"
-        t0 = time.monotonic()
-        client = src_ns.run([sys.executable, "-c", TCP_PEER, "send", dst_addr, str(port), str(size),
-                             str(seed)], timeout=timeout)
-        out, _ = server.communicate(timeout=timeout)
-        secs = time.monotonic() - t0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    n, digest = out.split()
-    return int(n), client.stdout.strip(), digest, secs
+from netns import Netns, unique_name, veth_pair  # noqa: E402
 
 
 class Hosts:
@@ -134,15 +78,15 @@ class Hosts:
         return self.sw.port(name).io[0].stats() | self.sw.port(name).io[1].stats()
 
 
-@root
+@pytest.mark.root
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_tcp_through_veths_with_default_offloads_both_ways(family):
     size = 24 << 20
     with Hosts() as h:
         for src, dst, addr in ((h.a, h.b, "10.1.0.2" if family == "ipv4" else "fd00::2"),
                                (h.b, h.a, "10.1.0.1" if family == "ipv4" else "fd00::1")):
-            n, sent, got, secs = tcp_transfer(src, dst, addr, size)
-            assert n == size and sent == got
+            moved, secs = tcp_transfer(src.name, dst.name, addr, size)
+            assert moved == size
             print(f"{family} {size >> 20} MiB in {secs:.2f} s: {size * 8 / secs / 1e9:.2f} Gbit/s")
         rx = h.sw.port(h.ports[0]).io[0].stats()
         # the veth did hand over super-frames and partial checksums: they came through whole
@@ -151,7 +95,7 @@ def test_tcp_through_veths_with_default_offloads_both_ways(family):
         h.sw.graph.pool.check_accounting()
 
 
-@root
+@pytest.mark.root
 def test_jumbo_ping_with_df_at_mtu_9000_and_mtu_exceeded_is_counted():
     with Hosts(mtu=9000) as h:
         r = h.a.run("ping -c 3 -i 0.2 -W 2 -M do -s 8972 10.1.0.2", check=False)
@@ -168,16 +112,14 @@ def test_jumbo_ping_with_df_at_mtu_9000_and_mtu_exceeded_is_counted():
         assert "2 received" in r.stdout, r.stdout
 
 
-@root
+@pytest.mark.root
 def test_tcp_between_ports_of_different_mtus():
     """a at MTU 9000, b at 1500: the MSS b announces keeps a's super-frames' segments
     within b's MTU, so they pass to b's veth whole (the kernel cuts them)."""
     size = 8 << 20
     with Hosts(mtu=9000, b_mtu=1500) as h:
-        n, sent, got, _ = tcp_transfer(h.a, h.b, "10.1.0.2", size)
-        assert n == size and sent == got
-        n, sent, got, _ = tcp_transfer(h.b, h.a, "10.1.0.1", size)
-        assert n == size and sent == got
+        assert tcp_transfer(h.a.name, h.b.name, "10.1.0.2", size)[0] == size
+        assert tcp_transfer(h.b.name, h.a.name, "10.1.0.1", size)[0] == size
         assert h.errors().get(("interface-output", "mtu_exceeded"), 0) == 0
 
 

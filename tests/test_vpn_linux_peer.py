@@ -19,19 +19,18 @@ nothing to the host, and the guest kernel counts XfrmInStateProtoError.
 Needs what test_vhost.py's guests need, and iproute2 (busybox's `ip` has no xfrm).
 """
 import contextlib
-import os
 
 import pytest
 
 from fastpath.switch import Switch
 from netns import Netns, unique_name, veth_pair
-from test_vhost import Guest, icmp_ping, running, vm, vstats
+from test_vhost import Guest, icmp_ping, running, vstats
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 
 FP_IP, GUEST_IP = "192.0.2.1", "192.0.2.2"
 HOST_IP, GUEST_VLAN_IP = "10.10.0.1", "10.10.0.2"
 VNI, VLAN = 100, 10
-IPROUTE2 = "/usr/sbin/ip"            # copied into the guest with its libraries, called by path
+IPROUTE2 = "/bin/ip"                 # iproute2's binary: copied into the guest with its libraries
 # ESP in the guest; aes_generic is usually built in (modprobe says so and it is skipped);
 # drbg + sha512_generic give the kernel a default RNG, without which no ESP SA initialises
 GUEST_MODULES = ("xfrm_user", "esp4", "aes_generic", "gcm", "ghash-generic", "ctr", "seqiv",
@@ -113,8 +112,7 @@ CASES = [pytest.param(False, False, id="esn-off"),
          pytest.param(True, False, id="fastpath-esn-guest-no-esn")]
 
 
-@vm
-@pytest.mark.skipif(not os.path.exists(IPROUTE2), reason="needs iproute2")
+@pytest.mark.root
 @pytest.mark.parametrize("fp_esn,guest_esn", CASES)
 def test_linux_ipsec_peer_manual_sa(sockdir, fp_esn, guest_esn):
     match = fp_esn == guest_esn
