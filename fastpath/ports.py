@@ -54,9 +54,10 @@ def fanout_group(port):
 def afpacket(graph, port, worker=0):
     """A Linux interface through AF_PACKET mmap rings (system ports in OVS's words)."""
     from fastpath.afpacket.afpacket import AfPacketSocket, AfPacketInput, AfPacketOutput
+    from fastpath.nodes.interface import OFFLOAD_ALL
     # the kernel takes partial checksums and TCP super-frames from a packet socket and
     # finishes them for a device that cannot (its own software GSO)
-    caps = 7        # CAP_CSUM | CAP_TSO4 | CAP_TSO6 (fastpath/graph/offload.pxd)
+    caps = OFFLOAD_ALL
     uplink = port.bridge is None
     receives = worker == 0 or not uplink
     sock = AfPacketSocket(port.name, fanout_group=None if uplink else fanout_group(port),

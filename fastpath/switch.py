@@ -424,8 +424,8 @@ class Switch:
         if "esn" in o and not manual:
             raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
                               f"handshake always uses extended sequence numbers)")
-        esn = "psk" in o or str(o.get("esn", "false")).lower() == "true"
-        if esn and str(o.get("replay_window", "")) == "0":
+        from fastpath.vpn import uses_esn
+        if uses_esn(o) and str(o.get("replay_window", "")) == "0":
             # the kernel refuses it too: ESN infers the high bits from the window
             raise ConfigError(f"vxlan port {port.name}: extended sequence numbers need a replay "
                               f"window (options:replay_window 1..4096)")

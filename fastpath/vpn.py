@@ -68,6 +68,12 @@ def _ip4_udp(src, dst, payload, sport=NAT_T_PORT, dport=NAT_T_PORT):
     return hdr + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
+def uses_esn(options):
+    """Manual SAs follow `ip xfrm`: 32-bit sequence numbers unless options:esn=true (as
+    `flag esn`); the handshake's SAs always use ESN."""
+    return "psk" in options or str(options.get("esn", "false")).lower() == "true"
+
+
 class Tunnel:
     """The SAs of one IPsec tunnel port, and its handshake state when it has a PSK."""
 
@@ -77,9 +83,7 @@ class Tunnel:
         self.vni = int(o["key"])
         self.local_ip, self.remote_ip = o["local_ip"], o["remote_ip"]
         self.replay_window = int(o.get("replay_window", 64))
-        # manual SAs follow `ip xfrm`: 32-bit sequence numbers unless `flag esn`; the
-        # handshake's SAs always use ESN
-        self.esn = str(o.get("esn", "false")).lower() == "true" if "psk" not in o else True
+        self.esn = uses_esn(o)
         self.encap = "udp" if str(o.get("encap", "")).lower() == "udp" else None
         self.inbound = {}            # spi -> [SecurityAssociation, retire_at or None]
         self.out = None              # (index, SecurityAssociation) in use

@@ -1,6 +1,6 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.graph.node cimport Node
-from fastpath.graph.offload cimport virtio_net_hdr
+from fastpath.nodes.offload cimport virtio_net_hdr
 
 
 cdef class AfPacketSocket:

@@ -4,7 +4,7 @@ AfPacketSocket owns three packet sockets bound to one interface, all with
 PACKET_VNET_HDR, so every frame travels with a virtio_net_hdr: a frame whose TCP/UDP
 checksum the sender left to offload (CHECKSUM_PARTIAL, what a veth hands over with the
 kernel's default offloads) and a TCP super-frame (GSO) keep that state through the graph
-(fastpath/graph/offload.pxd) and leave the same way, or are finished in software by
+(fastpath/nodes/offload.pxd) and leave the same way, or are finished in software by
 interface-output and gso for a port that cannot take them.
 - receive: a TPACKET_V2 ring of 2 KiB slots. The kernel marks each slot ready on its own
   and wakes a sleeping dispatcher per frame, so a lone frame is read within microseconds
@@ -37,7 +37,7 @@ from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAI
 
 from fastpath.graph.buffer cimport BufferPool, BUF_HEADROOM, BUF_DATA, BIG_DATA, OL_GSO
 from fastpath.graph.node cimport Node
-from fastpath.graph.offload cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_OK, VNET_BAD,
+from fastpath.nodes.offload cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_OK, VNET_BAD,
                                      vnet_to_meta, meta_to_vnet, l3_offset)
 
 import os
@@ -587,7 +587,7 @@ cdef class AfPacketInput(Node):
         cdef uint8_t *src
         cdef uint8_t *dst
         cdef uint32_t status, length, tag, tci, tpid, b, head, ready = 0
-        cdef int got = 0, have, used = 0, l3, r
+        cdef int have, used = 0, l3, r
         cdef bint whole
         cdef size_t sll_off = TPACKET_ALIGN(sizeof(tpacket2_hdr))
         if self.sock.rx_ring == NULL:
@@ -646,15 +646,15 @@ cdef class AfPacketInput(Node):
             elif used == have:
                 self.rx_no_buffer += 1
             else:
-                b = bufs[got + used]
+                b = bufs[used]
                 used += 1
             if whole and sll.sll_pkttype == PACKET_OUTGOING:
                 recv(self.sock.rx_fd, NULL, 0, MSG_DONTWAIT | MSG_TRUNC)     # its whole copy
             if whole and b != 0xffffffffU:
                 # the big buffer takes the place of an unused small one in the vector
                 if used < have:
-                    self.pool.free(&bufs[got + used], 1)
-                    bufs[got + used] = b
+                    self.pool.free(&bufs[used], 1)
+                    bufs[used] = b
                     used += 1
                 else:
                     self.pool.free(&b, 1)
@@ -700,10 +700,9 @@ cdef class AfPacketInput(Node):
             if self.sock.rx_head == self.sock.rx_frames:
                 self.sock.rx_head = 0
         if used < have:
-            self.pool.free(bufs + got + used, have - used)
-        got += used
-        if got:
-            self.rx_packets += got
+            self.pool.free(bufs + used, have - used)
+        if used:
+            self.rx_packets += used
             self.empty_polls = 0
         else:
             # While the interface is down the socket holds ENETDOWN, which makes poll()
@@ -713,7 +712,7 @@ cdef class AfPacketInput(Node):
             self.empty_polls += 1
             if self.empty_polls % ERROR_CHECK_EVERY == 0 and self.sock.take_error() != 0:
                 self.rx_link_down += 1
-        return got
+        return used
 
     def stats(self):
         """rx_drops counts every frame the interface received that did not enter the

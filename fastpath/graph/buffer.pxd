@@ -73,6 +73,8 @@ cdef class BufferPool:
         """Bytes from the frame's start to the end of its buffer."""
         return (BUF_SIZE if b < self.n_small else BIG_SIZE) - self.offset[b]
 
+    cdef int take(self, uint32_t *stack, uint32_t *n_free, uint64_t *failures,
+                  uint32_t *out, int n) noexcept nogil
     cdef int alloc(self, uint32_t *out, int n) noexcept nogil
     cdef int alloc_big(self, uint32_t *out, int n) noexcept nogil
     cdef void reset(self, uint32_t b) noexcept nogil

@@ -9,7 +9,7 @@ alloc() returns fewer than asked and `alloc_failures` counts the shortfall.
 """
 import numpy as np
 from libc.string cimport memcpy
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef class BufferPool:
@@ -80,33 +80,28 @@ cdef class BufferPool:
         self.aux[b] = 0
         self.ol_flags[b] = 0
 
-    cdef int alloc(self, uint32_t *out, int n) noexcept nogil:
-        """Take up to n buffers, reset their metadata; returns how many were taken."""
+    cdef int take(self, uint32_t *stack, uint32_t *n_free, uint64_t *failures,
+                  uint32_t *out, int n) noexcept nogil:
+        """Pop up to n buffers off one class's free stack, reset their metadata."""
         cdef int i, got = n
         cdef uint32_t b
-        if <uint32_t> got > self.n_free:
-            self.alloc_failures += <uint32_t> got - self.n_free
-            got = self.n_free
+        if <uint32_t> got > n_free[0]:
+            failures[0] += <uint32_t> got - n_free[0]
+            got = n_free[0]
         for i in range(got):
-            self.n_free -= 1
-            b = self.free_stack[self.n_free]
+            n_free[0] -= 1
+            b = stack[n_free[0]]
             out[i] = b
             self.reset(b)
         return got
 
+    cdef int alloc(self, uint32_t *out, int n) noexcept nogil:
+        """Take up to n buffers, reset their metadata; returns how many were taken."""
+        return self.take(self.free_stack, &self.n_free, &self.alloc_failures, out, n)
+
     cdef int alloc_big(self, uint32_t *out, int n) noexcept nogil:
         """alloc() from the big buffers."""
-        cdef int i, got = n
-        cdef uint32_t b
-        if <uint32_t> got > self.n_big_free:
-            self.big_alloc_failures += <uint32_t> got - self.n_big_free
-            got = self.n_big_free
-        for i in range(got):
-            self.n_big_free -= 1
-            b = self.big_stack[self.n_big_free]
-            out[i] = b
-            self.reset(b)
-        return got
+        return self.take(self.big_stack, &self.n_big_free, &self.big_alloc_failures, out, n)
 
     cdef void free(self, const uint32_t *bufs, int n) noexcept nogil:
         cdef int i

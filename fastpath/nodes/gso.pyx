@@ -3,7 +3,8 @@ kernel's tcp_gso_segment do, for an output port that cannot take it whole (no TS
 MTU smaller than the segments the sender asked for).
 
 Each segment gets the super-frame's L2, IP and TCP headers, its share of the payload
-(gso_size bytes, or fewer when the egress MTU needs it, the last one the rest), and
+(gso_size bytes, which interface-output lowered if the egress MTU needs it; the last
+one the rest), and
 then: IPv4 total length, identification (+1 per segment) and header checksum, or IPv6
 payload length; TCP sequence number; FIN and PSH on the last segment only, CWR on the
 first only; the full TCP checksum. Segments go back to interface-output with no offload
@@ -13,13 +14,13 @@ errors: bad_gso (the headers do not parse as IPv4/IPv6 + TCP within the frame),
 no_buffer (a segment the pool could not give: the rest of that super-frame is lost,
 counted once).
 """
-import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 from fastpath.graph.buffer cimport BufferPool, BUF_DATA, OL_GSO_TCP4, OL_CSUM_VALID
 from fastpath.graph.node cimport Node, ARC_DROP
-from fastpath.graph.offload cimport l3_offset, csum_add, csum_fold
+from fastpath.nodes.offload cimport l3_offset, csum_add, csum_fold
 from fastpath.nodes.ethernet cimport rd16, wr16
+from fastpath.nodes.ip4 cimport ip4_checksum
 
 cdef enum:
     ERR_BAD_GSO = 0
@@ -36,17 +37,6 @@ cdef class Gso(Node):
     errors = (("bad_gso", "GSO super-frame whose headers do not parse"),
               ("no_buffer", "no buffer for a GSO segment"))
     cdef public uint64_t superframes, segments
-    cdef uint16_t *ip_mtu           # sw_if_index -> largest IP packet it sends
-    cdef object _ip_mtu
-
-    def __init__(self, name=None):
-        super().__init__(name)
-        self._ip_mtu = np.full(65536, 0xffff, dtype=np.uint16)
-        self.ip_mtu = <uint16_t *> <size_t> self._ip_mtu.ctypes.data
-
-    def set_mtu(self, int sw_if_index, int mtu):
-        """Segments out of this interface are IP packets of at most mtu bytes."""
-        self._ip_mtu[sw_if_index] = max(1, min(mtu, 0xffff))
 
     cdef int segment(self, uint32_t b) noexcept nogil:
         """Emit b's segments; 0, or an error reason when none was made."""
@@ -81,9 +71,6 @@ cdef class Gso(Node):
                 return ERR_BAD_GSO
         payload = n - hdr
         mss = self.pool.gso_size[b]
-        # the egress MTU bounds the IP packet: IP + TCP headers + payload
-        if hdr - l3 < self.ip_mtu[self.pool.tx_if[b]] and mss > self.ip_mtu[self.pool.tx_if[b]] - (hdr - l3):
-            mss = self.ip_mtu[self.pool.tx_if[b]] - (hdr - l3)
         if hdr + mss > BUF_DATA and hdr + 1 <= BUF_DATA:
             mss = BUF_DATA - hdr       # a segment fits a small buffer
         if mss == 0 or hdr + mss > BUF_DATA:
@@ -121,7 +108,7 @@ cdef class Gso(Node):
                 wr16(s + l3 + 2, hdr - l3 + take)
                 wr16(s + l3 + 4, <uint16_t> (ip_id + k))
                 wr16(s + l3 + 10, 0)
-                wr16(s + l3 + 10, ~csum_fold(csum_add(0, s + l3, iphl)) & 0xffff)
+                wr16(s + l3 + 10, ip4_checksum(s + l3, iphl))
             else:
                 wr16(s + l3 + 4, hdr - l3 - 40 + take)
             # TCP

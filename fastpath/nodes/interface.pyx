@@ -3,8 +3,8 @@ finishing in software what that interface cannot take of the frame's offload sta
 
 - a partial checksum (OL_CSUM_PARTIAL) to a port without CAP_CSUM: filled in here;
 - a TCP super-frame (OL_GSO_*) to a port without TSO for its IP version, or whose
-  segments would not fit the port's MTU: to the gso node, which cuts it into segments
-  that come back here;
+  segments would not fit the port's MTU (gso_size is lowered to fit here): to the gso
+  node, which cuts it into segments that come back here;
 - any other frame larger than the egress MTU plus its L2 header: dropped (mtu_exceeded),
   never truncated or fragmented, as a Linux bridge port does.
 
@@ -15,7 +15,7 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from fastpath.graph.buffer cimport OL_CSUM_PARTIAL, OL_GSO, OL_GSO_TCP4, OL_GSO_TCP6
 from fastpath.graph.node cimport Node, ARC_DROP
-from fastpath.graph.offload cimport l3_offset, csum_finish, CAP_CSUM, CAP_TSO4, CAP_TSO6
+from fastpath.nodes.offload cimport l3_offset, csum_finish, CAP_CSUM, CAP_TSO4, CAP_TSO6, CAP_ALL
 
 cdef enum:
     ERR_NO_INTERFACE = 0
@@ -23,6 +23,9 @@ cdef enum:
     ERR_MTU_EXCEEDED = 2
     ERR_BAD_OFFLOAD = 3
     ARC_GSO = 1
+
+# for set_interface(caps=...): a port that takes every offload state as it is
+OFFLOAD_ALL = CAP_ALL
 
 
 cdef class InterfaceOutput(Node):
@@ -55,38 +58,31 @@ cdef class InterfaceOutput(Node):
     def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0):
         self._arc[sw_if_index] = self.arc(tx_node_name) if tx_node_name else 0
         self._up[sw_if_index] = up
-        self.set_mtu(sw_if_index, mtu)
-        self._caps[sw_if_index] = caps
-
-    def set_mtu(self, int sw_if_index, int mtu):
         # MTU counts the payload; allow the Ethernet header and two tags
         self._maxlen[sw_if_index] = min(mtu + 22, 65535)
         self._mtu[sw_if_index] = min(mtu, 65535)
-        if self.graph is not None and "gso" in self.graph.by_name:
-            self.graph["gso"].set_mtu(sw_if_index, mtu)
+        self._caps[sw_if_index] = caps
 
     def set_up(self, int sw_if_index, bint up):
         self._up[sw_if_index] = up
 
-    def interface_mtu(self, int sw_if_index):
-        return int(self._mtu[sw_if_index])
-
     cdef inline bint needs_gso(self, uint32_t b, uint16_t t) noexcept nogil:
+        """Whether super-frame b must be cut in software for interface t: no TSO for its IP
+        version there, or segments larger than t's MTU (then gso_size is lowered to fit)."""
         cdef uint8_t ol = self.pool.ol_flags[b]
-        cdef const uint8_t *f
-        cdef int l3
-        cdef uint32_t l4
-        if ol & OL_GSO_TCP4 and not (self.caps[t] & CAP_TSO4):
-            return True
-        if ol & OL_GSO_TCP6 and not (self.caps[t] & CAP_TSO6):
-            return True
-        # the port would send the segments as they are: they must fit its MTU
-        f = self.pool.frame(b)
-        l3 = l3_offset(f, self.pool.length[b])
-        l4 = <uint32_t> l3 + self.pool.l4_start[b]
+        cdef const uint8_t *f = self.pool.frame(b)
+        cdef int l3 = l3_offset(f, self.pool.length[b])
+        cdef uint32_t l4 = <uint32_t> l3 + self.pool.l4_start[b], headers
         if l3 < 0 or l4 + 20 > self.pool.length[b]:
             return True         # gso counts it as bad_gso
-        return self.pool.l4_start[b] + ((f[l4 + 12] >> 4) << 2) + self.pool.gso_size[b] > self.mtu[t]
+        # IP and TCP headers of every segment
+        headers = self.pool.l4_start[b] + ((f[l4 + 12] >> 4) << 2)
+        if headers + self.pool.gso_size[b] > self.mtu[t]:
+            if headers < self.mtu[t]:
+                self.pool.gso_size[b] = self.mtu[t] - headers
+            return True
+        return ((ol & OL_GSO_TCP4 and not (self.caps[t] & CAP_TSO4)) or
+                (ol & OL_GSO_TCP6 and not (self.caps[t] & CAP_TSO6)))
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i

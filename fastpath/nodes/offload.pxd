@@ -4,6 +4,7 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.graph.buffer cimport (BufferPool, OL_CSUM_PARTIAL, OL_CSUM_VALID, OL_GSO_TCP4,
                                     OL_GSO_TCP6, OL_GSO_ECN, OL_GSO)
+from fastpath.nodes.ethernet cimport rd16, is_vlan_tpid
 
 cdef enum:
     VNET_HDR_LEN = 10
@@ -34,16 +35,14 @@ cdef packed struct virtio_net_hdr:
 
 
 cdef inline int l3_offset(const uint8_t *f, uint32_t n) noexcept nogil:
-    """Where the L3 header starts: after the MAC addresses and up to two VLAN tags; -1 if
-    the frame ends first."""
+    """Where the L3 header starts: after the MAC addresses and up to two VLAN tags (the
+    TPIDs the switch knows); -1 if the frame ends first."""
     cdef uint32_t off = 12
     cdef int tags = 0
     while True:
         if off + 2 > n:
             return -1
-        if tags < 2 and ((f[off] == 0x81 and f[off + 1] == 0x00) or
-                         (f[off] == 0x88 and f[off + 1] == 0xa8) or
-                         (f[off] == 0x91 and f[off + 1] == 0x00)):
+        if tags < 2 and is_vlan_tpid(rd16(f + off)):
             off += 4
             tags += 1
             continue
