@@ -84,6 +84,14 @@ def _int(value, what, lo, hi):
     return v
 
 
+def _bool(value, what):
+    """'true' or 'false', as OVS writes booleans in options."""
+    v = str(value).lower()
+    if v not in ("true", "false"):
+        raise CommandError(f"{what}: {value!r} is not true or false")
+    return v
+
+
 def _aging_time(value):
     try:
         v = float(value)
@@ -145,10 +153,7 @@ def _option(key, value):
     if key == "mtu":
         return str(_int(value, "options:mtu", 68, 65535))
     if key == "keep":
-        v = str(value).lower()
-        if v not in ("true", "false"):
-            raise CommandError(f"options:keep: {value!r} is not true or false")
-        return v
+        return _bool(value, "options:keep")
     if key in ("vhost-socket", "vhost-server-path"):
         path = str(value)
         if not path or "\0" in path or len(os.fsencode(path)) > UNIX_PATH_MAX:
@@ -208,10 +213,7 @@ def _option(key, value):
         # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
         return str(_int(value, "options:replay_window", 0, 4096))
     if key == "esn":
-        v = str(value).lower()
-        if v not in ("true", "false"):
-            raise CommandError(f"options:esn: {value!r} is not true or false")
-        return v
+        return _bool(value, "options:esn")
     if key == "encap":
         if str(value) not in ("udp", "none"):
             raise CommandError(f"options:encap: {value!r} is not udp or none")
