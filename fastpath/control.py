@@ -142,6 +142,10 @@ def _vlan_mode(value):
     return value
 
 
+def _mtu(value):
+    return _int(value, "mtu_request", 68, 65535)
+
+
 def _option(key, value):
     if key in SECRET_OPTIONS and str(value) == HIDDEN:
         raise CommandError(f"options:{key} was not saved in this config (save FILE with-secrets "
@@ -352,7 +356,7 @@ def config_commands(config):
         for key, value in u.items():
             if key == "address":
                 continue
-            if key not in ("type", "gw") and not key.startswith("options:"):
+            if key not in ("type", "gw", "mtu_request") and not key.startswith("options:"):
                 raise CommandError(f"config: uplink {name}: unknown key {key!r}")
             cmd.append(f"{key}={_str_setting(value)}")
         cmds.append(cmd)
@@ -377,7 +381,8 @@ def config_commands(config):
             for key, value in p.items():
                 if key == "ofport":
                     key = "ofport_request"
-                elif key not in ("type", "tag", "trunks", "vlan_mode") and not key.startswith("options:"):
+                elif (key not in ("type", "tag", "trunks", "vlan_mode", "mtu_request")
+                      and not key.startswith("options:")):
                     raise CommandError(f"config: port {pname}: unknown key {key!r}")
                 cmd.append(f"{key}={_str_setting(value)}")
             cmds.append(cmd)
@@ -397,9 +402,12 @@ HELP = [
     ("del-br", "BR", "delete a bridge and its ports"),
     ("set bridge", "BR other_config:KEY=VALUE...", "change mac-aging-time / mac-table-size"),
     ("add-port", "BR IFACE [type=afpacket|internal|pg|system|vhost-user|memif] [tag=N] [trunks=N,M] "
-                 "[vlan_mode=MODE] [ofport_request=N] [options:KEY=VALUE...]", "add a port"),
+                 "[vlan_mode=MODE] [ofport_request=N] [mtu_request=N] [options:KEY=VALUE...]",
+     "add a port"),
     ("del-port", "[BR] IFACE", "delete a port"),
     ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]]", "change a port's VLAN settings"),
+    ("set interface", "IFACE [mtu_request=N|[]] [tag=...]",
+     "set the MTU (the device's, for system and internal ports) or the VLAN settings"),
     ("show", "", "bridges and ports (ovs-vsctl show)"),
     ("add-flow", "BR FLOW", "add an OpenFlow rule (ovs-ofctl syntax)"),
     ("del-flows", "BR [FLOW]", "delete all rules, or those matching FLOW"),
@@ -408,7 +416,7 @@ HELP = [
     ("fdb/flush", "BR", "forget the learned MAC addresses"),
     ("fdb/add", "BR PORT VLAN MAC", "add a static MAC entry"),
     ("fdb/stats", "BR", "MAC table counters: entries, size, learned, moved, evicted, aged"),
-    ("show interfaces", "", "per-interface rx/tx packets, bytes and drops"),
+    ("show interfaces", "", "per-interface MTU, rx/tx packets, bytes and drops"),
     ("show runtime", "", "per-node calls, vectors, packets and cost"),
     ("clear runtime", "", "zero the per-node counters"),
     ("show errors", "", "why frames were dropped, per node"),
@@ -418,7 +426,7 @@ HELP = [
     ("trace clear", "", "forget traces and stop tracing"),
     ("pcap start", "IFACE FILE", "capture an interface's rx and tx frames to a pcap file"),
     ("pcap stop", "IFACE", "stop a capture and close its file"),
-    ("add-ip", "IFACE ADDR/PLEN [gw=GW] [type=afpacket|pg] [options:KEY=VALUE...]",
+    ("add-ip", "IFACE ADDR/PLEN [gw=GW] [type=afpacket|pg] [mtu_request=N] [options:KEY=VALUE...]",
                "own an interface as an L3 uplink (the VPN underlay)"),
     ("del-ip", "IFACE", "release an L3 uplink"),
     ("show arp", "", "the uplinks' neighbour table"),
@@ -445,7 +453,7 @@ class Control:
             "add-port": (self.add_port, 2, None),
             "del-port": (self.del_port, 1, 2),
             "set port": (self.set_port, 2, None),
-            "set interface": (self.set_port, 2, None),
+            "set interface": (self.set_interface, 2, None),
             "show": (self.show, 0, 0),
             "add-flow": (self.add_flow, 2, None),
             "del-flows": (self.del_flows, 1, None),
@@ -627,12 +635,14 @@ class Control:
                 if any(p.ofport == of for p in br.ports.values()):
                     raise CommandError(f"ofport_request: ofport {of} is taken in bridge {br.name}")
                 kw["ofport_request"] = of
+            elif key == "mtu_request":
+                kw["mtu_request"] = _mtu(value)
             elif key.startswith("options:"):
                 opt = key[len("options:"):]
                 options["options:" + opt] = _option(opt, value)
             else:
                 raise CommandError(f"add-port: unknown setting {key!r} (known: type, tag, trunks, "
-                                   "vlan_mode, ofport_request, options:KEY)")
+                                   "vlan_mode, ofport_request, mtu_request, options:KEY)")
         try:
             port = sw.add_port(br.name, name, **kw, **options)
         except ImportError as e:          # raised before anything was changed
@@ -658,11 +668,13 @@ class Control:
                 if value not in ("afpacket", "system", "pg"):
                     raise CommandError(f"add-ip: an uplink cannot be of type {value!r}")
                 kw["type"] = value
+            elif key == "mtu_request":
+                kw["mtu_request"] = _mtu(value)
             elif key.startswith("options:") and key[8:] in ("mtu", "mac", "fanout_group", "keep"):
                 options[key] = _option(key[8:], value)
             else:
                 raise CommandError(f"add-ip: unknown setting {key!r} (known: gw, type, "
-                                   "options:mtu, options:mac)")
+                                   "mtu_request, options:mtu, options:mac)")
         try:
             port = sw.add_ip(name, args[1], **kw, **options)
         except ImportError as e:
@@ -727,6 +739,30 @@ class Control:
             else:
                 raise CommandError(f"set port: unknown setting {key!r} (known: tag, trunks, vlan_mode)")
         self.switch.set_port(port.name, **settings)
+        return self._done(as_json)
+
+    def set_interface(self, args, as_json):
+        """ovs-vsctl set interface IF mtu_request=N|[]; a port's VLAN settings too, as
+        before (fastpath has one row per port where OVS has a Port and an Interface)."""
+        name = args[0]
+        if name not in self.switch.ports and name not in self.switch.uplinks:
+            raise CommandError(f"no port named {name}")
+        rest = []
+        mtu = False
+        for tok in args[1:]:
+            key, value = _kv(tok, "set interface")
+            if key == "mtu_request":
+                if mtu is not False:
+                    raise CommandError("set interface: mtu_request given twice")
+                mtu = None if value in ("", "[]") else _mtu(value)
+            else:
+                rest.append(tok)
+        if rest:
+            if name not in self.switch.ports:
+                raise CommandError(f"set interface: {name} is an L3 uplink: only mtu_request applies")
+            self.set_port([name] + rest, as_json)
+        if mtu is not False:
+            self.switch.set_mtu_request(name, mtu)
         return self._done(as_json)
 
     def show(self, args, as_json):
@@ -804,11 +840,12 @@ class Control:
             rows.append(row)
         if as_json:
             return rows
-        head = f"{'Name':<16}{'Type':<10}{'Bridge':<10}{'ofport':>7}" + "".join(
+        head = f"{'Name':<16}{'Type':<10}{'Bridge':<10}{'ofport':>7}{'MTU':>7}" + "".join(
             f"{c.replace('_', ' '):>14}" for c in self.STAT_COLUMNS)
         lines = [head]
         for r in rows:
-            lines.append(f"{r['name']:<16}{r['type']:<10}{r['bridge']:<10}{r['ofport']:>7}" +
+            mtu = r.get("mtu") or "-"
+            lines.append(f"{r['name']:<16}{r['type']:<10}{r['bridge']:<10}{r['ofport']:>7}{mtu:>7}" +
                          "".join(f"{r[c]:>14}" for c in self.STAT_COLUMNS))
         return "\n".join(lines)
 

@@ -14,16 +14,24 @@ interface-output. It is called once per worker, worker 0 first (port.io is then 
               one queue pair: worker 0 receives; every worker transmits on the ring,
               one at a time (a spinlock around each burst)
 """
+import fcntl
+import socket
+import struct
 import zlib
 
+SIOCGIFMTU, SIOCSIFMTU = 0x8921, 0x8922
+# ports with no Linux device behind them (in-memory, a guest, a memif peer) carry jumbo
+# frames unless mtu_request says less; an in-memory uplink keeps a wire's 1500
+VIRTUAL_MTU, UPLINK_MTU = 9000, 1500
 
-def _wire(graph, port, inp, out, mtu=9000, caps=0):
+
+def _wire(graph, port, inp, out, mtu, caps=0):
     graph.add(out)
     graph.add(inp)
     graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu, caps)
 
 
-def _output_only(graph, port, out, mtu=9000, caps=0):
+def _output_only(graph, port, out, mtu, caps=0):
     graph.add(out)
     graph["interface-output"].set_interface(port.sw_if_index, out.name, True, mtu, caps)
 
@@ -33,12 +41,46 @@ def pg(graph, port, worker=0):
     from fastpath.pg.pg import PgInput, PgOutput
     if worker and port.bridge is None:       # an uplink receives on worker 0 only (see above)
         out = PgOutput(f"{port.name}-output", port.sw_if_index, keep=port.options.get("keep", True) not in (False, "false"))
-        _output_only(graph, port, out)
+        _output_only(graph, port, out, mtu_of(port))
         return (None, out)
     inp = PgInput(f"{port.name}-input", port.sw_if_index)
     out = PgOutput(f"{port.name}-output", port.sw_if_index, keep=port.options.get("keep", True) not in (False, "false"))
-    _wire(graph, port, inp, out)
+    _wire(graph, port, inp, out, mtu_of(port))
     return (inp, out)
+
+
+def device_mtu(ifname, mtu=None):
+    """A Linux device's MTU, after setting it to `mtu` when given (as OVS does for
+    mtu_request on a system port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        name = ifname.encode()
+        if mtu is not None:
+            fcntl.ioctl(s, SIOCSIFMTU, struct.pack("16si20x", name, mtu))
+        return struct.unpack("16si20x", fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16s24x", name)))[1]
+
+
+def mtu_of(port):
+    """The port's effective MTU: its Linux device's for system and internal ports (so a
+    change made with `ip link` is taken up too), else mtu_request (or options:mtu)."""
+    if port.type in ("afpacket", "system", "internal"):
+        return port.io[2].mtu if port.type == "internal" else port.io[2].refresh_mtu()
+    if port.type == "vxlan":
+        return None
+    return port.mtu_request or int(port.options.get("mtu", 0)) or (
+        UPLINK_MTU if port.bridge is None else VIRTUAL_MTU)
+
+
+def refresh_mtu(graphs, port):
+    """Take up the port's current MTU in every worker; True when it changed."""
+    mtu = mtu_of(port)
+    if mtu == port.mtu:
+        return False
+    port.mtu = mtu
+    for graph, io in zip(graphs, port.ios):
+        if port.type in ("afpacket", "system") and len(io) > 2:
+            io[2].refresh_mtu()
+        graph["interface-output"].set_mtu(port.sw_if_index, mtu)
+    return True
 
 
 def fanout_group(port):
@@ -60,6 +102,8 @@ def afpacket(graph, port, worker=0):
     caps = OFFLOAD_ALL
     uplink = port.bridge is None
     receives = worker == 0 or not uplink
+    if worker == 0 and port.mtu_request:
+        device_mtu(port.name, port.mtu_request)
     sock = AfPacketSocket(port.name, fanout_group=None if uplink else fanout_group(port),
                           rx=receives)
     try:
@@ -76,18 +120,20 @@ def afpacket(graph, port, worker=0):
 
 
 def internal(graph, port, worker=0):
-    """An internal port: a TAP device the host stack can use, as in Open vSwitch."""
+    """An internal port: a TAP device the host stack can use, as in Open vSwitch. Frames
+    cross with a virtio_net_hdr, so partial checksums and super-frames pass both ways."""
     from fastpath.tap.tap import TapDevice, TapInput, TapOutput
+    from fastpath.nodes.interface import OFFLOAD_ALL
     if worker:
         tap = port.io[2]
         out = TapOutput(f"{port.name}-output", tap, port.sw_if_index)
-        _output_only(graph, port, out)
+        _output_only(graph, port, out, tap.mtu, OFFLOAD_ALL)
         return (None, out)
-    tap = TapDevice(port.name, mtu=int(port.options.get("mtu", 1500)))
+    tap = TapDevice(port.name, mtu=port.mtu_request or int(port.options.get("mtu", 1500)))
     try:
         inp = TapInput(f"{port.name}-input", tap, port.sw_if_index)
         out = TapOutput(f"{port.name}-output", tap, port.sw_if_index)
-        _wire(graph, port, inp, out)
+        _wire(graph, port, inp, out, tap.mtu, OFFLOAD_ALL)
     except Exception:
         tap.close()
         raise
@@ -110,7 +156,7 @@ def vhost_user(graph, port, worker=0):
     if worker:
         out = VhostUserOutput(f"{port.name}-output", port.io[2].rxq, port.sw_if_index)
         out.share_ring(port.io[1])
-        _output_only(graph, port, out)
+        _output_only(graph, port, out, mtu_of(port))
         return (None, out)
     vport = VhostUserPort.from_options(port.name, port.options)
     vport.open()
@@ -118,7 +164,7 @@ def vhost_user(graph, port, worker=0):
         inp = VhostUserInput(f"{port.name}-input", vport.txq, port.sw_if_index)
         out = VhostUserOutput(f"{port.name}-output", vport.rxq, port.sw_if_index)
         inp.control = vport
-        _wire(graph, port, inp, out)
+        _wire(graph, port, inp, out, mtu_of(port))
         vport.attach(graph)
     except Exception:
         vport.close()
@@ -136,7 +182,7 @@ def memif(graph, port, worker=0):
     if worker:
         out = MemifOutput(f"{port.name}-output", port.io[2].tx_ring, port.sw_if_index)
         out.share_ring(port.io[1])
-        _output_only(graph, port, out)
+        _output_only(graph, port, out, mtu_of(port))
         return (None, out)
     mport = MemifPort.from_options(port.name, port.options)
     try:
@@ -144,7 +190,7 @@ def memif(graph, port, worker=0):
         inp = MemifInput(f"{port.name}-input", mport.rx_ring, port.sw_if_index)
         out = MemifOutput(f"{port.name}-output", mport.tx_ring, port.sw_if_index)
         inp.control = mport
-        _wire(graph, port, inp, out)
+        _wire(graph, port, inp, out, mtu_of(port))
         mport.attach(graph)
     except Exception:
         mport.close()

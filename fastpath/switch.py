@@ -129,6 +129,8 @@ class Port:
         self.trunks = []
         self.vlan_mode = None
         self.options = {}
+        self.mtu_request = None   # as OVS's Interface column: the MTU asked for, or None
+        self.mtu = None           # the MTU in effect (ports.mtu_of)
         self.io = None            # the interface object (socket, TAP, in-memory), worker 0's
         self.ios = []             # every worker's
         self.n_workers = 1
@@ -148,6 +150,8 @@ class Port:
             s["trunks"] = list(self.trunks)
         if self.vlan_mode:
             s["vlan_mode"] = self.vlan_mode
+        if self.mtu_request:
+            s["mtu_request"] = self.mtu_request
         s.update({f"options:{k}": v for k, v in self.options.items()})
         return s
 
@@ -287,6 +291,7 @@ class Switch:
         self.tables.now = now
         for br in self.bridges.values():
             br.fdb.age(now)
+        self.refresh_mtus()
         self.resolve_tunnels()
 
     # ---- bridges ----
@@ -344,7 +349,7 @@ class Switch:
 
     @under_barrier
     def add_port(self, br_name, ifname, type="afpacket", tag=None, trunks=None, vlan_mode=None,
-                 ofport_request=None, **options):
+                 ofport_request=None, mtu_request=None, **options):
         br = self.bridge(br_name)
         if ifname in self.ports:
             raise ConfigError(f"port {ifname} already exists (in bridge {self.ports[ifname].bridge.name})")
@@ -364,6 +369,7 @@ class Switch:
         options = {k.replace("options:", ""): v for k, v in options.items()}
         self._set_vlan(port, tag, trunks, vlan_mode)
         port.options = options
+        port.mtu_request = self._mtu_request(port, mtu_request)
         if type == "vxlan":
             self._check_tunnel(port)
         # the interface itself: may fail (no such device...) before anything is changed
@@ -393,6 +399,50 @@ class Switch:
             if port.ios:
                 port_types.close(self.graphs, port)
             raise ConfigError(f"cannot open {port.type} port {port.name}: {e}") from None
+        port.mtu = port_types.mtu_of(port)
+
+    @staticmethod
+    def _mtu_request(port, value):
+        if value in (None, "", "[]"):
+            return None
+        try:
+            mtu = int(value)
+        except (TypeError, ValueError):
+            mtu = 0
+        if not 68 <= mtu <= 65535:
+            raise ConfigError(f"mtu_request: {value!r} is not an MTU (68..65535)")
+        if port.type == "vxlan":
+            raise ConfigError("mtu_request: a vxlan port's MTU follows its uplink's")
+        return mtu
+
+    @under_barrier
+    def set_mtu_request(self, ifname, value):
+        """ovs-vsctl set interface IF mtu_request=N (or [] for the default)."""
+        port = self.ports.get(ifname) or self.uplinks.get(ifname)
+        if port is None:
+            raise ConfigError(f"no port named {ifname}")
+        mtu = self._mtu_request(port, value)
+        try:
+            if mtu and port.type in ("afpacket", "system"):
+                port_types.device_mtu(port.name, mtu)
+            elif mtu and port.type == "internal":
+                port.io[2].set_mtu(mtu)
+        except OSError as e:
+            raise ConfigError(f"mtu_request: {port.name}: {e.strerror or e}") from None
+        port.mtu_request = mtu
+        self.refresh_mtus()
+
+    def refresh_mtus(self):
+        """Take up MTU changes (mtu_request, or `ip link set … mtu` on a device); a changed
+        uplink re-sets the tunnels over it."""
+        changed = False
+        for p in (*self.ports.values(), *self.uplinks.values()):
+            if port_types.refresh_mtu(self.graphs, p) and p.bridge is None:
+                changed = True
+        if changed:
+            for t in self.tunnels():
+                t.encap_set = False
+            self.resolve_tunnels()
 
     # ---- tunnels ----
 
@@ -514,7 +564,7 @@ class Switch:
     # ---- L3 uplinks (the VPN underlay) ----
 
     @under_barrier
-    def add_ip(self, ifname, cidr, type="afpacket", gw=None, **options):
+    def add_ip(self, ifname, cidr, type="afpacket", gw=None, mtu_request=None, **options):
         """Own interface `ifname` in L3 mode with address cidr (e.g. 192.0.2.1/24)."""
         import ipaddress
         try:
@@ -534,6 +584,7 @@ class Switch:
         port = Port(ifname, type, self._free_sw_if_index(), 0, None)
         port.address, port.gateway = address, gateway
         port.options = {k.replace("options:", ""): v for k, v in options.items()}
+        port.mtu_request = self._mtu_request(port, mtu_request)
         self._open_io(port)
         port.mac = port_types.mac_of(port)
         self.uplinks[ifname] = port
@@ -586,7 +637,7 @@ class Switch:
             if not getattr(t, "encap_set", False) or t.encap_uplink is not t.uplink:
                 encap.set_tunnel(t.sw_if_index, t.options["local_ip"], t.options["remote_ip"],
                                  int(t.options["key"]), t.uplink.sw_if_index,
-                                 int(t.uplink.options.get("mtu", 1500)), t.uplink.mac, t.ipsec,
+                                 t.uplink.mtu, t.uplink.mac, t.ipsec,
                                  t.options.get("encap") == "udp")
                 t.encap_set, t.encap_uplink = True, t.uplink
                 if t.sa_index:
@@ -681,7 +732,7 @@ class Switch:
         rows = []
         for p in (*self.ports.values(), *self.uplinks.values()):
             s = {"name": p.name, "type": p.type, "bridge": p.bridge.name if p.bridge else "",
-                 "ofport": p.ofport, "sw_if_index": p.sw_if_index}
+                 "ofport": p.ofport, "sw_if_index": p.sw_if_index, "mtu": p.mtu}
             s.update(port_types.stats(p))
             rows.append(s)
         return rows

@@ -195,16 +195,37 @@ def test_show_interfaces(ctl):
     send(ctl.switch, "p1", frame(A), frame(A))
     text = ctl.execute(["show", "interfaces"])
     head = text.splitlines()[0]
-    for col in ("Name", "rx packets", "rx bytes", "rx drops", "tx packets", "tx bytes", "tx drops"):
+    for col in ("Name", "MTU", "rx packets", "rx bytes", "rx drops", "tx packets", "tx bytes", "tx drops"):
         assert col in head
     p1 = next(line for line in text.splitlines() if line.startswith("p1 "))
-    assert p1.split()[4] == "2"                                   # rx packets
+    assert p1.split()[4] == "9000"                                # MTU: an in-memory port's default
+    assert p1.split()[5] == "2"                                   # rx packets
     rows = {r["name"]: r for r in ctl.execute(["show", "interfaces"], "json")}
     assert rows["p1"]["rx_packets"] == 2 and rows["p1"]["rx_bytes"] == 2 * len(frame(A))
     assert rows["p2"]["tx_packets"] == 2 and rows["t1"]["tx_packets"] == 2
     assert rows["t1"]["tx_bytes"] == 2 * (len(frame(A)) + 4)
     assert rows["p3"]["tx_packets"] == 0 and rows["p3"]["tx_drops"] == 0
     json.dumps(rows)
+
+
+def test_mtu_request(ctl):
+    """mtu_request sets the MTU interface-output enforces, shows in `show interfaces` and
+    `show` json, survives save/apply, and [] goes back to the default."""
+    big = bytes(Ether(src=A, dst=B, type=0x88b5) / Raw(bytes(1500)))
+    send(ctl.switch, "p2", frame(B))                              # B learned on p2
+    ctl.execute(["set", "interface", "p2", "mtu_request=1400"])
+    rows = {r["name"]: r for r in ctl.execute(["show", "interfaces"], "json")}
+    assert rows["p2"]["mtu"] == 1400 and rows["p1"]["mtu"] == 9000
+    assert send(ctl.switch, "p1", big) == {}
+    errors = {(n, r): c for c, n, r, _ in ctl.switch.errors()}
+    assert errors[("interface-output", "mtu_exceeded")] == 1
+    assert ctl.config()["bridge"]["br0"]["port"]["p2"]["mtu_request"] == 1400
+    cmds = config_commands(ctl.config())
+    assert ["add-port", "br0", "p2", "type=pg", "ofport_request=2", "tag=10", "mtu_request=1400"] in cmds
+    ctl.execute(["set", "interface", "p2", "mtu_request=[]"])
+    assert send(ctl.switch, "p1", big) == {"p2": [big]}
+    ctl.execute(["add-port", "br0", "p9", "type=pg", "mtu_request=1280"])
+    assert ctl.switch.port("p9").mtu == 1280
 
 
 def test_runtime_and_errors(ctl):
@@ -383,6 +404,12 @@ BAD = [
     (["set", "port", "p1", "colour=red"], "unknown setting 'colour'"),
     (["set", "port", "p1", "vlan_mode=sideways"], "vlan_mode"),
     (["set", "port", "p1"], "wrong number of arguments"),
+    (["set", "interface", "p1", "mtu_request=67"], "mtu_request: 67 out of range"),
+    (["set", "interface", "p1", "mtu_request=big"], "mtu_request"),
+    (["set", "interface", "p1", "mtu_request=1400", "mtu_request=1500"], "given twice"),
+    (["set", "interface", "nope", "mtu_request=1400"], "no port named nope"),
+    (["set", "interface", "p1", "mtu_request=1400", "colour=red"], "unknown setting 'colour'"),
+    (["add-port", "br0", "p9", "type=pg", "mtu_request=70000"], "mtu_request: 70000 out of range"),
     (["add-flow", "nope", "actions=drop"], "no bridge named nope"),
     (["add-flow", "br0"], "wrong number of arguments"),
     (["add-flow", "br0", "in_port=p1 actions=bogus"], "bogus"),

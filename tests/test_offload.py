@@ -28,8 +28,8 @@ class Hosts:
     """Hosts a and b, each on a veth into one fastpath bridge (AF_PACKET ports), every
     interface as Linux leaves it; a: 10.1.0.1 / fd00::1, b: 10.1.0.2 / fd00::2."""
 
-    def __init__(self, mtu=None, b_mtu=None):
-        self.mtu, self.b_mtu = mtu, b_mtu
+    def __init__(self, mtu=None, b_mtu=None, internal=False):
+        self.mtu, self.b_mtu, self.internal = mtu, b_mtu, internal
 
     def __enter__(self):
         self.stack = []
@@ -51,6 +51,7 @@ class Hosts:
                 self.dp.run(f"ip link set {dpn} mtu {mtu}")
                 ns.run(f"ip link set {hn} mtu {mtu}")
             ns.run(f"ip link set {hn} address 02:00:00:00:01:0{addr}")
+            setattr(self, "a_ifname" if addr == 1 else "b_ifname", hn)
             ns.run(f"ip addr add 10.1.0.{addr}/24 dev {hn}")
             ns.run(f"ip -6 addr add fd00::{addr}/64 dev {hn} nodad")
             self.ports.append(dpn)
@@ -59,6 +60,15 @@ class Hosts:
         with self.dp.entered():
             for p in self.ports:
                 self.sw.add_port("br0", p, type="afpacket")
+            if self.internal:
+                # an internal port (a TAP) whose host side is the datapath namespace's
+                # stack: 10.1.0.3 / fd00::3
+                self.tap = unique_name("fpt")
+                self.sw.add_port("br0", self.tap, type="internal", mtu_request=self.mtu)
+        if self.internal:
+            self.dp.run("sysctl -qw net.ipv6.conf.all.disable_ipv6=0")
+            self.dp.run(f"ip addr add 10.1.0.3/24 dev {self.tap}")
+            self.dp.run(f"ip -6 addr add fd00::3/64 dev {self.tap} nodad")
         self.thread = threading.Thread(target=self.sw.graph.run, daemon=True)
         self.thread.start()
         return self
@@ -121,6 +131,68 @@ def test_tcp_between_ports_of_different_mtus():
         assert tcp_transfer(h.a.name, h.b.name, "10.1.0.2", size)[0] == size
         assert tcp_transfer(h.b.name, h.a.name, "10.1.0.1", size)[0] == size
         assert h.errors().get(("interface-output", "mtu_exceeded"), 0) == 0
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_tcp_between_an_internal_port_and_a_veth_with_default_offloads(family):
+    """The TAP (IFF_VNET_HDR, TUNSETOFFLOAD) and the veth both take partial checksums and
+    super-frames: TCP crosses both ways whole, and nothing is cut in software."""
+    size = 24 << 20
+    with Hosts(internal=True) as h:
+        tap_ip, a_ip = ("10.1.0.3", "10.1.0.1") if family == "ipv4" else ("fd00::3", "fd00::1")
+        for src, dst, addr in ((h.a, h.dp, tap_ip), (h.dp, h.a, a_ip)):
+            moved, secs = tcp_transfer(src.name, dst.name, addr, size)
+            assert moved == size
+            print(f"{family} {size >> 20} MiB in {secs:.2f} s: {size * 8 / secs / 1e9:.2f} Gbit/s")
+        tap = h.port_stats(h.tap)
+        assert tap["rx_big"] > 0, tap                     # super-frames from the host stack
+        assert tap["rx_drops"] == 0 and tap["tx_drops"] == 0, tap
+        veth = h.port_stats(h.ports[0])
+        assert veth["rx_big"] > 0 and veth["rx_drops"] == 0, veth
+        gso = [r for r in h.sw.runtime() if r["name"] == "gso"]
+        assert sum(r["packets"] for r in gso) == 0        # every super-frame passed whole
+        h.sw.graph.pool.check_accounting()
+
+
+@pytest.mark.root
+def test_jumbo_ping_through_an_internal_port_at_mtu_request_9000():
+    with Hosts(mtu=9000, internal=True) as h:
+        assert h.sw.port(h.tap).mtu == 9000
+        assert "mtu 9000" in h.dp.run(f"ip link show {h.tap}").stdout
+        r = h.a.run("ping -c 3 -i 0.2 -W 2 -M do -s 8972 10.1.0.3", check=False)
+        assert "3 received" in r.stdout, r.stdout
+        r = h.dp.run("ping -c 3 -i 0.2 -W 2 -M do -s 8972 10.1.0.1", check=False)
+        assert "3 received" in r.stdout, r.stdout
+        assert h.port_stats(h.tap)["rx_big"] >= 3
+
+
+@pytest.mark.root
+def test_mtu_request_sets_the_device_and_ip_link_changes_are_taken_up():
+    """As OVS on a system port: mtu_request sets the Linux device's MTU; an MTU set with
+    `ip link` afterwards is what the port then enforces (picked up by the switch's tick)."""
+    with Hosts() as h:
+        port = h.ports[1]                                  # b's veth, 1500 by default
+        rows = {r["name"]: r for r in h.sw.interface_stats()}
+        assert rows[port]["mtu"] == 1500
+        with h.dp.entered():                               # as the daemon runs: in its namespace
+            h.sw.set_mtu_request(port, 9000)
+        assert "mtu 9000" in h.dp.run(f"ip link show {port}").stdout
+        h.b.run(f"ip link set {h.b_ifname} mtu 9000")
+        h.a.run(f"ip link set {h.a_ifname} mtu 9000")
+        h.dp.run(f"ip link set {h.ports[0]} mtu 9000")
+        h.sw.tick()
+        rows = {r["name"]: r for r in h.sw.interface_stats()}
+        assert rows[port]["mtu"] == 9000 and rows[h.ports[0]]["mtu"] == 9000
+        r = h.a.run("ping -c 2 -i 0.2 -W 2 -M do -s 8972 10.1.0.2", check=False)
+        assert "2 received" in r.stdout, r.stdout
+        # down to 4000 behind fastpath's back: the next tick enforces it, as a counted drop
+        h.dp.run(f"ip link set {port} mtu 4000")
+        h.sw.tick()
+        assert {r["name"]: r for r in h.sw.interface_stats()}[port]["mtu"] == 4000
+        r = h.a.run("ping -c 2 -i 0.2 -W 1 -M do -s 8972 10.1.0.2", check=False)
+        assert " 0 received" in r.stdout
+        assert h.errors().get(("interface-output", "mtu_exceeded"), 0) >= 2, h.errors()
 
 
 # ---- in memory: the software finish, frame by frame ----

@@ -168,18 +168,68 @@ def test_burst_both_ways(tap):
     assert tap.tx.stats()["tx_packets"] == n and tap.rx.stats()["rx_packets"] == n
 
 
-def test_oversize_frame_counted(tap):
+def pseudo_sum(raw):
+    """The IPv4/UDP pseudo-header sum of an untagged frame (what a partial checksum holds)."""
+    ph = bytes(raw[26:34]) + struct.pack("!xBH", 17, len(raw) - 34)
+    s = sum(struct.unpack("!6H", ph))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def test_jumbo_frame_lands_in_a_big_buffer(tap):
+    """A frame longer than a small buffer is read whole into a big one (rx_big); the
+    pool's accounting stays exact."""
     tap.tap.set_mtu(9000)
     tap.static_neighbour()
-    tap.host_send(b"z" * 3000)                 # one 3042-byte frame
-    tap.host_send(b"z" * (2048 - 42))          # exactly a buffer
+    jumbo = bytes(range(256)) * 32                            # 8192 bytes of UDP payload
+    tap.host_send(jumbo)                                      # one 8234-byte frame
+    tap.host_send(b"z" * (2048 - 42))                         # exactly a small buffer
     tap.host_send(b"small")
-    assert pump(tap.g, lambda: tap.rx.rx_packets + tap.rx.rx_too_big >= 3)
+    assert pump(tap.g, lambda: tap.rx.rx_packets >= 3)
     settle(tap.g)
     frames = tap.sink.take()
-    assert [len(f) for f in frames] == [2048, 42 + 5]
+    assert [len(f) for f in frames] == [42 + len(jumbo), 2048, 42 + 5]
+    assert Ether(frames[0])[UDP].load == jumbo
     st = tap.rx.stats()
-    assert st["rx_too_big"] == 1 and st["rx_drops"] == 1 and st["rx_packets"] == 2
+    assert st["rx_big"] == 1 and st["rx_drops"] == 0 and st["rx_packets"] == 3
+    tap.g.pool.check_accounting(expected_in_flight=0)
+
+
+def test_host_checksums_arrive_partial_and_leave_finished(tap):
+    """TUNSETOFFLOAD lets the host hand over UDP with its checksum left partial
+    (VIRTIO_NET_HDR_F_NEEDS_CSUM): the buffer says so, and the frame written back with
+    that state reaches the host stack as a valid datagram."""
+    tap.static_neighbour()
+    tap.host_send(b"partial")
+    assert pump(tap.g, lambda: tap.rx.rx_packets >= 1)
+    raw = tap.sink.take()[0]
+    assert Ether(raw)[UDP].load == b"partial"
+    # the checksum field holds the pseudo-header sum only: nobody finished it on the way
+    assert struct.unpack_from("!H", raw, 40)[0] == pseudo_sum(raw)
+    assert tap.rx.stats()["rx_bad_offload"] == 0
+    pool = tap.g.pool
+    # back to the host: a partial UDP checksum the kernel must finish before delivery
+    with tap.ns.entered():
+        srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((HOST_IP, 7777))
+    srv.settimeout(2)
+    try:
+        raw = bytearray(bytes(Ether(dst=tap.mac, src=FAKE_MAC) / IP(src=PEER_IP, dst=HOST_IP)
+                              / UDP(sport=5, dport=7777, chksum=0) / b"finished"))
+        # the pseudo-header sum in the checksum field, as a sender with CHECKSUM_PARTIAL leaves it
+        raw[40:42] = struct.pack("!H", pseudo_sum(raw))
+        (b,) = pool.alloc_py(1)
+        pool.set_frame(int(b), bytes(raw))
+        pool.meta("ol_flags")[b] = 1                          # OL_CSUM_PARTIAL
+        pool.meta("l4_start")[b] = 20
+        pool.meta("csum_offset")[b] = 6
+        tap.g.inject("tap-tx", [b])
+        tap.g.run_until_idle()
+        assert srv.recvfrom(100)[0] == b"finished"           # a bad checksum is never delivered
+    finally:
+        srv.close()
+    assert tap.tx.stats()["tx_packets"] == 1
 
 
 def test_bad_frames_counted(tap):

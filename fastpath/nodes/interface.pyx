@@ -58,10 +58,13 @@ cdef class InterfaceOutput(Node):
     def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0):
         self._arc[sw_if_index] = self.arc(tx_node_name) if tx_node_name else 0
         self._up[sw_if_index] = up
+        self.set_mtu(sw_if_index, mtu)
+        self._caps[sw_if_index] = caps
+
+    def set_mtu(self, int sw_if_index, int mtu):
         # MTU counts the payload; allow the Ethernet header and two tags
         self._maxlen[sw_if_index] = min(mtu + 22, 65535)
         self._mtu[sw_if_index] = min(mtu, 65535)
-        self._caps[sw_if_index] = caps
 
     def set_up(self, int sw_if_index, bint up):
         self._up[sw_if_index] = up
