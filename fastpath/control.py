@@ -703,7 +703,8 @@ class Control:
         for r in rows:
             state = " (retiring)" if r.get("retiring") else ""
             lines.append(f"{r['tunnel']} -> {r['remote_ip']}: spi 0x{r['spi']:08x} {r['direction']}{state} "
-                         f"{r['cipher']} esn {'on' if r['esn'] else 'off'}{' udp' if r['encap'] else ''}")
+                         f"{r['cipher']} esn {'on' if r['esn'] else 'off'}{' udp' if r['encap'] else ''}"
+                         f"  engine {r['engine']}")
             lines.append(f"    seq {r['seq']}  packets {r['packets']}  bytes {r['bytes']}  age {r['age']:.0f}s"
                          + (f"  replay window {r['replay_window']}" if 'replay_window' in r else ""))
             drops = {k: v for k, v in (r.get("drops") or {}).items() if v}

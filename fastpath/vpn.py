@@ -367,6 +367,9 @@ class Vpn:
         self.last_sent_ts = 0
         self.init_key = os.urandom(32)   # our INITs' SPIs: init_spi(timestamp)
         sw.graph.add_timer(0.05, self.tick)
+        from fastpath.crypto import aesgcm
+        log.info("ESP AES-GCM engine: %s", aesgcm.IPSEC_MB or
+                 f"OpenSSL (intel-ipsec-mb cannot run: {aesgcm.IPSEC_MB_UNUSABLE})")
 
     def set_outbound(self, index, sa):
         """Every worker encrypts with sa: worker 0 with sa itself, the others with copies

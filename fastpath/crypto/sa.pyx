@@ -68,18 +68,18 @@ def parse_xfrm_key(text):
 cdef class SecurityAssociation:
     def __init__(self, spi, key_salt, *, direction, esn=True, replay_window=64,
                  lifetime_packets=None, lifetime_bytes=None, encap=None,
-                 udp_sport=4500, udp_dport=4500, seq=0):
+                 udp_sport=4500, udp_dport=4500, seq=0, engine=None):
         """spi: 1..2^32-1. key_salt: bytes (20 or 36) or an `ip xfrm` hex string.
         direction: 'in' or 'out'. encap: None (ESP, IP protocol 50) or 'udp' (RFC 3948,
         from udp_sport to udp_dport). seq: outbound, go on after this sequence number;
         inbound, the highest one already received (it and the window below it count as
-        seen)."""
+        seen). engine: the AES-GCM engine (AesGcm's; None: the best there is)."""
         if isinstance(key_salt, str):
             key_salt = parse_xfrm_key(key_salt)
         key_salt = bytes(key_salt)
         self._args = (spi, key_salt, dict(direction=direction, esn=esn, replay_window=replay_window,
                       lifetime_packets=lifetime_packets, lifetime_bytes=lifetime_bytes,
-                      encap=encap, udp_sport=udp_sport, udp_dport=udp_dport))
+                      encap=encap, udp_sport=udp_sport, udp_dport=udp_dport, engine=engine))
         self._copies = []
         if len(key_salt) not in (20, 36):
             raise ValueError(f"key||salt of {len(key_salt)} bytes: 20 (AES-128) or 36 (AES-256) expected")
@@ -101,7 +101,7 @@ cdef class SecurityAssociation:
         self.encap_udp = encap == "udp"
         self.udp_sport = udp_sport
         self.udp_dport = udp_dport
-        self.aead = AesGcm(key_salt[:-SALT_LEN])
+        self.aead = AesGcm(key_salt[:-SALT_LEN], engine)
         cdef const uint8_t *sp = key_salt
         memcpy(self.salt, sp + len(key_salt) - SALT_LEN, SALT_LEN)
         self.seq_max = 0xffffffffffffffff if self.esn else 0xffffffff
@@ -247,9 +247,9 @@ cdef class SecurityAssociation:
     # ---- control plane ----
 
     def worker_copy(self):
-        """The same outbound SA for another worker: its own OpenSSL context (one context
-        must not be used by two threads at once), the same sequence counter. Counted in
-        this SA's stats()."""
+        """The same outbound SA for another worker: its own cipher state (an OpenSSL context
+        must not be used by two threads at once; ipsec-mb gets its own key schedule copy),
+        the same sequence counter. Counted in this SA's stats()."""
         if self.inbound:
             raise ValueError("inbound SAs are used by one worker (the uplink's)")
         spi, key_salt, kw = self._args
@@ -294,6 +294,7 @@ cdef class SecurityAssociation:
     def stats(self):
         """What `show sa` prints."""
         d = {"spi": self.spi, "direction": self.direction, "cipher": self.cipher,
+             "engine": self.aead.engine,
              "esn": bool(self.esn), "encap": "udp" if self.encap_udp else None,
              "seq": self.seq, "packets": int(self.packets) + sum(int(c.packets) for c in self._copies),
              "bytes": int(self.octets) + sum(int(c.octets) for c in self._copies),

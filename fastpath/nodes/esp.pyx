@@ -14,7 +14,7 @@ esp-encrypt: pool.aux[b] is the index of the outbound SA (set_outbound(index, sa
   header, for an SA with encap='udp'), total length and checksum are rewritten.
   next: the node given (default interface-output).
   errors: not_ip4, ip4_length, ip4_checksum, fragment, no_sa, expired, no_headroom,
-  too_big (the result would not fit the buffer's BUF_DATA bytes), seq_exhausted,
+  too_big (the result would not fit its buffer), seq_exhausted,
   crypto_error.
 
 esp-decrypt: the reverse, for ESP (protocol 50) and ESP in UDP to the NAT-T port (4500).
@@ -39,7 +39,7 @@ import ipaddress
 import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memmove
-from fastpath.graph.buffer cimport BufferPool, BUF_DATA, BUF_SIZE, F_DECRYPTED
+from fastpath.graph.buffer cimport BufferPool, BUF_DATA, BIG_DATA, F_DECRYPTED
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport ETH_HLEN, ETH_P_IP, rd16
 from fastpath.nodes.ip4 cimport (rd32, IP4_OK, IP_PROTO_UDP, IP_PROTO_ESP, IP_PROTO_NONE, UDP_HLEN,
@@ -204,8 +204,10 @@ cdef class EspEncrypt(_EspNode):
         tail = pad + ESP_TRAILER + ESP_ICV_LEN
         if self.pool.offset[b] < shift:
             return ENC_NO_HEADROOM
-        if (ETH_HLEN + total + shift + tail > BUF_DATA
-                or self.pool.offset[b] + ETH_HLEN + total + tail > BUF_SIZE):
+        # the result must be a frame its buffer class holds, and the trailer and ICV must fit
+        # after the packet where it is
+        if (ETH_HLEN + total + shift + tail > (BUF_DATA if b < self.pool.n_small else BIG_DATA)
+                or ETH_HLEN + total + tail > <int> self.pool.room(b)):
             (<SecurityAssociation> sa).count_drop(SA_DROP_TOO_BIG)
             return ENC_TOO_BIG
         if (<SecurityAssociation> sa).next_seq(seq) < 0:

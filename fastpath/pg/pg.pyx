@@ -8,8 +8,8 @@ interface. They let every node be tested and benchmarked without root, and are w
 import numpy as np
 from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from fastpath.graph.buffer cimport BufferPool, BUF_DATA
-from fastpath.graph.node cimport Node
+from fastpath.graph.buffer cimport BufferPool, BUF_DATA, BIG_DATA
+from fastpath.graph.node cimport Node, ARC_DROP
 
 cdef enum:
     ERR_TOO_BIG = 0
@@ -17,7 +17,8 @@ cdef enum:
 
 
 cdef class PgInput(Node):
-    """Frames are stored back to back in one arena; poll() copies the next ones into buffers.
+    """Frames are stored back to back in one arena; poll() copies the next ones into buffers
+    (a big buffer for one longer than a small buffer; none left: a counted no_buffer drop).
     With loop=True the frames are replayed round-robin until `limit` frames were sent."""
     input = True
     errors = (("too_big", "frame larger than a buffer"), ("no_buffer", "buffer pool empty"))
@@ -41,8 +42,8 @@ cdef class PgInput(Node):
         """Replace the frames to send; returns how many will be sent."""
         frames = [bytes(f) for f in frames]
         for f in frames:
-            if len(f) > BUF_DATA:
-                raise ValueError(f"frame of {len(f)} bytes is larger than a buffer ({BUF_DATA})")
+            if len(f) > BIG_DATA:
+                raise ValueError(f"frame of {len(f)} bytes is larger than a buffer ({BIG_DATA})")
         lens = np.array([len(f) for f in frames], dtype=np.uint16)
         offs = np.zeros(len(frames) + 1, dtype=np.uint64)
         if frames:
@@ -72,7 +73,7 @@ cdef class PgInput(Node):
 
     cdef int poll_c(self, uint32_t *bufs, int room) noexcept nogil:
         cdef int want = room, got, i
-        cdef uint32_t b
+        cdef uint32_t b, big
         cdef uint64_t f
         if self.limit < <uint64_t> want:
             want = <int> self.limit
@@ -84,10 +85,20 @@ cdef class PgInput(Node):
         for i in range(got):
             b = bufs[i]
             f = self.pos
-            memcpy(self.pool.frame(b), self.arena + self.off[f], self.len_[f])
-            self.pool.length[b] = self.len_[f]
-            self.pool.rx_if[b] = self.sw_if_index
             self.pool.next[b] = 1
+            if self.len_[f] > BUF_DATA:
+                if self.pool.alloc_big(&big, 1) == 1:
+                    self.pool.free(&b, 1)
+                    b = bufs[i] = big
+                    self.pool.next[b] = 1
+                else:
+                    self.pool.length[b] = 0
+                    self.pool.error[b] = self.err_base + 1      # no_buffer
+                    self.pool.next[b] = ARC_DROP
+            if self.pool.next[b] == 1:
+                memcpy(self.pool.frame(b), self.arena + self.off[f], self.len_[f])
+                self.pool.length[b] = self.len_[f]
+            self.pool.rx_if[b] = self.sw_if_index
             self.rx_bytes += self.len_[f]
             self.pos += 1
             if self.pos == self.n_frames:
