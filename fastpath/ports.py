@@ -130,13 +130,15 @@ def memif(graph, port, worker=0):
     """A memif peer (a VPP, DPDK or libmemif process, fastpath.memif.client) over shared
     memory: options:memif-socket=PATH, memif-role=master (default: fastpath listens and
     maps the slave's memory) or slave (fastpath connects, offers its memory and
-    reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES."""
+    reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES, mtu=N
+    (default 9000; up to 65513: a frame of up to 64 KiB crosses as a descriptor chain)."""
     from fastpath.memif.protocol import MemifPort
     from fastpath.memif.port import MemifInput, MemifOutput
+    mtu = int(port.options.get("mtu", 9000))
     if worker:
         out = MemifOutput(f"{port.name}-output", port.io[2].tx_ring, port.sw_if_index)
         out.share_ring(port.io[1])
-        _output_only(graph, port, out)
+        _output_only(graph, port, out, mtu)
         return (None, out)
     mport = MemifPort.from_options(port.name, port.options)
     try:
@@ -144,7 +146,7 @@ def memif(graph, port, worker=0):
         inp = MemifInput(f"{port.name}-input", mport.rx_ring, port.sw_if_index)
         out = MemifOutput(f"{port.name}-output", mport.tx_ring, port.sw_if_index)
         inp.control = mport
-        _wire(graph, port, inp, out)
+        _wire(graph, port, inp, out, mtu)
         mport.attach(graph)
     except Exception:
         mport.close()

@@ -631,8 +631,8 @@ def test_too_big_runt_and_endless_chains(sw, pair):
     o = [int(x) for x in c1._tx_buf_off]
     p = c1._tx_pos
     put_descriptors(c1, [
-        (0, 0, 3000, o[p % 1024]),                              # larger than a pool buffer
-        (1, 0, 2000, o[(p + 1) % 1024]), (0, 0, 100, o[(p + 2) % 1024]),   # chain over 2048 bytes
+        (0, 0, 70000, o[p % 1024]),                             # larger than a big buffer
+        (1, 0, 60000, o[(p + 1) % 1024]), (0, 0, 6000, o[(p + 2) % 1024]),  # chain over 64 KiB
         (0, 0, 10, o[(p + 3) % 1024]),                          # runt
         (0, 0, 0, o[(p + 4) % 1024]),                           # empty
     ])
