@@ -810,14 +810,15 @@ class TestPmd:
     """dpdk-testpmd with one net_memif port, driven through its interactive prompt."""
     __test__ = False
 
-    def __init__(self, workdir, sock, role):
+    def __init__(self, workdir, sock, role, vdev_args="", args=()):
+        """vdev_args: more net_memif options (",bsize=..."); args: more testpmd options."""
         self.log = open(f"{workdir}/testpmd.log", "w+")
         env = dict(os.environ, RUNTIME_DIRECTORY=workdir)
         self.p = subprocess.Popen(
             ["stdbuf", "-oL", TESTPMD, "-l", "0,1", "--main-lcore", "1", "--no-pci", "--no-huge", "-m", "128",
              f"--file-prefix=fpmif{os.getpid()}", "--log-level=pmd.net.memif:info",
-             f"--vdev=net_memif0,role={role},socket={sock},socket-abstract=no,id=0",
-             "--", "-i", "--total-num-mbufs=4096"],
+             f"--vdev=net_memif0,role={role},socket={sock},socket-abstract=no,id=0{vdev_args}",
+             "--", "-i", "--total-num-mbufs=4096", *args],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env, text=True)
 
     def cmd(self, line):

@@ -388,15 +388,17 @@ cdef class MemifRing:
         how many. Every slot read is handed back (tail, or reposted as the slave).
 
         A frame -- one descriptor or a NEXT chain -- goes into a small buffer; one that
-        outgrows BUF_DATA moves into a big buffer (up to BIG_DATA), or is dropped as
-        no_big_buffer when none is left."""
+        outgrows BUF_DATA moves into a big buffer (up to BIG_DATA). When none is left the
+        burst ends there if it took big buffers itself (they are free again after this
+        vector: the frame waits in the ring), else the frame is dropped as no_big_buffer."""
         cdef int n, i, start, got, out = 0, bad, reason = 0
         cdef uint32_t b, big, total, length, limit
         cdef uint16_t flags
         cdef uint64_t v = 0
         cdef uint8_t *p
         cdef uint8_t *dst
-        cdef bint complete
+        cdef bint complete, wait_big = False
+        cdef int bigs = 0                       # big buffers this burst took
         if not self.ready or room <= 0:
             return 0
         n = self.rx_avail(err)
@@ -441,6 +443,11 @@ cdef class MemifRing:
                         if length > BIG_DATA - total:
                             bad = E_TOO_BIG
                         elif pool.alloc_big(&big, 1) != 1:
+                            if bigs:
+                                # this burst's big buffers come back once its vector is
+                                # through: leave the frame in the ring for the next poll
+                                wait_big = True
+                                break
                             bad = E_NO_BIG_BUFFER
                         else:
                             # a jumbo frame: what is gathered so far (at most one small
@@ -451,12 +458,16 @@ cdef class MemifRing:
                             b = big
                             dst = pool.frame(b)
                             limit = BIG_DATA
+                            bigs += 1
                     if bad < 0:
                         memcpy(dst + total, p, length)
                         total += length
                 if not flags & DESC_F_NEXT:
                     complete = True
                     break
+            if wait_big:
+                i = start
+                break
             if not complete:
                 if start == 0 and <uint32_t> n == self.size:
                     err[E_BAD_CHAIN] += 1     # a chain as long as the ring never ends
