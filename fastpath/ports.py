@@ -176,7 +176,8 @@ def memif(graph, port, worker=0):
     """A memif peer (a VPP, DPDK or libmemif process, fastpath.memif.client) over shared
     memory: options:memif-socket=PATH, memif-role=master (default: fastpath listens and
     maps the slave's memory) or slave (fastpath connects, offers its memory and
-    reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES."""
+    reconnects), memif-id=N, memif-ring-size=LOG2, memif-buffer-size=BYTES; the MTU is
+    mtu_request (default 9000; a frame of up to 64 KiB crosses as a descriptor chain)."""
     from fastpath.memif.protocol import MemifPort
     from fastpath.memif.port import MemifInput, MemifOutput
     if worker:

@@ -631,8 +631,8 @@ def test_too_big_runt_and_endless_chains(sw, pair):
     o = [int(x) for x in c1._tx_buf_off]
     p = c1._tx_pos
     put_descriptors(c1, [
-        (0, 0, 3000, o[p % 1024]),                              # larger than a pool buffer
-        (1, 0, 2000, o[(p + 1) % 1024]), (0, 0, 100, o[(p + 2) % 1024]),   # chain over 2048 bytes
+        (0, 0, 70000, o[p % 1024]),                             # larger than a big buffer
+        (1, 0, 60000, o[(p + 1) % 1024]), (0, 0, 6000, o[(p + 2) % 1024]),  # chain over 64 KiB
         (0, 0, 10, o[(p + 3) % 1024]),                          # runt
         (0, 0, 0, o[(p + 4) % 1024]),                           # empty
     ])
@@ -810,14 +810,15 @@ class TestPmd:
     """dpdk-testpmd with one net_memif port, driven through its interactive prompt."""
     __test__ = False
 
-    def __init__(self, workdir, sock, role):
+    def __init__(self, workdir, sock, role, vdev_args="", args=()):
+        """vdev_args: more net_memif options (",bsize=..."); args: more testpmd options."""
         self.log = open(f"{workdir}/testpmd.log", "w+")
         env = dict(os.environ, RUNTIME_DIRECTORY=workdir)
         self.p = subprocess.Popen(
             ["stdbuf", "-oL", TESTPMD, "-l", "0,1", "--main-lcore", "1", "--no-pci", "--no-huge", "-m", "128",
              f"--file-prefix=fpmif{os.getpid()}", "--log-level=pmd.net.memif:info",
-             f"--vdev=net_memif0,role={role},socket={sock},socket-abstract=no,id=0",
-             "--", "-i", "--total-num-mbufs=4096"],
+             f"--vdev=net_memif0,role={role},socket={sock},socket-abstract=no,id=0{vdev_args}",
+             "--", "-i", "--total-num-mbufs=4096", *args],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env, text=True)
 
     def cmd(self, line):

@@ -2,17 +2,19 @@
 
 MemifInput (input node) polls the ring the peer transmits on (S2M when fastpath is the
 master, M2S when it is the slave): each frame -- one descriptor, or a chain of them --
-becomes one pool buffer, next `ethernet-input`. When the ring is idle it asks the peer
+becomes one pool buffer (a big one when it is longer than 2048 bytes: jumbo frames up
+to 64 KiB), next `ethernet-input`. When the ring is idle it asks the peer
 for interrupts and resets the ring's eventfd, which fileno() hands to the dispatcher to
 sleep on.
 
 MemifOutput (sink) copies a vector into the ring the peer receives on, chaining
-descriptors when a frame is larger than the peer's buffers, then frees the buffers and
-signals the peer unless it polls.
+descriptors (MEMIF_DESC_FLAG_NEXT) when a frame is larger than the peer's buffers, as a
+jumbo frame always is, then frees the buffers and signals the peer unless it polls.
 
 Both count drops by reason (the ERRORS table in ring.pyx): frames the peer sent badly
 (descriptors outside its memory, lengths over the buffer size, endless chains, too big,
-too short), frames it had no room for (ring_full) or no connection for
+too short), frames we had no big buffer for (no_big_buffer), frames it had no room for
+(ring_full, or too_big when not even its whole ring would hold one) or no connection for
 (not_connected), and index_jump when the peer broke the ring (the port then
 disconnects). The rings belong to the port's control channel (protocol.MemifPort),
 which places and removes them; the nodes only look at `ready`.

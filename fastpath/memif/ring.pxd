@@ -20,6 +20,7 @@ cdef enum:
     E_NOT_CONNECTED = 0
     E_RING_FULL
     E_TOO_BIG
+    E_NO_BIG_BUFFER
     E_RUNT
     E_DESC_BAD_ADDR
     E_DESC_BAD_LENGTH

@@ -21,8 +21,8 @@ with release ordering (memif's __atomic_load_n / __atomic_store_n discipline), a
 descriptors and buffers it covers. Each descriptor is read once into locals before it is
 checked and used. A peer is untrusted:
 - a descriptor outside its region, a length over the buffer size, a chain longer than
-  the ring, a frame too big or too short: that frame is dropped and counted, its slots
-  consumed as usual;
+  the ring, a frame too big (over 64 KiB) or too short: that frame is dropped and
+  counted, its slots consumed as usual;
 - an index moved by more than the ring allows (head or tail "jumping"): the ring stops
   (`broken`) and the port's failure eventfd is written; the control plane disconnects.
 As the slave we never read back the region or offset of our own descriptors: a master
@@ -42,7 +42,7 @@ from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAI
 cdef extern from "<sys/mman.h>":
     int MAP_POPULATE
 
-from fastpath.graph.buffer cimport BufferPool, BUF_DATA
+from fastpath.graph.buffer cimport BufferPool, BUF_DATA, BIG_DATA
 
 import os
 
@@ -81,7 +81,8 @@ POPULATE_LIMIT = 64 << 20           # bytes of one connection's regions faulted 
 ERRORS = (
     ("not_connected", "memif not connected"),
     ("ring_full", "peer ring full"),
-    ("too_big", "frame larger than a buffer"),
+    ("too_big", "frame larger than 64 KiB (rx) or than the whole ring (tx)"),
+    ("no_big_buffer", "no big buffer left for a frame over 2048 bytes"),
     ("runt", "frame shorter than an Ethernet header"),
     ("desc_bad_addr", "descriptor outside its region"),
     ("desc_bad_length", "descriptor length over the buffer size"),
@@ -384,14 +385,20 @@ cdef class MemifRing:
     cdef int rx_burst(self, BufferPool pool, uint32_t *bufs, int room, uint64_t *err,
                       uint64_t *nbytes) noexcept nogil:
         """Take up to `room` frames from the ring into new pool buffers (bufs); returns
-        how many. Every slot read is handed back (tail, or reposted as the slave)."""
+        how many. Every slot read is handed back (tail, or reposted as the slave).
+
+        A frame -- one descriptor or a NEXT chain -- goes into a small buffer; one that
+        outgrows BUF_DATA moves into a big buffer (up to BIG_DATA). When none is left the
+        burst ends there if it took big buffers itself (they are free again after this
+        vector: the frame waits in the ring), else the frame is dropped as no_big_buffer."""
         cdef int n, i, start, got, out = 0, bad, reason = 0
-        cdef uint32_t b, total, length
+        cdef uint32_t b, big, total, length, limit
         cdef uint16_t flags
         cdef uint64_t v = 0
         cdef uint8_t *p
         cdef uint8_t *dst
-        cdef bint complete
+        cdef bint complete, wait_big = False
+        cdef int bigs = 0                       # big buffers this burst took
         if not self.ready or room <= 0:
             return 0
         n = self.rx_avail(err)
@@ -422,6 +429,7 @@ cdef class MemifRing:
             start = i
             b = bufs[out]
             dst = pool.frame(b)
+            limit = BUF_DATA
             total = 0
             bad = -1
             complete = False
@@ -431,14 +439,35 @@ cdef class MemifRing:
                 if bad < 0:
                     if p == NULL:
                         bad = reason
-                    elif length > BUF_DATA - total:
-                        bad = E_TOO_BIG
-                    else:
+                    elif length > limit - total:
+                        if length > BIG_DATA - total:
+                            bad = E_TOO_BIG
+                        elif pool.alloc_big(&big, 1) != 1:
+                            if bigs:
+                                # this burst's big buffers come back once its vector is
+                                # through: leave the frame in the ring for the next poll
+                                wait_big = True
+                                break
+                            bad = E_NO_BIG_BUFFER
+                        else:
+                            # a jumbo frame: what is gathered so far (at most one small
+                            # buffer) moves into a big buffer, which takes the small one's place
+                            memcpy(pool.frame(big), dst, total)
+                            pool.free(&bufs[out], 1)
+                            bufs[out] = big
+                            b = big
+                            dst = pool.frame(b)
+                            limit = BIG_DATA
+                            bigs += 1
+                    if bad < 0:
                         memcpy(dst + total, p, length)
                         total += length
                 if not flags & DESC_F_NEXT:
                     complete = True
                     break
+            if wait_big:
+                i = start
+                break
             if not complete:
                 if start == 0 and <uint32_t> n == self.size:
                     err[E_BAD_CHAIN] += 1     # a chain as long as the ring never ends
@@ -556,6 +585,10 @@ cdef class MemifRing:
                 done += 1
                 nbytes[0] += pool.length[b]
             elif r == 0:
+                if room == self.size:
+                    # not even the whole ring holds this chain: waiting would not help
+                    err[E_TOO_BIG] += 1
+                    continue
                 err[E_RING_FULL] += n - i
                 break
         if slot != self.pos:
