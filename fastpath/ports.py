@@ -111,6 +111,7 @@ def vhost_user(graph, port, worker=0):
         out = VhostUserOutput(f"{port.name}-output", port.io[2].rxq, port.sw_if_index)
         out.share_ring(port.io[1])
         _output_only(graph, port, out)
+        port.io[2].add_output(graph["interface-output"], port.sw_if_index)
         return (None, out)
     vport = VhostUserPort.from_options(port.name, port.options)
     vport.open()
@@ -119,6 +120,8 @@ def vhost_user(graph, port, worker=0):
         out = VhostUserOutput(f"{port.name}-output", vport.rxq, port.sw_if_index)
         inp.control = vport
         _wire(graph, port, inp, out)
+        # caps: what the guest negotiated (none yet), set by the port from now on
+        vport.add_output(graph["interface-output"], port.sw_if_index)
         vport.attach(graph)
     except Exception:
         vport.close()
