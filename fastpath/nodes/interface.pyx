@@ -73,6 +73,9 @@ cdef class InterfaceOutput(Node):
         """The offload state the interface takes, when its peer renegotiates (vhost-user)."""
         self._caps[sw_if_index] = caps
 
+    def get_caps(self, int sw_if_index):
+        return int(self._caps[sw_if_index])
+
     cdef inline bint needs_gso(self, uint32_t b, uint16_t t) noexcept nogil:
         """Whether super-frame b must be cut in software for interface t: no TSO for its IP
         version there, or segments larger than t's MTU (then gso_size is lowered to fit)."""
