@@ -104,7 +104,8 @@ def vxlan(graph, port, worker=0):
 def vhost_user(graph, port, worker=0):
     """A virtio-net guest over vhost-user: options:vhost-socket=PATH (fastpath listens,
     QEMU connects) or options:vhost-server-path=PATH (fastpath connects and reconnects,
-    as Open vSwitch's dpdkvhostuserclient)."""
+    as Open vSwitch's dpdkvhostuserclient). The port's offload caps in each worker's
+    interface-output are the port's to set: they follow what the guest negotiates."""
     from fastpath.vhost.protocol import VhostUserPort
     from fastpath.vhost.port import VhostUserInput, VhostUserOutput
     if worker:

@@ -17,6 +17,12 @@ It is driven from the dispatch loop (graph.add_fd): on_readable() reads what is 
 without blocking -- a message may arrive in pieces -- and handles at most
 MESSAGES_PER_CALL messages, so a chatty front end cannot starve the data path.
 
+Features offered: VERSION_1, EVENT_IDX, INDIRECT_DESC, MRG_RXBUF and the offloads CSUM,
+GUEST_CSUM, HOST/GUEST_TSO4/6 and HOST/GUEST_ECN. What the guest accepts in SET_FEATURES
+sets what its virtio-net headers may carry (virtq.pyx) and the port's caps in every
+worker's interface-output (offload_caps: 0 before SET_FEATURES and after a reset), so
+it only ever gets the offload state it took; the rest is finished in software.
+
 Requests handled: GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK), SET_OWNER,
 RESET_OWNER, RESET_DEVICE, SET_MEM_TABLE, SET_VRING_NUM/ADDR/BASE, GET_VRING_BASE,
 SET_VRING_KICK/CALL/ERR, GET_QUEUE_NUM (1), SET_VRING_ENABLE. Any other request is
