@@ -28,8 +28,7 @@ from fastpath.switch import Switch
 from fastpath.vhost import protocol as vu
 
 from test_vhost import (GUEST_IP, GUEST_MAC, GUEST_NET, HOST_IP, HOST_MAC, Guest, connect, fe,
-                        icmp_ping, inject, pg_frames, running, rx_frames, sockdir, sw, vstats,
-                        wait_for)
+                        pg_frames, running, sockdir, sw, vstats, wait_for)
 
 __all__ = ["fe", "sockdir", "sw"]          # fixtures, used by name
 
