@@ -150,13 +150,15 @@ def vxlan(graph, port, worker=0):
 def vhost_user(graph, port, worker=0):
     """A virtio-net guest over vhost-user: options:vhost-socket=PATH (fastpath listens,
     QEMU connects) or options:vhost-server-path=PATH (fastpath connects and reconnects,
-    as Open vSwitch's dpdkvhostuserclient)."""
+    as Open vSwitch's dpdkvhostuserclient). The port's offload caps in each worker's
+    interface-output are the port's to set: they follow what the guest negotiates."""
     from fastpath.vhost.protocol import VhostUserPort
     from fastpath.vhost.port import VhostUserInput, VhostUserOutput
     if worker:
         out = VhostUserOutput(f"{port.name}-output", port.io[2].rxq, port.sw_if_index)
         out.share_ring(port.io[1])
         _output_only(graph, port, out, mtu_of(port))
+        port.io[2].add_output(graph["interface-output"], port.sw_if_index)
         return (None, out)
     vport = VhostUserPort.from_options(port.name, port.options)
     vport.open()
@@ -165,6 +167,8 @@ def vhost_user(graph, port, worker=0):
         out = VhostUserOutput(f"{port.name}-output", vport.rxq, port.sw_if_index)
         inp.control = vport
         _wire(graph, port, inp, out, mtu_of(port))
+        # caps: what the guest negotiated (none yet), set by the port from now on
+        vport.add_output(graph["interface-output"], port.sw_if_index)
         vport.attach(graph)
     except Exception:
         vport.close()

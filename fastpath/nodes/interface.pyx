@@ -24,8 +24,11 @@ cdef enum:
     ERR_BAD_OFFLOAD = 3
     ARC_GSO = 1
 
-# for set_interface(caps=...): a port that takes every offload state as it is
+# for set_interface(caps=...): a port that takes every offload state as it is, or some
 OFFLOAD_ALL = CAP_ALL
+OFFLOAD_CSUM = CAP_CSUM
+OFFLOAD_TSO4 = CAP_TSO4
+OFFLOAD_TSO6 = CAP_TSO6
 
 
 cdef class InterfaceOutput(Node):
@@ -68,6 +71,13 @@ cdef class InterfaceOutput(Node):
 
     def set_up(self, int sw_if_index, bint up):
         self._up[sw_if_index] = up
+
+    def set_caps(self, int sw_if_index, int caps):
+        """The offload state the interface takes, when its peer renegotiates (vhost-user)."""
+        self._caps[sw_if_index] = caps
+
+    def get_caps(self, int sw_if_index):
+        return int(self._caps[sw_if_index])
 
     cdef inline bint needs_gso(self, uint32_t b, uint16_t t) noexcept nogil:
         """Whether super-frame b must be cut in software for interface t: no TSO for its IP

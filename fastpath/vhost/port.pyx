@@ -1,15 +1,18 @@
 """VhostUserInput / VhostUserOutput: a vhost-user guest as a pair of graph nodes.
 
 VhostUserInput (input node) polls the guest's transmit queue (virtqueue 1): each chain
-becomes one pool buffer holding the Ethernet frame without its virtio-net header, next
+becomes one pool buffer holding the Ethernet frame (a big buffer when it is larger than
+a small one), its virtio-net header taken into the buffer's offload state, next
 `ethernet-input`. When the queue is empty it resets the kick eventfd, which fileno()
 hands to the dispatcher to sleep on.
 
 VhostUserOutput (sink) copies a vector into the guest's receive queue (virtqueue 0),
-with mergeable receive buffers when negotiated, then frees the buffers.
+each frame behind a header with its offload state as far as the guest takes it, with
+mergeable receive buffers when negotiated, then frees the buffers.
 
 Both count drops by reason (the ERRORS table in virtq.pyx): frames the guest sent
-badly (descriptors outside its memory, loops, wrong direction, too big), frames the
+badly (descriptors outside its memory, loops, wrong direction, too big, a virtio-net
+header that does not fit the frame or was not negotiated), frames the
 guest had no room for (ring_full) or no running queue for (not_ready). The queues
 themselves belong to the port's control channel (protocol.VhostUserPort), which sets
 them up and tears them down; the nodes only look at `ready`.

@@ -17,6 +17,12 @@ It is driven from the dispatch loop (graph.add_fd): on_readable() reads what is 
 without blocking -- a message may arrive in pieces -- and handles at most
 MESSAGES_PER_CALL messages, so a chatty front end cannot starve the data path.
 
+Features offered: VERSION_1, EVENT_IDX, INDIRECT_DESC, MRG_RXBUF and the offloads CSUM,
+GUEST_CSUM, HOST/GUEST_TSO4/6 and HOST/GUEST_ECN. What the guest accepts in SET_FEATURES
+sets what its virtio-net headers may carry (virtq.pyx) and the port's caps in every
+worker's interface-output (offload_caps: 0 before SET_FEATURES and after a reset), so
+it only ever gets the offload state it took; the rest is finished in software.
+
 Requests handled: GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK), SET_OWNER,
 RESET_OWNER, RESET_DEVICE, SET_MEM_TABLE, SET_VRING_NUM/ADDR/BASE, GET_VRING_BASE,
 SET_VRING_KICK/CALL/ERR, GET_QUEUE_NUM (1), SET_VRING_ENABLE. Any other request is
@@ -84,12 +90,22 @@ globals().update({name: code for code, name in REQUESTS.items()})
 
 # ---- what we offer
 
+F_CSUM = 1 << 0                     # VIRTIO_NET_F_CSUM: the guest may send partial checksums
+F_GUEST_CSUM = 1 << 1               # it takes partial checksums (and DATA_VALID)
+F_GUEST_TSO4 = 1 << 7               # it takes TCP super-frames
+F_GUEST_TSO6 = 1 << 8
+F_GUEST_ECN = 1 << 9
+F_HOST_TSO4 = 1 << 11               # it may send TCP super-frames
+F_HOST_TSO6 = 1 << 12
+F_HOST_ECN = 1 << 13
 F_MRG_RXBUF = 1 << 15               # VIRTIO_NET_F_MRG_RXBUF
 F_INDIRECT_DESC = 1 << 28           # VIRTIO_RING_F_INDIRECT_DESC
 F_EVENT_IDX = 1 << 29               # VIRTIO_RING_F_EVENT_IDX
 F_PROTOCOL_FEATURES = 1 << 30       # VHOST_USER_F_PROTOCOL_FEATURES
 F_VERSION_1 = 1 << 32               # VIRTIO_F_VERSION_1
-FEATURES = F_VERSION_1 | F_PROTOCOL_FEATURES | F_EVENT_IDX | F_INDIRECT_DESC | F_MRG_RXBUF
+F_OFFLOADS = (F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_GUEST_ECN
+              | F_HOST_TSO4 | F_HOST_TSO6 | F_HOST_ECN)
+FEATURES = F_VERSION_1 | F_PROTOCOL_FEATURES | F_EVENT_IDX | F_INDIRECT_DESC | F_MRG_RXBUF | F_OFFLOADS
 
 PF_MQ = 1 << 0
 PF_REPLY_ACK = 1 << 3
@@ -106,6 +122,17 @@ class FramingError(Exception):
 
 class RequestError(Exception):
     """One request cannot be applied; the connection goes on."""
+
+
+def offload_caps(features):
+    """What interface-output may hand the guest as it is (OFFLOAD_*), from the features
+    it accepted: partial checksums with GUEST_CSUM, super-frames with GUEST_TSO4/6 (which
+    virtio allows only with GUEST_CSUM); the rest is finished in software."""
+    from fastpath.nodes.interface import OFFLOAD_CSUM, OFFLOAD_TSO4, OFFLOAD_TSO6
+    if not features & F_GUEST_CSUM:
+        return 0
+    return (OFFLOAD_CSUM | (OFFLOAD_TSO4 if features & F_GUEST_TSO4 else 0)
+            | (OFFLOAD_TSO6 if features & F_GUEST_TSO6 else 0))
 
 
 def _is_eventfd(fd):
@@ -434,6 +461,7 @@ class VhostUserPort:
         self.txq = Virtq(1, self.mem)        # the guest's transmit queue: our input
         self.vqs = (self.rxq, self.txq)
         self.graph = None
+        self.outputs = []                    # [(interface-output, sw_if_index)]: one per worker
         self.listener = None
         self.conn = None
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -494,6 +522,19 @@ class VhostUserPort:
             ref = weakref.ref(self)
             graph.add_timer(min(self.reconnect, 0.5), lambda now: (p := ref()) is not None and p._tick(now))
             self._try_connect()
+
+    def add_output(self, interface_output, sw_if_index):
+        """A worker's interface-output that sends to this guest: its caps for the port
+        follow what the guest negotiated (0 until it has, and after a reset). Changed from
+        the control channel, which the dispatch loop runs under the worker barrier, so no
+        worker is between interface-output and the port's output node meanwhile."""
+        self.outputs.append((interface_output, sw_if_index))
+        interface_output.set_caps(sw_if_index, offload_caps(self.features))
+
+    def _set_caps(self):
+        caps = offload_caps(self.features)
+        for interface_output, sw_if_index in self.outputs:
+            interface_output.set_caps(sw_if_index, caps)
 
     def _on_accept(self, fd):
         try:
@@ -568,6 +609,7 @@ class VhostUserPort:
             self.listener.close()
             self.listener = None
         self.reset_device()
+        self.outputs = []                    # the port is gone from those graphs
 
     # ---- the device (called by the connection)
 
@@ -584,6 +626,7 @@ class VhostUserPort:
             vq.reset()
         self.mem.clear()
         self._reset_state()
+        self._set_caps()
 
     def set_features(self, v):
         self.features = v
@@ -592,7 +635,8 @@ class VhostUserPort:
         hdr_len = 12 if v & (F_VERSION_1 | F_MRG_RXBUF) else 10
         for vq in self.vqs:
             vq.set_features(bool(v & F_EVENT_IDX), bool(v & F_MRG_RXBUF),
-                            bool(v & F_INDIRECT_DESC), hdr_len)
+                            bool(v & F_INDIRECT_DESC), hdr_len, v & F_OFFLOADS)
+        self._set_caps()
         self._apply_enable()
 
     def set_protocol_features(self, v):
@@ -645,6 +689,11 @@ class VhostUserPort:
         s["vhost_kicks"] = sum(vq.kicks for vq in self.vqs)
         s["vhost_calls"] = sum(vq.calls for vq in self.vqs)
         s["vhost_calls_suppressed"] = sum(vq.calls_suppressed for vq in self.vqs)
+        # offload state that crossed whole: rx from the guest (its transmit queue), tx to it
+        for way, vq in (("rx", self.txq), ("tx", self.rxq)):
+            s[f"vhost_{way}_csum_partial"] = vq.csum_partial
+            s[f"vhost_{way}_gso_frames"] = vq.gso_frames
+            s[f"vhost_{way}_big_frames"] = vq.big_frames
         return s
 
     def status(self):
@@ -652,6 +701,7 @@ class VhostUserPort:
         return {"mode": "server" if self.server else "client", "path": self.path,
                 "connected": self.conn is not None, "running": self.running,
                 "features": self.features, "protocol_features": self.protocol_features,
+                "offload_caps": offload_caps(self.features),
                 "memory": self.mem.table(), "queues": [vq.state() for vq in self.vqs],
                 "last_error": self.last_error}
 

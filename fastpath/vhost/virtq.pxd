@@ -1,6 +1,7 @@
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.graph.buffer cimport BufferPool
+from fastpath.nodes.offload cimport virtio_net_hdr
 
 cdef enum:
     MAX_REGIONS = 8            # VHOST_MEMORY_BASELINE_NREGIONS
@@ -22,7 +23,21 @@ cdef enum:
     E_EMPTY_CHAIN
     E_BAD_HEAD
     E_AVAIL_JUMP
+    E_BAD_OFFLOAD
+    E_OFFLOAD_UNSUPPORTED
+    E_NO_BIG_BUFFER
     N_ERRORS
+
+# virtio-net feature bits that change what a frame's header may say (virtio 1.1, 5.1.3)
+cdef enum:
+    NET_F_CSUM = 1 << 0            # the guest may send partial checksums
+    NET_F_GUEST_CSUM = 1 << 1      # it takes partial checksums and DATA_VALID
+    NET_F_GUEST_TSO4 = 1 << 7      # it takes TCP/IPv4 super-frames
+    NET_F_GUEST_TSO6 = 1 << 8
+    NET_F_GUEST_ECN = 1 << 9       # ... with the ECN bit
+    NET_F_HOST_TSO4 = 1 << 11      # it may send TCP/IPv4 super-frames
+    NET_F_HOST_TSO6 = 1 << 12
+    NET_F_HOST_ECN = 1 << 13
 
 
 cdef struct Region:
@@ -90,8 +105,12 @@ cdef class Virtq:
     cdef readonly bint started, enabled, broken, ready
     cdef readonly bint event_idx, mrg_rxbuf, indirect
     cdef readonly uint32_t hdr_len
+    cdef readonly uint64_t net_features       # NET_F_* the guest accepted
     cdef readonly int broken_code             # the E_* reason that stopped the queue, -1 if none
     cdef public uint64_t kicks, calls, calls_suppressed, failures
+    # frames that crossed with offload state (the queue's direction): partial checksums,
+    # super-frames, frames larger than a small buffer
+    cdef public uint64_t csum_partial, gso_frames, big_frames
     cdef uint32_t empty_polls
 
     cdef _close_fds(self)
@@ -103,10 +122,14 @@ cdef class Virtq:
     cdef void drain_kick(self) noexcept nogil
     cdef void put_used(self, uint32_t head, uint32_t length) noexcept nogil
     cdef int next_desc(self, ChainWalk *w, VringDesc *d, uint64_t *err) noexcept nogil
-    cdef int chain_to_buffer(self, uint16_t head, uint8_t *dst, uint64_t *err) noexcept nogil
+    cdef int chain_to_buffer(self, BufferPool pool, uint16_t head, uint32_t *b, uint8_t *hdr,
+                             uint64_t *err) noexcept nogil
+    cdef bint take_offload(self, BufferPool pool, uint32_t b, virtio_net_hdr *h, uint32_t n,
+                           uint64_t *err) noexcept nogil
+    cdef int guest_header(self, BufferPool pool, uint32_t b, uint8_t *hdr, uint64_t *err) noexcept nogil
     cdef int chain_from_frame(self, uint16_t head, const uint8_t *hdr, const uint8_t *frame,
                               uint32_t pos, uint32_t need, uint8_t **nb, uint64_t *err) noexcept nogil
-    cdef int frame_to_guest(self, const uint8_t *frame, uint32_t length, uint16_t *n_avail,
+    cdef int frame_to_guest(self, const uint8_t *hdr, const uint8_t *frame, uint32_t length, uint16_t *n_avail,
                             uint64_t *err) noexcept nogil
     cdef int tx_burst(self, BufferPool pool, uint32_t *bufs, int room, uint64_t *err,
                       uint64_t *nbytes) noexcept nogil

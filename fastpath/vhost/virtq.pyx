@@ -9,9 +9,19 @@ fastpath touch memory outside that guest's RAM.
 Virtq is one split virtqueue (virtio 1.1, 2.6): descriptor table, avail ring and used
 ring in guest memory, a kick eventfd (the guest added buffers) and a call eventfd (our
 interrupt to the guest). Two bursts work on whole vectors in nogil loops:
-- tx_burst: the guest's transmit queue -> pool buffers, the virtio-net header skipped;
-- rx_burst: pool buffers -> the guest's receive queue; with VIRTIO_NET_F_MRG_RXBUF a
-  frame may fill several avail chains and num_buffers in its header says how many.
+- tx_burst: the guest's transmit queue -> pool buffers. The virtio-net header becomes
+  the buffer's offload state (a partial checksum, a TCP super-frame) as far as the guest
+  negotiated it (VIRTIO_NET_F_CSUM, HOST_TSO4/6, HOST_ECN); a header that does not fit
+  its frame or asks for more is a counted drop (bad_offload), a UDP super-frame too
+  (offload_unsupported: nothing here segments it). A frame longer than a small buffer
+  (a jumbo frame, a super-frame of up to 64 KiB) goes into a big one (no_big_buffer
+  when none is left);
+- rx_burst: pool buffers -> the guest's receive queue, behind a header that carries the
+  frame's offload state when the guest takes it (GUEST_CSUM, GUEST_TSO4/6; DATA_VALID
+  for a checksum vouched for). interface-output finishes in software what the guest
+  does not take (the port's caps follow the negotiation, protocol.py). With
+  VIRTIO_NET_F_MRG_RXBUF a frame may fill several avail chains and num_buffers in its
+  header says how many; without, a frame larger than one chain is dropped (too_big).
 Both follow VIRTIO_RING_F_EVENT_IDX when negotiated: avail_event tells the guest when
 to kick, used_event whether it wants this interrupt (otherwise VRING_AVAIL_F_NO_INTERRUPT).
 
@@ -29,7 +39,11 @@ from libc.errno cimport errno
 from posix.unistd cimport read, write, close
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 
-from fastpath.graph.buffer cimport BufferPool, BUF_DATA
+from fastpath.graph.buffer cimport (BufferPool, BUF_DATA, BIG_DATA, OL_CSUM_PARTIAL,
+                                    OL_CSUM_VALID, OL_GSO, OL_GSO_TCP4, OL_GSO_TCP6, OL_GSO_ECN)
+from fastpath.nodes.offload cimport (virtio_net_hdr, vnet_to_meta, meta_to_vnet, csum_finish,
+                                     l3_offset, VNET_OK, VNET_BAD, VNET_UNSUPPORTED,
+                                     VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_ECN)
 
 import os
 
@@ -64,6 +78,7 @@ cdef enum:
     AVAIL_F_NO_INTERRUPT = 1
     ETH_HLEN = 14
     NET_HDR_NUM_BUFFERS = 10     # offset of num_buffers in the 12-byte virtio-net header
+    NO_BUFFER = 0xffffffff
 
 ERRORS = (
     ("not_ready", "guest queue not running"),
@@ -78,6 +93,9 @@ ERRORS = (
     ("empty_chain", "receive chain of zero length"),
     ("bad_head", "avail head index out of range: queue stopped"),
     ("avail_jump", "avail index moved by more than the queue size: queue stopped"),
+    ("bad_offload", "virtio-net header that does not fit its frame or was not negotiated"),
+    ("offload_unsupported", "super-frame of a type fastpath does not segment (UDP)"),
+    ("no_big_buffer", "no big buffer left for a frame larger than a small one"),
 )
 # reasons that stop a queue rather than drop one frame
 QUEUE_FAILURES = ("bad_head", "avail_jump")
@@ -214,6 +232,7 @@ cdef class Virtq:
         self.broken_code = -1
         self.event_idx = self.mrg_rxbuf = self.indirect = False
         self.hdr_len = 10
+        self.net_features = 0
 
     cdef _clear_pointers(self):
         self.desc = NULL
@@ -231,13 +250,16 @@ cdef class Virtq:
         self._close_fds()
         self._forget()
 
-    def set_features(self, bint event_idx, bint mrg_rxbuf, bint indirect, int hdr_len):
+    def set_features(self, bint event_idx, bint mrg_rxbuf, bint indirect, int hdr_len,
+                     uint64_t net_features=0):
+        """net_features: the guest's accepted feature bits (only NET_F_* ones matter)."""
         if hdr_len not in (10, 12):
             raise ValueError(f"virtio-net header of {hdr_len} bytes")
         self.event_idx = event_idx
         self.mrg_rxbuf = mrg_rxbuf
         self.indirect = indirect
         self.hdr_len = hdr_len
+        self.net_features = net_features
 
     def set_num(self, uint32_t num):
         if num == 0 or num > MAX_QUEUE_SIZE or num & (num - 1):
@@ -337,7 +359,9 @@ cdef class Virtq:
                 "broken_reason": ERRORS[self.broken_code][0] if self.broken_code >= 0 else "",
                 "last_avail_idx": self.last_avail_idx, "last_used_idx": self.last_used_idx,
                 "kicks": self.kicks, "calls": self.calls,
-                "calls_suppressed": self.calls_suppressed, "failures": self.failures}
+                "calls_suppressed": self.calls_suppressed, "failures": self.failures,
+                "csum_partial": self.csum_partial, "gso_frames": self.gso_frames,
+                "big_frames": self.big_frames}
 
     def __repr__(self):
         return f"<Virtq {self.index} num {self.num} {'ready' if self.ready else 'stopped'}>"
@@ -424,42 +448,104 @@ cdef class Virtq:
             w.steps = 0
             w.in_indirect = True
 
-    cdef int chain_to_buffer(self, uint16_t head, uint8_t *dst, uint64_t *err) noexcept nogil:
-        """Copy the frame in a transmit chain to dst, skipping the virtio-net header.
-        Returns its length, or -1 (reason counted) for a chain that cannot be used."""
+    cdef int chain_to_buffer(self, BufferPool pool, uint16_t head, uint32_t *b, uint8_t *hdr,
+                             uint64_t *err) noexcept nogil:
+        """Copy the frame in a transmit chain into buffer b[0] and its virtio-net header
+        into hdr (hdr_len bytes). A frame that outgrows a small buffer moves into a big
+        one: b[0] then names it and the small one is freed. Returns the frame's length, or
+        -1 (reason counted) for a chain that cannot be used; b[0] is then unchanged."""
         cdef ChainWalk w
         cdef VringDesc d
-        cdef uint32_t skip = self.hdr_len, out = 0, take
+        cdef uint32_t hpos = 0, hlen = self.hdr_len, out = 0, take, cap = BUF_DATA
+        cdef uint32_t small = b[0], big = NO_BUFFER
+        cdef uint8_t *dst = pool.frame(small)
         cdef uint8_t *p
+        cdef bint bad = False
         w.table, w.num, w.idx, w.steps, w.in_indirect = self.desc, self.num, head, 0, False
         while True:
             if self.next_desc(&w, &d, err) < 0:
-                return -1
+                bad = True
+                break
             if d.flags & DESC_F_WRITE:
                 err[E_DESC_BAD_FLAGS] += 1
-                return -1
+                bad = True
+                break
             if d.len:
                 p = self.mem.gpa_to_host(d.addr, d.len)
                 if p == NULL:
                     err[E_DESC_BAD_ADDR] += 1
-                    return -1
-                if skip:
-                    take = skip if skip < d.len else d.len
-                    skip -= take
+                    bad = True
+                    break
+                if hpos < hlen:
+                    take = hlen - hpos if hlen - hpos < d.len else d.len
+                    memcpy(hdr + hpos, p, take)
+                    hpos += take
                     p += take
                     d.len -= take
-                if d.len:
-                    if d.len > BUF_DATA - out:
+                if d.len > cap - out:
+                    if big != NO_BUFFER or d.len > BIG_DATA - out:
                         err[E_TOO_BIG] += 1
-                        return -1
+                        bad = True
+                        break
+                    # the frame outgrows a small buffer: what it has so far moves over
+                    if pool.alloc_big(&big, 1) != 1:
+                        big = NO_BUFFER
+                        err[E_NO_BIG_BUFFER] += 1
+                        bad = True
+                        break
+                    memcpy(pool.frame(big), dst, out)
+                    dst = pool.frame(big)
+                    cap = BIG_DATA
+                if d.len:
                     memcpy(dst + out, p, d.len)
                     out += d.len
             if not d.flags & DESC_F_NEXT:
                 break
-        if skip or out < ETH_HLEN:
+        if not bad and (hpos < hlen or out < ETH_HLEN):
             err[E_RUNT] += 1
+            bad = True
+        if bad:
+            if big != NO_BUFFER:
+                pool.free(&big, 1)
             return -1
-        return out
+        if big != NO_BUFFER:
+            pool.free(&small, 1)
+            b[0] = big
+            self.big_frames += 1
+        return <int> out
+
+    cdef bint take_offload(self, BufferPool pool, uint32_t b, virtio_net_hdr *h, uint32_t n,
+                           uint64_t *err) noexcept nogil:
+        """The guest's virtio-net header into buffer b's offload state. False (counted) for
+        a header whose offsets do not fit the frame, that asks for an offload the guest
+        did not negotiate, or for a super-frame type nothing here segments."""
+        cdef int l3, r
+        cdef uint8_t ol
+        cdef uint64_t nf = self.net_features
+        h.flags &= ~VNET_F_DATA_VALID     # a driver must not send it (virtio 5.1.6.2): ignored
+        if h.flags == 0 and h.gso_type == VNET_GSO_NONE:
+            pool.ol_flags[b] = 0
+            return True
+        l3 = l3_offset(pool.frame(b), n)
+        r = vnet_to_meta(pool, b, h, <uint32_t> l3, n) if l3 >= 0 else VNET_BAD
+        if r == VNET_UNSUPPORTED:
+            err[E_OFFLOAD_UNSUPPORTED] += 1
+            return False
+        ol = pool.ol_flags[b]
+        if r == VNET_OK and ((ol & OL_CSUM_PARTIAL and not nf & NET_F_CSUM)
+                             or (ol & OL_GSO_TCP4 and not nf & NET_F_HOST_TSO4)
+                             or (ol & OL_GSO_TCP6 and not nf & NET_F_HOST_TSO6)
+                             or (ol & OL_GSO_ECN and not nf & NET_F_HOST_ECN)):
+            r = VNET_BAD
+        if r != VNET_OK:
+            pool.ol_flags[b] = 0
+            err[E_BAD_OFFLOAD] += 1
+            return False
+        if ol & OL_CSUM_PARTIAL:
+            self.csum_partial += 1
+        if ol & OL_GSO:
+            self.gso_frames += 1
+        return True
 
     cdef int tx_burst(self, BufferPool pool, uint32_t *bufs, int room, uint64_t *err,
                       uint64_t *nbytes) noexcept nogil:
@@ -468,6 +554,7 @@ cdef class Virtq:
         cdef uint16_t avail_idx, n_avail, head, used_before
         cdef int got, i, out = 0, length
         cdef uint32_t b
+        cdef uint8_t hdr[12]
         if not self.ready or room <= 0:
             return 0
         avail_idx = fp_ld16_acquire(self.avail_idx)
@@ -497,11 +584,12 @@ cdef class Virtq:
             if head >= self.num:
                 self.fail(E_BAD_HEAD, err)
                 break
-            b = bufs[out]
-            length = self.chain_to_buffer(head, pool.frame(b), err)
+            length = self.chain_to_buffer(pool, head, &bufs[out], hdr, err)
             self.put_used(head, 0)
             self.last_avail_idx += 1
-            if length > 0:
+            b = bufs[out]
+            # a dropped frame leaves its buffer (offload state cleared) for the next chain
+            if length > 0 and self.take_offload(pool, b, <virtio_net_hdr *> hdr, length, err):
                 pool.length[b] = length
                 nbytes[0] += length
                 out += 1
@@ -557,17 +645,45 @@ cdef class Virtq:
             if pos == need or not d.flags & DESC_F_NEXT:
                 return <int> written
 
-    cdef int frame_to_guest(self, const uint8_t *frame, uint32_t length, uint16_t *n_avail,
-                            uint64_t *err) noexcept nogil:
-        """Place one frame in the receive queue. 1: delivered; 0: no room (nothing
-        taken); -1: dropped (reason counted); -2: the queue failed."""
-        cdef uint8_t hdr[12]
+    cdef int guest_header(self, BufferPool pool, uint32_t b, uint8_t *hdr, uint64_t *err) noexcept nogil:
+        """The virtio-net header (12 bytes, num_buffers 0) to give frame b to the guest:
+        its partial checksum and super-frame state as the guest negotiated to take them.
+        0, or -1 (counted) when the frame holds state the guest cannot take."""
+        cdef virtio_net_hdr *h = <virtio_net_hdr *> hdr
+        cdef uint8_t ol = pool.ol_flags[b]
+        cdef uint64_t nf = self.net_features
+        memset(hdr, 0, 12)
+        if ol & OL_GSO and not (nf & NET_F_GUEST_CSUM and
+                                ((ol & OL_GSO_TCP4 and nf & NET_F_GUEST_TSO4) or
+                                 (ol & OL_GSO_TCP6 and nf & NET_F_GUEST_TSO6))):
+            # interface-output cuts what the port's caps do not take; only a super-frame
+            # queued across a renegotiation can get here
+            err[E_BAD_OFFLOAD] += 1
+            return -1
+        if ol & OL_CSUM_PARTIAL:
+            if nf & NET_F_GUEST_CSUM:
+                meta_to_vnet(pool, b, h)
+                if not nf & NET_F_GUEST_ECN:
+                    # CWR stays in the first segment's header, which is all the bit is
+                    # about; a guest without GUEST_ECN must not see it
+                    h.gso_type &= ~VNET_GSO_ECN
+            elif csum_finish(pool, b) != 0:
+                err[E_BAD_OFFLOAD] += 1
+                return -1
+        elif ol & OL_CSUM_VALID and nf & NET_F_GUEST_CSUM:
+            h.flags = VNET_F_DATA_VALID
+        return 0
+
+    cdef int frame_to_guest(self, const uint8_t *hdr, const uint8_t *frame, uint32_t length,
+                            uint16_t *n_avail, uint64_t *err) noexcept nogil:
+        """Place one frame behind its header (hdr_len bytes of hdr) in the receive queue.
+        1: delivered; 0: no room (nothing taken); -1: dropped (reason counted); -2: the
+        queue failed."""
         cdef uint8_t *nb[2]
         cdef uint32_t need = self.hdr_len + length, pos = 0
         cdef uint16_t saved_avail = self.last_avail_idx, saved_used = self.last_used_idx
         cdef uint16_t head, k, nbufs = 0
         cdef int w
-        memset(hdr, 0, 12)          # no checksum offload, GSO_NONE
         nb[0] = nb[1] = NULL
         while pos < need:
             if n_avail[0] == 0:
@@ -619,6 +735,7 @@ cdef class Virtq:
         cdef uint16_t n_avail, used_before
         cdef int i, r, done = 0
         cdef uint32_t b
+        cdef uint8_t hdr[12]
         if not self.ready:
             err[E_NOT_READY] += n
             return 0
@@ -630,10 +747,18 @@ cdef class Virtq:
         used_before = self.last_used_idx
         for i in range(n):
             b = bufs[i]
-            r = self.frame_to_guest(pool.frame(b), pool.length[b], &n_avail, err)
+            if self.guest_header(pool, b, hdr, err) < 0:
+                continue
+            r = self.frame_to_guest(hdr, pool.frame(b), pool.length[b], &n_avail, err)
             if r > 0:
                 done += 1
                 nbytes[0] += pool.length[b]
+                if hdr[0] & VNET_F_NEEDS_CSUM:
+                    self.csum_partial += 1
+                if hdr[1] != VNET_GSO_NONE:
+                    self.gso_frames += 1
+                if pool.length[b] > BUF_DATA:
+                    self.big_frames += 1
             elif r == 0:
                 err[E_RING_FULL] += n - i
                 break
