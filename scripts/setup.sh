@@ -19,6 +19,10 @@ for cmd in ip:iproute2 ethtool:ethtool tcpdump:tcpdump gcc:gcc taskset:util-linu
     have "${cmd%%:*}" || need+=("${cmd##*:}")
 done
 [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+# ESP's fast AES-GCM engine: intel-ipsec-mb (the header to build, the library to run; without
+# the library at run time fastpath falls back to OpenSSL)
+[ -f /usr/include/intel-ipsec-mb.h ] || need+=(libipsec-mb-dev)
+ls /usr/lib/*/libIPSec_MB.so.1 >/dev/null 2>&1 || need+=(libipsec-mb1)
 # Python itself: pip, venv and the headers the extensions compile against (Debian's python3
 # ships without them; a pyenv or venv interpreter has them already)
 "$PY" -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
