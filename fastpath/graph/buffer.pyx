@@ -146,9 +146,12 @@ cdef class BufferPool:
     def check_accounting(self, expected_in_flight=None):
         """free + in flight == total, no index twice on the free lists, each list holding its
         own class only; raises AssertionError."""
-        free = np.asarray(self._meta["free_stack"][:self.n_free])
-        big = np.asarray(self._meta["big_stack"][:self.n_big_free])
-        if len(np.unique(free)) != self.n_free or len(np.unique(big)) != self.n_big_free:
+        # one reading of each count (call it with the dataplane stopped: a running one
+        # moves buffers while this looks)
+        n_free, n_big_free = self.n_free, self.n_big_free
+        free = np.array(self._meta["free_stack"][:n_free])
+        big = np.array(self._meta["big_stack"][:n_big_free])
+        if len(np.unique(free)) != n_free or len(np.unique(big)) != n_big_free:
             raise AssertionError("a buffer is on the free list twice")
         if (free.size and int(free.max()) >= self.n_small) or \
                 (big.size and (int(big.min()) < self.n_small or int(big.max()) >= self.n_buffers)):
