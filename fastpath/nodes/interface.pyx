@@ -55,11 +55,14 @@ cdef class InterfaceOutput(Node):
         self.mtu = <uint16_t *> <size_t> self._mtu.ctypes.data
         self.caps = <uint8_t *> <size_t> self._caps.ctypes.data
 
-    def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0):
+    def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0,
+                      int maxlen=0):
+        """maxlen: the largest frame to pass on (0: the MTU, an Ethernet header and two
+        tags); a tunnel port passes every frame on, for vxlan-encap to count as too_big."""
         self._arc[sw_if_index] = self.arc(tx_node_name) if tx_node_name else 0
         self._up[sw_if_index] = up
         # MTU counts the payload; allow the Ethernet header and two tags
-        self._maxlen[sw_if_index] = min(mtu + 22, 65535)
+        self._maxlen[sw_if_index] = min(maxlen or mtu + 22, 65535)
         self._mtu[sw_if_index] = min(mtu, 65535)
         self._caps[sw_if_index] = caps
 
