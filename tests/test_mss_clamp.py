@@ -20,7 +20,6 @@ from fastpath.graph.graph import Graph
 from fastpath.nodes.mss import MssClampInput, MssClampOutput
 from fastpath.pg.pg import PgOutput
 from fastpath.switch import ConfigError
-from l2util import Clock
 from vpnutil import A_IP, B_IP, exchange, make_site, taken
 
 TUN = 5                         # the tunnel port's sw_if_index in the tiny graph
@@ -104,7 +103,8 @@ UNTOUCHED = [
     ("udp", Ether() / IP() / UDP(sport=1, dport=2) / bytes(40)),
     ("arp-sized runt", Ether(type=0x0800) / bytes(10)),
     ("later ipv4 fragment", Ether() / IP(proto=6, frag=100) / bytes(40)),
-    ("ipv6 extension header first", Ether() / IPv6(nh=0) / bytes(8) / bytes(TCP(flags="S", options=[("MSS", 1460)]))),
+    ("ipv6 extension header first",
+     Ether() / IPv6(nh=0) / bytes(8) / bytes(TCP(flags="S", options=[("MSS", 1460)]))),
     ("tcp header cut short", bytes(syn())[:14 + 20 + 12]),
 ]
 BAD_OPTIONS = [

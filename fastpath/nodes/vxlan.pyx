@@ -12,7 +12,8 @@ vxlan-encap  the output node of every vxlan port: puts Ethernet + IPv4 + UDP + V
 vxlan-input  (after ip4-udp-input) finds the tunnel by (outer source, VNI), checks the
              packet came through ESP when the tunnel requires it, strips the outer headers
              and hands the inner frame to ethernet-input as if it arrived on the tunnel
-             port (through tcp-mss-clamp-input when the tunnel clamps the TCP MSS). The inner frame is what the UDP length says (after the UDP and VXLAN
+             port (through tcp-mss-clamp-input when the tunnel clamps the TCP MSS). The
+             inner frame is what the UDP length says (after the UDP and VXLAN
              headers), not what the IPv4 total length says: bytes the IPv4 packet carries
              past the UDP datagram are not part of the frame. errors: bad_udp_length (UDP
              length larger than the IPv4 packet carries, or shorter than UDP + VXLAN
