@@ -48,7 +48,8 @@ PORT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")    # an interface name, usabl
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
-                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn")
+                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn",
+                "tcp_mss_clamp")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -218,6 +219,12 @@ def _option(key, value):
         return str(_int(value, "options:replay_window", 0, 4096))
     if key == "esn":
         return _bool(value, "options:esn")
+    if key == "tcp_mss_clamp":
+        from fastpath.nodes.mss import parse_clamp
+        try:
+            return str(parse_clamp(value))
+        except ValueError as e:
+            raise CommandError(str(e)) from None
     if key == "encap":
         if str(value) not in ("udp", "none"):
             raise CommandError(f"options:encap: {value!r} is not udp or none")
@@ -405,9 +412,11 @@ HELP = [
                  "[vlan_mode=MODE] [ofport_request=N] [mtu_request=N] [options:KEY=VALUE...]",
      "add a port"),
     ("del-port", "[BR] IFACE", "delete a port"),
-    ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]]", "change a port's VLAN settings"),
-    ("set interface", "IFACE [mtu_request=N|[]] [tag=...]",
-     "set the MTU (the device's, for system and internal ports) or the VLAN settings"),
+    ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]] [options:tcp_mss_clamp=auto|N|off]",
+     "change a port's VLAN settings (a tunnel's MSS clamp)"),
+    ("set interface", "IFACE [mtu_request=N|[]] [options:tcp_mss_clamp=auto|N|off] [tag=...]",
+     "set the MTU (the device's, for system and internal ports), a tunnel's MSS clamp, "
+     "or the VLAN settings"),
     ("show", "", "bridges and ports (ovs-vsctl show)"),
     ("add-flow", "BR FLOW", "add an OpenFlow rule (ovs-ofctl syntax)"),
     ("del-flows", "BR [FLOW]", "delete all rules, or those matching FLOW"),
@@ -737,8 +746,11 @@ class Control:
                 settings["trunks"] = _trunks(value)
             elif key == "vlan_mode":
                 settings["vlan_mode"] = _vlan_mode(value)
+            elif key == "options:tcp_mss_clamp":
+                settings[key] = value if value == "off" else _option("tcp_mss_clamp", value)
             else:
-                raise CommandError(f"set port: unknown setting {key!r} (known: tag, trunks, vlan_mode)")
+                raise CommandError(f"set port: unknown setting {key!r} (known: tag, trunks, "
+                                   "vlan_mode, options:tcp_mss_clamp)")
         self.switch.set_port(port.name, **settings)
         return self._done(as_json)
 

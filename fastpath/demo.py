@@ -197,10 +197,11 @@ class TrunkHost:
             s.close()
 
 
-def tcp_transfer(src_ns, dst_ns, dst_ip, size=64 << 20, port=5201, timeout=30.0):
+def tcp_transfer(src_ns, dst_ns, dst_ip, size=64 << 20, port=5201, timeout=30.0, write_size=None):
     """A TCP transfer with checked content from namespace src_ns to dst_ip (IPv4 or IPv6)
     in dst_ns, size a multiple of 1 MiB: (bytes that arrived, 0 if any was wrong; seconds).
-    Both ends are sockets of this process, each made inside its namespace."""
+    Both ends are sockets of this process, each made inside its namespace. write_size:
+    the sender writes that many bytes at a time (default: 1 MiB)."""
     data = os.urandom(1 << 20)
     family = socket.AF_INET6 if ":" in dst_ip else socket.AF_INET
     with in_netns(dst_ns):
@@ -220,7 +221,10 @@ def tcp_transfer(src_ns, dst_ns, dst_ip, size=64 << 20, port=5201, timeout=30.0)
         pos = 0
         with c:
             while True:
-                d = c.recv(1 << 20)
+                try:
+                    d = c.recv(1 << 20)
+                except OSError:         # timed out: a stalled transfer, reported short
+                    break
                 if not d:
                     break
                 # the stream repeats `data`: check every byte where it should be
@@ -239,8 +243,10 @@ def tcp_transfer(src_ns, dst_ns, dst_ip, size=64 << 20, port=5201, timeout=30.0)
     try:
         cli.settimeout(timeout)
         cli.connect((dst_ip, port))
+        step = write_size or len(data)
         for _ in range(size // len(data)):
-            cli.sendall(data)
+            for off in range(0, len(data), step):
+                cli.sendall(data[off:off + step])
         cli.shutdown(socket.SHUT_WR)
         th.join(timeout)
     finally:

@@ -37,7 +37,8 @@ from fastpath.nodes.gso import Gso
 from fastpath.nodes.l2 import L2Flood, L2Forward, L2Learn
 from fastpath.nodes.vlan import VlanInput, VlanOutput
 from fastpath.nodes.ip4 import Ip4Input, Ip4UdpInput
-from fastpath.nodes.vxlan import VxlanEncap, VxlanInput
+from fastpath.nodes.vxlan import VxlanEncap, VxlanInput, encap_overhead
+from fastpath.nodes.mss import MssClampInput, MssClampOutput, clamp_values, parse_clamp
 from fastpath.nodes.arp import ArpInput, arp_frame
 from fastpath.nodes.esp import EspDecrypt, EspEncrypt
 from fastpath.nodes.handshake import HandshakeInput
@@ -81,14 +82,16 @@ def build_graph(graph, tables, worker=0):
     """The switch, then the VPN underlay:
     uplink-input -> ethernet-input -> ip4-input -> esp-decrypt -> ip4-udp-input -> vxlan-input
     -> ethernet-input (as from the tunnel port); a tunnel port's output is vxlan-encap ->
-    [esp-encrypt] -> interface-output -> uplink-output. ARP on uplinks: arp-input."""
+    [esp-encrypt] -> interface-output -> uplink-output. ARP on uplinks: arp-input. A tunnel
+    with options:tcp_mss_clamp has tcp-mss-clamp-input after vxlan-input and
+    tcp-mss-clamp-output before vxlan-encap."""
     flows = FlowClassify(tables)
     flows.worker = worker
     for node in (EthernetInput(tables), flows, VlanInput(tables),
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(), Gso(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
-                 EspEncrypt(), EspDecrypt(), HandshakeInput()):
+                 EspEncrypt(), EspDecrypt(), HandshakeInput(), MssClampInput(), MssClampOutput()):
         graph.add(node)
 
 
@@ -372,6 +375,8 @@ class Switch:
         port.mtu_request = self._mtu_request(port, mtu_request)
         if type == "vxlan":
             self._check_tunnel(port)
+        elif "tcp_mss_clamp" in options:
+            raise ConfigError(f"port {ifname}: options:tcp_mss_clamp is for vxlan tunnel ports")
         # the interface itself: may fail (no such device...) before anything is changed
         self._open_io(port)
         self.ports[ifname] = port
@@ -437,6 +442,8 @@ class Switch:
         uplink re-sets the tunnels over it."""
         changed = False
         for p in (*self.ports.values(), *self.uplinks.values()):
+            if p.type == "vxlan":
+                continue                # follows its uplink (resolve_tunnels)
             if port_types.refresh_mtu(self.graphs, p) and p.bridge is None:
                 changed = True
         if changed:
@@ -479,6 +486,11 @@ class Switch:
             # the kernel refuses it too: ESN infers the high bits from the window
             raise ConfigError(f"vxlan port {port.name}: extended sequence numbers need a replay "
                               f"window (options:replay_window 1..4096)")
+        if "tcp_mss_clamp" in o:
+            try:
+                o["tcp_mss_clamp"] = str(parse_clamp(o["tcp_mss_clamp"]))
+            except ValueError as e:
+                raise ConfigError(f"vxlan port {port.name}: {e}") from None
         port.ipsec = bool(manual) or "psk" in o
         port.sa_index = 0
         port.uplink = None
@@ -486,6 +498,8 @@ class Switch:
     def _start_tunnel(self, port):
         self.each("vxlan-input").set_tunnel(port.sw_if_index, port.options["remote_ip"],
                                             int(port.options["key"]), port.ipsec)
+        port.mss_clamp = (0, 0)
+        self._apply_tunnel_mtu(port)
         if port.ipsec:
             from fastpath import vpn
             vpn.start(self, port)
@@ -494,6 +508,8 @@ class Switch:
     def _stop_tunnel(self, port):
         self.each("vxlan-input").clear_tunnel(port.sw_if_index)
         self.each("vxlan-encap").clear_tunnel(port.sw_if_index)
+        for name in ("tcp-mss-clamp-input", "tcp-mss-clamp-output"):
+            self.each(name).set_clamp(port.sw_if_index, 0, 0)
         port.encap_set = False
         if port.ipsec:
             from fastpath import vpn
@@ -515,9 +531,10 @@ class Switch:
 
     @under_barrier
     def set_port(self, ifname, **settings):
-        """ovs-vsctl set port IF tag=N trunks=... vlan_mode=...; unspecified ones are kept."""
+        """ovs-vsctl set port IF tag=N trunks=... vlan_mode=... (options:tcp_mss_clamp=... on a
+        tunnel); unspecified ones are kept."""
         port = self.port(ifname)
-        unknown = set(settings) - {"tag", "trunks", "vlan_mode"}
+        unknown = set(settings) - {"tag", "trunks", "vlan_mode", "options:tcp_mss_clamp"}
         if unknown:
             raise ConfigError(f"unknown port setting {sorted(unknown)[0]!r}")
         tag = settings.get("tag", port.tag)
@@ -525,6 +542,8 @@ class Switch:
         mode = settings.get("vlan_mode", port.vlan_mode)
         trial = Port(port.name, port.type, port.sw_if_index, port.ofport, port.bridge)
         self._set_vlan(trial, tag, trunks, mode)
+        if "options:tcp_mss_clamp" in settings:
+            self._set_mss_clamp(port, settings["options:tcp_mss_clamp"])
         port.tag, port.trunks, port.vlan_mode = trial.tag, trial.trunks, trial.vlan_mode
         self._apply_port(port)
 
@@ -637,9 +656,10 @@ class Switch:
             if not getattr(t, "encap_set", False) or t.encap_uplink is not t.uplink:
                 encap.set_tunnel(t.sw_if_index, t.options["local_ip"], t.options["remote_ip"],
                                  int(t.options["key"]), t.uplink.sw_if_index,
-                                 t.uplink.mtu, t.uplink.mac, t.ipsec,
+                                 self._uplink_mtu(t.uplink), t.uplink.mac, t.ipsec,
                                  t.options.get("encap") == "udp")
                 t.encap_set, t.encap_uplink = True, t.uplink
+                self._apply_tunnel_mtu(t)
                 if t.sa_index:
                     encap.set_sa(t.sw_if_index, t.sa_index)
             nh = self.next_hop(t.uplink, t.options["remote_ip"])
@@ -649,6 +669,47 @@ class Switch:
                 asked.add((t.uplink.name, nh))
                 self.send_frame(t.uplink, arp_frame(1, t.uplink.mac, str(t.uplink.address.ip),
                                                     b"\0" * 6, nh))
+
+    @staticmethod
+    def _uplink_mtu(uplink):
+        return uplink.mtu or 1500
+
+    def tunnel_mtu(self, t):
+        """The largest inner IP packet tunnel t carries whole over its uplink (None: no
+        uplink yet): the uplink MTU less the encapsulation (ESP at its largest), the inner
+        Ethernet header and one 802.1Q tag, which a tunnel keeps inside."""
+        uplink = self.uplink_for(t.options["local_ip"])
+        if uplink is None:
+            return None
+        return (self._uplink_mtu(uplink) - encap_overhead(t.ipsec, t.options.get("encap") == "udp")
+                - 14 - 4)
+
+    def _apply_tunnel_mtu(self, t):
+        """The tunnel port's MTU in interface-output (so that it lowers a super-frame's
+        gso_size to fit before encapsulation; larger frames still reach vxlan-encap, which
+        counts them as too_big) and its MSS clamp, both from the uplink it has now."""
+        mtu = t.mtu = self.tunnel_mtu(t)
+        t.mss_clamp = clamp_values(t.options.get("tcp_mss_clamp"), mtu)
+        on = any(t.mss_clamp)
+        for name in ("tcp-mss-clamp-input", "tcp-mss-clamp-output"):
+            self.each(name).set_clamp(t.sw_if_index, *t.mss_clamp)
+        self.each("vxlan-input").set_mss_clamp(t.sw_if_index, on)
+        self.each("interface-output").set_interface(
+            t.sw_if_index, "tcp-mss-clamp-output" if on else "vxlan-encap", True,
+            mtu or 65535, 0, 65535)
+
+    def _set_mss_clamp(self, t, value):
+        """set port T options:tcp_mss_clamp=auto|N|off."""
+        if t.type != "vxlan":
+            raise ConfigError(f"port {t.name}: options:tcp_mss_clamp is for vxlan tunnel ports")
+        if str(value) in ("off", ""):
+            t.options.pop("tcp_mss_clamp", None)
+        else:
+            try:
+                t.options["tcp_mss_clamp"] = str(parse_clamp(value))
+            except ValueError as e:
+                raise ConfigError(f"port {t.name}: {e}") from None
+        self._apply_tunnel_mtu(t)
 
     @under_barrier
     def _neighbour_learned(self, sw_if_index, ip, mac):
@@ -734,6 +795,9 @@ class Switch:
             s = {"name": p.name, "type": p.type, "bridge": p.bridge.name if p.bridge else "",
                  "ofport": p.ofport, "sw_if_index": p.sw_if_index, "mtu": p.mtu}
             s.update(port_types.stats(p))
+            if p.type == "vxlan":
+                s["mtu"] = self.tunnel_mtu(p) or 0
+                s["tcp_mss_clamp"] = "{}/{}".format(*p.mss_clamp) if any(p.mss_clamp) else "off"
             rows.append(s)
         return rows
 
@@ -756,6 +820,9 @@ class Switch:
                     opts = ", ".join(f"{k}={'<hidden>' if k in SECRET_OPTIONS else v}"
                                      for k, v in sorted(p.options.items()))
                     lines.append(f"                options: {{{opts}}}")
+                if p.type == "vxlan" and any(p.mss_clamp):
+                    lines.append(f"                tcp_mss_clamp: ipv4 {p.mss_clamp[0]}, "
+                                 f"ipv6 {p.mss_clamp[1]} (in effect)")
         return "\n".join(lines)
 
     def config(self):

@@ -58,15 +58,18 @@ cdef class InterfaceOutput(Node):
         self.mtu = <uint16_t *> <size_t> self._mtu.ctypes.data
         self.caps = <uint8_t *> <size_t> self._caps.ctypes.data
 
-    def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0):
+    def set_interface(self, int sw_if_index, tx_node_name, bint up=True, int mtu=1500, int caps=0,
+                      int maxlen=0):
+        """maxlen: the largest frame to pass on (0: the MTU, an Ethernet header and two
+        tags); a tunnel port passes every frame on, for vxlan-encap to count as too_big."""
         self._arc[sw_if_index] = self.arc(tx_node_name) if tx_node_name else 0
         self._up[sw_if_index] = up
-        self.set_mtu(sw_if_index, mtu)
+        self.set_mtu(sw_if_index, mtu, maxlen)
         self._caps[sw_if_index] = caps
 
-    def set_mtu(self, int sw_if_index, int mtu):
+    def set_mtu(self, int sw_if_index, int mtu, int maxlen=0):
         # MTU counts the payload; allow the Ethernet header and two tags
-        self._maxlen[sw_if_index] = min(mtu + 22, 65535)
+        self._maxlen[sw_if_index] = min(maxlen or mtu + 22, 65535)
         self._mtu[sw_if_index] = min(mtu, 65535)
 
     def set_up(self, int sw_if_index, bint up):

@@ -12,7 +12,8 @@ vxlan-encap  the output node of every vxlan port: puts Ethernet + IPv4 + UDP + V
 vxlan-input  (after ip4-udp-input) finds the tunnel by (outer source, VNI), checks the
              packet came through ESP when the tunnel requires it, strips the outer headers
              and hands the inner frame to ethernet-input as if it arrived on the tunnel
-             port. The inner frame is what the UDP length says (after the UDP and VXLAN
+             port (through tcp-mss-clamp-input when the tunnel clamps the TCP MSS). The
+             inner frame is what the UDP length says (after the UDP and VXLAN
              headers), not what the IPv4 total length says: bytes the IPv4 packet carries
              past the UDP datagram are not part of the frame. errors: bad_udp_length (UDP
              length larger than the IPv4 packet carries, or shorter than UDP + VXLAN
@@ -36,6 +37,17 @@ cdef enum:
     VXLAN_PORT = 4789
     OUTER_LEN = 14 + 20 + 8 + 8
     MAX_TUNNELS = 1024
+
+
+
+def encap_overhead(bint ipsec, bint esp_in_udp=False):
+    """Bytes a tunnel puts around an inner frame (its Ethernet header included) in the
+    outer IPv4 packet, at most: IPv4 + UDP + VXLAN, and what esp-encrypt adds -- ESP
+    header 8 + IV 8 + padding <= 3 + trailer 2 + ICV 16, and 8 more in UDP. vxlan-encap
+    counts a frame as too_big by this; the tunnel port's MTU and the auto MSS clamp
+    come from it."""
+    return OUTER_LEN - ETH_HLEN + ((37 + (8 if esp_in_udp else 0)) if ipsec else 0)
+
 
 cdef enum:
     ENC_ERR_NO_TUNNEL = 0
@@ -90,8 +102,7 @@ cdef class VxlanEncap(Node):
         x.mtu = mtu
         memcpy(x.src_mac, <const char *> src_mac, 6)
         x.ipsec = ipsec
-        # ESP header 8 + IV 8 + padding <= 3 + trailer 2 + ICV 16, and 8 more in UDP
-        x.overhead = (37 + (8 if esp_in_udp else 0)) if ipsec else 0
+        x.overhead = encap_overhead(ipsec, esp_in_udp) - (OUTER_LEN - ETH_HLEN)
         x.resolved = 0
         x.sa = 0
 
@@ -191,7 +202,7 @@ cdef enum:
 
 cdef class VxlanInput(Node):
     node_name = "vxlan-input"
-    next_nodes = ("ethernet-input",)
+    next_nodes = ("ethernet-input", "tcp-mss-clamp-input")
     errors = (("bad_vxlan", "VXLAN header malformed (I flag clear)"),
               ("no_tunnel", "no tunnel for this source and VNI"),
               ("not_protected", "cleartext VXLAN on an IPsec tunnel"),
@@ -201,23 +212,31 @@ cdef class VxlanInput(Node):
     cdef uint64_t *key             # (remote ip << 24 | vni) per tunnel slot
     cdef uint16_t *port
     cdef uint8_t *ipsec
+    cdef uint8_t *next_arc         # ethernet-input, or tcp-mss-clamp-input first
     cdef int n_tunnels
 
     def __init__(self, name=None):
         super().__init__(name)
         self._keys = (np.zeros(MAX_TUNNELS, dtype=np.uint64), np.zeros(MAX_TUNNELS, dtype=np.uint16),
-                      np.zeros(MAX_TUNNELS, dtype=np.uint8))
+                      np.zeros(MAX_TUNNELS, dtype=np.uint8), np.zeros(MAX_TUNNELS, dtype=np.uint8))
         self.key = <uint64_t *> <size_t> self._keys[0].ctypes.data
         self.port = <uint16_t *> <size_t> self._keys[1].ctypes.data
         self.ipsec = <uint8_t *> <size_t> self._keys[2].ctypes.data
+        self.next_arc = <uint8_t *> <size_t> self._keys[3].ctypes.data
         self.n_tunnels = 0
         self.tunnels = {}
 
-    cdef public dict tunnels            # sw_if_index -> (remote ip, vni, ipsec)
+    cdef public dict tunnels            # sw_if_index -> (remote ip, vni, ipsec, mss clamp)
 
-    def set_tunnel(self, int port, remote_ip, int vni, bint ipsec):
-        self.tunnels[port] = (int(ipaddress.IPv4Address(remote_ip)), vni, ipsec)
+    def set_tunnel(self, int port, remote_ip, int vni, bint ipsec, bint mss_clamp=False):
+        self.tunnels[port] = (int(ipaddress.IPv4Address(remote_ip)), vni, ipsec, mss_clamp)
         self._rebuild()
+
+    def set_mss_clamp(self, int port, bint on):
+        """Send what comes out of tunnel port through tcp-mss-clamp-input (on) or not."""
+        if port in self.tunnels:
+            self.tunnels[port] = self.tunnels[port][:3] + (on,)
+            self._rebuild()
 
     def clear_tunnel(self, int port):
         self.tunnels.pop(port, None)
@@ -227,10 +246,11 @@ cdef class VxlanInput(Node):
         if len(self.tunnels) > MAX_TUNNELS:
             raise ValueError(f"at most {MAX_TUNNELS} tunnels")
         self.n_tunnels = 0
-        for i, (port, (rip, vni, ipsec)) in enumerate(sorted(self.tunnels.items())):
+        for i, (port, (rip, vni, ipsec, clamp)) in enumerate(sorted(self.tunnels.items())):
             self._keys[0][i] = (rip << 24) | vni
             self._keys[1][i] = port
             self._keys[2][i] = ipsec
+            self._keys[3][i] = 2 if clamp else 1
         self.n_tunnels = len(self.tunnels)
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
@@ -277,7 +297,7 @@ cdef class VxlanInput(Node):
                     self.pool.rx_if[b] = self.port[found]
                     self.pool.flags[b] = 0
                     self.pool.ol_flags[b] = 0       # the outer packet's, not the inner frame's
-                    self.pool.next[b] = 1
+                    self.pool.next[b] = self.next_arc[found]
             if r >= 0:
                 self.pool.error[b] = self.err_base + r
                 self.pool.next[b] = ARC_DROP
