@@ -15,6 +15,7 @@ super-frames as they are), a figure like any other; a ratio against 0 is shown a
     python3 -m bench.tcp [--seconds S] [--rounds N] [--peers linux-bridge,ovs,fastpath]
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -113,16 +114,17 @@ class Topology:
         srv = self.b.popen(["iperf3", "-s", "-1", "-B", B_IP], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
         r = None
+        self.iperf_error = None
         try:
             time.sleep(0.3)
             # a switch that stalls TCP: the connection is not made (--connect-timeout) or
             # carries nothing; either way the client is stopped and the figure is 0
             r = self.a.run(["iperf3", "-c", B_IP, "-t", str(seconds), "-P", str(streams), "-J",
-                            "--connect-timeout", "3000", "--rcv-timeout", "3000"],
+                            "--connect-timeout", "3000", "--snd-timeout", "3000"],
                            check=False, timeout=seconds + 10)
             srv.wait(5)
         except subprocess.TimeoutExpired:
-            pass
+            self.iperf_error = "iperf3 did not finish"
         finally:
             if srv.poll() is None:
                 srv.kill()
@@ -130,6 +132,10 @@ class Topology:
         try:
             return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
         except (AttributeError, TypeError, ValueError, KeyError):
+            if r is not None:
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    self.iperf_error = json.loads(r.stdout).get("error")
+                self.iperf_error = self.iperf_error or (r.stderr or r.stdout).strip()[-200:]
             return 0.0
 
     def rtt_ms(self, count=200, interval=0.01):
@@ -164,8 +170,10 @@ def run(seconds=3, rounds=2, out=print, peers=PEERS):
                     proc = t.fastpath(rundir)
                 try:
                     res[peer]["rtt"].append(t.rtt_ms())
-                    res[peer]["tcp1"].append(t.iperf(seconds, 1))
-                    res[peer]["tcp4"].append(t.iperf(seconds, 4))
+                    for key, streams in (("tcp1", 1), ("tcp4", 4)):
+                        res[peer][key].append(t.iperf(seconds, streams))
+                        if t.iperf_error:        # e.g. "unable to connect to server: ..."
+                            res[peer].setdefault("iperf3_errors", []).append(f"{key}: {t.iperf_error}")
                 finally:
                     if proc:
                         packets += t.fastpath_packets(rundir)
@@ -177,6 +185,9 @@ def run(seconds=3, rounds=2, out=print, peers=PEERS):
                         t.no_linux_bridge()
     best = {p: {"tcp1": max(v["tcp1"]), "tcp4": max(v["tcp4"]), "rtt": min(v["rtt"])} for p, v in res.items()}
     table = render(best, not_measured)
+    for p, v in res.items():
+        if v.get("iperf3_errors"):
+            table += f"\n({LABELS[p]}, iperf3: {v['iperf3_errors'][0]})"
     out(table)
     return {"rounds": res, "best": best, "table": table, "packets": packets,
             "not_measured": not_measured, "seconds": seconds, "rounds_run": rounds,
