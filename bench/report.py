@@ -470,7 +470,7 @@ def e2e_available():
         raise NotMeasured(f"bench/e2e.py cannot be imported: {exc}") from None
     if not can_run():
         raise NotMeasured("needs root, veth and network namespaces")
-    missing = [t for t in ("ip", "ethtool", "taskset") if shutil.which(t) is None]
+    missing = [t for t in ("ip", "taskset") if shutil.which(t) is None]
     if missing:
         raise NotMeasured(f"{', '.join(missing)} not installed")
 
