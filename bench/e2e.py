@@ -20,8 +20,9 @@ Topology: namespace egen* holds the generator's end of each pair, namespace esnk
 sink's end, and each switch has a namespace of its own (esb* bridge, eso* OVS, esf*
 fastpath) between a gen<->switch and a switch<->sink veth pair, so all of them stay up
 and trials can be interleaved. IPv6 is off in every namespace, every veth keeps its
-default offloads (as users leave them), RPS is off except where named. The generator (fastpath.afpacket.pktgen, in C without the
-GIL) is pinned to --gen-core, the switches to --switch-core, the sink to --sink-core
+default offloads (as users leave them), RPS is off except where named. The generator
+(fastpath.afpacket.pktgen, in C without the GIL) is pinned to --gen-core, the switches to
+--switch-core, the sink to --sink-core
 (default: the generator's core, so the switch core is the switch's alone). Frame sizes
 count the 4-byte FCS the way RFC 2544 does: "64" sends 60 bytes, "1518" sends 1514.
 
