@@ -22,9 +22,9 @@ fastpath) between a gen<->switch and a switch<->sink veth pair, so all of them s
 and trials can be interleaved. IPv6 is off in every namespace, every veth keeps its
 default offloads (as users leave them), RPS is off except where named. The generator
 (fastpath.afpacket.pktgen, in C without the GIL) is pinned to --gen-core, the switches to
---switch-core, the sink to --sink-core
-(default: the generator's core, so the switch core is the switch's alone). Frame sizes
-count the 4-byte FCS the way RFC 2544 does: "64" sends 60 bytes, "1518" sends 1514.
+--switch-core, the sink to --sink-core (default: the generator's core, so the switch core
+is the switch's alone). Frame sizes count the 4-byte FCS the way RFC 2544 does: "64" sends
+60 bytes, "1518" sends 1514.
 
 On a 2-core machine the generator's core also pays for the first veth hop and the delivery
 into the receiving socket, so nothing above the raw veth ceiling can be ranked: every peer
