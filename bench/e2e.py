@@ -19,11 +19,12 @@ the machine hits every peer alike):
 Topology: namespace egen* holds the generator's end of each pair, namespace esnk* the
 sink's end, and each switch has a namespace of its own (esb* bridge, eso* OVS, esf*
 fastpath) between a gen<->switch and a switch<->sink veth pair, so all of them stay up
-and trials can be interleaved. IPv6 is off in every namespace, offloads off on every veth,
-RPS off except where named. The generator (fastpath.afpacket.pktgen, in C without the
-GIL) is pinned to --gen-core, the switches to --switch-core, the sink to --sink-core
-(default: the generator's core, so the switch core is the switch's alone). Frame sizes
-count the 4-byte FCS the way RFC 2544 does: "64" sends 60 bytes, "1518" sends 1514.
+and trials can be interleaved. IPv6 is off in every namespace, every veth keeps its
+default offloads (as users leave them), RPS is off except where named. The generator
+(fastpath.afpacket.pktgen, in C without the GIL) is pinned to --gen-core, the switches to
+--switch-core, the sink to --sink-core (default: the generator's core, so the switch core
+is the switch's alone). Frame sizes count the 4-byte FCS the way RFC 2544 does: "64" sends
+60 bytes, "1518" sends 1514.
 
 On a 2-core machine the generator's core also pays for the first veth hop and the delivery
 into the receiving socket, so nothing above the raw veth ceiling can be ranked: every peer
@@ -44,12 +45,10 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +57,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from netns import Netns, can_run, run_in, unique_name, veth_pair  # noqa: E402
+import ovs  # noqa: E402
 from trials import (PY, FastpathRun, boost, check_cores, cpu_times, default_by_mode,  # noqa: E402
                     default_method, finish_meta, heading_end, least_contended, loadavg, log,
                     pinned, proc_cpu_seconds, proc_run_delay, read_json_line, rounds,
@@ -71,7 +71,6 @@ ALL_PEERS = ("ceiling", "linux-bridge", "linux-bridge-rps", "ovs", "fastpath")
 SHORT_PEERS = ("ceiling", "linux-bridge", "ovs", "fastpath")     # CI: under a minute
 FCS = 4
 VLAN = 10
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
 def mac_bytes(mac):
@@ -121,9 +120,10 @@ def hello_frame():
 # ---------------------------------------------------------------- host set-up helpers
 
 def prepare_if(ns, ifname, rps_mask=0):
-    """Offloads off (tso, gso, gro, VLAN offloads) and RPS set to rps_mask."""
-    run_in(ns, ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "gro", "off"])
-    run_in(ns, ["ethtool", "-K", ifname, "rxvlan", "off", "txvlan", "off"], check=False)
+    """RPS set to rps_mask. Offloads stay as Linux sets them up (no ethtool -K): the
+    generator's frames are raw Ethernet (EtherType 0x88B5, or UDP with --flows) written to a
+    packet socket, which nothing segments or checksums, and the switches' access ports put
+    no tag on the veths, so neither GSO/TSO/GRO nor the VLAN offloads change what is counted."""
     set_rps(ns, ifname, rps_mask)
 
 
@@ -138,33 +138,6 @@ def link(stack, ns_a, ns_b, prefix):
     prepare_if(ns_a, a)
     prepare_if(ns_b, b)
     return a, b
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def kill_pidfile(path, timeout=5.0):
-    try:
-        pid = int(open(path).read().strip())
-    except (OSError, ValueError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    end = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < end:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- peers
@@ -257,67 +230,20 @@ class Ovs(SwitchPeer):
 
     def __init__(self, args, gen_ns, sink_ns):
         super().__init__(args, gen_ns, sink_ns)
-        missing = [t for t in ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
-                               "ovs-appctl") if shutil.which(t) is None]
-        if missing or not os.path.exists(OVS_SCHEMA):
+        why = ovs.why_not_available()
+        if why:
             self.available = False
-            self.why_not = "not installed (apt-get install openvswitch-switch)"
-
-    def vsctl(self, *argv, check=True):
-        cmd = ["ovs-vsctl", f"--db=unix:{self.rundir}/db.sock", "--timeout=30"] + list(argv)
-        r = subprocess.run(cmd, capture_output=True, text=True, env=self.env)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}\n{self.tail_logs()}")
-        return r.stdout.strip()
-
-    def appctl(self, *argv):
-        r = subprocess.run(["ovs-appctl", "-t", f"{self.rundir}/ovs-vswitchd.ctl"] + list(argv),
-                           capture_output=True, text=True, env=self.env, timeout=30)
-        return r.stdout.strip() if r.returncode == 0 else r.stderr.strip()
-
-    def tail_logs(self):
-        out = []
-        for name in ("ovsdb-server.log", "ovs-vswitchd.log"):
-            with contextlib.suppress(OSError):
-                out.append(f"--- {name}\n" + "".join(open(os.path.join(self.rundir, name)).readlines()[-15:]))
-        return "\n".join(out)
+            self.why_not = why
 
     def start(self, stack):
-        self.rundir = tempfile.mkdtemp(prefix="fastpath-e2e-ovs.")
-        stack.callback(shutil.rmtree, self.rundir, True)
-        r = self.rundir
-        self.env = dict(os.environ, OVS_RUNDIR=r, OVS_LOGDIR=r, OVS_DBDIR=r, OVS_SYSCONFDIR=r)
-        subprocess.run(["ovsdb-tool", "create", f"{r}/conf.db", OVS_SCHEMA], check=True,
-                       capture_output=True, env=self.env)
-        pin = pinned(self.args.nice, self.args.switch_core)
-        stack.callback(kill_pidfile, f"{r}/ovsdb-server.pid")
-        subprocess.run(pin + ["ovsdb-server", f"{r}/conf.db", f"--remote=punix:{r}/db.sock",
-                              f"--pidfile={r}/ovsdb-server.pid", f"--unixctl={r}/ovsdb-server.ctl",
-                              f"--log-file={r}/ovsdb-server.log", "--detach", "--no-chdir"],
-                       check=True, capture_output=True, env=self.env)
-        boost(self.args.nice, int(open(f"{r}/ovsdb-server.pid").read()))
-        self.vsctl("--no-wait", "init")
-        stack.callback(kill_pidfile, f"{r}/ovs-vswitchd.pid")
-        # in the switch's namespace (its AF_PACKET sockets open the interfaces there),
-        # pinned: every thread it starts inherits the affinity
-        subprocess.run(["ip", "netns", "exec", self.ns.name] + pin +
-                       ["ovs-vswitchd", f"unix:{r}/db.sock", f"--pidfile={r}/ovs-vswitchd.pid",
-                        f"--unixctl={r}/ovs-vswitchd.ctl", f"--log-file={r}/ovs-vswitchd.log",
-                        "--detach", "--no-chdir"],
-                       check=True, capture_output=True, env=self.env)
-        self.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
-                   "fail_mode=standalone")
-        self.vsctl("add-port", "br0", self.in_if, f"tag={VLAN}", "--",
-                   "add-port", "br0", self.out_if, f"tag={VLAN}")
-        for ifname in (self.in_if, self.out_if):
-            err = self.vsctl("get", "interface", ifname, "error")
-            if err not in ("[]", ""):
-                raise RuntimeError(f"ovs: interface {ifname}: {err}\n{self.tail_logs()}")
-        self.pid = int(open(f"{r}/ovs-vswitchd.pid").read())
-        boost(self.args.nice, self.pid)
+        self.daemons = ovs.OvsDaemons(self.ns, self.args.nice, self.args.switch_core,
+                                      prefix="fastpath-e2e-ovs.")
+        self.daemons.start(stack)
+        self.daemons.add_bridge("br0", [self.in_if, self.out_if], f"tag={VLAN}")
+        self.pid = self.daemons.pid
 
     def before_trial(self):
-        self.appctl("dpif-netdev/pmd-stats-clear")
+        self.daemons.appctl("dpif-netdev/pmd-stats-clear")
         self.cpu0 = proc_cpu_seconds(self.pid)
         self.wait0 = proc_run_delay(self.pid)
         self.t0 = time.monotonic()
@@ -333,8 +259,8 @@ class Ovs(SwitchPeer):
             out["switch_cpu"] = round((cpu1 - self.cpu0) / (time.monotonic() - self.t0), 3)
         for ifname in (self.in_if, self.out_if):
             with contextlib.suppress(Exception):
-                out[f"stats {ifname}"] = self.vsctl("get", "interface", ifname, "statistics")
-        out["pmd-stats-show"] = self.appctl("dpif-netdev/pmd-stats-show")
+                out[f"stats {ifname}"] = self.daemons.vsctl("get", "interface", ifname, "statistics")
+        out["pmd-stats-show"] = self.daemons.appctl("dpif-netdev/pmd-stats-show")
         return out
 
 

@@ -16,6 +16,9 @@ the same run (the ratio is fastpath's speed divided by the baseline's: > 1 is fa
   e2e          L2 switching end to end through veth pairs (bench/e2e.py, root): delivered
                frames per second of fastpath vs the Linux bridge (and with RPS), Open vSwitch's
                userspace datapath and the raw veth ceiling, 64 and 1518 B
+  tcp          real traffic between two hosts on veths with default offloads (bench/tcp.py,
+               root, iperf3): TCP Gbit/s with 1 and 4 streams and ping RTT at low load, vs
+               the Linux bridge and Open vSwitch's userspace datapath (netdev, AF_PACKET)
   esp          ESP AES-GCM-128 encrypt and decrypt at vector 256, Mpps vs the straightforward
                per-packet loop over the `cryptography` package (bench/test_esp_bench.py)
   vm           vhost-user and memif, 64 B, Mpps vs DPDK's own vhost and memif backends
@@ -57,11 +60,12 @@ for _p in (REPO, BENCH):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-SECTIONS = ("graph", "l2", "e2e", "esp", "vm", "scaling", "scaling-e2e")
+SECTIONS = ("graph", "l2", "e2e", "tcp", "esp", "vm", "scaling", "scaling-e2e")
 TITLES = {
     "graph": "Graph dispatch in memory (ns per packet per node)",
     "l2": "L2 switching in memory",
     "e2e": "L2 switching end to end through veth",
+    "tcp": "TCP and ping RTT between two hosts, default offloads",
     "esp": "ESP AES-GCM-128 encrypt / decrypt in memory",
     "vm": "vhost-user and memif",
     "scaling": "Scaling with workers, in memory",
@@ -82,6 +86,14 @@ METHODS = {
            "ceiling), the Linux bridge (and, in full mode, with RPS onto the switch core), "
            "Open vSwitch's userspace datapath (netdev, AF_PACKET). Ratio: fastpath's delivered "
            "frames per second divided by the baseline's.",
+    "tcp": "`bench/tcp.py`: namespaces A and B, each on a veth into the switch's namespace, "
+           "default offloads and MTUs (no `ethtool -K`); iperf3 TCP with 1 and 4 streams (best "
+           "of the rounds) and ping RTT, one every 10 ms, average of 200 (lowest of the rounds), "
+           "the switches taking turns in each round. Baselines: the Linux bridge and Open "
+           "vSwitch's userspace datapath (netdev, AF_PACKET ports). Ratio: fastpath's Gbit/s "
+           "divided by the baseline's; for RTT the baseline's time divided by fastpath's. A "
+           "switch that stalls TCP (Open vSwitch userspace does with default offloads) is "
+           "reported as 0 Gbit/s, and a ratio against it as inf.",
     "esp": "ESP transport mode, AES-GCM-128 (OpenSSL EVP), IPv4 packets carrying VXLAN: "
            "pg-input → esp-encrypt → pg-output and pg-input → esp-decrypt → pg-output at vector "
            "256 (`bench/test_esp_bench.py`). Baseline: the straightforward per-packet loop with "
@@ -458,7 +470,7 @@ def e2e_available():
         raise NotMeasured(f"bench/e2e.py cannot be imported: {exc}") from None
     if not can_run():
         raise NotMeasured("needs root, veth and network namespaces")
-    missing = [t for t in ("ip", "ethtool", "taskset") if shutil.which(t) is None]
+    missing = [t for t in ("ip", "taskset") if shutil.which(t) is None]
     if missing:
         raise NotMeasured(f"{', '.join(missing)} not installed")
 
@@ -505,6 +517,84 @@ def section_e2e(ctx):
     return {"rows": rows, "details": rep["table"], "raw": rep,
             "notes": [f"{rep['meta']['trials']} trial(s) × {rep['meta']['seconds']:g} s per peer and "
                       f"size, median; load average {rep['meta']['loadavg_start']} → {rep['meta']['loadavg_end']}"]}
+
+
+# ---------------------------------------------------------------- tcp (root, iperf3)
+
+TCP_NAMES = {"linux-bridge": "Linux bridge", "ovs": "Open vSwitch userspace (netdev, AF_PACKET)"}
+TCP_SHORT = {"linux-bridge": "bridge", "ovs": "OVS"}
+
+
+def tcp_section(rep):
+    """The tcp section from bench/tcp.py's run() report: rows of fastpath against each
+    baseline, a table of the three switches' figures, notes."""
+    best, names = rep["best"], dict(TCP_NAMES)
+    fp = best.get("fastpath")
+    if fp is None:
+        raise RuntimeError("fastpath gave no result")
+    rows = []
+    for peer in ("linux-bridge", "ovs"):
+        for key, what, short, unit in (("tcp1", "iperf3 TCP, 1 stream", "TCP 1 stream", "Gbit/s"),
+                                       ("tcp4", "iperf3 TCP, 4 streams", "TCP 4 streams", "Gbit/s"),
+                                       ("rtt", "ping RTT, one every 10 ms, average", "RTT", "ms")):
+            full = f"{what}, default offloads, vs {names[peer]}"
+            label = f"{short} vs {TCP_SHORT[peer]}"
+            if peer in rep.get("not_measured", {}):
+                if key == "tcp1":
+                    rows.append({"what": f"vs {names[peer]}", "label": f"vs {TCP_SHORT[peer]}",
+                                 "not_measured": rep["not_measured"][peer]})
+                continue
+            if peer not in best:
+                continue
+            b = best[peer][key]
+            r = row(full, label, fp[key], names[peer], b, unit, lower_is_better=key == "rtt")
+            if r["ratio"] is None and key != "rtt":
+                # a baseline of 0 Gbit/s: it stalled; the ratio is not a number to plot
+                r["ratio_text"] = "inf" if fp[key] else "n/a"
+            rows.append(r)
+    peers = [p for p in ("linux-bridge", "ovs", "fastpath") if p in best]
+    head = ["| two hosts on veths, default offloads | " + " | ".join(
+        TCP_SHORT.get(p, p) if p != "linux-bridge" else "Linux bridge" for p in peers)
+        + "".join(f" | fastpath vs {TCP_SHORT[p]}" for p in peers if p != "fastpath") + " |",
+        "|---|" + "---:|" * (2 * len(peers) - 1)]
+    for key, what in (("tcp1", "iperf3 TCP, 1 stream"), ("tcp4", "iperf3 TCP, 4 streams"),
+                      ("rtt", "ping RTT, one every 10 ms, average")):
+        cells = [f"{best[p][key]:.3f} ms" if key == "rtt" else f"{best[p][key]:.2f} Gbit/s" for p in peers]
+        for p in peers:
+            if p == "fastpath":
+                continue
+            if key == "rtt":
+                cells.append(f"{fp[key] - best[p][key]:+.3f} ms")
+            else:
+                b = best[p][key]
+                cells.append(fmt_ratio(fp[key] / b) if b else ("inf" if fp[key] else "n/a"))
+        head.append(f"| {what} | " + " | ".join(cells) + " |")
+    notes = [f"{rep.get('rounds_run', '?')} round(s), iperf3 for {rep.get('seconds', '?')} s per run; "
+             "TCP: best of the rounds, RTT: lowest of the rounds"]
+    for p, v in rep.get("rounds", {}).items():
+        if v.get("iperf3_errors"):
+            notes.append(f"{names.get(p, p)}: iperf3 said \"{v['iperf3_errors'][0]}\"")
+    for p, why in rep.get("not_measured", {}).items():
+        notes.append(f"{names.get(p, p)}: not measured: {why}")
+    return {"rows": rows, "details": "\n".join(head), "notes": notes,
+            "raw": {k: rep[k] for k in ("rounds", "best", "not_measured", "packets") if k in rep}}
+
+
+def section_tcp(ctx):
+    if os.geteuid() != 0:
+        raise NotMeasured("needs root")
+    try:
+        import tcp
+        from netns import can_run
+    except Exception as exc:           # noqa: BLE001
+        raise NotMeasured(f"bench/tcp.py cannot be imported: {exc}") from None
+    if not can_run():
+        raise NotMeasured("needs root, veth and network namespaces")
+    missing = [t for t in ("ip", "iperf3", "ping") if shutil.which(t) is None]
+    if missing:
+        raise NotMeasured(f"{', '.join(missing)} not installed")
+    seconds, rounds_ = (1, 1) if ctx.quick else (3, 2)
+    return tcp_section(tcp.run(seconds, rounds_, out=lambda table: log("tcp:\n" + table)))
 
 
 # ---------------------------------------------------------------- vm (root, dpdk-testpmd)
@@ -649,7 +739,8 @@ def section_scaling_e2e(ctx):
             "raw": info, "notes": notes}
 
 
-RUNNERS = {"graph": section_graph, "l2": section_l2, "e2e": section_e2e, "esp": section_esp,
+RUNNERS = {"graph": section_graph, "l2": section_l2, "e2e": section_e2e, "tcp": section_tcp,
+           "esp": section_esp,
            "vm": section_vm, "scaling": section_scaling, "scaling-e2e": section_scaling_e2e}
 
 
@@ -765,7 +856,7 @@ def summary_table(report):
                 continue
             lines.append(f"| {s['name']} | {r['what']} | {fmt_value(r['fastpath'], r['unit'])} | "
                          f"{r['baseline_name']}: {fmt_value(r['baseline'], r['unit'])} | "
-                         f"**{fmt_ratio(r['ratio'])}** |")
+                         f"**{r.get('ratio_text') or fmt_ratio(r['ratio'])}** |")
     return "\n".join(lines)
 
 

@@ -93,7 +93,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-from netns import Netns, can_run, run_in, unique_name, veth_pair
+from netns import Netns, can_run, unique_name, veth_pair
 from bench.trials import exit_on_signals, read_json_line, stop_process
 
 PY = sys.executable
@@ -426,11 +426,6 @@ def gen_cmd(ns, nice, ifname, frames, seconds=None, count=None, rate=None):
     return cmd
 
 
-def prepare_if(ns, ifname):
-    run_in(ns, ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "gro", "off"], check=False)
-    run_in(ns, ["ethtool", "-K", ifname, "rxvlan", "off", "txvlan", "off"], check=False)
-
-
 # ---------------------------------------------------------------- accounting
 
 def _sum_by(rows, key, fields):
@@ -585,14 +580,10 @@ class Soak:
         for site, ports in self.layout.items():
             for role, host, _ in ports:
                 a, b = unique_name("sk"), unique_name("sk")
-                stack.enter_context(veth_pair(a, b, ns[site], ns[host]))
-                prepare_if(ns[site], a)
-                prepare_if(ns[host], b)
+                stack.enter_context(veth_pair(a, b, ns[site], ns[host]))     # default offloads
                 self.ifs[role] = (a, b)
         ua, ub = unique_name("sku"), unique_name("sku")
         stack.enter_context(veth_pair(ua, ub, ns["A"], ns["B"]))
-        prepare_if(ns["A"], ua)
-        prepare_if(ns["B"], ub)
         self.ifs["uplink"] = (ua, ub)
         self.daemons = {}
         for site in ("A", "B"):

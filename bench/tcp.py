@@ -1,14 +1,21 @@
 """Real traffic between two hosts, as users leave their interfaces: iperf3 TCP (1 and 4
-streams) and ping RTT at low load, through a fastpath bridge of two AF_PACKET ports and
-through a Linux bridge in the same places, in the same run, interleaved.
+streams) and ping RTT at low load, through a fastpath bridge of two AF_PACKET ports, through
+a Linux bridge and through Open vSwitch's userspace datapath (netdev, AF_PACKET ports) in
+the same places, in the same run, interleaved.
 
 Topology: namespaces tcpa and tcpb (10.2.0.1, 10.2.0.2), each on a veth whose other end
 is in namespace tcpsw, where the switch under test joins the two ends. Default offloads
-and MTUs everywhere. fastpath runs as `fastpath run` (its own process) in tcpsw.
+and MTUs everywhere (no ethtool -K). fastpath runs as `fastpath run` (its own process) in
+tcpsw; Open vSwitch's daemons (bench/ovs.py) are started once per run, their bridge added
+for its turn and deleted after it. A switch that stalls TCP gets 0 Gbit/s (Open vSwitch
+userspace does with default offloads: it passes on the veth's partial checksums and
+super-frames as they are), a figure like any other; a ratio against 0 is shown as "inf"
+(or "n/a" when both are 0) and is null in the JSON.
 
-    python3 -m bench.tcp [--seconds S] [--rounds N]      # prints a table and JSON
+    python3 -m bench.tcp [--seconds S] [--rounds N] [--peers linux-bridge,ovs,fastpath]
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -20,7 +27,31 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from netns import Netns, unique_name, veth_pair  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ovs  # noqa: E402
+
 A_IP, B_IP = "10.2.0.1", "10.2.0.2"
+PEERS = ("linux-bridge", "ovs", "fastpath")
+LABELS = {"linux-bridge": "Linux bridge", "ovs": "OVS userspace", "fastpath": "fastpath"}
+OVS_BRIDGE = "ovsbr0"        # not br0: the netdev bridge makes a TAP of its name in tcpsw
+
+
+def ratio(a, b):
+    """a / b; None when b is 0 or either is missing (a switch that stalled)."""
+    if a is None or b is None or b == 0 or a != a or b != b:
+        return None
+    return a / b
+
+
+def fmt_ratio(a, b, width=0):
+    r = ratio(a, b)
+    if r is not None:
+        text = f"{r:.2f}x"
+    elif b == 0 and a:
+        text = "inf"
+    else:
+        text = "n/a"
+    return f"{text:>{width}}"
 
 
 class Topology:
@@ -41,6 +72,17 @@ class Topology:
 
     def no_linux_bridge(self):
         self.sw.run("ip link del br0", check=False)
+
+    def start_ovs(self, stack):
+        """Open vSwitch's daemons in tcpsw (once per run); ovs_bridge() joins the ports."""
+        self.ovs_daemons = ovs.OvsDaemons(self.sw, prefix="fastpath-tcp-ovs.")
+        self.ovs_daemons.start(stack)
+
+    def ovs_bridge(self):
+        self.ovs_daemons.add_bridge(OVS_BRIDGE, self.ports)
+
+    def no_ovs_bridge(self):
+        self.ovs_daemons.del_bridge(OVS_BRIDGE)
 
     def fastpath(self, rundir):
         sock = os.path.join(rundir, "fp.sock")
@@ -71,18 +113,29 @@ class Topology:
     def iperf(self, seconds, streams):
         srv = self.b.popen(["iperf3", "-s", "-1", "-B", B_IP], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+        r = None
+        self.iperf_error = None
         try:
             time.sleep(0.3)
-            r = self.a.run(["iperf3", "-c", B_IP, "-t", str(seconds), "-P", str(streams), "-J"],
-                           check=False, timeout=seconds + 30)
-            srv.wait(10)
+            # a switch that stalls TCP: the connection is not made (--connect-timeout) or
+            # carries nothing; either way the client is stopped and the figure is 0
+            r = self.a.run(["iperf3", "-c", B_IP, "-t", str(seconds), "-P", str(streams), "-J",
+                            "--connect-timeout", "3000", "--snd-timeout", "3000"],
+                           check=False, timeout=seconds + 10)
+            srv.wait(5)
+        except subprocess.TimeoutExpired:
+            self.iperf_error = "iperf3 did not finish"
         finally:
             if srv.poll() is None:
                 srv.kill()
                 srv.wait()
         try:
             return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-        except (ValueError, KeyError):
+        except (AttributeError, TypeError, ValueError, KeyError):
+            if r is not None:
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    self.iperf_error = json.loads(r.stdout).get("error")
+                self.iperf_error = self.iperf_error or (r.stderr or r.stdout).strip()[-200:]
             return 0.0
 
     def rtt_ms(self, count=200, interval=0.01):
@@ -92,49 +145,110 @@ class Topology:
         return float(m.group(1)) if m else float("nan")
 
 
-def run(seconds=3, rounds=2, out=print):
+def run(seconds=3, rounds=2, out=print, peers=PEERS):
+    """Measure `peers` in interleaved rounds; a peer whose tools are missing here (Open
+    vSwitch not installed) is left out and named in "not_measured"."""
     from contextlib import ExitStack
-    res = {"linux-bridge": {"tcp1": [], "tcp4": [], "rtt": []},
-           "fastpath": {"tcp1": [], "tcp4": [], "rtt": []}}
+    not_measured = {}
+    if "ovs" in peers and ovs.why_not_available():
+        not_measured["ovs"] = ovs.why_not_available()
+    peers = [p for p in peers if p not in not_measured]
+    res = {p: {"tcp1": [], "tcp4": [], "rtt": []} for p in peers}
     packets = 0
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="fp-tcp-") as rundir:
         t = Topology(stack)
+        if "ovs" in peers:
+            t.start_ovs(stack)
         for _ in range(rounds):
-            for peer in ("linux-bridge", "fastpath"):
+            for peer in peers:
                 proc = None
                 if peer == "linux-bridge":
                     t.linux_bridge()
+                elif peer == "ovs":
+                    t.ovs_bridge()
                 else:
                     proc = t.fastpath(rundir)
                 try:
                     res[peer]["rtt"].append(t.rtt_ms())
-                    res[peer]["tcp1"].append(t.iperf(seconds, 1))
-                    res[peer]["tcp4"].append(t.iperf(seconds, 4))
+                    for key, streams in (("tcp1", 1), ("tcp4", 4)):
+                        res[peer][key].append(t.iperf(seconds, streams))
+                        if t.iperf_error:        # e.g. "unable to connect to server: ..."
+                            res[peer].setdefault("iperf3_errors", []).append(f"{key}: {t.iperf_error}")
                 finally:
                     if proc:
                         packets += t.fastpath_packets(rundir)
                         proc.terminate()
                         proc.wait(10)
+                    elif peer == "ovs":
+                        t.no_ovs_bridge()
                     else:
                         t.no_linux_bridge()
     best = {p: {"tcp1": max(v["tcp1"]), "tcp4": max(v["tcp4"]), "rtt": min(v["rtt"])} for p, v in res.items()}
-    lb, fp = best["linux-bridge"], best["fastpath"]
-    lines = [f"{'':<28}{'Linux bridge':>14}{'fastpath':>12}{'ratio / diff':>16}",
-             f"{'iperf3 TCP, 1 stream':<28}{lb['tcp1']:>11.2f} Gb{fp['tcp1']:>9.2f} Gb{fp['tcp1'] / lb['tcp1']:>15.2f}x",
-             f"{'iperf3 TCP, 4 streams':<28}{lb['tcp4']:>11.2f} Gb{fp['tcp4']:>9.2f} Gb{fp['tcp4'] / lb['tcp4']:>15.2f}x",
-             f"{'ping RTT, 1 per 10 ms (avg)':<28}{lb['rtt']:>11.3f} ms{fp['rtt']:>9.3f} ms"
-             f"{fp['rtt'] - lb['rtt']:>+13.3f} ms"]
-    table = "\n".join(lines)
+    table = render(best, not_measured)
+    for p, v in res.items():
+        if v.get("iperf3_errors"):
+            table += f"\n({LABELS[p]}, iperf3: {v['iperf3_errors'][0]})"
     out(table)
-    return {"rounds": res, "best": best, "table": table, "packets": packets}
+    return {"rounds": res, "best": best, "table": table, "packets": packets,
+            "not_measured": not_measured, "seconds": seconds, "rounds_run": rounds,
+            "ratios": ratios(best)}
+
+
+def ratios(best):
+    """fastpath against each other peer: TCP as fastpath / peer (None against a 0), RTT as
+    fastpath's minus the peer's, in ms."""
+    fp = best.get("fastpath")
+    out = {}
+    for peer, b in best.items():
+        if peer == "fastpath" or fp is None:
+            continue
+        out[peer] = {"tcp1": ratio(fp["tcp1"], b["tcp1"]), "tcp4": ratio(fp["tcp4"], b["tcp4"]),
+                     "rtt_diff_ms": fp["rtt"] - b["rtt"]}
+    return out
+
+
+def render(best, not_measured=None):
+    """The table: one column per peer, then fastpath against each other peer."""
+    not_measured = not_measured or {}
+    cols = [p for p in PEERS if p in best or p in not_measured]
+    others = [p for p in cols if p != "fastpath" and p in best] if "fastpath" in best else []
+    head = f"{'':<28}" + "".join(f"{LABELS[p]:>15}" for p in cols)
+    head += "".join(f"{'fp vs ' + LABELS[p]:>22}" for p in others)
+    lines = [head]
+    for key, name, unit in (("tcp1", "iperf3 TCP, 1 stream", "Gb"), ("tcp4", "iperf3 TCP, 4 streams", "Gb"),
+                            ("rtt", "ping RTT, 1 per 10 ms (avg)", "ms")):
+        line = f"{name:<28}"
+        for p in cols:
+            if p not in best:
+                line += f"{'–':>15}"
+            elif unit == "Gb":
+                line += f"{best[p][key]:>12.2f} Gb"
+            else:
+                line += f"{best[p][key]:>12.3f} ms"
+        fp = best.get("fastpath", {}).get(key)
+        for p in others:
+            if unit == "Gb":
+                line += fmt_ratio(fp, best[p][key], 22)
+            else:
+                line += f"{fp - best[p][key]:>+19.3f} ms"
+        lines.append(line)
+    for p, why in not_measured.items():
+        lines.append(f"({LABELS[p]}: not measured: {why})")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"which switches (default all: {','.join(PEERS)})")
     a = ap.parse_args(argv)
-    report = run(a.seconds, a.rounds)
+    peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    for p in peers:
+        if p not in PEERS:
+            ap.error(f"--peers: unknown {p!r} (known: {', '.join(PEERS)})")
+    report = run(a.seconds, a.rounds, peers=peers)
     print(json.dumps(report["best"]))
 
 

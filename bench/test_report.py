@@ -91,3 +91,59 @@ def test_not_measured_rendering():
 def test_readme_has_markers():
     text = open(os.path.join(REPO, "README.md")).read()
     assert "<!-- report:table -->" in text and "<!-- report:plot -->" in text
+
+
+def tcp_run_report(ovs=True):
+    """What bench/tcp.py's run() returns, with Open vSwitch stalled (0 Gbit/s) or missing."""
+    best = {"linux-bridge": {"tcp1": 15.0, "tcp4": 30.0, "rtt": 0.05},
+            "fastpath": {"tcp1": 12.0, "tcp4": 15.0, "rtt": 0.1}}
+    rounds = {p: {k: [v] for k, v in b.items()} for p, b in best.items()}
+    not_measured = {}
+    if ovs:
+        best["ovs"] = {"tcp1": 0.0, "tcp4": 0.0, "rtt": 0.2}
+        rounds["ovs"] = {"tcp1": [0.0], "tcp4": [0.0], "rtt": [0.2],
+                         "iperf3_errors": ["tcp1: unable to connect to server: Connection timed out"]}
+    else:
+        not_measured["ovs"] = "not installed (apt-get install openvswitch-switch)"
+    return {"best": best, "rounds": rounds, "not_measured": not_measured, "packets": 1000,
+            "seconds": 1, "rounds_run": 1}
+
+
+def tcp_rendered(sec):
+    rep = {"machine": {**report.machine_info(), "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3},
+           "mode": "quick", "command": "x", "seconds": 1.0,
+           "sections": [{"name": "tcp", "title": report.TITLES["tcp"], "method": report.METHODS["tcp"],
+                         "status": "measured", "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3,
+                         "seconds": 1.0, **sec}]}
+    return report.markdown(rep, {})
+
+
+def test_tcp_section_three_switches(tmp_path):
+    """The tcp section: fastpath against the Linux bridge and a stalled Open vSwitch (0 Gbit/s
+    gives "inf", not a crash and not a bar in the plot), the three switches in one table."""
+    sec = report.tcp_section(tcp_run_report())
+    rows = {r["label"]: r for r in sec["rows"]}
+    assert rows["TCP 1 stream vs bridge"]["ratio"] == 12.0 / 15.0
+    assert rows["RTT vs bridge"]["ratio"] == 0.05 / 0.1          # lower is better
+    assert rows["TCP 1 stream vs OVS"]["ratio"] is None and rows["TCP 1 stream vs OVS"]["ratio_text"] == "inf"
+    assert rows["RTT vs OVS"]["ratio"] == 0.2 / 0.1
+    md = tcp_rendered(sec)
+    assert "| tcp | iperf3 TCP, 1 stream, default offloads, vs Linux bridge | 12.0 Gbit/s | " \
+           "Linux bridge: 15.0 Gbit/s | **0.80×** |" in md
+    assert "vs Open vSwitch userspace (netdev, AF_PACKET) | 12.0 Gbit/s | " in md and "| **inf** |" in md
+    assert "| iperf3 TCP, 1 stream | 15.00 Gbit/s | 0.00 Gbit/s | 12.00 Gbit/s | 0.80× | inf |" in md
+    assert "| ping RTT, one every 10 ms, average | 0.050 ms | 0.200 ms | 0.100 ms | +0.050 ms | -0.100 ms |" in md
+    assert "unable to connect" in md
+    rep = {"machine": {**report.machine_info(), "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3},
+           "mode": "quick", "sections": [{"name": "tcp", "title": "t", "status": "measured", **sec}]}
+    images = report.write_plots(rep, str(tmp_path))
+    assert images["tcp"] == "tcp.png"
+    assert_png(tmp_path / "tcp.png")
+    json.dumps(sec, allow_nan=False)                      # no inf in report.json
+
+
+def test_tcp_section_without_ovs():
+    sec = report.tcp_section(tcp_run_report(ovs=False))
+    md = tcp_rendered(sec)
+    assert "| tcp | vs Open vSwitch userspace (netdev, AF_PACKET) | not measured: not installed" in md
+    assert "| two hosts on veths, default offloads | Linux bridge | fastpath | fastpath vs bridge |" in md

@@ -6,7 +6,7 @@ the same sites over plain VXLAN and the raw veth ceiling.
                                [--peers ceiling,vxlan,vpn] [--gw-cores 1,1] [--nice -10]
                                [--json OUT]                                      (root)
 
-Topology (every namespace made here, IPv6 off, offloads off on every veth):
+Topology (every namespace made here, IPv6 off, every veth with its default offloads):
 
     vgen* --veth-- vsa* [fastpath site A] --veth-- vun* (Linux bridge) --veth-- [fastpath site B] vsb* --veth-- vsnk*
     (generator)      br0: tag=10 + vpn0 (VXLAN VNI 100 in ESP, options:psk)                  br0: tag=10 + vpn0    (sink)
