@@ -67,8 +67,9 @@ def wait_for(cond, timeout=3.0):
 
 
 @contextlib.contextmanager
-def running(sw):
-    """The dispatch loop in a thread; afterwards every buffer must be back in the pool."""
+def running(sw, before_check=None):
+    """The dispatch loop in a thread; once it stops (and before_check has run), every
+    buffer of both classes must be back in the pool."""
     t = threading.Thread(target=sw.graph.run, daemon=True)
     t.start()
     try:
@@ -77,6 +78,8 @@ def running(sw):
         while t.is_alive():
             sw.graph.stop()
             t.join(0.2)
+        if before_check is not None:
+            before_check()
     sw.graph.pool.check_accounting(expected_in_flight=0)
 
 

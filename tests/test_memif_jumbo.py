@@ -11,8 +11,6 @@ are built with scapy and compared byte for byte; the pool's accounting is checke
 each dispatch loop stops. Then what a broken peer does with chains: longer than 64 KiB,
 never ending, more than the big buffers left -- counted drops, frames flow afterwards.
 """
-import contextlib
-import threading
 import time
 
 import numpy as np
@@ -24,7 +22,7 @@ from scapy.packet import Raw
 from fastpath.memif.client import MemifClient
 from fastpath.switch import Switch
 from test_memif import (BCAST, MAC1, MAC2, MAC3, TestPmd, client, consumed, put_descriptors,
-                        recv_n, sockdir, st, wait_for)   # noqa: F401 (sockdir: a fixture)
+                        recv_n, running, sockdir, st, wait_for)   # noqa: F401 (sockdir: a fixture)
 
 SIZES = (64, 1500, 2049, 9000, 9216, 60000)
 JUMBO_MTU = "65513"          # mtu_request of the ports here: frames of up to 65 535 bytes leave
@@ -37,23 +35,6 @@ def frame(n, src=MAC1, dst=BCAST, seq=0):
     f = bytes(h / Raw(body))
     assert len(f) == n
     return f
-
-
-@contextlib.contextmanager
-def running(sw, before_check=None):
-    """The dispatch loop in a thread; once it stops (and before_check has run), every
-    buffer of both classes must be back in the pool."""
-    t = threading.Thread(target=sw.graph.run, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        while t.is_alive():
-            sw.graph.stop()
-            t.join(0.2)
-        if before_check is not None:
-            before_check()
-    sw.graph.pool.check_accounting(expected_in_flight=0)
 
 
 def memif_pair_switch(sockdir, role, n_buffers=4096, **extra):
