@@ -266,10 +266,11 @@ def test_clamp_option_forms_and_errors():
 
 def test_clamp_through_the_command_language():
     c = Control(make_site(A_IP, B_IP))
+    # keys of their own: an outbound sequence counter belongs to its key material (see sa.pyx)
     c.execute(["add-port", "br0", "vpn1", "type=vxlan", "options:remote_ip=192.0.2.3",
                f"options:local_ip={A_IP}", "options:key=7", "options:tcp_mss_clamp=auto",
                "options:spi_out=0x1001", "options:spi_in=0x2001",
-               "options:key_out=0x" + "11" * 20, "options:key_in=0x" + "22" * 20])
+               "options:key_out=0x" + "5a" * 20, "options:key_in=0x" + "5b" * 20])
     # ESP at its largest (37) comes off too: 1500 - 36 - 37 - 18 = 1409
     assert "tcp_mss_clamp: ipv4 1369, ipv6 1349 (in effect)" in c.execute(["show"])
     c.execute(["set", "interface", "vpn1", "options:tcp_mss_clamp=1200"])
@@ -286,7 +287,7 @@ def test_clamp_through_the_command_language():
 
 def test_esp_in_udp_and_uplink_mtu_set_the_auto_clamp():
     manual = {"options:spi_out": "0x1001", "options:spi_in": "0x2001",
-              "options:key_out": "0x" + "11" * 20, "options:key_in": "0x" + "22" * 20}
+              "options:key_out": "0x" + "5a" * 20, "options:key_in": "0x" + "5b" * 20}
     a = make_site(A_IP, B_IP, tunnel_options={**CLAMP_AUTO, **manual, "options:encap": "udp"})
     assert a.port("vpn0").mss_clamp == (1500 - 36 - 45 - 18 - 40, 1500 - 36 - 45 - 18 - 60)
     b = make_site(B_IP, A_IP, tunnel_options=CLAMP_AUTO)
@@ -314,7 +315,7 @@ def test_gso_superframe_to_the_tunnel_is_cut_to_fit_the_uplink(esp):
     MTU 1500: interface-output lowers gso_size to the tunnel port's MTU, so gso cuts the
     super-frame into segments that vxlan-encap (and esp-encrypt) send whole."""
     manual = {"options:spi_out": "0x1001", "options:spi_in": "0x2001",
-              "options:key_out": "0x" + "11" * 20, "options:key_in": "0x" + "22" * 20}
+              "options:key_out": "0x" + "5a" * 20, "options:key_in": "0x" + "5b" * 20}
     a = make_site(A_IP, B_IP, tunnel_options=manual if esp else None)
     b = make_site(B_IP, A_IP, tunnel_options={**manual, "options:spi_out": "0x2001", "options:spi_in": "0x1001",
                                               "options:key_out": manual["options:key_in"],
