@@ -266,7 +266,8 @@ def bad_flow_mod(**kw):
     (bad_flow_mod(flags=c.FF_CHECK_OVERLAP), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
     (bad_flow_mod(buffer_id=7), (c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN)),
     (c.message(c.FLOW_MOD, 0x33, bytes(30)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),          # truncated
-    (bad_flow_mod()[:2] + struct.pack("!H", 60) + bad_flow_mod()[4:60], (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
+    (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
     (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
@@ -376,7 +377,7 @@ def test_hostile_streams_close_and_reconnect_with_backoff(controlled, monkeypatc
         peer.recv()
     assert agent.counters["closed_bad_stream"] == 1
     peer.accept()                                   # it comes back by itself
-    peer.send(c.message(c.ECHO_REQUEST, 1, b"x") [:1] + b"\x05" + c.message(c.ECHO_REQUEST, 1)[2:])
+    peer.send(b"\x05" + c.message(c.ECHO_REQUEST, 1)[1:])      # OpenFlow 1.4 mid-session
     assert [m[1] for m in iter_until_eof(peer)] == [c.ERROR]      # BAD_VERSION, then closed
     assert agent.counters["closed_bad_stream"] == 2
     # the controller goes away: attempts back off, doubling up to MAX_BACKOFF
@@ -428,8 +429,8 @@ def test_hello_without_13_fails():
 def test_fail_mode(mode):
     sw = make_switch(PORTS)
     ctl = Control(sw)
+    ctl.execute(["set-fail-mode", "br0", mode])       # secure: the NORMAL flow goes
     ctl.execute(["add-flow", "br0", "in_port=1 actions=output:2"])
-    ctl.execute(["set-fail-mode", "br0", mode])
     ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{free_port()}"])     # nobody there
     f = bytes(frame())
     if mode == "standalone":      # no controller: the NORMAL learning switch, flows bypassed
@@ -446,7 +447,8 @@ def test_fail_mode(mode):
             peer.accept()
             assert peer.request(b"") == []
         assert send(sw, "p1", f) == {"p2": [f]}
-        assert send(sw, "p2", f) == {}
+        # standalone kept the bridge's priority=0 NORMAL flow; secure never had it
+        assert send(sw, "p2", f) == ({"p1": [f], "p3": [f]} if mode == "standalone" else {})
         ctl.execute(["del-controller", "br0"])
         assert ctl.execute(["get-controller", "br0"]) == ""
     finally:
