@@ -38,6 +38,8 @@ from fastpath import ports as port_types
 from fastpath.graph.pcap import PcapWriter
 from fastpath.nodes.bridge import MODES
 from fastpath.switch import SECRET_OPTIONS, ConfigError, parse_trunks, parse_vlan
+from fastpath.openflow import commands as openflow_commands
+from fastpath.openflow.commands import HELP as OPENFLOW_HELP
 
 FALLBACK_VERSION = "0.1.0"
 MAX_MEMBERS = 1024                   # ports per bridge (L2Tables)
@@ -115,10 +117,20 @@ def _bridge_settings(tokens, command):
             out[name] = _aging_time(value)
         elif name == "mac-table-size":
             out[name] = _int(value, "mac-table-size", 1, MAX_TABLE_SIZE)
+        elif name == "datapath-id":
+            if not re.fullmatch(r"(0x)?[0-9A-Fa-f]{1,16}", value):
+                raise CommandError(f"datapath-id: {value!r} is not up to 16 hex digits")
+            out[name] = value[2:] if value.startswith("0x") else value
+        elif name == "protocols":
+            if value != "OpenFlow13":
+                raise CommandError(f"protocols: {value!r}: fastpath speaks OpenFlow13 only")
+            out[name] = value
         else:
-            raise CommandError(f"{command}: unknown bridge setting {key!r} "
-                               "(known: other_config:mac-aging-time, other_config:mac-table-size)")
-    return {k: out[k] for k in ("mac-table-size", "mac-aging-time") if k in out}
+            raise CommandError(f"{command}: unknown bridge setting {key!r} (known: "
+                               "other_config:mac-aging-time, other_config:mac-table-size, "
+                               "other_config:datapath-id, protocols)")
+    return {k: out[k] for k in ("mac-table-size", "mac-aging-time", "datapath-id", "protocols")
+            if k in out}
 
 
 def _vlan(value, what):
@@ -370,7 +382,8 @@ def config_commands(config):
     for br, b in bridges.items():
         if not isinstance(b, dict):
             raise CommandError(f"config: bridge {br} is not a table")
-        unknown = set(b) - {"mac_aging_time", "mac_table_size", "port", "flows"}
+        unknown = set(b) - {"mac_aging_time", "mac_table_size", "port", "flows", "controller",
+                            "fail_mode", "datapath_id"}
         if unknown:
             raise CommandError(f"config: bridge {br}: unknown key {sorted(unknown)[0]!r}")
         cmd = ["add-br", br]
@@ -378,6 +391,10 @@ def config_commands(config):
             if key in b:
                 cmd.append(f"other_config:{key.replace('_', '-')}={_str_setting(b[key])}")
         cmds.append(cmd)
+        if "datapath_id" in b:
+            cmds.append(["set", "bridge", br, f"other_config:datapath-id={_str_setting(b['datapath_id'])}"])
+        if "fail_mode" in b:
+            cmds.append(["set-fail-mode", br, _str_setting(b["fail_mode"])])
         ports = b.get("port", {})
         if not isinstance(ports, dict):
             raise CommandError(f"config: bridge {br}: 'port' must be a table")
@@ -399,6 +416,12 @@ def config_commands(config):
                 raise CommandError(f"config: bridge {br}: 'flows' must be a list of strings")
             cmds.append(["del-flows", br])
             cmds.extend(["add-flow", br, f] for f in flows)
+        controllers = b.get("controller")
+        if controllers:
+            # last: the controller sees the bridge whole when it connects
+            if not isinstance(controllers, list) or not all(isinstance(t, str) for t in controllers):
+                raise CommandError(f"config: bridge {br}: 'controller' must be a list of strings")
+            cmds.append(["set-controller", br, *controllers])
     return cmds
 
 
@@ -407,7 +430,8 @@ def config_commands(config):
 HELP = [
     ("add-br", "BR [other_config:mac-aging-time=N] [other_config:mac-table-size=N]", "create a bridge"),
     ("del-br", "BR", "delete a bridge and its ports"),
-    ("set bridge", "BR other_config:KEY=VALUE...", "change mac-aging-time / mac-table-size"),
+    ("set bridge", "BR other_config:KEY=VALUE... [protocols=OpenFlow13]",
+     "change mac-aging-time / mac-table-size / datapath-id (hex)"),
     ("add-port", "BR IFACE [type=afpacket|internal|pg|system|vhost-user|memif] [tag=N] [trunks=N,M] "
                  "[vlan_mode=MODE] [ofport_request=N] [mtu_request=N] [options:KEY=VALUE...]",
      "add a port"),
@@ -417,7 +441,8 @@ HELP = [
     ("set interface", "IFACE [mtu_request=N|[]] [options:tcp_mss_clamp=auto|N|off] [tag=...]",
      "set the MTU (the device's, for system and internal ports), a tunnel's MSS clamp, "
      "or the VLAN settings"),
-    ("show", "", "bridges and ports (ovs-vsctl show)"),
+    ("show", "", "bridges, controllers and ports (ovs-vsctl show)"),
+    *OPENFLOW_HELP,
     ("add-flow", "BR FLOW", "add an OpenFlow rule (ovs-ofctl syntax)"),
     ("del-flows", "BR [FLOW]", "delete all rules, or those matching FLOW"),
     ("dump-flows", "BR", "list the rules with their counters"),
@@ -489,6 +514,8 @@ class Control:
             "version": (self.version, 0, 0),
             "help": (self.help, 0, 0),
         }
+        for name, (func, lo, hi) in openflow_commands.COMMANDS.items():
+            self._commands[name] = (lambda args, as_json, f=func: f(self, args, as_json), lo, hi)
 
     # ---- dispatch ----
 

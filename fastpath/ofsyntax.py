@@ -4,7 +4,8 @@ Supported match fields: priority, cookie, table (0 only), in_port, dl_src,
 dl_dst (with optional MAC masks), dl_type, dl_vlan (0..4095 or 0xffff for
 "no 802.1Q header"), dl_vlan_pcp, and the shorthands ``arp``, ``ip``, ``ipv6``.
 Supported actions: strip_vlan/pop_vlan, push_vlan, mod_vlan_vid, mod_vlan_pcp,
-output:PORT (or a bare port number), normal, flood, all, in_port and drop.
+output:PORT (or a bare port number), normal, flood, all, in_port, controller[:MAX_LEN]
+(or output:CONTROLLER) and drop.
 
 The counters that ``ovs-ofctl dump-flows`` prints (duration, n_packets,
 n_bytes, idle_age, hard_age) are accepted and ignored, as OVS does, so the
@@ -35,7 +36,8 @@ _MATCH_FIELDS = ("in_port", "dl_src", "dl_dst", "dl_type", "dl_vlan", "dl_vlan_p
 _NOARG_ACTIONS = {"strip_vlan": "strip_vlan", "pop_vlan": "strip_vlan",
                   "normal": "normal", "flood": "flood", "all": "all",
                   "in_port": "in_port"}
-_ARG_ACTIONS = ("push_vlan", "mod_vlan_vid", "mod_vlan_pcp", "output")
+_ARG_ACTIONS = ("push_vlan", "mod_vlan_vid", "mod_vlan_pcp", "output", "controller")
+CONTROLLER_MAX_LEN = 0xFFFF     # controller without a max_len: the whole frame (OFPCML_NO_BUFFER)
 _RESERVED_PORTS = ("normal", "flood", "all", "in_port")   # output:NORMAL etc.
 _VLAN_ETHERTYPES = (0x8100, 0x88A8)
 
@@ -65,6 +67,7 @@ class Match:
 @dataclass
 class Action:
     kind: str   # strip_vlan push_vlan mod_vlan_vid mod_vlan_pcp output normal flood all in_port
+                # controller (arg: max_len)
     arg: object = None
 
 
@@ -195,6 +198,8 @@ def parse_actions(text: str) -> list:
                 actions.append(Action("output", _parse_port(tok, "output port")))
             elif kind in _NOARG_ACTIONS:
                 actions.append(Action(_NOARG_ACTIONS[kind]))
+            elif kind == "controller":
+                actions.append(Action("controller", CONTROLLER_MAX_LEN))
             elif kind == "drop":
                 if len(tokens) > 1:
                     raise FlowSyntaxError(
@@ -220,6 +225,10 @@ def parse_actions(text: str) -> list:
             actions.append(Action(kind, _parse_int(arg, kind, 0, 4095)))
         elif kind == "mod_vlan_pcp":
             actions.append(Action(kind, _parse_int(arg, kind, 0, 7)))
+        elif kind == "controller":
+            actions.append(Action(kind, _parse_int(arg, "controller max_len", 0, 0xFFFF)))
+        elif arg.lower() == "controller":
+            actions.append(Action("controller", CONTROLLER_MAX_LEN))
         elif arg.lower() in _RESERVED_PORTS:             # output:NORMAL etc.
             actions.append(Action(arg.lower()))
         else:
@@ -290,6 +299,8 @@ def _format_action(a: Action) -> str:
         return "strip_vlan"
     if a.kind == "push_vlan":
         return f"push_vlan:0x{a.arg:04x}"
+    if a.kind == "controller":
+        return f"CONTROLLER:{a.arg}"
     if a.kind in ("mod_vlan_vid", "mod_vlan_pcp", "output"):
         return f"{a.kind}:{a.arg}"
     if a.kind == "drop":

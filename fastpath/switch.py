@@ -42,6 +42,7 @@ from fastpath.nodes.mss import MssClampInput, MssClampOutput, clamp_values, pars
 from fastpath.nodes.arp import ArpInput, arp_frame
 from fastpath.nodes.esp import EspDecrypt, EspEncrypt
 from fastpath.nodes.handshake import HandshakeInput
+from fastpath.nodes.packet_in import PacketIn
 from fastpath import ports as port_types
 
 MAX_BRIDGES = 256
@@ -91,7 +92,8 @@ def build_graph(graph, tables, worker=0):
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(), Gso(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
-                 EspEncrypt(), EspDecrypt(), HandshakeInput(), MssClampInput(), MssClampOutput()):
+                 EspEncrypt(), EspDecrypt(), HandshakeInput(), MssClampInput(), MssClampOutput(),
+                 PacketIn(tables)):
         graph.add(node)
 
 
@@ -167,6 +169,13 @@ class Bridge:
         self.ports = {}
         self.fdb = Fdb(max_entries=mac_table_size, aging_time=mac_aging_time)
         self.flows = FlowTable(self.resolve_port, workers)
+        # OpenFlow (fastpath.openflow): controllers, fail-mode, datapath id
+        self.controllers = []           # targets, as set-controller gave them
+        self.agent = None               # its openflow.agent.Agent while it has controllers
+        self.fail_mode = "standalone"
+        self.fail_open = False          # standalone, controllers set, none connected: NORMAL
+        self.datapath_id = None         # None: derived from the name (default_datapath_id)
+        self.protocols = "OpenFlow13"
 
     def resolve_port(self, ref):
         """A port name or OpenFlow number -> sw_if_index (flow syntax: in_port, output)."""
@@ -203,6 +212,7 @@ class Switch:
         self.arp = self.graph["arp-input"]
         self.arp.on_learn = self._neighbour_learned
         self.graph.add_timer(1.0, lambda _now: self.tick())
+        self.port_listeners = []        # callback("add"|"delete", port): the OpenFlow agents
 
     # ---- workers ----
 
@@ -329,6 +339,15 @@ class Switch:
                     if int(value) < 1:
                         raise ValueError
                     br.fdb.set_max_entries(int(value))
+                elif key == "datapath-id":
+                    dpid = int(str(value), 16) if value not in (None, "", "[]") else None
+                    if dpid is not None and not 0 <= dpid < 1 << 64:
+                        raise ValueError
+                    br.datapath_id = dpid
+                elif key == "protocols":
+                    if value != "OpenFlow13":
+                        raise ConfigError(f"protocols: {value!r}: only OpenFlow13 is spoken")
+                    br.protocols = value
                 else:
                     raise ConfigError(f"unknown bridge setting {key!r}")
             except ValueError:
@@ -337,6 +356,9 @@ class Switch:
     @under_barrier
     def del_br(self, name):
         br = self.bridge(name)
+        if br.agent is not None:
+            br.agent.close()
+            br.agent = None
         for pname in list(br.ports):
             self.del_port(pname)
         self.tables.clear_bridge(br.index)
@@ -389,6 +411,8 @@ class Switch:
             except ConfigError:
                 self.del_port(ifname)
                 raise
+        for cb in self.port_listeners:
+            cb("add", port)
         return port
 
     def _open_io(self, port):
@@ -555,7 +579,13 @@ class Switch:
 
     def _apply_members(self, br):
         self.tables.set_members(br.index, [p.sw_if_index for p in br.ports.values()])
-        self.tables.set_has_flows(br.index, not br.flows.is_default)
+        # fail-open (no controller, standalone) bypasses the table: NORMAL, as OVS does
+        self.tables.set_has_flows(br.index, not br.fail_open and not br.flows.is_default)
+
+    @under_barrier
+    def apply_flows(self, br_name):
+        """The bridge's flow table or fail-mode state changed (the OpenFlow agent)."""
+        self._apply_members(self.bridge(br_name))
 
     @under_barrier
     def del_port(self, ifname, br_name=None):
@@ -572,6 +602,8 @@ class Switch:
         self._apply_members(br)
         if port.type == "vxlan":
             self._stop_tunnel(port)
+        for cb in self.port_listeners:
+            cb("delete", port)
         port_types.close(self.graphs, port)
 
     def port(self, ifname):
@@ -805,6 +837,13 @@ class Switch:
         lines = []
         for br in self.bridges.values():
             lines.append(f"    Bridge {br.name}")
+            status = dict(br.agent.status()) if br.agent else {}
+            for target in br.controllers:
+                lines.append(f'        Controller "{target}"')
+                if status.get(target):
+                    lines.append("            is_connected: true")
+            if br.fail_mode != "standalone":
+                lines.append(f"        fail_mode: {br.fail_mode}")
             for p in br.ports.values():
                 lines.append(f"        Port {p.name}")
                 if p.tag is not None:
@@ -842,6 +881,12 @@ class Switch:
             if not br.flows.is_default:
                 from fastpath import ofsyntax
                 b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows]
+            if br.controllers:
+                b["controller"] = list(br.controllers)
+            if br.fail_mode != "standalone":
+                b["fail_mode"] = br.fail_mode
+            if br.datapath_id is not None:
+                b["datapath_id"] = f"{br.datapath_id:016x}"
             out["bridge"][br.name] = b
         return out
 

@@ -3,11 +3,13 @@
 Each frame is matched, as it arrived, against the bridge's rules in priority order
 (in_port, dl_src/dl_dst with masks, dl_type, dl_vlan, dl_vlan_pcp); the first match's
 actions run in order: strip_vlan, push_vlan, mod_vlan_vid (pushes a tag when there is
-none, as OVS does), mod_vlan_pcp, output:PORT, in_port, normal, flood/all, and an empty
+none, as OVS does), mod_vlan_pcp, output:PORT, in_port, normal, flood/all, controller (a
+copy, as it is at that point, is punted to packet-in for the OpenFlow agent), and an empty
 list drops. Each output after the first takes a copy; the last takes the buffer itself.
 output never applies the port's VLAN settings (only normal does), as in OVS.
 
-next: interface-output (output, in_port, flood, all), vlan-input (normal).
+next: interface-output (output, in_port, flood, all), vlan-input (normal), packet-in
+(controller: tx_if carries max_len and aux the rule's index, for the agent's PACKET_IN).
 errors: no_match (table miss), flow_drop (rule with no output), in_port_output (an
 output to the input port, which OpenFlow skips), no_buffer (a copy the pool could not
 give), no_headroom.
@@ -31,15 +33,17 @@ cdef enum:
     OP_IN_PORT = 6
     OP_NORMAL = 7
     OP_FLOOD = 8
+    OP_CONTROLLER = 9
 
 OPS = {"strip_vlan": OP_STRIP, "push_vlan": OP_PUSH, "mod_vlan_vid": OP_MOD_VID,
        "mod_vlan_pcp": OP_MOD_PCP, "output": OP_OUTPUT, "in_port": OP_IN_PORT,
-       "normal": OP_NORMAL, "flood": OP_FLOOD, "all": OP_FLOOD}
-OUTPUT_OPS = (OP_OUTPUT, OP_IN_PORT, OP_NORMAL, OP_FLOOD)
+       "normal": OP_NORMAL, "flood": OP_FLOOD, "all": OP_FLOOD, "controller": OP_CONTROLLER}
+OUTPUT_OPS = (OP_OUTPUT, OP_IN_PORT, OP_NORMAL, OP_FLOOD, OP_CONTROLLER)
 
 cdef enum:
     NEXT_OUTPUT = 1
     NEXT_NORMAL = 2
+    NEXT_PUNT = 3
 
 cdef enum:
     ERR_NO_MATCH = 0
@@ -74,6 +78,10 @@ class Flow:
     """One installed rule: the parsed rule, its compiled ports, and its counters."""
     def __init__(self, rule, in_port, out_ports):
         self.rule = rule
+        self.idle_timeout = 0           # seconds, 0: never (OpenFlow FLOW_MOD; the agent ages)
+        self.hard_timeout = 0
+        self.flags = 0                  # OpenFlow OFPFF_* as the controller gave them
+        self.last_hit = None            # (n_packets, time) when the agent last saw it change
         self.in_port = in_port          # sw_if_index or -1
         self.out_ports = out_ports      # sw_if_index per action (or 0)
         self.n_packets = 0
@@ -129,6 +137,27 @@ cdef class FlowTable:
         self._build()
         return flow
 
+    def add_rule(self, rule):
+        """Add a parsed FlowRule (the OpenFlow agent's FLOW_MOD add); replaces one with the
+        same match and priority, as add() does, and returns the new Flow."""
+        flow = self._compile_rule(rule)
+        self.rewrite(lambda flows: [f for f in flows if not (
+            f.rule.priority == rule.priority and f.rule.match == rule.match)] + [flow])
+        return flow
+
+    def rewrite(self, edit):
+        """Replace the rules with edit(list of Flow) (counters brought up to date first);
+        the result is put in priority order and compiled. For the agent's modify and delete."""
+        self._sync_counters()
+        flows = list(edit(list(self.flows)))
+        flows.sort(key=lambda f: -f.rule.priority)
+        self.flows = flows
+        self._build()
+
+    def compile(self, rule):
+        """The Flow a rule would be, with its ports resolved (ValueError: no such port)."""
+        return self._compile_rule(rule)
+
     def delete(self, text=None):
         """ovs-ofctl del-flows: all rules, or those whose match includes the given fields."""
         self._sync_counters()
@@ -181,7 +210,8 @@ cdef class FlowTable:
             for k, (a, port) in enumerate(zip(f.rule.actions, f.out_ports)):
                 op = OPS[a.kind]
                 ops.append(op)
-                args.append(port if op == OP_OUTPUT else (a.arg or 0))
+                args.append(port if op == OP_OUTPUT else (0xffff if a.arg is None and op == OP_CONTROLLER
+                                                          else (a.arg or 0)))
                 if op in OUTPUT_OPS:
                     last = k
             lasts.append(last + 1)   # actions after the last output change nothing
@@ -269,7 +299,7 @@ cdef int flow_lookup(flow_arrays_t *t, BufferPool pool, uint32_t b) noexcept nog
 cdef class FlowClassify(L2Node):
     node_name = "flow-classify"
     cdef public int worker               # which row of the flow counters this copy counts in
-    next_nodes = ("interface-output", "vlan-input")
+    next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
               ("in_port_output", "output to the input port skipped"),
@@ -346,6 +376,10 @@ cdef class FlowClassify(L2Node):
                     sent = self.send(b, rx, NEXT_OUTPUT, is_last) or sent
                 elif o == OP_NORMAL:
                     sent = self.send(b, 0, NEXT_NORMAL, is_last) or sent
+                elif o == OP_CONTROLLER:
+                    # packet-in reads max_len from tx_if and the rule from aux (of the copy)
+                    self.pool.aux[b] = r
+                    sent = self.send(b, <uint16_t> t.arg[a], NEXT_PUNT, is_last) or sent
                 elif o == OP_FLOOD:
                     members = self.tables.members + <uint32_t> self.pool.bd[b] * MAX_MEMBERS
                     nm = self.tables.n_members[self.pool.bd[b]]
@@ -368,4 +402,6 @@ cdef class FlowClassify(L2Node):
             return f"output to port {self.pool.tx_if[b]}"
         if nxt == NEXT_NORMAL:
             return "NORMAL"
+        if nxt == NEXT_PUNT:
+            return "CONTROLLER"
         return "dropped"

@@ -1,0 +1,45 @@
+"""packet-in: frames a flow sent to output:CONTROLLER, queued for the OpenFlow agent.
+
+flow-classify hands over the frame as the actions left it, with max_len in tx_if and the
+matching rule's index in aux. This node records (bridge, in port, frame, rule cookie,
+whether the rule is the table-miss rule, max_len) in a bounded queue; the agent
+(fastpath.openflow.agent) drains it from a timer, off the packet path, and sends PACKET_IN.
+errors: punted (queued for the agent), queue_full.
+"""
+from collections import deque
+
+import numpy as np
+
+from fastpath.graph.node import Node
+
+
+class PacketIn(Node):
+    node_name = "packet-in"
+    errors = (("punted", "frame queued for the OpenFlow controller"),
+              ("queue_full", "OpenFlow packet-in queue full"))
+
+    def __init__(self, tables, name=None, limit=1024):
+        super().__init__(name)
+        self.tables = tables            # L2Tables: its _owners give each bridge's FlowTable
+        self.queue = deque()
+        self.limit = limit
+
+    def process(self, vector):
+        pool = self.pool
+        rx, tx, bd, aux = pool.meta("rx_if"), pool.meta("tx_if"), pool.meta("bd"), pool.meta("aux")
+        err = pool.meta("error")
+        for b in vector.tolist():
+            if len(self.queue) >= self.limit:
+                err[b] = self.error_code("queue_full")
+                continue
+            # the rule is read now: the table cannot change while this worker runs a vector
+            owner = self.tables._owners.get(int(bd[b]))
+            flows = owner[1].flows if owner else []
+            r = int(aux[b])
+            rule = flows[r].rule if r < len(flows) else None
+            cookie = rule.cookie if rule else 0xffffffffffffffff
+            table_miss = bool(rule) and rule.priority == 0 and rule.match == type(rule.match)()
+            self.queue.append((int(bd[b]), int(rx[b]), pool.get_frame(b), cookie, table_miss,
+                               int(tx[b])))
+            err[b] = self.error_code("punted")
+        pool.meta("next")[vector] = np.uint16(0)      # the buffer itself is done with

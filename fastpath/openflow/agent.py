@@ -1,0 +1,507 @@
+"""The OpenFlow 1.3 agent of one bridge: its controller connections and what it answers.
+
+A bridge with controllers (`fastpathctl set-controller BR TARGET...`) gets an Agent. It is
+control plane only: it reads messages on the dispatch loop's fds, edits the bridge's
+FlowTable (the same one `fastpathctl add-flow/dump-flows` use) and sends frames through
+Switch.send_frame; frames reach it only through the packet-in node's queue, drained from a
+timer. Every message it cannot honour gets the OFPT_ERROR the spec gives for it, carrying
+the message's first 64 bytes; a stream that cannot be framed, or speaks another version,
+is closed with a log line and counted (`closed_bad_stream`).
+
+fail-mode (Bridge.fail_mode), as OVS: with active (tcp:) controllers configured and none
+connected, a `standalone` bridge is a plain NORMAL learning switch (its flows bypassed)
+and a `secure` one keeps its flows and drops the rest. Passive (ptcp:) listeners are for
+management clients such as ovs-ofctl and do not count, as in OVS.
+"""
+import dataclasses
+import hashlib
+import logging
+import struct
+import time
+
+from fastpath import ofsyntax
+from fastpath import ports as port_types
+from fastpath.openflow import codec as c
+from fastpath.openflow import translate as tr
+from fastpath.openflow.connection import ActiveTarget, Channel, PassiveTarget, parse_target
+
+log = logging.getLogger("fastpath")
+TICK = 0.02                 # the agents' timer: connects, probes, PACKET_IN draining
+PROBE_INTERVAL = 5.0        # idle seconds before an ECHO_REQUEST; twice that: disconnect
+F_TAGGED_IN = 4             # buffer.pxd's flag: the frame arrived tagged (for vlan-input)
+
+
+def default_datapath_id(bridge_name):
+    """A stable 48-bit id per bridge name, as OVS derives one from the bridge's MAC."""
+    return int.from_bytes(hashlib.sha256(bridge_name.encode()).digest()[:6], "big") & ~(1 << 40)
+
+
+def datapath_id(bridge):
+    return bridge.datapath_id if bridge.datapath_id is not None else default_datapath_id(bridge.name)
+
+
+class Agent:
+    def __init__(self, switch, bridge):
+        self.switch = switch
+        self.bridge = bridge
+        self.targets = []
+        self.counters = dict.fromkeys(("connections", "rx_messages", "tx_messages", "errors_sent",
+                                       "closed_bad_stream", "packet_in", "packet_in_dropped",
+                                       "flow_mods"), 0)
+        self.fail_open = False
+
+    # ---- targets ----
+
+    def set_targets(self, texts):
+        """Replace the controller targets (each checked first: ValueError, OSError)."""
+        parsed = [parse_target(t) for t in texts]
+        self.close()
+        try:
+            for text, (kind, ip, port) in zip(texts, parsed):
+                if kind == "tcp":
+                    self.targets.append(ActiveTarget(text, ip, port))
+                else:
+                    self.targets.append(PassiveTarget(text, ip, port, self.switch.graph,
+                                                      self._channel))
+        except OSError:
+            self.close()                # all or nothing: no half-configured bridge
+            raise
+        self.tick(time.monotonic())
+
+    def close(self):
+        for t in self.targets:
+            t.close()
+        self.targets = []
+        self._update_fail_open()
+
+    def channels(self):
+        return [ch for t in self.targets for ch in t.channels if ch.negotiated]
+
+    def status(self):
+        """[(target, connected)] for `show` and get-controller."""
+        return [(t.text, any(ch.negotiated for ch in t.channels)) for t in self.targets]
+
+    def _channel(self, sock, peer):
+        ch = Channel(sock, peer, self.switch.graph, self._readable)
+        self.counters["connections"] += 1
+        log.info("openflow %s: connected to %s", self.bridge.name, peer)
+        self._send(ch, c.hello())
+        return ch
+
+    # ---- the timer ----
+
+    def tick(self, now):
+        for t in self.targets:
+            t.poll(now, self._channel)
+            for ch in t.channels:
+                ch.flush()
+                idle = now - ch.last_rx
+                if idle > 2 * PROBE_INTERVAL:
+                    log.info("openflow %s: %s: inactivity probe timed out", self.bridge.name, ch.peer)
+                    ch.close()
+                elif idle > PROBE_INTERVAL and not ch.probe_sent and ch.negotiated:
+                    ch.probe_sent = True
+                    self._send(ch, c.message(c.ECHO_REQUEST, 0))
+        self._update_fail_open()
+
+    def tick_fail_mode(self):
+        """The bridge's fail-mode changed: take it up now."""
+        self._update_fail_open()
+
+    def _update_fail_open(self):
+        active = [t for t in self.targets if isinstance(t, ActiveTarget)]
+        fail_open = (self.bridge.fail_mode == "standalone" and bool(active)
+                     and not any(ch.negotiated for t in active for ch in t.channels))
+        if fail_open != self.bridge.fail_open:
+            log.info("openflow %s: %s", self.bridge.name,
+                     "no controller: NORMAL switching (fail-mode standalone)" if fail_open
+                     else "flow table in effect")
+            self.bridge.fail_open = fail_open
+            self.switch.apply_flows(self.bridge.name)
+
+    # ---- reading ----
+
+    def _send(self, ch, data):
+        ch.send(data)
+        self.counters["tx_messages"] += 1
+
+    def _error(self, ch, xid, e, msg):
+        log.debug("openflow %s: %s: refusing message: %s", self.bridge.name, ch.peer, e)
+        self._send(ch, c.error(xid, e.type, e.code, msg[:c.ERROR_DATA_LEN]))
+        ch.errors_sent += 1
+        self.counters["errors_sent"] += 1
+
+    def _drop(self, ch, why):
+        log.warning("openflow %s: %s: %s; closing the connection", self.bridge.name, ch.peer, why)
+        self.counters["closed_bad_stream"] += 1
+        ch.flush()
+        ch.close()
+        self._update_fail_open()
+
+    def _readable(self, ch):
+        try:
+            msgs, eof = ch.receive()
+        except c.FramingError as e:
+            self._drop(ch, f"garbage stream ({e})")
+            return
+        for version, type, xid, msg in msgs:
+            if not ch.open:
+                return
+            self.counters["rx_messages"] += 1
+            self.handle(ch, version, type, xid, msg)
+        if eof and ch.open:
+            log.info("openflow %s: %s closed the connection", self.bridge.name, ch.peer)
+            ch.close()
+            self._update_fail_open()
+
+    def handle(self, ch, version, type, xid, msg):
+        body = msg[c.HEADER.size:]
+        if not ch.negotiated:
+            if type != c.HELLO or c.VERSION not in c.hello_versions(version, body):
+                self._send(ch, c.error(xid, c.ET_HELLO_FAILED, c.HFC_INCOMPATIBLE,
+                                       b"fastpath speaks OpenFlow 1.3 (0x04) only"))
+                self._drop(ch, f"no OpenFlow 1.3 in its HELLO (type {type}, version {version})")
+                return
+            ch.negotiated = True
+            self._update_fail_open()
+            return
+        if version != c.VERSION:
+            self._error(ch, xid, c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_VERSION), msg)
+            self._drop(ch, f"version {version} after negotiating 1.3")
+            return
+        handler = self.HANDLERS.get(type)
+        try:
+            if handler is None:
+                raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TYPE, f"message type {type}")
+            handler(self, ch, xid, body)
+        except c.OFError as e:
+            self._error(ch, xid, e, msg)
+        except (struct.error, IndexError) as e:      # a length the parsers missed: still an error
+            self._error(ch, xid, c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_LEN, str(e)), msg)
+
+    # ---- messages ----
+
+    @staticmethod
+    def _empty(body):
+        if body:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_LEN, "unexpected body")
+
+    def on_hello(self, ch, xid, body):
+        pass                                 # a second HELLO changes nothing
+
+    def on_error(self, ch, xid, body):
+        type, code, data = c.parse_error(body)
+        log.info("openflow %s: %s reports error type %d code %d", self.bridge.name, ch.peer, type, code)
+
+    def on_echo_request(self, ch, xid, body):
+        self._send(ch, c.message(c.ECHO_REPLY, xid, body))
+
+    def on_echo_reply(self, ch, xid, body):
+        pass                                 # last_rx already moved: the probe is answered
+
+    def on_features_request(self, ch, xid, body):
+        self._empty(body)
+        self._send(ch, c.features_reply(xid, datapath_id(self.bridge)))
+
+    def on_get_config_request(self, ch, xid, body):
+        self._empty(body)
+        self._send(ch, c.switch_config(c.GET_CONFIG_REPLY, xid, ch.config_flags, ch.miss_send_len))
+
+    def on_set_config(self, ch, xid, body):
+        ch.config_flags, ch.miss_send_len = c.parse_switch_config(body)
+
+    def on_get_async_request(self, ch, xid, body):
+        self._empty(body)
+        self._send(ch, c.async_config(c.GET_ASYNC_REPLY, xid, ch.async_masks))
+
+    def on_set_async(self, ch, xid, body):
+        ch.async_masks = c.parse_async_config(body)
+
+    def on_barrier_request(self, ch, xid, body):
+        self._empty(body)
+        # every earlier message was carried out before this one was read
+        self._send(ch, c.message(c.BARRIER_REPLY, xid))
+
+    def on_flow_mod(self, ch, xid, body):
+        fm = c.parse_flow_mod(body)
+        self.counters["flow_mods"] += 1
+        br, ports = self.bridge, tr.Ports(self.bridge)
+        if fm.command > c.FC_DELETE_STRICT:
+            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND, f"command {fm.command}")
+        deleting = fm.command in (c.FC_DELETE, c.FC_DELETE_STRICT)
+        if fm.table_id != 0 and not (deleting and fm.table_id == c.OFPTT_ALL):
+            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID, f"table {fm.table_id}")
+        if fm.flags & (c.FF_SEND_FLOW_REM | c.FF_CHECK_OVERLAP):
+            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS, "SEND_FLOW_REM/CHECK_OVERLAP")
+        if (fm.idle_timeout or fm.hard_timeout) and not deleting:
+            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TIMEOUT, "flow timeouts")
+        match = tr.to_match(fm.match, ports)
+        actions = [] if deleting else tr.to_rule_actions(fm.instructions, ports)
+        if not deleting and fm.buffer_id != c.NO_BUFFER:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN, "no buffers here")
+        strict = fm.command in (c.FC_MODIFY_STRICT, c.FC_DELETE_STRICT)
+
+        def selected(f):
+            m = self._canonical(f.rule.match, ports)
+            if (f.rule.cookie ^ fm.cookie) & fm.cookie_mask:
+                return False
+            if strict and (f.rule.priority != fm.priority or m != match):
+                return False
+            if not strict and not tr.covers(match, m):
+                return False
+            return not deleting or self._outputs_to(f.rule, fm.out_port, ports)
+
+        try:
+            if fm.command == c.FC_ADD:
+                br.flows.add_rule(ofsyntax.FlowRule(fm.priority, match, actions, fm.cookie))
+            elif deleting:
+                br.flows.rewrite(lambda flows: [f for f in flows if not selected(f)])
+            else:
+                br.flows.rewrite(lambda flows: [self._with_actions(f, actions) if selected(f) else f
+                                                for f in flows])
+        except ValueError as e:                 # a port vanished between check and compile
+            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_UNKNOWN, str(e)) from None
+        self.switch.apply_flows(br.name)
+
+    @staticmethod
+    def _canonical(m, ports):
+        """A rule's match with in_port as an OpenFlow number (fastpathctl may name it)."""
+        if isinstance(m.in_port, str):
+            return dataclasses.replace(m, in_port=ports.ofport(m.in_port))
+        return m
+
+    @staticmethod
+    def _outputs_to(rule, out_port, ports):
+        if out_port == c.OFPP_ANY:
+            return True
+        return any(a[0] == "output" and a[1] == out_port
+                   for a in tr.from_actions(rule.actions, ports))
+
+    def _with_actions(self, f, actions):
+        rule = ofsyntax.FlowRule(f.rule.priority, f.rule.match, list(actions), f.rule.cookie)
+        new = self.bridge.flows.compile(rule)
+        new.n_packets, new.n_bytes, new.created = f.n_packets, f.n_bytes, f.created
+        return new
+
+    def on_packet_out(self, ch, xid, body):
+        buffer_id, in_port, items, frame = c.parse_packet_out(body)
+        ports = tr.Ports(self.bridge)
+        if buffer_id != c.NO_BUFFER:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN, "no buffers here")
+        src = ports.by_ofport.get(in_port)
+        if src is None and in_port not in (c.OFPP_CONTROLLER, c.OFPP_ANY):
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_PORT, f"in_port {in_port:#x}")
+        if len(frame) < 14:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_PACKET, "no Ethernet frame")
+        actions = tr.to_actions(items, ports, packet_out=True)
+        for a in actions:
+            if a.kind in ("in_port", "normal", "table") and src is None:
+                raise c.OFError(c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT,
+                                f"{a.kind} needs a real in_port")
+        self._execute(actions, bytearray(frame), src)
+
+    def _execute(self, actions, frame, src):
+        """PACKET_OUT's actions on one frame: control plane, so plain Python."""
+        sw, br = self.switch, self.bridge
+        for a in actions:
+            if a.kind == "strip_vlan":
+                if frame[12:14] in (b"\x81\x00", b"\x88\xa8") and len(frame) >= 18:
+                    del frame[12:16]
+            elif a.kind in ("push_vlan", "mod_vlan_vid", "mod_vlan_pcp"):
+                tagged = frame[12:14] in (b"\x81\x00", b"\x88\xa8") and len(frame) >= 18
+                if a.kind == "push_vlan" or not tagged:
+                    tci = frame[14:16] if tagged else b"\0\0"
+                    tpid = a.arg if a.kind == "push_vlan" else 0x8100
+                    frame[12:12] = tpid.to_bytes(2, "big") + tci
+                tci = int.from_bytes(frame[14:16], "big")
+                if a.kind == "mod_vlan_vid":
+                    tci = (tci & 0xF000) | a.arg
+                elif a.kind == "mod_vlan_pcp":
+                    tci = (tci & 0x1FFF) | a.arg << 13
+                frame[14:16] = tci.to_bytes(2, "big")
+            elif a.kind == "output":
+                sw.send_frame(tr.Ports(br).by_ofport[a.arg], bytes(frame))
+            elif a.kind == "in_port":
+                sw.send_frame(src, bytes(frame))
+            elif a.kind in ("flood", "all"):
+                for p in br.ports.values():
+                    if p is not src:
+                        sw.send_frame(p, bytes(frame))
+            elif a.kind in ("normal", "table"):
+                self._inject(bytes(frame), src, "vlan-input" if a.kind == "normal" else "ethernet-input")
+            elif a.kind == "controller":
+                pass                         # back to where it came from: nothing to do
+
+    def _inject(self, frame, src, node):
+        """Into the graph as if src had received it: ethernet-input runs the bridge's flow
+        table (TABLE), vlan-input the learning switch (NORMAL)."""
+        pool = self.switch.graph.pool
+        bufs = pool.alloc_py(1)
+        if len(bufs) == 0:
+            return
+        b = bufs[0]
+        pool.set_frame(int(b), frame)
+        pool.meta("rx_if")[b] = src.sw_if_index
+        pool.meta("bd")[b] = self.bridge.index
+        pool.meta("flags")[b] = F_TAGGED_IN if frame[12:14] in (b"\x81\x00", b"\x88\xa8") else 0
+        self.switch.graph.inject(node, bufs)
+
+    def on_multipart_request(self, ch, xid, body):
+        mtype, flags, req = c.parse_multipart_request(body)
+        if flags & c.MPF_MORE:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART, "multipart requests in parts")
+        items = self.MULTIPART.get(mtype)
+        if items is None:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART, f"multipart type {mtype}")
+        for m in c.multipart_replies(xid, mtype, items(self, req)):
+            self._send(ch, m)
+
+    def mp_desc(self, req):
+        self._empty(req)
+        from fastpath.control import version
+        return [c.desc("fastpath", "fastpath userspace dataplane", f"fastpath {version()}",
+                       "None", self.bridge.name)]
+
+    def mp_port_desc(self, req):
+        self._empty(req)
+        return [self._port(p) for p in sorted(self.bridge.ports.values(), key=lambda p: p.ofport)]
+
+    def _port(self, p):
+        try:
+            mac = port_types.mac_of(p)
+        except OSError:
+            mac = bytes(6)
+        return c.port(p.ofport, mac, p.name)
+
+    def _select_stats(self, req):
+        table_id, out_port, _group, cookie, cookie_mask, fields = c.parse_flow_stats_request(req)
+        if table_id not in (0, c.OFPTT_ALL):
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID, f"table {table_id}")
+        ports = tr.Ports(self.bridge)
+        match = tr.to_match(fields, ports)
+        self.bridge.flows.stats()                # brings the counters up to date
+        return ports, [f for f in self.bridge.flows.flows
+                       if not (f.rule.cookie ^ cookie) & cookie_mask
+                       and tr.covers(match, self._canonical(f.rule.match, ports))
+                       and self._outputs_to(f.rule, out_port, ports)]
+
+    def mp_flow(self, req):
+        ports, flows = self._select_stats(req)
+        now = time.monotonic()
+        return [c.flow_stats(0, now - f.created, f.rule.priority, 0, 0, 0, f.rule.cookie,
+                             f.n_packets, f.n_bytes, tr.from_match(f.rule.match, ports),
+                             tr.instructions_of(f.rule, ports)) for f in flows]
+
+    def mp_aggregate(self, req):
+        _, flows = self._select_stats(req)
+        return [c.aggregate_stats(sum(f.n_packets for f in flows), sum(f.n_bytes for f in flows),
+                                  len(flows))]
+
+    def mp_table(self, req):
+        self._empty(req)
+        stats = self.bridge.flows.stats()
+        matched = sum(n for _, n, _ in stats)
+        # lookups: frames the table matched (misses are counted in `show errors`, no_match)
+        return [c.table_stats(0, len(stats), matched, matched)]
+
+    def mp_port_stats(self, req):
+        if len(req) != 8:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_LEN, "port stats request is 8 bytes")
+        port_no = struct.unpack_from("!I", req)[0]
+        ports = sorted(self.bridge.ports.values(), key=lambda p: p.ofport)
+        if port_no != c.OFPP_ANY:
+            ports = [p for p in ports if p.ofport == port_no]
+            if not ports:
+                raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_PORT, f"port {port_no}")
+        out = []
+        for p in ports:
+            s = port_types.stats(p)
+            out.append(c.port_stats(p.ofport, s.get("rx_packets", 0), s.get("tx_packets", 0),
+                                    s.get("rx_bytes", 0), s.get("tx_bytes", 0),
+                                    s.get("rx_drops", s.get("rx_dropped", 0)),
+                                    s.get("tx_drops", s.get("tx_dropped", 0)), 0.0))
+        return out
+
+    def mp_table_features(self, req):
+        if req:
+            raise c.OFError(c.ET_TABLE_FEATURES_FAILED, c.TFFC_EPERM, "tables cannot be changed")
+        fields = (c.OXM_IN_PORT, c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_ETH_TYPE, c.OXM_VLAN_VID,
+                  c.OXM_VLAN_PCP)
+        return [c.table_features(0, "classifier", 1 << 20, [c.IT_APPLY_ACTIONS],
+                                 [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, c.AT_SET_FIELD],
+                                 fields, (c.OXM_VLAN_VID, c.OXM_VLAN_PCP))]
+
+    # ---- asynchronous messages ----
+
+    def port_changed(self, reason, port):
+        """PORT_STATUS ADD/DELETE to every controller whose async mask asks for it."""
+        msg = c.port_status(0, reason, self._port(port))
+        for ch in self.channels():
+            if ch.async_masks[2] >> reason & 1:
+                self._send(ch, msg)
+
+    def packet_in(self, in_sw_if_index, frame, cookie, table_miss, max_len):
+        reason = c.R_NO_MATCH if table_miss else c.R_ACTION
+        src = self.bridge.port_by_index(in_sw_if_index)
+        sent = False
+        for ch in self.channels():
+            if not ch.async_masks[0] >> reason & 1:
+                continue
+            data = frame if max_len == c.OFPCML_NO_BUFFER else frame[:max_len]
+            self._send(ch, c.packet_in(0, reason, 0, cookie, src.ofport if src else c.OFPP_CONTROLLER,
+                                       data, len(frame)))
+            sent = True
+        self.counters["packet_in" if sent else "packet_in_dropped"] += 1
+
+    HANDLERS = {c.HELLO: on_hello, c.ERROR: on_error, c.ECHO_REQUEST: on_echo_request,
+                c.ECHO_REPLY: on_echo_reply, c.FEATURES_REQUEST: on_features_request,
+                c.GET_CONFIG_REQUEST: on_get_config_request, c.SET_CONFIG: on_set_config,
+                c.GET_ASYNC_REQUEST: on_get_async_request, c.SET_ASYNC: on_set_async,
+                c.BARRIER_REQUEST: on_barrier_request, c.FLOW_MOD: on_flow_mod,
+                c.PACKET_OUT: on_packet_out, c.MULTIPART_REQUEST: on_multipart_request}
+    MULTIPART = {c.MP_DESC: mp_desc, c.MP_PORT_DESC: mp_port_desc, c.MP_FLOW: mp_flow,
+                 c.MP_AGGREGATE: mp_aggregate, c.MP_TABLE: mp_table,
+                 c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features}
+
+
+# ---------------------------------------------------------------- the switch's side
+
+def agents(switch):
+    return [br.agent for br in switch.bridges.values() if br.agent is not None]
+
+
+def _tick_all(switch, now):
+    # PACKET_IN: every worker's queue, each frame to its bridge's agent (or dropped)
+    by_index = {br.index: br for br in switch.bridges.values()}
+    for node in switch.nodes("packet-in"):
+        while node.queue:
+            bd, rx, frame, cookie, table_miss, max_len = node.queue.popleft()
+            br = by_index.get(bd)
+            if br is not None and br.agent is not None:
+                br.agent.packet_in(rx, frame, cookie, table_miss, max_len)
+    for agent in agents(switch):
+        agent.tick(now)
+
+
+def _port_changed(switch, what, port):
+    br = port.bridge
+    if br is not None and br.agent is not None:
+        br.agent.port_changed(c.PR_ADD if what == "add" else c.PR_DELETE, port)
+
+
+def set_controller(switch, br, targets):
+    """Give the bridge these controller targets ([] removes its agent)."""
+    if not getattr(switch, "openflow_timer", False):
+        switch.openflow_timer = True
+        switch.graph.add_timer(TICK, lambda now: _tick_all(switch, time.monotonic()))
+        switch.port_listeners.append(lambda what, port: _port_changed(switch, what, port))
+    if not targets:
+        if br.agent is not None:
+            br.agent.close()
+            br.agent = None
+        br.controllers = []
+        return
+    agent = br.agent or Agent(switch, br)
+    agent.set_targets(targets)
+    br.agent = agent
+    br.controllers = list(targets)

@@ -1,0 +1,557 @@
+"""The OpenFlow 1.3 wire format (ONF TS-006, wire version 0x04): message framing, OXM
+matches, actions and instructions, and the messages the agent reads and writes.
+
+Parsers take the bytes after the 8-byte header and raise OFError(type, code) with the
+spec's error type and code for anything malformed or unknown, so that the agent can answer
+with an OFPT_ERROR; they never index past what they were given. Builders return whole
+messages. Matches are lists of (oxm_field, value, mask or None) in OXM_OF_BASIC; actions
+are tuples (kind, ...); what of them the flow table can do is decided in
+fastpath.openflow.translate, not here.
+"""
+import struct
+
+VERSION = 4
+HEADER = struct.Struct("!BBHI")
+MAX_LENGTH = 0xFFFF
+
+(HELLO, ERROR, ECHO_REQUEST, ECHO_REPLY, EXPERIMENTER, FEATURES_REQUEST, FEATURES_REPLY,
+ GET_CONFIG_REQUEST, GET_CONFIG_REPLY, SET_CONFIG, PACKET_IN, FLOW_REMOVED, PORT_STATUS,
+ PACKET_OUT, FLOW_MOD, GROUP_MOD, PORT_MOD, TABLE_MOD, MULTIPART_REQUEST, MULTIPART_REPLY,
+ BARRIER_REQUEST, BARRIER_REPLY, QUEUE_GET_CONFIG_REQUEST, QUEUE_GET_CONFIG_REPLY,
+ ROLE_REQUEST, ROLE_REPLY, GET_ASYNC_REQUEST, GET_ASYNC_REPLY, SET_ASYNC, METER_MOD) = range(30)
+N_TYPES = 30
+
+# error types and the codes this agent sends (TS-006 A.4.4)
+ET_HELLO_FAILED, ET_BAD_REQUEST, ET_BAD_ACTION, ET_BAD_INSTRUCTION, ET_BAD_MATCH = 0, 1, 2, 3, 4
+ET_FLOW_MOD_FAILED, ET_SWITCH_CONFIG_FAILED = 5, 10
+HFC_INCOMPATIBLE = 0
+BRC_BAD_VERSION, BRC_BAD_TYPE, BRC_BAD_MULTIPART, BRC_BAD_EXPERIMENTER = 0, 1, 2, 3
+BRC_BAD_LEN, BRC_BUFFER_UNKNOWN, BRC_BAD_TABLE_ID, BRC_BAD_PORT, BRC_BAD_PACKET = 6, 8, 9, 11, 12
+BAC_BAD_TYPE, BAC_BAD_LEN, BAC_BAD_EXPERIMENTER, BAC_BAD_OUT_PORT, BAC_BAD_ARGUMENT = 0, 1, 2, 4, 5
+BAC_BAD_SET_TYPE, BAC_BAD_SET_LEN, BAC_BAD_SET_ARGUMENT = 13, 14, 15
+BIC_UNKNOWN_INST, BIC_UNSUP_INST, BIC_BAD_TABLE_ID, BIC_BAD_EXPERIMENTER, BIC_BAD_LEN = 0, 1, 2, 5, 7
+BMC_BAD_TYPE, BMC_BAD_LEN, BMC_BAD_FIELD, BMC_BAD_VALUE, BMC_BAD_MASK = 0, 1, 6, 7, 8
+BMC_BAD_PREREQ, BMC_DUP_FIELD = 9, 10
+FMFC_UNKNOWN, FMFC_BAD_TABLE_ID, FMFC_OVERLAP, FMFC_BAD_TIMEOUT, FMFC_BAD_COMMAND = 0, 2, 3, 5, 6
+FMFC_BAD_FLAGS = 7
+SCFC_BAD_LEN = 1
+ERROR_DATA_LEN = 64              # how much of an offending message an error carries
+
+# reserved ports
+OFPP_MAX = 0xFFFFFF00
+OFPP_IN_PORT, OFPP_TABLE, OFPP_NORMAL, OFPP_FLOOD = 0xFFFFFFF8, 0xFFFFFFF9, 0xFFFFFFFA, 0xFFFFFFFB
+OFPP_ALL, OFPP_CONTROLLER, OFPP_LOCAL, OFPP_ANY = 0xFFFFFFFC, 0xFFFFFFFD, 0xFFFFFFFE, 0xFFFFFFFF
+OFPG_ANY = 0xFFFFFFFF
+OFPTT_ALL = 0xFF
+NO_BUFFER = 0xFFFFFFFF
+OFPCML_NO_BUFFER = 0xFFFF
+
+# flow_mod commands and flags
+FC_ADD, FC_MODIFY, FC_MODIFY_STRICT, FC_DELETE, FC_DELETE_STRICT = range(5)
+FF_SEND_FLOW_REM, FF_CHECK_OVERLAP, FF_RESET_COUNTS, FF_NO_PKT_COUNTS, FF_NO_BYT_COUNTS = 1, 2, 4, 8, 16
+
+# multipart types
+MP_DESC, MP_FLOW, MP_AGGREGATE, MP_TABLE, MP_PORT_STATS = 0, 1, 2, 3, 4
+MP_PORT_DESC = 13
+MPF_MORE = 1
+
+# packet-in reasons, port-status reasons
+R_NO_MATCH, R_ACTION, R_INVALID_TTL = 0, 1, 2
+PR_ADD, PR_DELETE, PR_MODIFY = 0, 1, 2
+
+# OXM_OF_BASIC fields and their value sizes (TS-006 7.2.3.7)
+OXM_BASIC = 0x8000
+OXM_IN_PORT, OXM_ETH_DST, OXM_ETH_SRC, OXM_ETH_TYPE, OXM_VLAN_VID, OXM_VLAN_PCP = 0, 3, 4, 5, 6, 7
+OXM_SIZES = (4, 4, 8, 6, 6, 2, 2, 1, 1, 1, 1, 4, 4, 2, 2, 2, 2, 2, 2, 1, 1, 2, 4, 4, 6, 6, 16,
+             16, 4, 1, 1, 16, 6, 6, 4, 1, 1, 3, 8, 2)
+OFPVID_PRESENT = 0x1000
+
+# action types
+AT_OUTPUT, AT_PUSH_VLAN, AT_POP_VLAN, AT_GROUP, AT_SET_FIELD = 0, 17, 18, 22, 25
+AT_KNOWN = {0, 11, 12, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27}
+AT_EXPERIMENTER = 0xFFFF
+
+# instruction types
+IT_GOTO_TABLE, IT_WRITE_METADATA, IT_WRITE_ACTIONS, IT_APPLY_ACTIONS = 1, 2, 3, 4
+IT_CLEAR_ACTIONS, IT_METER, IT_EXPERIMENTER = 5, 6, 0xFFFF
+
+
+class OFError(Exception):
+    """A message the switch refuses: type and code as the spec numbers them."""
+
+    def __init__(self, type, code, why=""):
+        super().__init__(why or f"error type {type} code {code}")
+        self.type = type
+        self.code = code
+
+
+class FramingError(Exception):
+    """The byte stream cannot be split into messages any more: the connection must close."""
+
+
+def _need(body, n, type, code):
+    if len(body) < n:
+        raise OFError(type, code, f"{len(body)} bytes where {n} are needed")
+
+
+def _pad8(n):
+    return (n + 7) // 8 * 8
+
+
+# ---------------------------------------------------------------- framing
+
+def message(type, xid, body=b""):
+    length = HEADER.size + len(body)
+    if length > MAX_LENGTH:
+        raise ValueError(f"message of {length} bytes is over OpenFlow's 65535")
+    return HEADER.pack(VERSION, type, length, xid & 0xFFFFFFFF) + body
+
+
+def split(buf):
+    """Take the complete messages off the front of bytearray buf: [(version, type, xid,
+    whole message)]. A length under 8 cannot be framed: FramingError."""
+    out = []
+    while len(buf) >= HEADER.size:
+        version, type, length, xid = HEADER.unpack_from(buf)
+        if length < HEADER.size:
+            raise FramingError(f"message length {length} is shorter than a header")
+        if len(buf) < length:
+            break
+        out.append((version, type, xid, bytes(buf[:length])))
+        del buf[:length]
+    return out
+
+
+# ---------------------------------------------------------------- HELLO, ERROR, simple ones
+
+def hello(xid=0):
+    """HELLO with a version bitmap offering 1.3 only."""
+    return message(HELLO, xid, struct.pack("!HHI", 1, 8, 1 << VERSION))
+
+
+def hello_versions(version, body):
+    """The versions a peer's HELLO offers: its bitmap if it sent one (TS-006 7.5.1),
+    else every version up to its header's."""
+    off = 0
+    while off + 4 <= len(body):
+        etype, elen = struct.unpack_from("!HH", body, off)
+        if elen < 4 or off + elen > len(body):
+            break                         # a broken element: fall back to the header version
+        if etype == 1:
+            versions = set()
+            for i in range((elen - 4) // 4):
+                word = struct.unpack_from("!I", body, off + 4 + 4 * i)[0]
+                versions.update(32 * i + b for b in range(32) if word >> b & 1)
+            return versions
+        off += _pad8(elen)
+    return set(range(1, version + 1))
+
+
+def error(xid, type, code, data=b""):
+    return message(ERROR, xid, struct.pack("!HH", type, code) + data)
+
+
+def parse_error(body):
+    _need(body, 4, ET_BAD_REQUEST, BRC_BAD_LEN)
+    type, code = struct.unpack_from("!HH", body)
+    return type, code, body[4:]
+
+
+def features_reply(xid, datapath_id, n_tables=1, capabilities=0x7):
+    # capabilities: FLOW_STATS | TABLE_STATS | PORT_STATS
+    return message(FEATURES_REPLY, xid, struct.pack("!QIBB2xII", datapath_id, 0, n_tables, 0,
+                                                    capabilities, 0))
+
+
+def parse_features_reply(body):
+    _need(body, 24, ET_BAD_REQUEST, BRC_BAD_LEN)
+    dpid, n_buffers, n_tables = struct.unpack_from("!QIB", body)
+    return dpid, n_buffers, n_tables
+
+
+def switch_config(type, xid, flags, miss_send_len):
+    """GET_CONFIG_REPLY or SET_CONFIG."""
+    return message(type, xid, struct.pack("!HH", flags, miss_send_len))
+
+
+def parse_switch_config(body):
+    if len(body) != 4:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "SET_CONFIG body is not 4 bytes")
+    return struct.unpack("!HH", body)
+
+
+def async_config(type, xid, masks):
+    """GET_ASYNC_REPLY or SET_ASYNC; masks: 6 words (packet-in, port-status, flow-removed;
+    each [master/equal, slave])."""
+    return message(type, xid, struct.pack("!6I", *masks))
+
+
+def parse_async_config(body):
+    if len(body) != 24:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "SET_ASYNC body is not 24 bytes")
+    return list(struct.unpack("!6I", body))
+
+
+# ---------------------------------------------------------------- OXM match
+
+def parse_match(data, off=0):
+    """ofp_match at data[off:] -> ([(field, value, mask or None)], bytes used incl. pad)."""
+    _need(data[off:], 4, ET_BAD_MATCH, BMC_BAD_LEN)
+    mtype, mlen = struct.unpack_from("!HH", data, off)
+    if mtype != 1:
+        raise OFError(ET_BAD_MATCH, BMC_BAD_TYPE, f"match type {mtype} is not OXM")
+    if mlen < 4 or off + _pad8(mlen) > len(data):
+        raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, f"match length {mlen} past the message")
+    fields, seen = [], set()
+    pos, end = off + 4, off + mlen
+    while pos < end:
+        if end - pos < 4:
+            raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, "OXM header cut short")
+        cls, fh, flen = struct.unpack_from("!HBB", data, pos)
+        field, hasmask = fh >> 1, fh & 1
+        if pos + 4 + flen > end:
+            raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, "OXM past the match's length")
+        if cls != OXM_BASIC or field >= len(OXM_SIZES):
+            raise OFError(ET_BAD_MATCH, BMC_BAD_FIELD, f"OXM class {cls:#x} field {field}")
+        size = OXM_SIZES[field]
+        if flen != size * (2 if hasmask else 1):
+            raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, f"OXM field {field} of {flen} bytes")
+        if field in seen:
+            raise OFError(ET_BAD_MATCH, BMC_DUP_FIELD, f"OXM field {field} twice")
+        seen.add(field)
+        raw = data[pos + 4:pos + 4 + flen]
+        value = int.from_bytes(raw[:size], "big")
+        mask = int.from_bytes(raw[size:], "big") if hasmask else None
+        fields.append((field, value, mask))
+        pos += 4 + flen
+    return fields, _pad8(mlen)
+
+
+def oxm(field, value, mask=None):
+    size = OXM_SIZES[field]
+    raw = value.to_bytes(size, "big") + (mask.to_bytes(size, "big") if mask is not None else b"")
+    return struct.pack("!HBB", OXM_BASIC, field << 1 | (mask is not None), len(raw)) + raw
+
+
+def match(fields=()):
+    """[(field, value, mask or None)] -> ofp_match bytes, padded to 8."""
+    body = b"".join(oxm(*f) for f in fields)
+    raw = struct.pack("!HH", 1, 4 + len(body)) + body
+    return raw + bytes(_pad8(len(raw)) - len(raw))
+
+
+# ---------------------------------------------------------------- actions
+
+def parse_actions(data):
+    """A list of actions -> [("output", port, max_len) | ("push_vlan", ethertype) |
+    ("pop_vlan",) | ("set_field", field, value) | ("unsupported", type)]."""
+    out, pos = [], 0
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "action header cut short")
+        atype, alen = struct.unpack_from("!HH", data, pos)
+        if alen < 8 or alen % 8 or pos + alen > len(data):
+            raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, f"action {atype} of length {alen}")
+        a = data[pos:pos + alen]
+        if atype == AT_OUTPUT:
+            if alen != 16:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "output action not 16 bytes")
+            port, max_len = struct.unpack_from("!IH", a, 4)
+            out.append(("output", port, max_len))
+        elif atype == AT_PUSH_VLAN:
+            if alen != 8:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "push_vlan action not 8 bytes")
+            out.append(("push_vlan", struct.unpack_from("!H", a, 4)[0]))
+        elif atype == AT_POP_VLAN:
+            if alen != 8:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "pop_vlan action not 8 bytes")
+            out.append(("pop_vlan",))
+        elif atype == AT_SET_FIELD:
+            cls, fh, flen = struct.unpack_from("!HBB", a, 4)
+            field, hasmask = fh >> 1, fh & 1
+            if 8 + flen > alen:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_SET_LEN, "set_field OXM past the action")
+            if cls != OXM_BASIC or field >= len(OXM_SIZES):
+                raise OFError(ET_BAD_ACTION, BAC_BAD_SET_TYPE, f"set_field class {cls:#x} field {field}")
+            if hasmask or flen != OXM_SIZES[field]:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_SET_LEN, f"set_field field {field} of {flen} bytes")
+            out.append(("set_field", field, int.from_bytes(a[8:8 + flen], "big")))
+        elif atype == AT_EXPERIMENTER:
+            raise OFError(ET_BAD_ACTION, BAC_BAD_EXPERIMENTER, "experimenter action")
+        elif atype in AT_KNOWN:
+            out.append(("unsupported", atype))
+        else:
+            raise OFError(ET_BAD_ACTION, BAC_BAD_TYPE, f"unknown action type {atype}")
+        pos += alen
+    return out
+
+
+def action(kind, *args):
+    """One action's bytes: ("output", port[, max_len]), ("push_vlan", ethertype),
+    ("pop_vlan",), ("set_field", field, value), ("raw", type, body) for tests."""
+    if kind == "output":
+        port, max_len = args[0], args[1] if len(args) > 1 else OFPCML_NO_BUFFER
+        return struct.pack("!HHIH6x", AT_OUTPUT, 16, port, max_len)
+    if kind == "push_vlan":
+        return struct.pack("!HHH2x", AT_PUSH_VLAN, 8, args[0])
+    if kind == "pop_vlan":
+        return struct.pack("!HH4x", AT_POP_VLAN, 8)
+    if kind == "set_field":
+        o = oxm(args[0], args[1])
+        body = struct.pack("!HH", AT_SET_FIELD, _pad8(4 + len(o))) + o
+        return body + bytes(_pad8(len(body)) - len(body))
+    if kind == "raw":
+        return struct.pack("!HH", args[0], 4 + len(args[1])) + args[1]
+    raise ValueError(f"unknown action kind {kind!r}")
+
+
+def actions(items):
+    return b"".join(action(*a) for a in items)
+
+
+# ---------------------------------------------------------------- instructions
+
+def parse_instructions(data):
+    """-> [(type, payload)]: APPLY/WRITE_ACTIONS carry parsed actions, GOTO_TABLE its table,
+    the others None."""
+    out, pos = [], 0
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, "instruction header cut short")
+        itype, ilen = struct.unpack_from("!HH", data, pos)
+        if ilen < 8 or ilen % 8 or pos + ilen > len(data):
+            raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, f"instruction {itype} of length {ilen}")
+        body = data[pos:pos + ilen]
+        if itype in (IT_APPLY_ACTIONS, IT_WRITE_ACTIONS):
+            out.append((itype, parse_actions(body[8:])))
+        elif itype == IT_GOTO_TABLE:
+            out.append((itype, body[4]))
+        elif itype in (IT_WRITE_METADATA, IT_CLEAR_ACTIONS, IT_METER):
+            out.append((itype, None))
+        elif itype == IT_EXPERIMENTER:
+            raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_EXPERIMENTER, "experimenter instruction")
+        else:
+            raise OFError(ET_BAD_INSTRUCTION, BIC_UNKNOWN_INST, f"unknown instruction {itype}")
+        pos += ilen
+    return out
+
+
+def apply_actions(items):
+    """An APPLY_ACTIONS instruction holding these actions (no instruction for none: drop)."""
+    body = actions(items)
+    return struct.pack("!HH4x", IT_APPLY_ACTIONS, 8 + len(body)) + body if items else b""
+
+
+def goto_table(table):
+    return struct.pack("!HHB3x", IT_GOTO_TABLE, 8, table)
+
+
+# ---------------------------------------------------------------- FLOW_MOD, PACKET_OUT
+
+FLOW_MOD_FIXED = struct.Struct("!QQBBHHHIIIH2x")          # after the header: 40 bytes
+
+
+class FlowMod:
+    __slots__ = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout",
+                 "hard_timeout", "priority", "buffer_id", "out_port", "out_group", "flags",
+                 "match", "instructions")
+
+
+def parse_flow_mod(body):
+    _need(body, FLOW_MOD_FIXED.size + 8, ET_BAD_REQUEST, BRC_BAD_LEN)
+    fm = FlowMod()
+    (fm.cookie, fm.cookie_mask, fm.table_id, fm.command, fm.idle_timeout, fm.hard_timeout,
+     fm.priority, fm.buffer_id, fm.out_port, fm.out_group, fm.flags) = FLOW_MOD_FIXED.unpack_from(body)
+    fm.match, used = parse_match(body, FLOW_MOD_FIXED.size)
+    fm.instructions = parse_instructions(body[FLOW_MOD_FIXED.size + used:])
+    return fm
+
+
+def flow_mod(xid, command, match_fields=(), instructions=b"", cookie=0, cookie_mask=0,
+             table_id=0, priority=0x8000, idle_timeout=0, hard_timeout=0,
+             out_port=OFPP_ANY, out_group=OFPG_ANY, flags=0, buffer_id=NO_BUFFER):
+    return message(FLOW_MOD, xid, FLOW_MOD_FIXED.pack(cookie, cookie_mask, table_id, command,
+                                                 idle_timeout, hard_timeout, priority,
+                                                 buffer_id, out_port, out_group, flags)
+                   + match(match_fields) + instructions)
+
+
+def parse_packet_out(body):
+    """-> (buffer_id, in_port, actions, frame)."""
+    _need(body, 16, ET_BAD_REQUEST, BRC_BAD_LEN)
+    buffer_id, in_port, alen = struct.unpack_from("!IIH", body)
+    if 16 + alen > len(body):
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "PACKET_OUT actions past the message")
+    return buffer_id, in_port, parse_actions(body[16:16 + alen]), body[16 + alen:]
+
+
+def packet_out(xid, in_port, action_items, frame, buffer_id=NO_BUFFER):
+    a = actions(action_items)
+    return message(PACKET_OUT, xid, struct.pack("!IIH6x", buffer_id, in_port, len(a)) + a + frame)
+
+
+# ---------------------------------------------------------------- PACKET_IN, PORT_STATUS
+
+def packet_in(xid, reason, table_id, cookie, in_port, frame, total_len):
+    m = match([(OXM_IN_PORT, in_port, None)])
+    return message(PACKET_IN, xid, struct.pack("!IHBBQ", NO_BUFFER, total_len, reason, table_id,
+                                               cookie) + m + b"\0\0" + frame)
+
+
+def parse_packet_in(body):
+    """-> (buffer_id, total_len, reason, table_id, cookie, match fields, frame)."""
+    _need(body, 16 + 8, ET_BAD_REQUEST, BRC_BAD_LEN)
+    buffer_id, total_len, reason, table_id, cookie = struct.unpack_from("!IHBBQ", body)
+    fields, used = parse_match(body, 16)
+    return buffer_id, total_len, reason, table_id, cookie, fields, body[16 + used + 2:]
+
+
+PORT = struct.Struct("!I4x6s2x16sIIIIIIII")          # ofp_port: 64 bytes
+PS_LINK_DOWN, PS_LIVE = 1, 4
+PF_10GB_FD, PF_COPPER = 1 << 6, 1 << 11
+
+
+def port(port_no, hw_addr, name, config=0, state=PS_LIVE, speed_kbps=10_000_000):
+    feats = PF_10GB_FD | PF_COPPER
+    return PORT.pack(port_no, hw_addr, name.encode()[:15], config, state, feats, feats, feats, 0,
+                     speed_kbps, speed_kbps)
+
+
+def parse_port(data, off=0):
+    port_no, hw, name, config, state, *_ = PORT.unpack_from(data, off)
+    return port_no, hw, name.rstrip(b"\0").decode(errors="replace"), config, state
+
+
+def port_status(xid, reason, port_bytes):
+    return message(PORT_STATUS, xid, struct.pack("!B7x", reason) + port_bytes)
+
+
+# ---------------------------------------------------------------- multipart
+
+def parse_multipart_request(body):
+    """-> (type, flags, body)."""
+    _need(body, 8, ET_BAD_REQUEST, BRC_BAD_LEN)
+    mtype, flags = struct.unpack_from("!HH", body)
+    return mtype, flags, body[8:]
+
+
+def multipart_request(xid, mtype, body=b"", flags=0):
+    return message(MULTIPART_REQUEST, xid, struct.pack("!HH4x", mtype, flags) + body)
+
+
+def multipart_replies(xid, mtype, items):
+    """Reply messages carrying the items (each a bytes), split so each fits in 64 KiB; all
+    but the last have OFPMPF_REPLY_MORE (TS-006 7.3.5)."""
+    room = MAX_LENGTH - HEADER.size - 8
+    chunks, cur = [], b""
+    for it in items:
+        if cur and len(cur) + len(it) > room:
+            chunks.append(cur)
+            cur = b""
+        cur += it
+    chunks.append(cur)
+    return [message(MULTIPART_REPLY, xid,
+                    struct.pack("!HH4x", mtype, MPF_MORE if i < len(chunks) - 1 else 0) + c)
+            for i, c in enumerate(chunks)]
+
+
+def parse_multipart_reply(body):
+    _need(body, 8, ET_BAD_REQUEST, BRC_BAD_LEN)
+    mtype, flags = struct.unpack_from("!HH", body)
+    return mtype, flags, body[8:]
+
+
+FLOW_STATS_REQUEST = struct.Struct("!B3xII4xQQ")       # then a match
+
+
+def parse_flow_stats_request(body):
+    """FLOW and AGGREGATE requests -> (table_id, out_port, out_group, cookie, cookie_mask,
+    match fields)."""
+    _need(body, FLOW_STATS_REQUEST.size + 8, ET_BAD_REQUEST, BRC_BAD_LEN)
+    table_id, out_port, out_group, cookie, cookie_mask = FLOW_STATS_REQUEST.unpack_from(body)
+    fields, _ = parse_match(body, FLOW_STATS_REQUEST.size)
+    return table_id, out_port, out_group, cookie, cookie_mask, fields
+
+
+def flow_stats_request(table_id=OFPTT_ALL, out_port=OFPP_ANY, out_group=OFPG_ANY, cookie=0,
+                       cookie_mask=0, match_fields=()):
+    return FLOW_STATS_REQUEST.pack(table_id, out_port, out_group, cookie, cookie_mask) + \
+        match(match_fields)
+
+
+FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")           # then match, instructions
+
+
+def flow_stats(table_id, duration, priority, idle_timeout, hard_timeout, flags, cookie,
+               n_packets, n_bytes, match_fields, instructions):
+    m = match(match_fields)
+    length = FLOW_STATS.size + len(m) + len(instructions)
+    sec = int(duration)
+    return FLOW_STATS.pack(length, table_id, sec, int((duration - sec) * 1e9), priority,
+                           idle_timeout, hard_timeout, flags, cookie, n_packets, n_bytes) + \
+        m + instructions
+
+
+def parse_flow_stats(body):
+    """A FLOW reply body -> [(priority, cookie, n_packets, match fields, instructions)]."""
+    out, pos = [], 0
+    while pos + FLOW_STATS.size <= len(body):
+        (length, _t, _s, _ns, priority, _i, _h, _f, cookie, n_packets,
+         _b) = FLOW_STATS.unpack_from(body, pos)
+        if length < FLOW_STATS.size + 8 or pos + length > len(body):
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "flow stats entry length")
+        entry = body[pos:pos + length]
+        fields, used = parse_match(entry, FLOW_STATS.size)
+        out.append((priority, cookie, n_packets, fields,
+                    parse_instructions(entry[FLOW_STATS.size + used:])))
+        pos += length
+    return out
+
+
+def aggregate_stats(n_packets, n_bytes, n_flows):
+    return struct.pack("!QQI4x", n_packets, n_bytes, n_flows)
+
+
+def table_stats(table_id, active, lookups, matched):
+    return struct.pack("!B3xIQQ", table_id, active, lookups, matched)
+
+
+def port_stats(port_no, rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped,
+               duration):
+    sec = int(duration)
+    return struct.pack("!I4x12QII", port_no, rx_packets, tx_packets, rx_bytes, tx_bytes,
+                       rx_dropped, tx_dropped, 0, 0, 0, 0, 0, 0, sec, int((duration - sec) * 1e9))
+
+
+def desc(mfr, hw, sw, serial, dp):
+    def s(text, n):
+        return text.encode()[:n - 1].ljust(n, b"\0")
+    return s(mfr, 256) + s(hw, 256) + s(sw, 256) + s(serial, 32) + s(dp, 256)
+
+
+MP_TABLE_FEATURES = 12
+ET_TABLE_FEATURES_FAILED, TFFC_EPERM = 13, 5
+TFPT_INSTRUCTIONS, TFPT_NEXT_TABLES, TFPT_WRITE_ACTIONS, TFPT_APPLY_ACTIONS = 0, 2, 4, 6
+TFPT_MATCH, TFPT_WILDCARDS, TFPT_WRITE_SETFIELD, TFPT_APPLY_SETFIELD = 8, 10, 12, 14
+
+
+def _property(ptype, data):
+    raw = struct.pack("!HH", ptype, 4 + len(data)) + data
+    return raw + bytes(_pad8(len(raw)) - len(raw))
+
+
+def table_features(table_id, name, max_entries, instructions, action_types, match_fields,
+                   setfields):
+    """One ofp_table_features (TS-006 7.3.5.5): what a table matches and does."""
+    def oxm_headers(fields):
+        return b"".join(struct.pack("!HBB", OXM_BASIC, f << 1, OXM_SIZES[f]) for f in fields)
+    props = (_property(TFPT_INSTRUCTIONS, b"".join(struct.pack("!HH", i, 4) for i in instructions))
+             + _property(TFPT_NEXT_TABLES, b"")
+             + _property(TFPT_WRITE_ACTIONS, b"")          # no write-actions: empty lists
+             + _property(TFPT_WRITE_SETFIELD, b"")
+             + _property(TFPT_APPLY_ACTIONS, b"".join(struct.pack("!HH", a, 4) for a in action_types))
+             + _property(TFPT_MATCH, oxm_headers(match_fields))
+             + _property(TFPT_WILDCARDS, oxm_headers(match_fields))
+             + _property(TFPT_APPLY_SETFIELD, oxm_headers(setfields)))
+    return struct.pack("!HB5x32sQQII", 64 + len(props), table_id, name.encode()[:31], 0, 0, 0,
+                       max_entries) + props

@@ -1,0 +1,541 @@
+"""The OpenFlow 1.3 agent: the codec and its errors, ovs-ofctl over the wire, a controller
+of our own (HELLO, FEATURES, ECHO, BARRIER, errors, PACKET_IN/OUT, PORT_STATUS, reconnect),
+fail-mode, and the config round trip."""
+import contextlib
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+from scapy.layers.l2 import Dot1Q, Ether
+
+from fastpath.control import Control
+from fastpath.openflow import codec as c
+from fastpath.openflow.connection import ActiveTarget
+from l2util import frame, make_switch, send
+
+PORTS = {"p1": {}, "p2": {}, "p3": {}}          # ofports 1, 2, 3
+B = "00:00:00:00:00:0b"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@contextlib.contextmanager
+def running(sw):
+    """The dispatch loop (and so the agent) in a thread; frames are sent outside it."""
+    t = threading.Thread(target=sw.graph.run, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        sw.graph.stop()
+        t.join()
+
+
+def wait(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# ---------------------------------------------------------------- codec
+
+def test_codec_round_trips():
+    fields = [(c.OXM_IN_PORT, 1, None), (c.OXM_ETH_DST, 0x0000000000BB, 0xFFFFFFFFFF00),
+              (c.OXM_ETH_TYPE, 0x88B5, None), (c.OXM_VLAN_VID, 0x100A, None), (c.OXM_VLAN_PCP, 5, None)]
+    m = c.match(fields)
+    assert len(m) % 8 == 0 and c.parse_match(m) == (fields, len(m))
+    acts = [("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1014), ("pop_vlan",),
+            ("output", 2, 0), ("output", c.OFPP_CONTROLLER, 96)]
+    assert c.parse_actions(c.actions(acts)) == acts
+    msg = c.flow_mod(7, c.FC_MODIFY_STRICT, fields, c.apply_actions(acts) + c.goto_table(1),
+                     cookie=0xAB, cookie_mask=0xFF, priority=100)
+    version, type, xid, whole = c.split(bytearray(msg))[0]
+    assert (version, type, xid, len(whole)) == (4, c.FLOW_MOD, 7, len(msg))
+    fm = c.parse_flow_mod(whole[8:])
+    assert (fm.command, fm.cookie, fm.cookie_mask, fm.priority, fm.match) == \
+        (c.FC_MODIFY_STRICT, 0xAB, 0xFF, 100, fields)
+    assert fm.instructions == [(c.IT_APPLY_ACTIONS, acts), (c.IT_GOTO_TABLE, 1)]
+    po = c.packet_out(1, c.OFPP_CONTROLLER, [("output", 2)], b"x" * 60)
+    assert c.parse_packet_out(po[8:]) == (c.NO_BUFFER, c.OFPP_CONTROLLER, [("output", 2, 0xFFFF)], b"x" * 60)
+    pi = c.packet_in(0, c.R_ACTION, 0, 5, 3, b"y" * 20, 64)
+    assert c.parse_packet_in(pi[8:]) == (c.NO_BUFFER, 64, c.R_ACTION, 0, 5, [(c.OXM_IN_PORT, 3, None)], b"y" * 20)
+    assert c.hello_versions(4, c.hello()[8:]) == {4}
+    assert c.hello_versions(6, b"") == {1, 2, 3, 4, 5, 6}
+    # multipart replies are cut under 64 KiB, every part but the last saying MORE
+    parts = c.multipart_replies(9, c.MP_FLOW, [bytes(1000)] * 200)
+    assert len(parts) == 4 and all(len(p) <= 0xFFFF for p in parts)
+    assert [c.parse_multipart_reply(p[8:])[1] for p in parts] == [1, 1, 1, 0]
+    assert sum(len(c.parse_multipart_reply(p[8:])[2]) for p in parts) == 200000
+
+
+def test_split_framing():
+    buf = bytearray(c.hello(1) + c.message(c.ECHO_REQUEST, 2, b"abc")[:10])
+    assert [m[1] for m in c.split(buf)] == [c.HELLO]
+    assert len(buf) == 10                        # the partial message waits for the rest
+    buf += c.message(c.ECHO_REQUEST, 2, b"abc")[10:]
+    assert c.split(buf)[0][3][8:] == b"abc" and not buf
+    with pytest.raises(c.FramingError):
+        c.split(bytearray(b"\x04\x00\x00\x04\x00\x00\x00\x00"))     # length under a header
+
+
+OXM = lambda field, data, hasmask=0, cls=c.OXM_BASIC: struct.pack("!HBB", cls, field << 1 | hasmask, len(data)) + data
+
+
+def raw_match(body, mtype=1, length=None):
+    raw = struct.pack("!HH", mtype, 4 + len(body) if length is None else length) + body
+    return raw + bytes(-len(raw) % 8)
+
+
+@pytest.mark.parametrize("data,err", [
+    (b"\x00\x01", (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),                              # header cut
+    (raw_match(b"", mtype=0), (c.ET_BAD_MATCH, c.BMC_BAD_TYPE)),                 # not OXM
+    (raw_match(b"", length=40), (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),                # length lies
+    (raw_match(OXM(c.OXM_IN_PORT, b"\0\0\0\1")[:6]), (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # OXM past end
+    (raw_match(OXM(c.OXM_IN_PORT, b"\0\0\1")), (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),        # wrong size
+    (raw_match(OXM(1, b"\0\0\0\1", cls=0x0001)), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),    # NXM class
+    (raw_match(OXM(99, b"\0")), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),                     # no such field
+    (raw_match(OXM(c.OXM_ETH_TYPE, b"\x08\0") * 2), (c.ET_BAD_MATCH, c.BMC_DUP_FIELD)),
+])
+def test_match_errors(data, err):
+    with pytest.raises(c.OFError) as e:
+        c.parse_match(data)
+    assert (e.value.type, e.value.code) == err
+
+
+@pytest.mark.parametrize("data,err", [
+    (b"\0\0\0", (c.ET_BAD_ACTION, c.BAC_BAD_LEN)),
+    (struct.pack("!HH4x", c.AT_POP_VLAN, 12), (c.ET_BAD_ACTION, c.BAC_BAD_LEN)),   # not 8-aligned
+    (struct.pack("!HH4x", c.AT_POP_VLAN, 16), (c.ET_BAD_ACTION, c.BAC_BAD_LEN)),   # past the end
+    (struct.pack("!HH4x", c.AT_OUTPUT, 8), (c.ET_BAD_ACTION, c.BAC_BAD_LEN)),      # output is 16
+    (struct.pack("!HH4x", 200, 8), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (struct.pack("!HHI", 0xFFFF, 8, 0x2320), (c.ET_BAD_ACTION, c.BAC_BAD_EXPERIMENTER)),
+    (struct.pack("!HH", c.AT_SET_FIELD, 16) + OXM(1, b"\0\0\0\1", cls=1) + bytes(4),
+     (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),
+    (struct.pack("!HH", c.AT_SET_FIELD, 8) + OXM(c.OXM_VLAN_VID, b"\x10\x01"), (c.ET_BAD_ACTION, c.BAC_BAD_SET_LEN)),
+])
+def test_action_errors(data, err):
+    with pytest.raises(c.OFError) as e:
+        c.parse_actions(data)
+    assert (e.value.type, e.value.code) == err
+
+
+@pytest.mark.parametrize("data,err", [
+    (struct.pack("!HH", c.IT_APPLY_ACTIONS, 4), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
+    (struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 24), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
+    (struct.pack("!HH4x", 77, 8), (c.ET_BAD_INSTRUCTION, c.BIC_UNKNOWN_INST)),
+    (struct.pack("!HHI", 0xFFFF, 8, 1), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_EXPERIMENTER)),
+])
+def test_instruction_errors(data, err):
+    with pytest.raises(c.OFError) as e:
+        c.parse_instructions(data)
+    assert (e.value.type, e.value.code) == err
+
+
+def test_message_body_errors():
+    for parse, body in ((c.parse_flow_mod, bytes(20)), (c.parse_packet_out, bytes(10)),
+                        (c.parse_multipart_request, bytes(4)), (c.parse_switch_config, bytes(3)),
+                        (c.parse_async_config, bytes(20)), (c.parse_flow_stats_request, bytes(8))):
+        with pytest.raises(c.OFError) as e:
+            parse(body)
+        assert (e.value.type, e.value.code) == (c.ET_BAD_REQUEST, c.BRC_BAD_LEN), parse.__name__
+    # PACKET_OUT whose actions_len runs past the message
+    with pytest.raises(c.OFError) as e:
+        c.parse_packet_out(struct.pack("!IIH6x", c.NO_BUFFER, 1, 64))
+    assert e.value.code == c.BRC_BAD_LEN
+
+
+# ---------------------------------------------------------------- a controller of our own
+
+class Controller:
+    """A listening socket playing controller: the switch connects to it (tcp:)."""
+
+    def __init__(self, port=0):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(4)
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.sock = None
+        self.buf = bytearray()
+
+    def accept(self, hello=True):
+        self.sock, _ = self.listener.accept()
+        self.sock.settimeout(5)
+        self.buf = bytearray()
+        first = self.recv()
+        assert first[1] == c.HELLO and c.hello_versions(first[0], first[3][8:]) == {4}
+        if hello:
+            self.send(c.hello(1))
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv(self):
+        while True:
+            msgs = c.split(self.buf)
+            if msgs:
+                # put back what came after the first
+                rest = b"".join(m[3] for m in msgs[1:])
+                self.buf[:0] = rest
+                return msgs[0]
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError
+            self.buf += data
+
+    def request(self, msg):
+        """Send msg then a barrier; return every message up to the barrier's reply."""
+        self.send(msg + c.message(c.BARRIER_REQUEST, 0xBA))
+        out = []
+        while True:
+            m = self.recv()
+            if m[1] == c.BARRIER_REPLY and m[2] == 0xBA:
+                return out
+            out.append(m)
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def controlled():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    peer = Controller()
+    ctl.execute(["set", "bridge", "br0", "other_config:datapath-id=00000000000000ab", "protocols=OpenFlow13"])
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{peer.port}"])
+    with running(sw):
+        peer.accept()
+        yield sw, ctl, peer
+    peer.close()
+    sw.close()
+
+
+def errors_of(replies):
+    return [(c.parse_error(m[3][8:])[:2], m[2]) for m in replies if m[1] == c.ERROR]
+
+
+def test_handshake_features_echo_barrier(controlled):
+    sw, ctl, peer = controlled
+    peer.send(c.message(c.FEATURES_REQUEST, 5))
+    v, t, xid, msg = peer.recv()
+    assert (t, xid) == (c.FEATURES_REPLY, 5)
+    assert c.parse_features_reply(msg[8:]) == (0xAB, 0, 1)
+    peer.send(c.message(c.ECHO_REQUEST, 6, b"ping"))
+    assert peer.recv()[1:] == (c.ECHO_REPLY, 6, c.message(c.ECHO_REPLY, 6, b"ping"))
+    assert peer.request(c.switch_config(c.SET_CONFIG, 7, 0, 96)) == []
+    peer.send(c.message(c.GET_CONFIG_REQUEST, 8))
+    assert peer.recv()[3][8:] == struct.pack("!HH", 0, 96)
+    assert wait(lambda: "is_connected: true" in ctl.execute(["show"]))
+    assert ctl.execute(["get-controller", "br0"], "json") == [
+        {"target": f"tcp:127.0.0.1:{peer.port}", "connected": True}]
+
+
+def bad_flow_mod(**kw):
+    return c.flow_mod(0x33, c.FC_ADD, **kw)
+
+
+@pytest.mark.parametrize("msg,err", [
+    (bad_flow_mod(table_id=1), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
+    (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
+    (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ip_proto
+    (bad_flow_mod(match_fields=[(c.OXM_VLAN_VID, 0x1000, 0x1000)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
+    (bad_flow_mod(match_fields=[(c.OXM_VLAN_PCP, 3, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),
+    (bad_flow_mod(instructions=c.goto_table(1)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
+    (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_CLEAR_ACTIONS, 8)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    (bad_flow_mod(instructions=c.apply_actions([("raw", 24, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # dec_nw_ttl
+    (bad_flow_mod(instructions=c.apply_actions([("output", 9)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
+    (bad_flow_mod(instructions=c.apply_actions([("push_vlan", 0x0800)])), (c.ET_BAD_ACTION, c.BAC_BAD_ARGUMENT)),
+    (bad_flow_mod(instructions=c.apply_actions([("set_field", c.OXM_ETH_SRC, 1)])), (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),
+    (bad_flow_mod(hard_timeout=10), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TIMEOUT)),
+    (bad_flow_mod(flags=c.FF_CHECK_OVERLAP), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
+    (bad_flow_mod(buffer_id=7), (c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN)),
+    (c.message(c.FLOW_MOD, 0x33, bytes(30)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),          # truncated
+    (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
+    (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
+    (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
+    (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=3)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
+    (c.multipart_request(0x33, c.MP_PORT_STATS, struct.pack("!I4x", 42)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
+    (c.packet_out(0x33, 42, [("output", 2)], bytes(60)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
+    (c.packet_out(0x33, c.OFPP_CONTROLLER, [("output", 2)], bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_PACKET)),
+])
+def test_errors_keep_the_connection(controlled, msg, err):
+    sw, ctl, peer = controlled
+    replies = peer.request(msg)
+    assert errors_of(replies) == [(err, 0x33)]
+    # the error carries the offending message's first bytes
+    assert replies[0][3][12:] == msg[:64]
+    # and the connection is still in step
+    peer.send(c.message(c.ECHO_REQUEST, 0x44))
+    assert peer.recv()[1:3] == (c.ECHO_REPLY, 0x44)
+    assert ctl.execute(["dump-flows", "br0"]) .count("\n") == 0      # nothing was added
+
+
+def test_flow_mods_from_the_controller(controlled):
+    sw, ctl, peer = controlled
+    add = lambda prio, fields, acts, cookie=0: peer.request(c.flow_mod(
+        1, c.FC_ADD, fields, c.apply_actions(acts), cookie=cookie, priority=prio))
+    assert add(100, [(c.OXM_IN_PORT, 1, None)], [("output", 2)], cookie=0x10) == []
+    assert add(90, [(c.OXM_VLAN_VID, 0x100A, None)], [("pop_vlan",), ("output", 3)], cookie=0x20) == []
+    assert add(80, [(c.OXM_VLAN_VID, 0, 0x1FFF)], [("push_vlan", 0x8100),
+                                                   ("set_field", c.OXM_VLAN_VID, 0x1014),
+                                                   ("output", c.OFPP_FLOOD)], cookie=0x21) == []
+    dump = ctl.execute(["dump-flows", "br0"])
+    assert "cookie=0x10" in dump and "priority=100,in_port=1 actions=output:2" in dump
+    assert "priority=90,dl_vlan=10 actions=strip_vlan,output:3" in dump
+    assert "priority=80,dl_vlan=0xffff actions=push_vlan:0x8100,mod_vlan_vid:20,FLOOD" in dump
+    # modify (non-strict, cookie-filtered): only the 0x2? flows change
+    assert peer.request(c.flow_mod(2, c.FC_MODIFY, [], c.apply_actions([("output", 1)]),
+                                   cookie=0x20, cookie_mask=0xF0)) == []
+    dump = ctl.execute(["dump-flows", "br0"])
+    assert "dl_vlan=10 actions=output:1" in dump and "dl_vlan=0xffff actions=output:1" in dump
+    assert "in_port=1 actions=output:2" in dump
+    # delete_strict needs the priority; delete filters by out_port
+    assert peer.request(c.flow_mod(3, c.FC_DELETE_STRICT, [(c.OXM_IN_PORT, 1, None)], priority=99)) == []
+    assert "in_port=1" in ctl.execute(["dump-flows", "br0"])
+    assert peer.request(c.flow_mod(3, c.FC_DELETE, [], table_id=c.OFPTT_ALL, out_port=2)) == []
+    dump = ctl.execute(["dump-flows", "br0"])
+    assert "in_port=1" not in dump and dump.count("output:1") == 2
+    # flow stats see what fastpathctl added, by name
+    ctl.execute(["add-flow", "br0", "priority=5,in_port=p3,dl_src=00:00:00:00:00:0b actions=output:p1"])
+    replies = peer.request(c.multipart_request(4, c.MP_FLOW, c.flow_stats_request(
+        match_fields=[(c.OXM_IN_PORT, 3, None)])))
+    (prio, cookie, n, fields, inst), = c.parse_flow_stats(c.parse_multipart_reply(replies[0][3][8:])[2])
+    assert prio == 5 and (c.OXM_IN_PORT, 3, None) in fields and inst == [(c.IT_APPLY_ACTIONS, [("output", 1, 0)])]
+
+
+def test_packet_in_out_and_port_status(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                            c.apply_actions([("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1007),
+                                             ("output", c.OFPP_CONTROLLER, 32)]), cookie=0x77))
+    peer.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                            priority=0))
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {}
+    assert send(sw, "p2", f) == {}
+    with running(sw):
+        _, t, _, msg = peer.recv()
+        assert t == c.PACKET_IN
+        buffer_id, total, reason, table, cookie, fields, data = c.parse_packet_in(msg[8:])
+        tagged = bytes(Ether(f)[Ether:1].__class__(dst=B, src="00:00:00:00:00:01", type=0x8100) /
+                       Dot1Q(vlan=7, type=0x88b5) / bytes(Ether(f).payload))
+        assert (buffer_id, total, reason, cookie, fields) == (c.NO_BUFFER, len(f) + 4, c.R_ACTION, 0x77,
+                                                              [(c.OXM_IN_PORT, 1, None)])
+        assert data == tagged[:32]                  # max_len, and the tag the flow pushed
+        _, t, _, msg = peer.recv()
+        assert c.parse_packet_in(msg[8:])[2] == c.R_NO_MATCH and c.parse_packet_in(msg[8:])[6] == f
+        # PACKET_OUT from the controller, with a tag set on the way
+        peer.request(c.packet_out(2, c.OFPP_CONTROLLER, [("push_vlan", 0x8100),
+                                                         ("set_field", c.OXM_VLAN_VID, 0x1005),
+                                                         ("output", 3)], f))
+    out = [x for io in sw.port("p3").ios for x in io[1].take()]
+    assert out == [bytes(frame([(0x8100, 5, 0)], dst=B))]
+    with running(sw):
+        # PORT_STATUS on add and delete; SET_ASYNC turns them off
+        sw.graph.stop()
+    sw.add_port("br0", "p4", type="pg")
+    _, t, _, msg = peer.recv()
+    assert t == c.PORT_STATUS and msg[8] == c.PR_ADD and c.parse_port(msg, 16)[:1] == (4,)
+    with running(sw):
+        peer.request(c.async_config(c.SET_ASYNC, 3, [3, 0, 0, 0, 0, 0]))
+        peer.send(c.message(c.GET_ASYNC_REQUEST, 4))
+        assert c.parse_async_config(peer.recv()[3][8:]) == [3, 0, 0, 0, 0, 0]
+        sw.graph.stop()
+    sw.del_port("p4")
+    with running(sw):
+        assert peer.request(c.message(c.ECHO_REQUEST, 5))[0][1] == c.ECHO_REPLY     # no PORT_STATUS
+
+
+def test_hostile_streams_close_and_reconnect_with_backoff(controlled, monkeypatch):
+    sw, ctl, peer = controlled
+    monkeypatch.setattr(ActiveTarget, "MIN_BACKOFF", 0.1)
+    monkeypatch.setattr(ActiveTarget, "MAX_BACKOFF", 0.4)
+    agent = sw.bridge("br0").agent
+    peer.send(b"\x04\x00\x00\x03garbage!")          # a length that cannot be framed
+    with pytest.raises((EOFError, ConnectionError)):
+        peer.recv()
+    assert agent.counters["closed_bad_stream"] == 1
+    peer.accept()                                   # it comes back by itself
+    peer.send(b"\x05" + c.message(c.ECHO_REQUEST, 1)[1:])      # OpenFlow 1.4 mid-session
+    assert [m[1] for m in iter_until_eof(peer)] == [c.ERROR]      # BAD_VERSION, then closed
+    assert agent.counters["closed_bad_stream"] == 2
+    # the controller goes away: attempts back off, doubling up to MAX_BACKOFF
+    peer.accept()
+    port = peer.port
+    peer.close()
+    target = agent.targets[0]
+    assert wait(lambda: target.backoff == 0.4)
+    attempts = target.attempts
+    time.sleep(1.0)
+    assert 1 <= target.attempts - attempts <= 4     # about one per 0.4 s, not a busy loop
+    peer2 = Controller(port)
+    try:
+        peer2.accept()
+        peer2.send(c.message(c.ECHO_REQUEST, 9))
+        assert peer2.recv()[1:3] == (c.ECHO_REPLY, 9)
+    finally:
+        peer2.close()
+
+
+def iter_until_eof(peer):
+    out = []
+    try:
+        while True:
+            out.append(peer.recv())
+    except (EOFError, ConnectionError):
+        return out
+
+
+def test_hello_without_13_fails():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    peer = Controller()
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{peer.port}"])
+    try:
+        with running(sw):
+            peer.accept(hello=False)
+            peer.send(c.HEADER.pack(1, c.HELLO, 8, 1))          # OpenFlow 1.0, no bitmap
+            replies = iter_until_eof(peer)
+        assert [c.parse_error(m[3][8:])[:2] for m in replies] == [(c.ET_HELLO_FAILED, c.HFC_INCOMPATIBLE)]
+    finally:
+        peer.close()
+        sw.close()
+
+
+# ---------------------------------------------------------------- fail-mode
+
+@pytest.mark.parametrize("mode", ["standalone", "secure"])
+def test_fail_mode(mode):
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    ctl.execute(["set-fail-mode", "br0", mode])       # secure: the NORMAL flow goes
+    ctl.execute(["add-flow", "br0", "in_port=1 actions=output:2"])
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{free_port()}"])     # nobody there
+    f = bytes(frame())
+    if mode == "standalone":      # no controller: the NORMAL learning switch, flows bypassed
+        assert send(sw, "p1", f) == {"p2": [f], "p3": [f]}
+        assert send(sw, "p2", f) == {"p1": [f], "p3": [f]}
+    else:                         # its flows, and nothing else
+        assert send(sw, "p1", f) == {"p2": [f]}
+        assert send(sw, "p2", f) == {}
+    # a controller connects: the flow table is in effect in both modes
+    peer = Controller()
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{peer.port}"])
+    try:
+        with running(sw):
+            peer.accept()
+            assert peer.request(b"") == []
+        assert send(sw, "p1", f) == {"p2": [f]}
+        # standalone kept the bridge's priority=0 NORMAL flow; secure never had it
+        assert send(sw, "p2", f) == ({"p1": [f], "p3": [f]} if mode == "standalone" else {})
+        ctl.execute(["del-controller", "br0"])
+        assert ctl.execute(["get-controller", "br0"]) == ""
+    finally:
+        peer.close()
+        sw.close()
+
+
+# ---------------------------------------------------------------- ovs-ofctl
+
+def ofctl(port, cmd, *args):
+    r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", cmd, f"tcp:127.0.0.1:{port}", *args],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_ovs_ofctl_drives_the_bridge():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    port = free_port()
+    ctl.execute(["set", "bridge", "br0", "other_config:datapath-id=0000000000001234"])
+    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
+    try:
+        with running(sw):
+            show = ofctl(port, "show")
+            assert "dpid:0000000000001234" in show and "1(p1)" in show and "3(p3)" in show
+            ofctl(port, "add-flow", "in_port=1,actions=output:2")
+            ofctl(port, "add-flow", "dl_vlan=10,actions=strip_vlan,output:3")
+            ofctl(port, "add-flow", "priority=10,dl_dst=00:00:00:00:00:0b,actions=drop")
+            dump = ofctl(port, "dump-flows")
+        assert "in_port=1 actions=output:2" in dump
+        assert "dl_vlan=10 actions=pop_vlan,output:3" in dump
+        # fastpathctl sees the same table
+        mine = ctl.execute(["dump-flows", "br0"])
+        assert "in_port=1 actions=output:2" in mine and "dl_vlan=10 actions=strip_vlan,output:3" in mine
+        f = bytes(frame())
+        assert send(sw, "p1", f) == {"p2": [f]}
+        assert send(sw, "p2", frame([(0x8100, 10, 0)])) == {"p3": [f]}
+        assert send(sw, "p2", frame(dst=B)) == {}
+        assert send(sw, "p3", f) == {"p1": [f], "p2": [f]}              # priority=0 NORMAL
+        # and the reverse: a fastpathctl flow in ovs-ofctl's dump, with its counters
+        ctl.execute(["add-flow", "br0", "priority=200,in_port=p3 actions=output:p1"])
+        assert send(sw, "p3", f) == {"p1": [f]}
+        with running(sw):
+            dump = ofctl(port, "dump-flows")
+            assert "n_packets=1, n_bytes=60, priority=200,in_port=3 actions=output:1" in dump
+            assert "n_packets=1, n_bytes=60, in_port=1 actions=output:2" in dump
+            ofctl(port, "del-flows", "in_port=1")
+            ofctl(port, "del-flows", "--strict", "priority=200,in_port=3")
+            dump = ofctl(port, "dump-flows")
+            assert "in_port=1" not in dump and "in_port=3" not in dump and "dl_vlan=10" in dump
+            assert "port  1: rx pkts=1" in ofctl(port, "dump-ports")
+            ofctl(port, "del-flows")
+            assert "actions" not in ofctl(port, "dump-flows")
+        assert send(sw, "p1", f) == {}                                   # an empty table drops
+    finally:
+        sw.close()
+
+
+# ---------------------------------------------------------------- config
+
+def test_config_round_trip(tmp_path):
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    target = f"tcp:127.0.0.1:{free_port()}"
+    ctl.execute(["set", "bridge", "br0", "other_config:datapath-id=00000000000000cd", "protocols=OpenFlow13"])
+    ctl.execute(["set-fail-mode", "br0", "secure"])
+    ctl.execute(["set-controller", "br0", target, "ptcp:0:127.0.0.1"])
+    show = ctl.execute(["show"])
+    assert f'Controller "{target}"' in show and "fail_mode: secure" in show
+    assert "is_connected" not in show
+    ctl.execute(["save", str(tmp_path / "fp.toml")])
+    text = (tmp_path / "fp.toml").read_text()
+    assert "datapath_id" in text and "controller" in text
+    sw2 = make_switch({})
+    ctl2 = Control(sw2)
+    sw2.del_br("br0")
+    ctl2.load(str(tmp_path / "fp.toml"))
+    try:
+        assert ctl2.config() == ctl.config()
+        assert ctl2.execute(["get-controller", "br0"]).split("\n") == [target, "ptcp:0:127.0.0.1"]
+        for bad in (["set-controller", "br0", "udp:1.2.3.4:5"], ["set-fail-mode", "br0", "open"],
+                    ["set", "bridge", "br0", "protocols=OpenFlow10"],
+                    ["set", "bridge", "br0", "other_config:datapath-id=xyz"]):
+            with pytest.raises(Exception):
+                ctl2.execute(bad)
+        assert ctl2.config() == ctl.config()
+    finally:
+        sw.close()
+        sw2.close()
