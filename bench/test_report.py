@@ -10,6 +10,7 @@ import zlib
 
 import report
 import tcp
+import vpn_sites
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,4 +179,36 @@ def test_tcp_section_ovs_best():
     assert "target (issue #14): fastpath TCP 1 stream ≥ 5× Open vSwitch userspace at its best: 15.0×, met" in md
     assert "target (issue #14): fastpath TCP 4 streams ≥ 0.75× the Linux bridge: 0.50×, **not met**" in md
     assert "| Open vSwitch userspace at its best: every offload off on the veths: 0.80 Gbit/s | **15.0×** |" in md
+    json.dumps(sec, allow_nan=False)
+
+
+def test_vpn_tcp_section():
+    """The vpn-tcp section from bench/vpn_sites.py's --tcp-only report: the VPN and plain
+    VXLAN against the raw veth pair, the VPN against plain VXLAN, MSS and clamps in the notes."""
+    tcp_rows = [{"path": "ceiling", "label": "raw veth ceiling (no gateways)", "gbps": 20.0, "mss": 1448,
+                 "gbps_all": [20.0], "runs": 1},
+                {"path": "vxlan", "label": "site to site, plain VXLAN, tcp_mss_clamp=auto", "gbps": 1.0,
+                 "mss": 1394, "clamped": 4, "packets": 100, "gbps_all": [1.0], "runs": 1,
+                 "ratio_to_ceiling": 0.05},
+                {"path": "vpn", "label": "site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto",
+                 "gbps": 0.8, "mss": 1357, "clamped": 4, "packets": 100, "gbps_all": [0.8], "runs": 1,
+                 "ratio_to_ceiling": 0.04, "ratio_to_vxlan": 0.8}]
+    rep = {"meta": {"trials": 1, "tcp_seconds": 1.0, "gw_cores": [1, 1]}, "tcp": tcp_rows,
+           "table": vpn_sites.tcp_markdown(tcp_rows)}
+    sec = report.vpn_tcp_section(rep)
+    rows = {r["label"]: r for r in sec["rows"]}
+    assert set(rows) == {"VPN vs veth", "VPN vs VXLAN", "VXLAN vs veth"}
+    assert rows["VPN vs veth"]["ratio"] == 0.8 / 20.0 and rows["VPN vs VXLAN"]["ratio"] == 0.8
+    md = report.markdown({"machine": {**report.machine_info(), "loadavg_before": [0.1] * 3,
+                                      "loadavg_after": [0.2] * 3},
+                          "mode": "quick", "command": "x", "seconds": 1.0,
+                          "sections": [{"name": "vpn-tcp", "title": report.TITLES["vpn-tcp"],
+                                        "method": report.METHODS["vpn-tcp"], "status": "measured",
+                                        "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3,
+                                        "seconds": 1.0, **sec}]}, {})
+    assert ("| vpn-tcp | iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP, tcp_mss_clamp=auto, "
+            "hosts at MTU 1500, vs plain VXLAN, tcp_mss_clamp=auto | 0.80 Gbit/s | "
+            "plain VXLAN, tcp_mss_clamp=auto: 1.00 Gbit/s | **0.80×** |") in md
+    assert "sender MSS 1357, 4 SYNs clamped" in md
+    assert "| site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto | 0.80 | 1357 | 0.040 | 0.80 | 0.80 |" in md
     json.dumps(sec, allow_nan=False)
