@@ -483,7 +483,9 @@ def parse_args(argv=None):
 
 def heading(m):
     """The line above the table, from the report's meta."""
-    return (f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median; "
+    tcp_part = (f"; TCP: {m['trials']} run(s) x {m['tcp_seconds']:g} s per path, best"
+                if m.get("tcp_seconds") is not None else "")
+    return (f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median{tcp_part}; "
             f"kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} and sink on core {m['gen_core']}, "
             f"gateways on cores {m['gw_cores'][0]},{m['gw_cores'][1]}" + heading_end(m))
 
