@@ -18,7 +18,11 @@ the same run (the ratio is fastpath's speed divided by the baseline's: > 1 is fa
                userspace datapath and the raw veth ceiling, 64 and 1518 B
   tcp          real traffic between two hosts on veths with default offloads (bench/tcp.py,
                root, iperf3): TCP Gbit/s with 1 and 4 streams and ping RTT at low load, vs
-               the Linux bridge and Open vSwitch's userspace datapath (netdev, AF_PACKET)
+               the Linux bridge and Open vSwitch's userspace datapath (netdev, AF_PACKET),
+               the latter also with every offload off on the veths (its best setting)
+  vpn-tcp      iperf3 TCP (1 stream, hosts at MTU 1500, default offloads) from site A to site
+               B through the VPN and plain VXLAN with tcp_mss_clamp=auto (bench/vpn_sites.py,
+               root, iperf3) vs the raw veth pair between the two hosts, and VPN vs VXLAN
   esp          ESP AES-GCM-128 encrypt and decrypt at vector 256, Mpps vs the straightforward
                per-packet loop over the `cryptography` package (bench/test_esp_bench.py)
   vm           vhost-user and memif, 64 B, Mpps vs DPDK's own vhost and memif backends
@@ -60,12 +64,13 @@ for _p in (REPO, BENCH):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-SECTIONS = ("graph", "l2", "e2e", "tcp", "esp", "vm", "scaling", "scaling-e2e")
+SECTIONS = ("graph", "l2", "e2e", "tcp", "vpn-tcp", "esp", "vm", "scaling", "scaling-e2e")
 TITLES = {
     "graph": "Graph dispatch in memory (ns per packet per node)",
     "l2": "L2 switching in memory",
     "e2e": "L2 switching end to end through veth",
     "tcp": "TCP and ping RTT between two hosts, default offloads",
+    "vpn-tcp": "TCP between two sites: VXLAN in ESP and plain VXLAN, MSS clamped",
     "esp": "ESP AES-GCM-128 encrypt / decrypt in memory",
     "vm": "vhost-user and memif",
     "scaling": "Scaling with workers, in memory",
@@ -90,10 +95,19 @@ METHODS = {
            "default offloads and MTUs (no `ethtool -K`); iperf3 TCP with 1 and 4 streams (best "
            "of the rounds) and ping RTT, one every 10 ms, average of 200 (lowest of the rounds), "
            "the switches taking turns in each round. Baselines: the Linux bridge and Open "
-           "vSwitch's userspace datapath (netdev, AF_PACKET ports). Ratio: fastpath's Gbit/s "
+           "vSwitch's userspace datapath (netdev, AF_PACKET ports), the latter also at its best "
+           "setting (every offload off on every veth, for its turn only; the target of issue #14 "
+           "is ≥ 0.75× the Linux bridge and ≥ 5× this). Ratio: fastpath's Gbit/s "
            "divided by the baseline's; for RTT the baseline's time divided by fastpath's. A "
            "switch that stalls TCP (Open vSwitch userspace does with default offloads) is "
            "reported as 0 Gbit/s, and a ratio against it as inf.",
+    "vpn-tcp": "`bench/vpn_sites.py --tcp-only`: two fastpath gateways (both on core 1) joined by "
+               "an underlay Linux bridge; iperf3 TCP, one stream, from a VLAN 10 host at site A to one "
+               "at site B, both at MTU 1500 with default offloads, through VXLAN in ESP (AES-GCM, PSK "
+               "handshake) and through plain VXLAN, the tunnel ports with "
+               "`options:tcp_mss_clamp=auto`; best of the rounds, the paths taking turns. Baseline: "
+               "the two hosts on one veth pair (the raw veth ceiling), and for the VPN also plain "
+               "VXLAN. Ratio: the tunnel's Gbit/s divided by the baseline's.",
     "esp": "ESP transport mode, AES-GCM-128 (intel-ipsec-mb, and the OpenSSL EVP engine next to it), IPv4 packets carrying VXLAN: "
            "pg-input → esp-encrypt → pg-output and pg-input → esp-decrypt → pg-output at vector "
            "256 (`bench/test_esp_bench.py`). Baseline: the straightforward per-packet loop with "
@@ -548,8 +562,10 @@ def section_e2e(ctx):
 
 # ---------------------------------------------------------------- tcp (root, iperf3)
 
-TCP_NAMES = {"linux-bridge": "Linux bridge", "ovs": "Open vSwitch userspace (netdev, AF_PACKET)"}
-TCP_SHORT = {"linux-bridge": "bridge", "ovs": "OVS"}
+TCP_NAMES = {"linux-bridge": "Linux bridge", "ovs": "Open vSwitch userspace (netdev, AF_PACKET)",
+             "ovs-offloads-off": "Open vSwitch userspace at its best: every offload off on the veths"}
+TCP_SHORT = {"linux-bridge": "bridge", "ovs": "OVS", "ovs-offloads-off": "OVS offloads off"}
+TCP_TARGET_NAMES = {"linux-bridge": "the Linux bridge", "ovs-offloads-off": "Open vSwitch userspace at its best"}
 
 
 def tcp_section(rep):
@@ -560,7 +576,7 @@ def tcp_section(rep):
     if fp is None:
         raise RuntimeError("fastpath gave no result")
     rows = []
-    for peer in ("linux-bridge", "ovs"):
+    for peer in ("linux-bridge", "ovs", "ovs-offloads-off"):
         for key, what, short, unit in (("tcp1", "iperf3 TCP, 1 stream", "TCP 1 stream", "Gbit/s"),
                                        ("tcp4", "iperf3 TCP, 4 streams", "TCP 4 streams", "Gbit/s"),
                                        ("rtt", "ping RTT, one every 10 ms, average", "RTT", "ms")):
@@ -579,7 +595,7 @@ def tcp_section(rep):
                 # a baseline of 0 Gbit/s: it stalled; the ratio is not a number to plot
                 r["ratio_text"] = "inf" if fp[key] else "n/a"
             rows.append(r)
-    peers = [p for p in ("linux-bridge", "ovs", "fastpath") if p in best]
+    peers = [p for p in ("linux-bridge", "ovs", "ovs-offloads-off", "fastpath") if p in best]
     head = ["| two hosts on veths, default offloads | " + " | ".join(
         TCP_SHORT.get(p, p) if p != "linux-bridge" else "Linux bridge" for p in peers)
         + "".join(f" | fastpath vs {TCP_SHORT[p]}" for p in peers if p != "fastpath") + " |",
@@ -598,13 +614,23 @@ def tcp_section(rep):
         head.append(f"| {what} | " + " | ".join(cells) + " |")
     notes = [f"{rep.get('rounds_run', '?')} round(s), iperf3 for {rep.get('seconds', '?')} s per run; "
              "TCP: best of the rounds, RTT: lowest of the rounds"]
+    if "ovs-offloads-off" in best:
+        notes.append("OVS offloads off: Open vSwitch userspace with `ethtool -K IF tx off tso off gso off "
+                     "gro off` on every veth (both ends) for its turn only, the features restored after "
+                     "it; fastpath and the Linux bridge always run with the defaults")
+    for t in rep.get("targets", []):
+        figure = {"tcp1": "TCP 1 stream", "tcp4": "TCP 4 streams"}[t["figure"]]
+        r = fmt_ratio(t["ratio"]) if t["ratio"] is not None else "inf"
+        notes.append(f"target (issue #14): fastpath {figure} ≥ {t['target']:g}× "
+                     f"{TCP_TARGET_NAMES.get(t['peer'], t['peer'])}: {r}, {'met' if t['met'] else '**not met**'}")
     for p, v in rep.get("rounds", {}).items():
         if v.get("iperf3_errors"):
             notes.append(f"{names.get(p, p)}: iperf3 said \"{v['iperf3_errors'][0]}\"")
     for p, why in rep.get("not_measured", {}).items():
         notes.append(f"{names.get(p, p)}: not measured: {why}")
     return {"rows": rows, "details": "\n".join(head), "notes": notes,
-            "raw": {k: rep[k] for k in ("rounds", "best", "not_measured", "packets") if k in rep}}
+            "raw": {k: rep[k] for k in ("rounds", "best", "not_measured", "packets", "ovs_best", "targets")
+                    if k in rep}}
 
 
 def section_tcp(ctx):
@@ -622,6 +648,51 @@ def section_tcp(ctx):
         raise NotMeasured(f"{', '.join(missing)} not installed")
     seconds, rounds_ = (1, 1) if ctx.quick else (3, 2)
     return tcp_section(tcp.run(seconds, rounds_, out=lambda table: log("tcp:\n" + table)))
+
+
+# ---------------------------------------------------------------- vpn-tcp (root, iperf3)
+
+VPN_TCP_NAMES = {"ceiling": "raw veth pair between the hosts (no gateways)",
+                 "vxlan": "plain VXLAN, tcp_mss_clamp=auto"}
+
+
+def vpn_tcp_section(rep):
+    """The vpn-tcp section from bench/vpn_sites.py's run() report with --tcp-only."""
+    by = {r["path"]: r for r in rep.get("tcp", [])}
+    if not by.get("vpn") and not by.get("vxlan"):
+        raise RuntimeError("no tunnel gave a TCP result")
+    rows = []
+    for path, what, label in (("vpn", "iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP, "
+                               "tcp_mss_clamp=auto, hosts at MTU 1500", "VPN"),
+                              ("vxlan", "iperf3 TCP, 1 stream, site A → site B over plain VXLAN, "
+                               "tcp_mss_clamp=auto, hosts at MTU 1500", "VXLAN")):
+        if path not in by:
+            continue
+        for base, short in (("ceiling", "veth"), ("vxlan", "VXLAN")):
+            if base == path or base not in by:
+                continue
+            rows.append(row(f"{what}, vs {VPN_TCP_NAMES[base]}", f"{label} vs {short}", by[path]["gbps"],
+                            VPN_TCP_NAMES[base], by[base]["gbps"], "Gbit/s"))
+    m = rep.get("meta", {})
+    notes = [f"{m.get('trials', '?')} round(s), iperf3 for {m.get('tcp_seconds', '?')} s per run, best "
+             f"of the rounds; gateways on cores {m.get('gw_cores', '?')}"]
+    for r in rep.get("tcp", []):
+        if r.get("mss") is not None:
+            extra = f", {r['clamped']} SYNs clamped" if r.get("clamped") is not None else ""
+            notes.append(f"{r['label']}: sender MSS {r['mss']}{extra}")
+        if r.get("error"):
+            notes.append(f"{r['label']}: iperf3 said \"{r['error']}\"")
+    return {"rows": rows, "details": rep.get("table", ""), "notes": notes,
+            "raw": {k: rep[k] for k in ("meta", "tcp", "tcp_results") if k in rep}}
+
+
+def section_vpn_tcp(ctx):
+    e2e_available()
+    if shutil.which("iperf3") is None:
+        raise NotMeasured("iperf3 not installed")
+    import vpn_sites
+    args = vpn_sites.parse_args(["--tcp-only", "--nice", str(ctx.nice)] + (["--short"] if ctx.quick else []))
+    return vpn_tcp_section(call_tool(vpn_sites.run, args))
 
 
 # ---------------------------------------------------------------- vm (root, dpdk-testpmd)
@@ -767,7 +838,7 @@ def section_scaling_e2e(ctx):
 
 
 RUNNERS = {"graph": section_graph, "l2": section_l2, "e2e": section_e2e, "tcp": section_tcp,
-           "esp": section_esp,
+           "vpn-tcp": section_vpn_tcp, "esp": section_esp,
            "vm": section_vm, "scaling": section_scaling, "scaling-e2e": section_scaling_e2e}
 
 

@@ -9,6 +9,8 @@ import sys
 import zlib
 
 import report
+import tcp
+import vpn_sites
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,8 +95,9 @@ def test_readme_has_markers():
     assert "<!-- report:table -->" in text and "<!-- report:plot -->" in text
 
 
-def tcp_run_report(ovs=True):
-    """What bench/tcp.py's run() returns, with Open vSwitch stalled (0 Gbit/s) or missing."""
+def tcp_run_report(ovs=True, ovs_best=False):
+    """What bench/tcp.py's run() returns, with Open vSwitch stalled (0 Gbit/s) or missing,
+    and with ovs_best Open vSwitch at its best setting (offloads off) too."""
     best = {"linux-bridge": {"tcp1": 15.0, "tcp4": 30.0, "rtt": 0.05},
             "fastpath": {"tcp1": 12.0, "tcp4": 15.0, "rtt": 0.1}}
     rounds = {p: {k: [v] for k, v in b.items()} for p, b in best.items()}
@@ -105,8 +108,14 @@ def tcp_run_report(ovs=True):
                          "iperf3_errors": ["tcp1: unable to connect to server: Connection timed out"]}
     else:
         not_measured["ovs"] = "not installed (apt-get install openvswitch-switch)"
-    return {"best": best, "rounds": rounds, "not_measured": not_measured, "packets": 1000,
-            "seconds": 1, "rounds_run": 1}
+    rep = {"best": best, "rounds": rounds, "not_measured": not_measured, "packets": 1000,
+           "seconds": 1, "rounds_run": 1}
+    if ovs_best:
+        best["ovs-offloads-off"] = {"tcp1": 0.8, "tcp4": 1.0, "rtt": 0.15}
+        rounds["ovs-offloads-off"] = {k: [v] for k, v in best["ovs-offloads-off"].items()}
+        rep["ovs_best"] = "ovs-offloads-off"
+        rep["targets"] = tcp.targets(best)
+    return rep
 
 
 def tcp_rendered(sec):
@@ -147,3 +156,59 @@ def test_tcp_section_without_ovs():
     md = tcp_rendered(sec)
     assert "| tcp | vs Open vSwitch userspace (netdev, AF_PACKET) | not measured: not installed" in md
     assert "| two hosts on veths, default offloads | Linux bridge | fastpath | fastpath vs bridge |" in md
+
+
+def test_tcp_section_ovs_best():
+    """Open vSwitch at its best setting (every offload off) is a baseline of its own, its
+    own column, and issue #14's targets are in the notes, computed against it."""
+    rep = tcp_run_report(ovs_best=True)
+    tgt = {(t["figure"], t["peer"]): t for t in rep["targets"]}
+    assert tgt[("tcp1", "linux-bridge")]["ratio"] == 12.0 / 15.0 and tgt[("tcp1", "linux-bridge")]["met"]
+    assert tgt[("tcp4", "linux-bridge")]["ratio"] == 0.5 and not tgt[("tcp4", "linux-bridge")]["met"]
+    assert tgt[("tcp1", "ovs-offloads-off")]["ratio"] == 12.0 / 0.8 and tgt[("tcp1", "ovs-offloads-off")]["met"]
+    assert ("tcp1", "ovs") not in tgt                    # the target is against the best OVS only
+    sec = report.tcp_section(rep)
+    rows = {r["label"]: r for r in sec["rows"]}
+    assert rows["TCP 1 stream vs OVS offloads off"]["ratio"] == 12.0 / 0.8
+    assert rows["TCP 4 streams vs OVS offloads off"]["ratio"] == 15.0
+    assert rows["RTT vs OVS offloads off"]["ratio"] == 0.15 / 0.1
+    md = tcp_rendered(sec)
+    assert ("| two hosts on veths, default offloads | Linux bridge | OVS | OVS offloads off | fastpath | "
+            "fastpath vs bridge | fastpath vs OVS | fastpath vs OVS offloads off |") in md
+    assert "| iperf3 TCP, 1 stream | 15.00 Gbit/s | 0.00 Gbit/s | 0.80 Gbit/s | 12.00 Gbit/s | 0.80× | inf | 15.0× |" in md
+    assert "target (issue #14): fastpath TCP 1 stream ≥ 5× Open vSwitch userspace at its best: 15.0×, met" in md
+    assert "target (issue #14): fastpath TCP 4 streams ≥ 0.75× the Linux bridge: 0.50×, **not met**" in md
+    assert "| Open vSwitch userspace at its best: every offload off on the veths: 0.80 Gbit/s | **15.0×** |" in md
+    json.dumps(sec, allow_nan=False)
+
+
+def test_vpn_tcp_section():
+    """The vpn-tcp section from bench/vpn_sites.py's --tcp-only report: the VPN and plain
+    VXLAN against the raw veth pair, the VPN against plain VXLAN, MSS and clamps in the notes."""
+    tcp_rows = [{"path": "ceiling", "label": "raw veth ceiling (no gateways)", "gbps": 20.0, "mss": 1448,
+                 "gbps_all": [20.0], "runs": 1},
+                {"path": "vxlan", "label": "site to site, plain VXLAN, tcp_mss_clamp=auto", "gbps": 1.0,
+                 "mss": 1394, "clamped": 4, "packets": 100, "gbps_all": [1.0], "runs": 1,
+                 "ratio_to_ceiling": 0.05},
+                {"path": "vpn", "label": "site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto",
+                 "gbps": 0.8, "mss": 1357, "clamped": 4, "packets": 100, "gbps_all": [0.8], "runs": 1,
+                 "ratio_to_ceiling": 0.04, "ratio_to_vxlan": 0.8}]
+    rep = {"meta": {"trials": 1, "tcp_seconds": 1.0, "gw_cores": [1, 1]}, "tcp": tcp_rows,
+           "table": vpn_sites.tcp_markdown(tcp_rows)}
+    sec = report.vpn_tcp_section(rep)
+    rows = {r["label"]: r for r in sec["rows"]}
+    assert set(rows) == {"VPN vs veth", "VPN vs VXLAN", "VXLAN vs veth"}
+    assert rows["VPN vs veth"]["ratio"] == 0.8 / 20.0 and rows["VPN vs VXLAN"]["ratio"] == 0.8
+    md = report.markdown({"machine": {**report.machine_info(), "loadavg_before": [0.1] * 3,
+                                      "loadavg_after": [0.2] * 3},
+                          "mode": "quick", "command": "x", "seconds": 1.0,
+                          "sections": [{"name": "vpn-tcp", "title": report.TITLES["vpn-tcp"],
+                                        "method": report.METHODS["vpn-tcp"], "status": "measured",
+                                        "loadavg_before": [0.1] * 3, "loadavg_after": [0.2] * 3,
+                                        "seconds": 1.0, **sec}]}, {})
+    assert ("| vpn-tcp | iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP, tcp_mss_clamp=auto, "
+            "hosts at MTU 1500, vs plain VXLAN, tcp_mss_clamp=auto | 0.80 Gbit/s | "
+            "plain VXLAN, tcp_mss_clamp=auto: 1.00 Gbit/s | **0.80×** |") in md
+    assert "sender MSS 1357, 4 SYNs clamped" in md
+    assert "| site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto | 0.80 | 1357 | 0.040 | 0.80 | 0.80 |" in md
+    json.dumps(sec, allow_nan=False)

@@ -11,6 +11,14 @@ the same run. With --benchmark-disable (the suite's default) the same paths run 
 each. Either way the checks are structural, never about speed: frames went through, each
 one byte for byte what was sent, untagged, and over the VPN every one was decrypted by an
 SA at site B.
+
+TCP: iperf3, one stream, for 1 s (3 s with --benchmark-enable), from a VLAN 10 host at site A
+to one at site B, both at MTU 1500 with default offloads, over the VPN and over plain VXLAN
+(tunnel ports with options:tcp_mss_clamp=auto) and over the hosts' own veth pair (the
+ceiling); extra_info carries gbps, packets (frames the gateways took from the hosts, a
+super-frame counted once), the sender's MSS, the clamped SYNs and the ratios to the ceiling
+(and the VPN's to plain VXLAN). The checks: TCP flows, and through a tunnel the gateways
+clamped the SYNs so that the sender's MSS fits the tunnel.
 """
 import pytest
 
@@ -19,6 +27,7 @@ import vpn_sites
 pytestmark = pytest.mark.root
 
 MEASURED = {}           # (path, size) -> the trial's result, for the ratios
+MEASURED_TCP = {}       # path -> the TCP run's result
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +36,13 @@ def sites(request):
     disabled = bs.disabled if bs is not None else True
     args = vpn_sites.parse_args(["--short"] if disabled else ["--trials", "1", "--seconds", "3"])
     MEASURED.clear()
+    MEASURED_TCP.clear()
     with vpn_sites.Bench(args) as bench:
         yield bench
     rows = bench.summary()
     print("\n" + vpn_sites.markdown(rows))
+    if bench.tcp_results:
+        print("\n" + vpn_sites.tcp_markdown(bench.tcp_summary()))
 
 
 def baseline(sites, path, size):
@@ -92,3 +104,48 @@ def test_vxlan_site_to_site_1400b(benchmark, sites):
 
 def test_vpn_site_to_site_1400b(benchmark, sites):
     figure(benchmark, sites, "vpn", 1400)
+
+
+def tcp_baseline(sites, path):
+    if path not in MEASURED_TCP:
+        MEASURED_TCP[path] = sites.measure_tcp(path)
+    return MEASURED_TCP[path]
+
+
+def tcp_figure(benchmark, sites, path):
+    r = benchmark.pedantic(sites.measure_tcp, args=(path,), rounds=1, iterations=1)
+    MEASURED_TCP[path] = r
+    assert r["error"] is None and r["gbps"] > 0.01, r
+    info = benchmark.extra_info
+    info["gbps"] = round(r["gbps"], 4)
+    info["seconds"] = r["seconds"]
+    info["loadavg"] = r["loadavg"]
+    for k in ("mss", "retransmits", "packets", "clamped", "mss_clamp"):
+        if r.get(k) is not None:
+            info[k] = r[k]
+    if path != "ceiling":
+        # the gateways lowered the MSS of the SYNs (iperf3's control and data connections,
+        # both ways) and the sender's segments fit the tunnel
+        assert r["packets"] > 0 and r["clamped"] >= 2, r
+        clamp = int(str(r["mss_clamp"]["site-a"]).split("/")[0])
+        assert r["mss"] <= clamp, r
+        ceil = tcp_baseline(sites, "ceiling")
+        info["ceiling_gbps"] = round(ceil["gbps"], 4)
+        info["ratio_to_ceiling"] = round(r["gbps"] / ceil["gbps"], 4) if ceil["gbps"] else None
+    if path == "vpn":
+        vx = tcp_baseline(sites, "vxlan")
+        info["vxlan_gbps"] = round(vx["gbps"], 4)
+        info["ratio_to_vxlan"] = round(r["gbps"] / vx["gbps"], 4) if vx["gbps"] else None
+    return r
+
+
+def test_tcp_raw_veth_ceiling(benchmark, sites):
+    tcp_figure(benchmark, sites, "ceiling")
+
+
+def test_tcp_vxlan_site_to_site_mss_clamp(benchmark, sites):
+    tcp_figure(benchmark, sites, "vxlan")
+
+
+def test_tcp_vpn_site_to_site_mss_clamp(benchmark, sites):
+    tcp_figure(benchmark, sites, "vpn")

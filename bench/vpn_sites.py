@@ -4,6 +4,7 @@ the same sites over plain VXLAN and the raw veth ceiling.
 
     python3 -m bench.vpn_sites [--short] [--sizes 64,1400] [--seconds N] [--trials N]
                                [--peers ceiling,vxlan,vpn] [--gw-cores 1,1] [--nice -10]
+                               [--tcp | --tcp-only] [--tcp-seconds S]
                                [--json OUT]                                      (root)
 
 Topology (every namespace made here, IPv6 off, every veth with its default offloads):
@@ -27,6 +28,15 @@ on --gw-cores (default: both on core 1, so the pair of gateways has one core to 
 a 2-core machine and the generator's core also pays for the first veth hop and the
 delivery into the sink). Every figure is reported as a ratio to the ceiling (and to plain
 VXLAN) measured in the same run.
+
+TCP (--tcp, or --tcp-only for nothing else): iperf3, one stream, from a VLAN 10 host at site
+A to one at site B, both at MTU 1500 with default offloads, in namespaces of their own (vta*,
+vtb*; one veth pair per path, 10.3.<path>.1 and .2), through the same gateways and tunnels,
+each tunnel port with options:tcp_mss_clamp=auto for the measurement (set back to off after
+it, as the packet trials run without it); the hosts' ports join the tunnel's bridge (tag=10)
+only for their turn, so the packet trials never see them. The ceiling path is the two TCP
+hosts on one veth pair. Each TCP figure is reported as a ratio to the ceiling (and the
+VPN's to plain VXLAN) measured in the same run.
 """
 import argparse
 import contextlib
@@ -41,6 +51,7 @@ for _p in (HERE, REPO):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 import e2e  # noqa: E402   (also puts tests/ on sys.path for netns)
+import tcp  # noqa: E402   (iperf3(), ratio())
 from e2e import VLAN, link  # noqa: E402
 from netns import Netns, can_run  # noqa: E402
 from trials import (FastpathRun, default_by_mode, default_method, finish_meta,  # noqa: E402
@@ -51,6 +62,10 @@ ALL_PEERS = ("ceiling", "vxlan", "vpn")
 SITE_IPS = ("192.0.2.1", "192.0.2.2")
 PSK = "fastpath bench: two sites, one secret"
 TUNNELS = {"vpn": ("br0", "vpn0", 100, True), "vxlan": ("br1", "vx0", 200, False)}
+TCP_SUBNETS = {"vpn": "10.3.1", "vxlan": "10.3.2", "ceiling": "10.3.3"}   # .1 site A, .2 site B
+TCP_LABELS = {"ceiling": "raw veth ceiling (no gateways)",
+              "vxlan": "site to site, plain VXLAN, tcp_mss_clamp=auto",
+              "vpn": "site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto"}
 
 
 class Gateway(FastpathRun):
@@ -67,6 +82,7 @@ class Sites:
     def __init__(self, args):
         self.args = args
         self.ready = False
+        self.tunnels = set()
 
     def setup(self, stack):
         if self.ready:
@@ -90,6 +106,7 @@ class Sites:
     def add_tunnel(self, kind):
         """Bridge and tunnel port of one kind on both gateways (the host ports come later)."""
         br, port, vni, ipsec = TUNNELS[kind]
+        self.tunnels.add(kind)
         for gw, peer in zip(self.gw, reversed(self.gw)):
             gw.ctl("add-br", br)
             opts = [f"options:remote_ip={peer.ip}", f"options:local_ip={gw.ip}", f"options:key={vni}"]
@@ -180,6 +197,120 @@ class SitePeer(e2e.Peer):
         return out
 
 
+class TcpPaths:
+    """iperf3 TCP between a VLAN 10 host at site A and one at site B (namespaces of their
+    own, MTU 1500, default offloads), over each path: the tunnels of `sites` (their ports
+    with options:tcp_mss_clamp=auto, the hosts' ports on the tunnel's bridge, both only for
+    the measurement) or the hosts' own veth pair (the ceiling)."""
+
+    def __init__(self, stack, sites):
+        self.stack, self.sites = stack, sites
+        self.a = stack.enter_context(Netns("vta"))
+        self.b = stack.enter_context(Netns("vtb"))
+        self.links = {}          # path -> (host A's if, site A's if, site B's if, host B's if)
+
+    def ips(self, path):
+        return f"{TCP_SUBNETS[path]}.1", f"{TCP_SUBNETS[path]}.2"
+
+    def setup(self, path):
+        if path in self.links:
+            return
+        if path == "ceiling":
+            ha, hb = link(self.stack, self.a, self.b, "vtc")
+            ends = (ha, None, None, hb)
+        else:
+            self.sites.setup(self.stack)
+            if path not in self.sites.tunnels:
+                self.sites.add_tunnel(path)
+            ga, gb = self.sites.gw
+            ha, pa = link(self.stack, self.a, ga.ns, "vt" + path[:2])
+            pb, hb = link(self.stack, gb.ns, self.b, "vr" + path[:2])
+            ends = (ha, pa, pb, hb)
+        for ns, ifname, ip in zip((self.a, self.b), (ends[0], ends[3]), self.ips(path)):
+            ns.run(["ip", "addr", "add", f"{ip}/24", "dev", ifname])
+        self.links[path] = ends
+
+    @staticmethod
+    def clamped(gw):
+        return sum(r["count"] for r in gw.ctl("show", "errors", fmt="json")
+                   if r["node"].startswith("tcp-mss-clamp") and r["reason"] == "clamped")
+
+    @staticmethod
+    def port_rx(gw, ifname):
+        return sum(int(r.get("rx_packets", 0)) for r in gw.ctl("show", "interfaces", fmt="json")
+                   if r.get("name") == ifname)
+
+    def measure(self, path, seconds):
+        """One iperf3 run of `seconds`: {path, gbps, error, mss (the sender's, from iperf3),
+        retransmits, and for the tunnels packets (frames the gateways took from the two
+        hosts, super-frames counted once) and clamped (SYNs whose MSS the gateways lowered)}."""
+        self.setup(path)
+        ha, pa, pb, hb = self.links[path]
+        a_ip, b_ip = self.ips(path)
+        out = {"path": path, "label": TCP_LABELS[path], "seconds": seconds, "loadavg": loadavg()[0]}
+        with contextlib.ExitStack() as turn:
+            if path != "ceiling":
+                if path == "vpn":
+                    self.sites.wait_sas()
+                br, port = TUNNELS[path][:2]
+                for gw, ifname in zip(self.sites.gw, (pa, pb)):
+                    gw.ctl("set", "interface", port, "options:tcp_mss_clamp=auto")
+                    turn.callback(gw.ctl, "set", "interface", port, "options:tcp_mss_clamp=off")
+                    gw.ctl("add-port", br, ifname, "type=afpacket", f"tag={VLAN}")
+                    turn.callback(gw.ctl, "del-port", br, ifname)
+                out["mss_clamp"] = {gw.name: next((r.get("tcp_mss_clamp") for r in gw.ctl(
+                    "show", "interfaces", fmt="json") if r.get("name") == port), None) for gw in self.sites.gw}
+                clamped0 = sum(self.clamped(gw) for gw in self.sites.gw)
+            # ARP (and the bridges' learning) before the measurement
+            self.a.run(["ping", "-c", "3", "-i", "0.2", "-W", "1", b_ip], check=False)
+            gbps, error, doc = tcp.iperf3(self.a, self.b, b_ip, seconds, 1)
+            out.update(gbps=gbps, error=error)
+            with contextlib.suppress(TypeError, KeyError, IndexError):
+                out["mss"] = doc["start"]["tcp_mss_default"]
+            with contextlib.suppress(TypeError, KeyError):
+                out["retransmits"] = doc["end"]["sum_sent"]["retransmits"]
+            if path != "ceiling":
+                out["packets"] = sum(self.port_rx(gw, ifname) for gw, ifname in zip(self.sites.gw, (pa, pb)))
+                out["clamped"] = sum(self.clamped(gw) for gw in self.sites.gw) - clamped0
+        return out
+
+
+def tcp_summary(results):
+    """Best Gbit/s per path over the rounds, with ratios to the ceiling and (the VPN) to
+    plain VXLAN."""
+    rows = []
+    by = {}
+    for r in results:
+        by.setdefault(r["path"], []).append(r)
+    best = {p: max(v, key=lambda r: r["gbps"]) for p, v in by.items()}
+    for path in ALL_PEERS:
+        if path not in best:
+            continue
+        b = best[path]
+        row = {"path": path, "label": TCP_LABELS[path], "gbps": b["gbps"], "runs": len(by[path]),
+               "gbps_all": [r["gbps"] for r in by[path]]}
+        for k in ("mss", "packets", "clamped", "retransmits", "error"):
+            if b.get(k) is not None:
+                row[k] = b[k]
+        for base, key in (("ceiling", "ratio_to_ceiling"), ("vxlan", "ratio_to_vxlan")):
+            if path not in (base, "ceiling") and base in best and (base != "vxlan" or path == "vpn"):
+                row[key] = tcp.ratio(b["gbps"], best[base]["gbps"])
+        rows.append(row)
+    return rows
+
+
+def tcp_markdown(rows):
+    lines = ["| iperf3 TCP, 1 stream, VLAN 10 host A -> host B, MTU 1500 | Gbit/s (best) | sender MSS | "
+             "ratio to ceiling | ratio to plain VXLAN | runs |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        rc = f"{r['ratio_to_ceiling']:.3f}" if r.get("ratio_to_ceiling") is not None else "–"
+        rv = f"{r['ratio_to_vxlan']:.2f}" if r.get("ratio_to_vxlan") is not None else "–"
+        runs = ", ".join(f"{g:.2f}" for g in r["gbps_all"])
+        lines.append(f"| {r['label']} | {r['gbps']:.2f} | {r.get('mss', '–')} | {rc} | {rv} | {runs} |")
+    return "\n".join(lines)
+
+
 def make_peers(args, gen_ns, sink_ns):
     sites = Sites(args)
     peers = []
@@ -229,6 +360,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.results = []
+        self.tcp_results = []
 
     def __enter__(self):
         if not can_run():
@@ -257,6 +389,18 @@ class Bench:
     def summary(self):
         return summarize(self.results, list(self.peers.values()), self.args.sizes)
 
+    def measure_tcp(self, path, seconds=None):
+        """One iperf3 TCP run over path (TcpPaths.measure), the TCP hosts made the first time."""
+        if not hasattr(self, "tcp_paths"):
+            sites = next((p.sites for p in self.peers.values() if isinstance(p, SitePeer)), None)
+            self.tcp_paths = TcpPaths(self.stack, sites or Sites(self.args))
+        r = self.tcp_paths.measure(path, seconds or self.args.tcp_seconds)
+        self.tcp_results.append(r)
+        return r
+
+    def tcp_summary(self):
+        return tcp_summary(self.tcp_results)
+
 
 def run(args):
     """Build everything, measure (interleaved rounds), tear down; the report as a dict."""
@@ -273,10 +417,20 @@ def run(args):
     with Bench(args) as bench:
         for t, size, name in rounds(args.trials, args.sizes, bench.peers):
             bench.measure(name, size)["trial"] = t
+        if args.tcp:
+            for t in range(args.trials):
+                for name in bench.peers:
+                    bench.measure_tcp(name)["trial"] = t
         rows = bench.summary()
         results = bench.results
+        tcp_rows, tcp_results = bench.tcp_summary(), bench.tcp_results
     finish_meta(meta, t_start)
-    return {"meta": meta, "summary": rows, "results": results, "table": markdown(rows)}
+    table = markdown(rows) if args.sizes else ""
+    if args.tcp:
+        meta["tcp_seconds"] = args.tcp_seconds
+        table = (table + "\n\n" if table else "") + tcp_markdown(tcp_rows)
+    return {"meta": meta, "summary": rows, "results": results, "table": table,
+            "tcp": tcp_rows, "tcp_results": tcp_results}
 
 
 def parse_args(argv=None):
@@ -299,8 +453,15 @@ def parse_args(argv=None):
     p.add_argument("--nice", type=int, default=0,
                    help="nice value for the generator, the sink and the gateways, each in a session "
                         "(autogroup) of its own: e.g. -10 on a shared machine (default 0)")
+    p.add_argument("--tcp", action="store_true",
+                   help="also iperf3 TCP (1 stream, hosts at MTU 1500, default offloads) over each path, "
+                        "the tunnels with options:tcp_mss_clamp=auto")
+    p.add_argument("--tcp-only", action="store_true", help="--tcp and no packet trials")
+    p.add_argument("--tcp-seconds", type=float, help="iperf3 time per TCP run (default 3, short 1)")
     p.add_argument("--json", metavar="OUT", help="write the full report (every trial) here")
     args = p.parse_args(argv)
+    if args.tcp_only:
+        args.tcp, args.sizes = True, ""
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     for s in args.sizes:
         if not 64 <= s <= 1400:
@@ -312,7 +473,7 @@ def parse_args(argv=None):
         assert len(args.gw_cores) == 2
     except (ValueError, AssertionError):
         p.error("--gw-cores: two core numbers, A,B")
-    default_by_mode(args, seconds=(1.0, 3.0), trials=(1, 3), retries=(0, 2))
+    default_by_mode(args, seconds=(1.0, 3.0), trials=(1, 3), retries=(0, 2), tcp_seconds=(1.0, 3.0))
     if args.sink_core is None:
         args.sink_core = args.gen_core
     args.switch_core = args.gw_cores[0]          # e2e's CPU accounting: the gateways' core
@@ -322,7 +483,9 @@ def parse_args(argv=None):
 
 def heading(m):
     """The line above the table, from the report's meta."""
-    return (f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median; "
+    tcp_part = (f"; TCP: {m['trials']} run(s) x {m['tcp_seconds']:g} s per path, best"
+                if m.get("tcp_seconds") is not None else "")
+    return (f"# fastpath site to site ({m['mode']}: {m['trials']} trial(s) x {m['seconds']:g} s, median{tcp_part}; "
             f"kernel {m['kernel']}, {m['cpus']} CPUs; generator {m['method']} and sink on core {m['gen_core']}, "
             f"gateways on cores {m['gw_cores'][0]},{m['gw_cores'][1]}" + heading_end(m))
 
