@@ -30,7 +30,8 @@ JUMBO_MTU = "65513"          # mtu_request of the ports here: frames of up to 65
 
 def frame(n, src=MAC1, dst=BCAST, seq=0):
     """An n-byte Ethernet/IPv4/UDP frame (scapy) whose payload depends on n and seq."""
-    h = Ether(src=src, dst=dst) / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=1000, dport=9)
+    # IP id = seq: frames of one size stay distinct past 256 of them (the body repeats)
+    h = Ether(src=src, dst=dst) / IP(src="192.0.2.1", dst="192.0.2.2", id=seq & 0xffff) / UDP(sport=1000, dport=9)
     body = bytes((i * 7 + seq + n) & 0xff for i in range(n - len(h)))
     f = bytes(h / Raw(body))
     assert len(f) == n
