@@ -234,6 +234,20 @@ def test_bad_config_exits_nonzero(tmp_path):
     assert "bad TOML" in d.log.read_text()
 
 
+def test_busy_poll_setting(tmp_path):
+    """--busy-poll-us reaches the dispatch loop; a nonsense value stops the start."""
+    d = Fastpathd(tmp_path / "bp.sock", tmp_path / "bp.log", args=["--busy-poll-us", "-5"])
+    d.start(check=False)
+    assert d.proc.wait(15) == 2
+    assert "--busy-poll-us" in (tmp_path / "bp.log").read_text()
+    d = Fastpathd(tmp_path / "bp2.sock", tmp_path / "bp2.log", args=["--busy-poll-us", "0"])
+    d.start()
+    try:
+        assert "br" not in d.do("show")                # it answers, with no spinning at all
+    finally:
+        d.stop()
+
+
 def test_ctl_not_running(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fastpath.ctl", "--control", str(tmp_path / "none.sock"),
                         "show"], capture_output=True, text=True, cwd=REPO)

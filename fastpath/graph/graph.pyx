@@ -150,7 +150,8 @@ cdef class Graph:
     cdef list _timers                    # [next_due, period, callback]
     cdef dict _fds                       # fd -> callback (control plane)
     cdef public double idle_sleep        # longest sleep when idle, seconds
-    cdef public int idle_spins           # empty polls before sleeping
+    cdef public int idle_spins           # empty polls before sleeping (worker threads)
+    cdef public double idle_spin_us      # run(): how long to poll on after the last frame
     cdef readonly object drop
     cdef readonly object error_counts    # global error code -> frames dropped for it
     cdef void **node_c                   # the nodes, borrowed (self._slots keeps them alive)
@@ -184,6 +185,7 @@ cdef class Graph:
         self._fds = {}
         self.idle_sleep = 0.01
         self.idle_spins = 64
+        self.idle_spin_us = 200.0
         self.barrier = None
         self.n_pfds = 0
         self.error_counts = np.zeros(65536, dtype=np.uint64)
@@ -552,28 +554,36 @@ cdef class Graph:
                 barrier.leave(w)
 
     def run(self):
-        """Dispatch until stop() is called: busy-poll while frames arrive, then sleep on
-        the inputs' file descriptors so an idle switch uses no CPU."""
-        cdef int empty = 0
-        cdef uint64_t serviced = now_ns()
+        """Dispatch until stop() is called: busy-poll while frames arrive and for
+        idle_spin_us after the last one (in C, without the GIL: the answer to a frame just
+        sent, a ping's reply, is taken as it lands instead of after a wake-up), then sleep
+        on the inputs' file descriptors so an idle switch uses no CPU. Timers and control
+        fds are served once a millisecond while busy or spinning."""
+        cdef int got
+        cdef uint64_t serviced = now_ns(), last_frame = 0, t, until, spin_ns
         self.stopping = False
         poller = select.poll()
         registered = set()
         while not self.stopping:
-            if self.run_once():
-                empty = 0
-                # busy: timers and control fds once a millisecond, so that a command
-                # waits about a millisecond however long the loops take under load
-                if now_ns() - serviced < CONTROL_INTERVAL_NS:
+            spin_ns = <uint64_t> (self.idle_spin_us * 1000)
+            with nogil:
+                got = self.run_once_c()
+                if got == 0:
+                    until = min(last_frame + spin_ns, serviced + CONTROL_INTERVAL_NS)
+                    while got == 0 and not self.stopping and now_ns() < until:
+                        got = self.run_once_c()
+            t = now_ns()
+            if got:
+                last_frame = t
+                if t - serviced < CONTROL_INTERVAL_NS:
                     continue
-            else:
-                empty += 1
-            serviced = now_ns()
+            serviced = t
             now = time.monotonic()
             due = self._run_timers(now)
-            if empty < self.idle_spins and not self._ready_fds(poller, registered, 0):
+            if got or t - last_frame < spin_ns:
+                self._ready_fds(poller, registered, 0)      # control only; no sleep
                 continue
-            timeout = self.idle_sleep if empty >= self.idle_spins else 0
+            timeout = self.idle_sleep
             if due:
                 timeout = max(0.0, min(timeout, due - now))
             self._ready_fds(poller, registered, int(timeout * 1000))
