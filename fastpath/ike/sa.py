@@ -387,7 +387,7 @@ class IkeSa:
         if not self._auth_ok(idi.body, auth.body, self.msg1, self.nr, self.keys.sk_pi):
             self.host.count("authentication_failed", f"IKE_AUTH from {c.remote_ip} "
                             f"({format_identity(self.peer_id)}) does not verify (PSK or ID mismatch?)")
-            self._respond(m.IKE_AUTH, self.peer_next_id, [m.notify_payload(m.N_AUTHENTICATION_FAILED)])
+            self._respond_next(m.IKE_AUTH, [m.notify_payload(m.N_AUTHENTICATION_FAILED)])
             return self._die()
         notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
         id_body = m.encode_id(*c.local_id)
@@ -403,7 +403,7 @@ class IkeSa:
             reply.append(m.notify_payload(e.notify))
         self.state, self.established_at = ESTABLISHED, now
         self.initial_contact = m.N_INITIAL_CONTACT in [n.type for n in notes]
-        self._respond(m.IKE_AUTH, self.peer_next_id, reply)
+        self._respond_next(m.IKE_AUTH, reply)
         self.host.established(self)
         if child:
             self.children.append(child)

@@ -199,14 +199,17 @@ class IkeTunnel:
 
     def _syntax_reply(self, data, local_port, remote_port):
         """An IKE_SA_INIT request we cannot parse gets an unprotected INVALID_SYNTAX
-        (RFC 7296 2.21.1); anything else is only counted."""
+        (RFC 7296 2.21.1), or INVALID_MAJOR_VERSION; anything else is only counted."""
         try:
-            spi_i, spi_r, _, _, exchange, flags, mid, _ = m.parse_header(data)
+            spi_i, spi_r, _, version, exchange, flags, mid, _ = m.parse_header(data)
         except m.MalformedMessage:
             return
         if exchange == m.IKE_SA_INIT and not flags & m.F_RESPONSE and spi_r == bytes(8) and mid == 0:
+            # RFC 7296 2.5: another major version is told which one we speak
+            ntype, vdata = ((m.N_INVALID_MAJOR_VERSION, b"") if version >> 4 != 2
+                            else (m.N_INVALID_SYNTAX, b""))
             self.send_reply(m.encode(m.Message(spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0,
-                                               [m.notify_payload(m.N_INVALID_SYNTAX)])),
+                                               [m.notify_payload(ntype, vdata)])),
                             local_port, remote_port)
 
     # ---- time ----
