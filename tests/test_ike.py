@@ -15,6 +15,7 @@ from scapy.layers.l2 import ARP, Ether
 from fastpath.ike import crypto, message as m, proposals as pr
 from fastpath.ike.sa import ESTABLISHED, IkeConfig, IkeSa
 from l2util import Clock, frame
+from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, exchange, make_site, taken
 
 IKE_OPTS = {"options:psk": "correct horse battery", "options:ike": "true"}
@@ -378,3 +379,166 @@ def test_ike_option_checks():
     with pytest.raises(ConfigError):
         make_site(A_IP, B_IP, Clock(), {**IKE_OPTS, "options:spi_out": "0x1001", "options:spi_in": "0x2001",
                                         "options:key_out": "0x" + "11" * 20, "options:key_in": "0x" + "22" * 20})
+
+
+# ---------------------------------------------------------------- a real strongSwan in a guest
+#
+#   host ns 10.10.0.1 -- veth -- [afpacket tag=10  br0  vpn0] ~ vhu0 192.0.2.1
+#                                                                     |  IKE, ESP(VXLAN(802.1Q))
+#                      guest eth0 192.0.2.2: charon + swanctl, vxlan100.10 10.10.0.2
+
+SWAN_PLUGINS = ("random", "nonce", "openssl", "kdf", "kernel-netlink", "socket-default", "vici")
+# libgcc_s: glibc loads it itself (pthread_cancel at exit), so ldd does not name it
+SWAN_BINARIES = ("/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                 *(f"/usr/lib/ipsec/plugins/libstrongswan-{p}.so" for p in SWAN_PLUGINS))
+FP_IP, GUEST_IP, HOST_IP, GUEST_VLAN_IP, VNI = "192.0.2.1", "192.0.2.2", "10.10.0.1", "10.10.0.2", 100
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk):
+    """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
+    on it, created before any SA; charon; the connection; then, once the CHILD_SA is
+    installed, a ping to the host behind fastpath."""
+    return f"""
+IP=/bin/ip
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+$IP link set lo up
+$IP link set eth0 up
+$IP addr add {GUEST_IP}/24 dev eth0
+$IP link add vxlan{VNI} type vxlan id {VNI} remote {FP_IP} local {GUEST_IP} dstport 4789 srcport 4789 4790
+$IP link set vxlan{VNI} mtu 1404 up
+$IP link add link vxlan{VNI} name vxlan{VNI}.10 type vlan id 10
+$IP link set vxlan{VNI}.10 mtu 1400 up
+$IP addr add {GUEST_VLAN_IP}/24 dev vxlan{VNI}.10
+mkdir -p /etc/swanctl /var/run
+echo 'udp 17 UDP' > /etc/protocols
+echo 'isakmp 500/udp' > /etc/services
+cat > /etc/strongswan.conf <<'EOF2'
+swanctl {{
+  load = random nonce openssl
+}}
+charon {{
+  load = {' '.join(SWAN_PLUGINS)}
+  install_routes = no
+  filelog {{
+    stderr {{
+      default = 1
+      ike = 2
+    }}
+  }}
+}}
+EOF2
+cat > /etc/swanctl/swanctl.conf <<'EOF2'
+connections {{
+  fp {{
+    version = 2
+    local_addrs = {GUEST_IP}
+    remote_addrs = {FP_IP}
+    proposals = {ike_proposal}
+    local {{
+      auth = psk
+      id = {GUEST_IP}
+    }}
+    remote {{
+      auth = psk
+      id = {FP_IP}
+    }}
+    children {{
+      vxlan {{
+        mode = transport
+        esp_proposals = {esp_proposal}
+        local_ts = dynamic[udp/4789]
+        remote_ts = dynamic[udp/4789]
+        start_action = {start_action}
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-fp {{
+    secret = "{psk}"
+  }}
+}}
+EOF2
+/usr/lib/ipsec/charon 2>&1 | sed 's/^/charon: /' &
+i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+/usr/sbin/swanctl --load-all --noprompt
+i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
+    sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
+/usr/sbin/swanctl --list-sas
+if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
+$IP -s xfrm state | grep -E '^src|aead|flag'
+if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+echo FP-DONE
+sleep 1000
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("role,ike_proposal,esp_proposal,bits,esn", [
+    pytest.param("initiator", "aes128gcm16-prfsha256-ecp256", "aes128gcm16-esn", 128, True, id="fp-initiator-aes128-esn"),
+    pytest.param("responder", "aes256gcm16-prfsha384-x25519", "aes256gcm16", 256, False, id="fp-responder-aes256-noesn"),
+])
+def test_strongswan_peer(sockdir, role, ike_proposal, esp_proposal, bits, esn):
+    _strongswan_run(sockdir, role, ike_proposal, esp_proposal, "a shared secret for IKE", bits, esn)
+
+
+@pytest.mark.root
+def test_strongswan_peer_wrong_psk_brings_nothing_up(sockdir):
+    _strongswan_run(sockdir, "responder", "aes128gcm16-prfsha256-ecp256", "aes128gcm16", "not the secret",
+                    128, False, match=False)
+
+
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True):
+    from netns import Netns, unique_name, veth_pair
+    from test_vhost import Guest, icmp_ping, running, vstats
+    from test_vpn_linux_peer import GUEST_MODULES
+    from fastpath.switch import Switch
+    sock = f"{sockdir}/vhu0.sock"
+    a, b = unique_name("fpia"), unique_name("fpib")
+    with Netns() as dp, Netns("fphost") as host, veth_pair(a, b, dp, host):
+        host.run(f"ip addr add {HOST_IP}/24 dev {b}")
+        sw = Switch(n_buffers=4096)
+        try:
+            sw.add_ip("vhu0", f"{FP_IP}/24", type="vhost-user", **{"options:vhost-socket": sock})
+            sw.add_br("br0")
+            with dp.entered():
+                sw.add_port("br0", a, type="afpacket", tag=10)
+            start = "trap" if role == "initiator" else "start"
+            sw.add_port("br0", "vpn0", type="vxlan", **{
+                "options:remote_ip": GUEST_IP, "options:local_ip": FP_IP, "options:key": VNI,
+                "options:ike": "true", "options:psk": "a shared secret for IKE",
+                "options:ike_initiate": "true" if role == "initiator" else "false"})
+            with running(sw):
+                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk),
+                          modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
+                try:
+                    assert g.wait_line("FP-SA-", timeout=240), g.console()
+                    answered = icmp_ping(host, GUEST_VLAN_IP, count=3) if match else 0
+                    assert g.wait_line("FP-DONE", timeout=60), g.console()
+                    ike = sw.vpn.show_ike()
+                    sas = sw.vpn.show()
+                    tunnel = next(iter(sw.vpn.tunnels.values()))
+                    counters = dict(tunnel.ike.counters)
+                    delivered = vstats(sw, a)["tx_packets"]
+                finally:
+                    g.stop()
+        finally:
+            sw.close()
+    console = g.console()
+    print(console)
+    print("show ike:", ike, "show sa:", sas, "counters:", counters, sep="\n")
+    if match:
+        assert "FP-SA-UP" in console and "FP-PING-OK" in console, "guest -> host ping failed"
+        assert answered == 3, "host -> guest ping failed"
+        up = [r for r in ike if r["state"] == "ESTABLISHED"]
+        assert up and up[0]["role"] == role and up[0]["children"]
+        assert up[0]["children"][0]["algorithms"] == f"aes{bits}gcm16-{'esn' if esn else 'noesn'}"
+        sa_in = next(r for r in sas if r["direction"] == "in")
+        assert sa_in["packets"] > 0 and not any(sa_in["drops"].values()), sa_in
+        assert delivered > 0
+    else:
+        assert "FP-SA-NONE" in console and "FP-SA-UP" not in console
+        assert not sas and not any(r["state"] == "ESTABLISHED" for r in ike)
+        assert counters["authentication_failed"] > 0
+        assert delivered == 0
