@@ -51,7 +51,7 @@ PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "v
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn",
-                "tcp_mss_clamp")
+                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -229,8 +229,12 @@ def _option(key, value):
     if key == "replay_window":
         # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
         return str(_int(value, "options:replay_window", 0, 4096))
-    if key == "esn":
-        return _bool(value, "options:esn")
+    if key in ("esn", "ike", "ike_initiate"):
+        return _bool(value, f"options:{key}")
+    if key in ("local_id", "remote_id"):
+        if not str(value) or len(str(value)) > 255:
+            raise CommandError(f"options:{key}: an IPv4 address, FQDN or email address")
+        return str(value)
     if key == "tcp_mss_clamp":
         from fastpath.nodes.mss import parse_clamp
         try:
@@ -465,6 +469,7 @@ HELP = [
     ("del-ip", "IFACE", "release an L3 uplink"),
     ("show arp", "", "the uplinks' neighbour table"),
     ("show sa", "", "IPsec SAs: SPI, sequence numbers, replay window, counters, age"),
+    ("show ike", "", "IKE SAs: peer, IDs, state, algorithms, SPIs, CHILD_SAs, lifetimes, counters"),
     ("save", "FILE [with-secrets]", "write the configuration as TOML (mode 0600; PSKs and keys "
                                     "only with with-secrets)"),
     ("version", "", "the fastpath version"),
@@ -510,6 +515,7 @@ class Control:
             "del-ip": (self.del_ip, 1, 1),
             "show arp": (self.show_arp, 0, 0),
             "show sa": (self.show_sa, 0, 0),
+            "show ike": (self.show_ike, 0, 0),
             "save": (self.save, 1, 2),
             "version": (self.version, 0, 0),
             "help": (self.help, 0, 0),
@@ -747,6 +753,29 @@ class Control:
             if drops:
                 lines.append("    drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         return "\n".join(lines) if lines else "no SAs"
+
+    def show_ike(self, args, as_json):
+        """IKE SAs per tunnel; keys and the PSK are never part of a row."""
+        vpn = getattr(self.switch, "vpn", None)
+        rows = vpn.show_ike() if vpn else []
+        counters = {t.port.name: dict(t.ike.counters) for t in (vpn.tunnels.values() if vpn else ()) if t.ike}
+        if as_json:
+            return {"sas": rows, "counters": counters}
+        lines = []
+        for r in rows:
+            lines.append(f"{r['tunnel']}: {r['local']} <-> {r['peer']}  {r['role']}  {r['state']}")
+            lines.append(f"    SPIs {r['spi_i']}_i {r['spi_r']}_r  {r['algorithms'] or '-'}  nat {r['nat']}")
+            lines.append(f"    IDs local {r['local_id']}  remote {r['remote_id']}")
+            if r["established_s"] is not None:
+                lines.append(f"    established {r['established_s']:.0f}s ago, expires in {r['expires_s']:.0f}s")
+            for ch in r["children"]:
+                lines.append(f"    CHILD_SA {ch['algorithms']} {ch['mode']}  in {ch['spi_in']}  out {ch['spi_out']}  "
+                             f"{' '.join(ch['ts_local'])} === {' '.join(ch['ts_remote'])}")
+        for name, c in counters.items():
+            nz = {k: v for k, v in c.items() if v}
+            if nz:
+                lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(nz.items())))
+        return "\n".join(lines) if lines else "no IKE SAs"
 
     def del_port(self, args, as_json):
         if len(args) == 2:

@@ -502,7 +502,12 @@ class Switch:
             raise ConfigError(f"vxlan port {port.name}: manual SAs need spi_out, spi_in, key_out and key_in")
         if manual and "psk" in o:
             raise ConfigError(f"vxlan port {port.name}: options:psk and manual SAs exclude each other")
-        if "esn" in o and not manual:
+        from fastpath.ike.tunnel import is_ike
+        if is_ike(o) and manual:
+            raise ConfigError(f"vxlan port {port.name}: options:ike and manual SAs exclude each other")
+        if is_ike(o) and not str(o.get("psk", "")):
+            raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk")
+        if "esn" in o and not manual and not is_ike(o):
             raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
                               f"handshake always uses extended sequence numbers)")
         from fastpath.vpn import uses_esn

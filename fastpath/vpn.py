@@ -1,4 +1,5 @@
-"""IPsec on vxlan tunnel ports: manual SAs, or the PSK handshake of docs/vpn-handshake.md.
+"""IPsec on vxlan tunnel ports: manual SAs, IKEv2 (options:ike=true, fastpath.ike), or the
+PSK handshake of docs/vpn-handshake.md.
 
 Control plane only: it creates SecurityAssociation objects and installs them in
 esp-encrypt (outbound, by SA index; vxlan-encap stamps the tunnel's current index on each
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives import serialization
 
 from fastpath.crypto.sa import SecurityAssociation, parse_xfrm_key
+from fastpath.ike.tunnel import IkeTunnel, is_ike, NON_ESP_MARKER
 
 log = logging.getLogger("fastpath.vpn")
 
@@ -89,8 +91,12 @@ class Tunnel:
         self.out = None              # (index, SecurityAssociation) in use
         self.counters = {"handshakes": 0, "rekeys": 0, "auth_failed": 0, "replayed": 0,
                          "bad_message": 0}
+        self.ike = None
         self.psk = o.get("psk")
-        if self.psk is not None:
+        if is_ike(o):
+            self.psk = None              # the PSK belongs to IKE, not to the old handshake
+            self.ike = IkeTunnel(self)
+        elif self.psk is not None:
             if not str(self.psk):
                 raise ValueError("options:psk is empty")
             self.k_auth = _hkdf(str(self.psk).encode(), b"fastpath-vpn-v1 auth",
@@ -147,6 +153,8 @@ class Tunnel:
                 entry[1] = now + OLD_SA_GRACE
 
     def close(self):
+        if self.ike:
+            self.ike.close()
         for spi in list(self.inbound):
             self.vpn.decrypt.remove_sa(spi)
         self.inbound.clear()
@@ -157,7 +165,7 @@ class Tunnel:
 
     # ---- handshake ----
 
-    def _send(self, payload):
+    def _send(self, payload, sport=NAT_T_PORT, dport=NAT_T_PORT):
         uplink = self.port.uplink
         if uplink is None:
             return False
@@ -166,7 +174,7 @@ class Tunnel:
         entry = sw.arp.neighbours.get((uplink.sw_if_index, nh)) if nh else None
         if entry is None:
             return False             # ARP is resolving it; the retransmit timer tries again
-        frame = entry[0] + uplink.mac + b"\x08\x00" + _ip4_udp(self.local_ip, self.remote_ip, payload)
+        frame = entry[0] + uplink.mac + b"\x08\x00" + _ip4_udp(self.local_ip, self.remote_ip, payload, sport, dport)
         return sw.send_frame(uplink, frame)
 
     def _new_spi(self):
@@ -306,6 +314,8 @@ class Tunnel:
 
     def tick(self, now):
         """Retransmits, switching on first traffic, rekeys, retiring old SAs."""
+        if self.ike:
+            return self.ike.tick(now)
         if self.psk is None:
             return
         if self.responded and self.responded["sa_in"].stats()["packets"] > 0:
@@ -397,10 +407,21 @@ class Vpn:
             t.tick(now)
 
     def _dispatch(self, rx_if, frame, now):
-        # Ethernet + IPv4 (ip4-input validated it) + UDP 4500 + payload
+        # Ethernet + IPv4 (ip4-input validated it) + UDP 500, or 4500 + marker, + payload
         ihl = (frame[14] & 0xf) * 4
         src = str(ipaddress.IPv4Address(frame[26:30]))
-        payload = frame[14 + ihl + 8:]
+        dst = str(ipaddress.IPv4Address(frame[30:34]))
+        sport, dport, udp_len = struct.unpack("!HHH", frame[14 + ihl:14 + ihl + 6])
+        payload = frame[14 + ihl + 8:14 + ihl + udp_len]
+        ike = next((t.ike for t in self.tunnels.values()
+                    if t.ike and t.remote_ip == src and t.local_ip == dst), None)
+        if dport == 500 or (ike and payload[:4] == NON_ESP_MARKER):
+            if ike is None:
+                self.handshake.count("no_tunnel")
+                log.debug("IKE from %s: no IKE tunnel", src)
+            else:
+                ike.receive(payload if dport == 500 else payload[4:], dport, sport, now)
+            return
         vni = struct.unpack("!I", payload[8:12])[0] if len(payload) >= 12 else None
         for t in self.tunnels.values():
             if t.psk is not None and t.remote_ip == src and t.vni == vni:
@@ -411,6 +432,10 @@ class Vpn:
 
     def show(self):
         return [row for t in self.tunnels.values() for row in t.show()]
+
+    def show_ike(self, now=None):
+        now = self.sw.clock() if now is None else now
+        return [row for t in self.tunnels.values() if t.ike for row in t.ike.show(now)]
 
 
 def start(sw, port):

@@ -40,11 +40,25 @@ ls /boot/vmlinuz-* >/dev/null 2>&1 || vm+=(linux-image-amd64)
 # driver it loads (librte-net-memif23)
 have dpdk-testpmd || vm+=(dpdk-dev)
 ls /usr/lib/*/dpdk/pmds-*/librte_net_memif.so* >/dev/null 2>&1 || vm+=(librte-net-memif23)
-if [ ${#need[@]} -gt 0 ] || [ ${#vm[@]} -gt 0 ]; then
+# the IKEv2 tests run strongSwan (charon + swanctl) inside a guest as fastpath's peer
+swan=()
+[ -x /usr/lib/ipsec/charon ] || swan+=(strongswan-charon)
+have swanctl || swan+=(strongswan-swanctl)
+[ -f /usr/lib/ipsec/plugins/libstrongswan-openssl.so ] || swan+=(libstrongswan-standard-plugins)
+if [ ${#need[@]} -gt 0 ] || [ ${#vm[@]} -gt 0 ] || [ ${#swan[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
     [ ${#vm[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${vm[@]}" >/dev/null
+    if [ ${#swan[@]} -gt 0 ]; then
+        # a policy-rc.d that says 101 keeps apt from starting charon on this host; removed after
+        rcd=/usr/sbin/policy-rc.d
+        [ -e "$rcd" ] && rcd_saved=$(mktemp) && cp -p "$rcd" "$rcd_saved"
+        printf '#!/bin/sh\nexit 101\n' > "$rcd" && chmod 755 "$rcd"
+        rc=0; apt-get install -y -qq --no-install-recommends "${swan[@]}" >/dev/null || rc=$?
+        if [ -n "${rcd_saved:-}" ]; then mv "$rcd_saved" "$rcd"; else rm -f "$rcd"; fi
+        [ $rc -eq 0 ] || exit $rc
+    fi
 fi
 
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore

@@ -1,13 +1,15 @@
-"""handshake-input: punts VPN handshake packets (UDP 4500 with the non-ESP marker) to the
-control plane's queue, where fastpath.vpn answers them off the packet path.
+"""handshake-input: punts key exchange packets -- IKE (UDP 500, and UDP 4500 with the
+non-ESP marker) and the PSK handshake (UDP 4500 with the marker) -- to the control
+plane's queue, where fastpath.vpn and fastpath.ike answer them off the packet path.
 errors: punted (handed to the control plane), queue_full; and what the control plane then
-refused (counted by fastpath.vpn through count()): auth_failed, replayed, bad_message,
-no_tunnel."""
+refused (counted through count()): auth_failed, replayed, bad_message, no_tunnel for the
+PSK handshake, and IKE's reasons (fastpath.ike.tunnel.ERRORS)."""
 from collections import deque
 
 import numpy as np
 
 from fastpath.graph.node import Node
+from fastpath.ike.tunnel import ERRORS as IKE_ERRORS
 
 
 class HandshakeInput(Node):
@@ -17,12 +19,16 @@ class HandshakeInput(Node):
               ("auth_failed", "handshake message failed authentication (wrong PSK?)"),
               ("replayed", "handshake message replayed, reflected, or for no exchange in progress"),
               ("bad_message", "malformed handshake message"),
-              ("no_tunnel", "handshake message from an address or VNI without a PSK tunnel"))
+              ("no_tunnel", "handshake message from an address or VNI without a PSK tunnel"),
+              *IKE_ERRORS)
 
     def __init__(self, name=None, limit=1024):
         super().__init__(name)
         self.queue = deque()
         self.limit = limit
+
+    def error_names(self):
+        return {r for r, _ in self.errors}
 
     def count(self, reason, n=1):
         """Count the control plane's verdict on a punted message (show errors)."""

@@ -5,8 +5,9 @@ ip4-input     frames from an L3 (uplink) port: ARP -> arp-input; IPv4 addressed 
               errors: not_ip, bad_header, bad_length, bad_checksum, not_for_us, fragment
               (outer fragments are not reassembled: tunnels set DF and frames too large
               for the uplink are dropped and counted at encapsulation), unknown_protocol.
-ip4-udp-input by UDP destination port: 4789 -> vxlan-input; 4500 -> esp-decrypt (ESP in
-              UDP, RFC 3948) or, with the non-ESP marker, handshake-input (key exchange);
+ip4-udp-input by UDP destination port: 4789 -> vxlan-input; 500 (IKE) -> handshake-input;
+              4500 -> esp-decrypt (ESP in UDP, RFC 3948) or, with the non-ESP marker,
+              handshake-input (IKE after its move to 4500, or the PSK handshake);
               errors: bad_udp, nat_keepalive, port_unreachable.
 """
 import ipaddress
@@ -23,6 +24,7 @@ from fastpath.nodes.bridge cimport MAX_PORTS
 
 cdef enum:
     VXLAN_PORT = 4789
+    IKE_PORT = 500
 
 cdef enum:
     IN_ERR_NOT_IP = 0
@@ -141,6 +143,8 @@ cdef class Ip4UdpInput(Node):
                 avail = udp_length(udp) - UDP_HLEN
                 if dport == VXLAN_PORT:
                     self.pool.next[b] = UDP_NEXT_VXLAN
+                elif dport == IKE_PORT:
+                    self.pool.next[b] = UDP_NEXT_HANDSHAKE
                 elif dport == UDP_PORT_NAT_T:
                     if nat_t_is_keepalive(udp + UDP_HLEN, avail):
                         r = UDP_ERR_NAT_KEEPALIVE

@@ -4,7 +4,9 @@ vxlan-encap  the output node of every vxlan port: puts Ethernet + IPv4 + UDP + V
              (50 bytes) in front of the frame, in the headroom, and sends it to the uplink
              -- through esp-encrypt when the tunnel has an outbound SA (pool.aux = SA
              index). The outer IPv4 header has DF set and TTL 64; the UDP source port is
-             a hash of the inner MACs (RFC 7348 5) and the UDP checksum is 0.
+             a hash of the inner MACs (RFC 7348 5), or the port set_source_port fixed
+             (IKE-keyed tunnels: the traffic selectors name udp/4789 on both ends, and
+             under ESP the entropy is invisible anyway); the UDP checksum is 0.
              errors: no_tunnel, unresolved (next hop has no ARP entry yet), too_big
              (outer packet, ESP overhead included, larger than the uplink MTU: counted
              drop, no fragmentation),
@@ -73,6 +75,7 @@ ctypedef struct tunnel_t:
     uint8_t ipsec              # 0: cleartext VXLAN; 1: needs an SA
     uint8_t overhead           # what esp-encrypt adds at most (counted against the MTU)
     uint32_t sa                # outbound SA index (0: none yet)
+    uint16_t src_port          # fixed UDP source port (0: hash of the inner MACs)
 
 
 cdef class VxlanEncap(Node):
@@ -121,6 +124,10 @@ cdef class VxlanEncap(Node):
     def set_sa(self, int port, int sa_index):
         self.t[port].sa = sa_index
 
+    def set_source_port(self, int port, int src_port):
+        """Send the tunnel's packets from UDP port src_port (0: a hash per inner flow)."""
+        self.t[port].src_port = src_port
+
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i
         cdef uint32_t b, inner
@@ -153,6 +160,8 @@ cdef class VxlanEncap(Node):
             p = self.pool.frame(b)
             h = (mac_u64(p) ^ (mac_u64(p + 6) * 0x9E3779B97F4A7C15ULL))
             sport = 49152 + <uint16_t> ((h ^ (h >> 29) ^ (h >> 47)) & 0x3fff)
+            if x.src_port:
+                sport = x.src_port
             self.pool.offset[b] = self.pool.offset[b] - OUTER_LEN
             self.pool.length[b] = self.pool.length[b] + OUTER_LEN
             p = self.pool.frame(b)

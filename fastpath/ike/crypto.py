@@ -1,0 +1,184 @@
+"""IKEv2 cryptography on `cryptography`'s primitives: Diffie-Hellman groups 14, 19, 20
+and 31, the PRFs HMAC-SHA2-256/384/512 and prf+ (RFC 7296 2.13), SKEYSEED and the IKE SA
+key schedule (2.14), PSK authentication (2.15), CHILD_SA keying material (2.17), NAT
+detection hashes (2.23) and the SK payload with AES-GCM-16 (RFC 5282)."""
+import hashlib
+import hmac
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fastpath.ike import message as m
+
+# ---- Diffie-Hellman ----
+
+# RFC 3526 section 3: the 2048-bit MODP group, generator 2
+MODP_2048 = int(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A0879"
+    "8E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B"
+    "0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA4836"
+    "1C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804"
+    "F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6"
+    "955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
+
+GROUP_NAMES = {14: "modp2048", 19: "ecp256", 20: "ecp384", 31: "curve25519"}
+_CURVES = {19: (ec.SECP256R1, 32), 20: (ec.SECP384R1, 48)}
+
+
+class DhError(ValueError):
+    """The peer's public value is not a valid element of the group."""
+
+
+class DhKey:
+    """Our half of one exchange in `group`: .public is the KE payload's data."""
+
+    def __init__(self, group):
+        self.group = group
+        if group == 31:
+            self._priv = X25519PrivateKey.generate()
+            self.public = self._priv.public_key().public_bytes(serialization.Encoding.Raw,
+                                                               serialization.PublicFormat.Raw)
+        elif group in _CURVES:
+            curve, size = _CURVES[group]
+            self._priv = ec.generate_private_key(curve())
+            # RFC 5903 7: x || y, without the 0x04 of the uncompressed point
+            self.public = self._priv.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+        elif group == 14:
+            # plain modular arithmetic: `cryptography` deprecates finite-field DH; a
+            # 384-bit exponent is well over twice the group's ~112-bit strength
+            self._priv = int.from_bytes(os.urandom(48), "big") | 1 << 383
+            self.public = pow(2, self._priv, MODP_2048).to_bytes(256, "big")
+        else:
+            raise ValueError(f"DH group {group} not supported")
+
+    def shared(self, peer):
+        """g^ir from the peer's KE data; DhError if it is not a valid public value."""
+        try:
+            if self.group == 31:
+                if len(peer) != 32:
+                    raise DhError("X25519 public value must be 32 bytes")
+                return self._priv.exchange(X25519PublicKey.from_public_bytes(peer))
+            if self.group in _CURVES:
+                curve, size = _CURVES[self.group]
+                if len(peer) != 2 * size:
+                    raise DhError(f"{GROUP_NAMES[self.group]} public value must be {2 * size} bytes")
+                pub = ec.EllipticCurvePublicKey.from_encoded_point(curve(), b"\x04" + peer)
+                return self._priv.exchange(ec.ECDH(), pub)
+            y = int.from_bytes(peer, "big")
+            if len(peer) != 256 or not 1 < y < MODP_2048 - 1:
+                raise DhError("MODP public value out of range")
+            return pow(y, self._priv, MODP_2048).to_bytes(256, "big")
+        except DhError:
+            raise
+        except ValueError as e:                          # not on the curve, low order point
+            raise DhError(str(e)) from None
+
+
+# ---- PRF and prf+ ----
+
+PRFS = {m.PRF_HMAC_SHA2_256: hashlib.sha256, m.PRF_HMAC_SHA2_384: hashlib.sha384,
+        m.PRF_HMAC_SHA2_512: hashlib.sha512}
+PRF_NAMES = {m.PRF_HMAC_SHA2_256: "prfsha256", m.PRF_HMAC_SHA2_384: "prfsha384",
+             m.PRF_HMAC_SHA2_512: "prfsha512"}
+
+
+def prf(prf_id, key, data):
+    return hmac.new(key, data, PRFS[prf_id]).digest()
+
+
+def prf_plus(prf_id, key, seed, length):
+    """RFC 7296 2.13: T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n); their concatenation."""
+    out, t, n = b"", b"", 1
+    while len(out) < length:
+        t = prf(prf_id, key, t + seed + bytes([n]))
+        out += t
+        n += 1
+    return out[:length]
+
+
+# ---- the IKE SA's keys ----
+
+class IkeKeys:
+    """SK_d, SK_ei/er (AES-GCM key || 4-byte salt: no SK_a with an AEAD), SK_pi/pr."""
+
+    def __init__(self, prf_id, encr_key_bits, shared, ni, nr, spi_i, spi_r):
+        self.prf_id = prf_id
+        skeyseed = prf(prf_id, ni + nr, shared)
+        plen = PRFS[prf_id]().digest_size
+        elen = encr_key_bits // 8 + 4
+        km = prf_plus(prf_id, skeyseed, ni + nr + spi_i + spi_r, plen + 2 * elen + 2 * plen)
+        self.sk_d = km[:plen]
+        self.sk_ei = km[plen:plen + elen]
+        self.sk_er = km[plen + elen:plen + 2 * elen]
+        self.sk_pi = km[plen + 2 * elen:2 * plen + 2 * elen]
+        self.sk_pr = km[2 * plen + 2 * elen:]
+
+
+def psk_auth(prf_id, psk, signed_octets):
+    """RFC 7296 2.15: AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)."""
+    return prf(prf_id, prf(prf_id, psk, b"Key Pad for IKEv2"), signed_octets)
+
+
+def signed_octets(prf_id, real_message, peer_nonce, sk_p, id_body):
+    """The octets one side signs: its own first message, the other's nonce, and
+    prf(SK_px, the body of its ID payload)."""
+    return real_message + peer_nonce + prf(prf_id, sk_p, id_body)
+
+
+def child_keymat(prf_id, sk_d, ni, nr, key_salt_len):
+    """RFC 7296 2.17 (no PFS): KEYMAT = prf+(SK_d, Ni | Nr); the initiator-to-responder
+    key||salt first. -> (i2r, r2i)."""
+    km = prf_plus(prf_id, sk_d, ni + nr, 2 * key_salt_len)
+    return km[:key_salt_len], km[key_salt_len:]
+
+
+def nat_hash(spi_i, spi_r, ip_packed, port):
+    """RFC 7296 2.23: SHA-1(SPIi | SPIr | IP | Port)."""
+    return hashlib.sha1(spi_i + spi_r + ip_packed + struct.pack("!H", port)).digest()
+
+
+# ---- the SK payload, AES-GCM-16 (RFC 5282) ----
+
+ICV_LEN, IV_LEN = 16, 8
+
+
+class AuthFailed(Exception):
+    """An SK payload whose ICV does not verify (wrong keys, tampering, noise)."""
+
+
+def seal(spi_i, spi_r, exchange, flags, message_id, payloads, sk_e):
+    """A protected message: header, SK{payloads}. sk_e: AES key || 4-byte salt."""
+    inner_first, plain = m.encode_payloads(payloads)
+    plain += b"\x00"                                   # no padding: GCM needs none
+    iv = os.urandom(IV_LEN)
+    sk_len = 4 + IV_LEN + len(plain) + ICV_LEN
+    header = m.encode_header(spi_i, spi_r, m.PL_SK, exchange, flags, message_id, m.HEADER_LEN + sk_len)
+    aad = header + struct.pack("!BBH", inner_first, 0, sk_len)
+    ct = AESGCM(sk_e[:-4]).encrypt(sk_e[-4:] + iv, plain, aad)
+    return aad + iv + ct
+
+
+def open_sk(data, msg, sk_e):
+    """Decrypt msg's SK payload (it must be the last one) -> [Payload] inside it.
+    AuthFailed if the ICV does not verify, MalformedMessage if what it hides is."""
+    sk = msg.payloads[-1] if msg.payloads else None
+    if sk is None or sk.type != m.PL_SK:
+        raise m.MalformedMessage("no SK payload")
+    if len(sk.body) < IV_LEN + ICV_LEN + 1:
+        raise m.MalformedMessage("SK payload too short")
+    aad = data[:len(data) - len(sk.body)]
+    iv, ct = sk.body[:IV_LEN], sk.body[IV_LEN:]
+    try:
+        plain = AESGCM(sk_e[:-4]).decrypt(sk_e[-4:] + iv, ct, aad)
+    except InvalidTag:
+        raise AuthFailed() from None
+    pad = plain[-1]
+    if pad + 1 > len(plain):
+        raise m.MalformedMessage("SK padding longer than the plaintext")
+    return m.parse_payloads(sk.inner_first, plain[:-1 - pad])

@@ -1,0 +1,146 @@
+"""What fastpath offers and accepts in SA payloads and traffic selectors, and the
+choice a responder makes (RFC 7296 2.7, 3.3; 2.9 for selectors)."""
+import ipaddress
+from dataclasses import dataclass
+
+from fastpath.ike import message as m
+from fastpath.ike.crypto import GROUP_NAMES, PRF_NAMES
+
+IKE_ENCR_BITS = (128, 256)
+IKE_PRFS = (m.PRF_HMAC_SHA2_256, m.PRF_HMAC_SHA2_384, m.PRF_HMAC_SHA2_512)
+IKE_GROUPS = (19, 20, 31, 14)
+ESP_ENCR_BITS = (128, 256)
+VXLAN_PORT = 4789
+
+
+@dataclass
+class IkeChoice:
+    encr_bits: int
+    prf: int
+    group: int
+
+    def __str__(self):
+        return f"aes{self.encr_bits}gcm16-{PRF_NAMES[self.prf]}-{GROUP_NAMES[self.group]}"
+
+
+@dataclass
+class EspChoice:
+    encr_bits: int
+    esn: bool
+    spi: bytes = b""                   # the SPI the proposal carried
+
+    def __str__(self):
+        return f"aes{self.encr_bits}gcm16-{'esn' if self.esn else 'noesn'}"
+
+
+def ike_proposal(encr_bits, prfs, groups, spi=b""):
+    """One IKE proposal offering every combination of what fastpath supports."""
+    ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, bits) for bits in encr_bits]
+    ts += [m.Transform(m.T_PRF, p) for p in prfs]
+    ts += [m.Transform(m.T_DH, g) for g in groups]
+    return m.Proposal(1, m.PROTO_IKE, spi, ts)
+
+
+def esp_proposal(encr_bits, esns, spi):
+    ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, bits) for bits in encr_bits]
+    ts += [m.Transform(m.T_ESN, m.ESN_YES if e else m.ESN_NO) for e in esns]
+    return m.Proposal(1, m.PROTO_ESP, spi, ts)
+
+
+def _aead_only(prop):
+    """An AEAD proposal has no integrity algorithm, or only NONE."""
+    return all(t.id == m.INTEG_NONE for t in prop.of_type(m.T_INTEG))
+
+
+def _first(prop, ttype, accept):
+    return next((t for t in prop.of_type(ttype) if accept(t)), None)
+
+
+def choose_ike(proposals, encr_bits, prfs, groups, ke_group=None):
+    """The responder's choice -> (Proposal echoing it, IkeChoice), or None. Among a
+    proposal's DH groups the one the peer's KE already uses is taken when acceptable,
+    sparing a round trip of INVALID_KE_PAYLOAD."""
+    for prop in proposals:
+        if prop.protocol != m.PROTO_IKE or len(prop.spi) not in (0, 8):
+            continue
+        if not _aead_only(prop):
+            continue
+        encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_GCM_16 and t.key_length in encr_bits)
+        prf = _first(prop, m.T_PRF, lambda t: t.id in prfs)
+        dhs = [t for t in prop.of_type(m.T_DH) if t.id in groups]
+        if not (encr and prf and dhs):
+            continue
+        dh = next((t for t in dhs if t.id == ke_group), dhs[0])
+        chosen = [encr, prf, dh] + ([m.Transform(m.T_INTEG, m.INTEG_NONE)] if prop.of_type(m.T_INTEG) else [])
+        return (m.Proposal(prop.num, m.PROTO_IKE, b"", chosen),
+                IkeChoice(encr.key_length, prf.id, dh.id))
+    return None
+
+
+def check_ike_reply(proposals, encr_bits, prfs, groups):
+    """The initiator checks the responder's one proposal is one it offered -> IkeChoice or None."""
+    if len(proposals) != 1:
+        return None
+    prop = proposals[0]
+    if prop.protocol != m.PROTO_IKE or not _aead_only(prop):
+        return None
+    e, p, d = prop.of_type(m.T_ENCR), prop.of_type(m.T_PRF), prop.of_type(m.T_DH)
+    if len(e) != 1 or len(p) != 1 or len(d) != 1:
+        return None
+    if e[0].id != m.ENCR_AES_GCM_16 or e[0].key_length not in encr_bits \
+            or p[0].id not in prfs or d[0].id not in groups:
+        return None
+    return IkeChoice(e[0].key_length, p[0].id, d[0].id)
+
+
+def choose_esp(proposals, encr_bits, esns):
+    """-> (the peer's Proposal, EspChoice) for the first acceptable ESP proposal, or None.
+    A proposal without an ESN transform means no ESN."""
+    for prop in proposals:
+        if prop.protocol != m.PROTO_ESP or len(prop.spi) != 4 or not _aead_only(prop):
+            continue
+        if any(t.id != 0 for t in prop.of_type(m.T_DH)):
+            continue                                  # PFS in IKE_AUTH: not ours to give
+        encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_GCM_16 and t.key_length in encr_bits)
+        offered = [t.id == m.ESN_YES for t in prop.of_type(m.T_ESN)] or [False]
+        esn = next((e for e in offered if e in esns), None)
+        if encr and esn is not None:
+            return prop, EspChoice(encr.key_length, esn, prop.spi)
+    return None
+
+
+def esp_reply(prop, choice, our_spi):
+    """The responder's SA payload: the chosen transforms, under our SPI."""
+    ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, choice.encr_bits),
+          m.Transform(m.T_ESN, m.ESN_YES if choice.esn else m.ESN_NO)]
+    return m.Proposal(prop.num, m.PROTO_ESP, our_spi, ts)
+
+
+def check_esp_reply(proposals, encr_bits, esns):
+    if len(proposals) != 1:
+        return None
+    r = choose_esp(proposals, encr_bits, esns)
+    if r is None or len(r[0].of_type(m.T_ENCR)) != 1 or len(r[0].of_type(m.T_ESN)) > 1:
+        return None
+    return r[1]
+
+
+# ---- traffic selectors: the two gateways, UDP 4789 (the VXLAN overlay) ----
+
+def vxlan_selector(ip):
+    return m.TrafficSelector(m.IP_PROTO_UDP, VXLAN_PORT, VXLAN_PORT, ip, ip)
+
+
+def covers(ts, ip):
+    """Whether selector ts includes UDP port 4789 at address ip."""
+    a = ipaddress.IPv4Address(ip)
+    return (ts.protocol in (0, m.IP_PROTO_UDP) and ts.start_port <= VXLAN_PORT <= ts.end_port
+            and ipaddress.IPv4Address(ts.start_addr) <= a <= ipaddress.IPv4Address(ts.end_addr))
+
+
+def narrow(tsi, tsr, initiator_ip, responder_ip):
+    """The responder narrows the proposed selectors to exactly the two gateways' UDP 4789
+    -> (TSi, TSr) or None (TS_UNACCEPTABLE)."""
+    if any(covers(t, initiator_ip) for t in tsi) and any(covers(t, responder_ip) for t in tsr):
+        return [vxlan_selector(initiator_ip)], [vxlan_selector(responder_ip)]
+    return None

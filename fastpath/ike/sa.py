@@ -1,0 +1,583 @@
+"""The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key,
+as initiator or responder, the CHILD_SA those create, INFORMATIONAL exchanges (Delete,
+notifies, liveness), message IDs with a window of 1 and retransmission with backoff.
+
+No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a test) via
+  host.send(sa, data)                  a message to the peer, from sa.local_port to sa.remote_port
+  host.child_up(sa, child)             a negotiated ChildSa to install
+  host.ike_down(sa)                    the IKE SA is gone (its children with it)
+  host.count(reason, text)             a refused or failed message: one counter, one log line
+A message that does not verify (bad ICV, unknown SPI, wrong message ID) is counted and
+changes nothing.
+"""
+import hmac
+import ipaddress
+import os
+import struct
+from dataclasses import dataclass, field
+
+from fastpath.ike import crypto, message as m, proposals as pr
+
+RETRANSMIT_FIRST = 1.0                 # then 2, 4, 8, 16 s: RFC 7296 2.1's exponential backoff
+RETRANSMIT_TRIES = 6
+HALF_OPEN_TIMEOUT = 30.0               # a responder SA whose IKE_AUTH never came
+NONCE_LEN = 32
+
+# states
+INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, DEAD = \
+    "INIT_SENT", "AUTH_SENT", "INIT_DONE", "ESTABLISHED", "DEAD"
+
+
+@dataclass
+class IkeConfig:
+    local_ip: str
+    remote_ip: str
+    psk: bytes
+    local_id: tuple = None             # (ID type, data); default ID_IPV4_ADDR of local_ip
+    remote_id: tuple = None            # what the peer must show; default ID_IPV4_ADDR of remote_ip
+    encr_bits: tuple = pr.IKE_ENCR_BITS
+    prfs: tuple = pr.IKE_PRFS
+    groups: tuple = pr.IKE_GROUPS
+    esp_encr_bits: tuple = pr.ESP_ENCR_BITS
+    esns: tuple = (True, False)        # ESN offered/accepted, in order of preference
+    lifetime: float = 86400.0          # shown; rekeying is not in this slice
+
+    def __post_init__(self):
+        if self.local_id is None:
+            self.local_id = (m.ID_IPV4_ADDR, ipaddress.IPv4Address(self.local_ip).packed)
+        if self.remote_id is None:
+            self.remote_id = (m.ID_IPV4_ADDR, ipaddress.IPv4Address(self.remote_ip).packed)
+
+
+def parse_identity(text):
+    """options:local_id / remote_id -> (ID type, data): an IPv4 address, an email
+    address (RFC822), or else a host name (FQDN)."""
+    try:
+        return m.ID_IPV4_ADDR, ipaddress.IPv4Address(text).packed
+    except ValueError:
+        pass
+    return (m.ID_RFC822_ADDR if "@" in text else m.ID_FQDN), text.encode()
+
+
+def format_identity(ident):
+    id_type, data = ident
+    if id_type == m.ID_IPV4_ADDR and len(data) == 4:
+        return str(ipaddress.IPv4Address(data))
+    if id_type in (m.ID_FQDN, m.ID_RFC822_ADDR):
+        return data.decode(errors="replace")
+    return f"type {id_type}: {data.hex()}"
+
+
+@dataclass
+class ChildSa:
+    spi_in: int
+    spi_out: int
+    key_in: bytes                      # AES key || salt, as fastpath's ESP SAs take them
+    key_out: bytes
+    esn: bool
+    encr_bits: int
+    ts_local: list = field(default_factory=list)
+    ts_remote: list = field(default_factory=list)
+
+
+class IkeError(Exception):
+    """A request we answer with an error notify: (notify type, reason counted)."""
+
+    def __init__(self, notify, reason, text):
+        super().__init__(text)
+        self.notify, self.reason, self.text = notify, reason, text
+
+
+class IkeSa:
+    def __init__(self, config, host, initiator, now, local_port=500, remote_port=500):
+        self.config, self.host, self.initiator = config, host, initiator
+        self.spi_i = self.spi_r = bytes(8)
+        self.state = None
+        self.choice = None             # IkeChoice
+        self.keys = None
+        self.ni = self.nr = None
+        self.msg1 = self.msg2 = None   # the IKE_SA_INIT request and response, as sent
+        self.local_port, self.remote_port = local_port, remote_port
+        self.my_next_id = 0            # our next request's message ID
+        self.pending = None            # our outstanding request: dict
+        self.peer_next_id = 0          # the peer's next request's message ID
+        self.last_response = None      # (message ID, bytes) for a retransmitted request
+        self.children = []
+        self.peer_id = None
+        self.nat_local = self.nat_remote = False
+        self.initial_contact = False   # the peer said INITIAL_CONTACT
+        self.created = now
+        self.established_at = None
+        self.cookie = None
+
+    def _new_spi(self):
+        spi = os.urandom(8)
+        return spi if spi != bytes(8) else self._new_spi()
+
+    # ---- sending ----
+
+    def _protected(self, exchange, response, message_id, payloads):
+        flags = (m.F_INITIATOR if self.initiator else 0) | (m.F_RESPONSE if response else 0)
+        sk_e = self.keys.sk_ei if self.initiator else self.keys.sk_er
+        return crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads, sk_e)
+
+    def _request(self, exchange, payloads, now, data=None):
+        """Send a new request and keep it for retransmission until its response."""
+        mid = self.my_next_id
+        self.my_next_id += 1
+        if data is None:
+            data = self._protected(exchange, False, mid, payloads)
+        self.pending = {"id": mid, "exchange": exchange, "data": data, "tries": 1,
+                        "next": now + RETRANSMIT_FIRST}
+        self.host.send(self, data)
+
+    def _respond(self, exchange, message_id, payloads):
+        data = self._protected(exchange, True, message_id, payloads)
+        self.last_response = (message_id, data)
+        self.host.send(self, data)
+
+    def tick(self, now):
+        """Retransmits our outstanding request with backoff; gives up after the last."""
+        p = self.pending
+        if p and now >= p["next"]:
+            if p["tries"] >= RETRANSMIT_TRIES:
+                self.host.count("retransmit_timeout", f"{m.EXCHANGES.get(p['exchange'])} request "
+                                f"unanswered after {p['tries']} transmissions")
+                return self._die()
+            p["tries"] += 1
+            p["next"] = now + RETRANSMIT_FIRST * (1 << (p["tries"] - 1))
+            self.host.send(self, p["data"])
+        if self.state == INIT_DONE and now - self.created >= HALF_OPEN_TIMEOUT:
+            self._die()
+
+    def _die(self):
+        if self.state != DEAD:
+            self.state = DEAD
+            self.pending = None
+            self.host.ike_down(self)
+
+    # ---- initiator: IKE_SA_INIT ----
+
+    def start(self, now, group=None):
+        """Send IKE_SA_INIT (again, with another group after INVALID_KE_PAYLOAD)."""
+        c = self.config
+        if self.spi_i == bytes(8):
+            self.spi_i = self._new_spi()
+        self.group = group or c.groups[0]
+        self.dh = crypto.DhKey(self.group)
+        self.ni = os.urandom(NONCE_LEN)
+        payloads = [m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal(c.encr_bits, c.prfs, c.groups)])),
+                    m.Payload(m.PL_KE, m.encode_ke(self.group, self.dh.public)),
+                    m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8))
+        if self.cookie is not None:
+            payloads.insert(0, m.notify_payload(m.N_COOKIE, self.cookie))
+        self.msg1 = m.encode(m.Message(self.spi_i, bytes(8), m.IKE_SA_INIT, m.F_INITIATOR, 0, payloads))
+        self.state = INIT_SENT
+        self.my_next_id = 0
+        self._request(m.IKE_SA_INIT, None, now, data=self.msg1)
+
+    def _nat_payloads(self, spi_r):
+        c = self.config
+        src = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.local_ip).packed, self.local_port)
+        dst = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.remote_ip).packed, self.remote_port)
+        return [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
+                m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+
+    def _check_nat(self, msg, spi_r):
+        """NAT detection (RFC 7296 2.23): does what the peer saw match our addresses?"""
+        c = self.config
+        notes = msg.notifies()
+        src = [n.data for n in notes if n.type == m.N_NAT_DETECTION_SOURCE_IP]
+        dst = [n.data for n in notes if n.type == m.N_NAT_DETECTION_DESTINATION_IP]
+        if src:
+            want = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.remote_ip).packed, self.remote_port)
+            self.nat_remote = want not in src
+        if dst:
+            want = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.local_ip).packed, self.local_port)
+            self.nat_local = want not in dst
+
+    def _on_init_response(self, data, msg, now):
+        c = self.config
+        errors = {n.type: n for n in msg.notifies() if n.type < 16384}
+        cookie = next((n for n in msg.notifies() if n.type == m.N_COOKIE), None)
+        if cookie is not None and self.cookie is None:
+            self.cookie = cookie.data                  # RFC 7296 2.6: ask again with it
+            return self.start(now, self.group)
+        if m.N_INVALID_KE_PAYLOAD in errors:
+            d = errors[m.N_INVALID_KE_PAYLOAD].data
+            want = struct.unpack("!H", d[:2])[0] if len(d) >= 2 else None
+            self.host.count("invalid_ke_payload", f"peer wants DH group {want} instead of {self.group}")
+            if want in c.groups and want != self.group and not getattr(self, "ke_retried", False):
+                self.ke_retried = True                 # once: no ping-pong of groups
+                return self.start(now, want)
+            return self._die()
+        if errors:
+            ntype = next(iter(errors))
+            name = m.NOTIFY_NAMES.get(ntype, str(ntype))
+            self.host.count(name.lower(), f"IKE_SA_INIT refused by the peer: {name}")
+            return self._die()
+        sa, ke, nonce = msg.get(m.PL_SA), msg.get(m.PL_KE), msg.get(m.PL_NONCE)
+        if not (sa and ke and nonce) or msg.spi_r == bytes(8):
+            raise m.MalformedMessage("IKE_SA_INIT response without SA, KE or Nonce")
+        choice = pr.check_ike_reply(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups)
+        group, peer_pub = m.decode_ke(ke.body)
+        if choice is None or choice.group != self.group or group != self.group:
+            self.host.count("no_proposal_chosen", "IKE_SA_INIT response chose what we did not offer")
+            return self._die()
+        if not 16 <= len(nonce.body) <= 256:
+            raise m.MalformedMessage("nonce length")
+        try:
+            shared = self.dh.shared(peer_pub)
+        except crypto.DhError as e:
+            self.host.count("invalid_ke_payload", f"peer's KE: {e}")
+            return self._die()
+        self.spi_r, self.nr, self.msg2, self.choice = msg.spi_r, nonce.body, data, choice
+        self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
+                                   self.spi_i, self.spi_r)
+        self._check_nat(msg, self.spi_r)
+        if self.nat_local or self.nat_remote:
+            self.local_port = self.remote_port = 4500   # RFC 7296 2.23: float to 4500
+        self.pending = None
+        self._send_auth(now)
+
+    def _send_auth(self, now):
+        c = self.config
+        self.child_spi = self.host.new_spi()
+        id_body = m.encode_id(*c.local_id)
+        auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
+            self.choice.prf, self.msg1, self.nr, self.keys.sk_pi, id_body))
+        payloads = [m.Payload(m.PL_IDI, id_body)]
+        if self.host.first_contact(self):
+            payloads.append(m.notify_payload(m.N_INITIAL_CONTACT))
+        payloads += [m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, auth)),
+                     m.notify_payload(m.N_USE_TRANSPORT_MODE),
+                     m.Payload(m.PL_SA, m.encode_sa([pr.esp_proposal(
+                         c.esp_encr_bits, c.esns, struct.pack("!I", self.child_spi))])),
+                     m.Payload(m.PL_TSI, m.encode_ts([pr.vxlan_selector(c.local_ip)])),
+                     m.Payload(m.PL_TSR, m.encode_ts([pr.vxlan_selector(c.remote_ip)]))]
+        self.state = AUTH_SENT
+        self._request(m.IKE_AUTH, payloads, now)
+
+    # ---- initiator: IKE_AUTH ----
+
+    def _on_auth_response(self, payloads, now):
+        c = self.config
+        self.pending = None
+        notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
+        errors = [n.type for n in notes if n.type < 16384]
+        if m.N_AUTHENTICATION_FAILED in errors:
+            self.host.count("authentication_failed", "the peer refused our AUTH (PSK or ID mismatch?)")
+            return self._die()
+        idr, auth = _get(payloads, m.PL_IDR), _get(payloads, m.PL_AUTH)
+        if not (idr and auth):
+            if errors:
+                name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
+                self.host.count(name.lower(), f"IKE_AUTH refused by the peer: {name}")
+                return self._die()
+            raise m.MalformedMessage("IKE_AUTH response without IDr or AUTH")
+        if not self._auth_ok(idr.body, auth.body, self.msg2, self.ni, self.keys.sk_pr):
+            self.host.count("authentication_failed", "the peer's AUTH or ID does not verify (PSK mismatch?)")
+            # RFC 7296 2.21.2: tell the responder, which deletes what it installed
+            self._request(m.INFORMATIONAL, [m.notify_payload(m.N_AUTHENTICATION_FAILED)], now)
+            self.pending = None
+            return self._die()
+        self.state, self.established_at = ESTABLISHED, now
+        self.initial_contact = m.N_INITIAL_CONTACT in [n.type for n in notes]
+        self.host.established(self)
+        if errors:
+            name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
+            self.host.count(name.lower(), f"no CHILD_SA: the peer answered {name}")
+            return self.delete(now)
+        try:
+            child = self._child_from_response(payloads, notes)
+        except IkeError as e:
+            self.host.count(e.reason, e.text)
+            return self.delete(now)
+        self.children.append(child)
+        self.host.child_up(self, child)
+
+    def _child_from_response(self, payloads, notes):
+        c = self.config
+        sa, tsi, tsr = _get(payloads, m.PL_SA), _get(payloads, m.PL_TSI), _get(payloads, m.PL_TSR)
+        if not (sa and tsi and tsr):
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE_AUTH response without SA, TSi or TSr")
+        choice = pr.check_esp_reply(m.decode_sa(sa.body), c.esp_encr_bits, c.esns)
+        if choice is None:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "CHILD_SA: the peer chose what we did not offer")
+        if m.N_USE_TRANSPORT_MODE not in [n.type for n in notes]:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "CHILD_SA: the peer wants tunnel mode")
+        ts_i, ts_r = m.decode_ts(tsi.body), m.decode_ts(tsr.body)
+        if not (ts_i and ts_r and all(pr.covers(t, c.local_ip) for t in ts_i)
+                and all(pr.covers(t, c.remote_ip) for t in ts_r)):
+            raise IkeError(m.N_TS_UNACCEPTABLE, "ts_unacceptable", "CHILD_SA: selectors without the gateways' UDP 4789")
+        return self._make_child(self.child_spi, struct.unpack("!I", choice.spi)[0], choice, ts_i, ts_r)
+
+    def _make_child(self, spi_in, spi_out, choice, ts_i, ts_r):
+        i2r, r2i = crypto.child_keymat(self.choice.prf, self.keys.sk_d, self.ni, self.nr,
+                                       choice.encr_bits // 8 + 4)
+        key_in, key_out = (r2i, i2r) if self.initiator else (i2r, r2i)
+        ts_local, ts_remote = (ts_i, ts_r) if self.initiator else (ts_r, ts_i)
+        return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote)
+
+    def _auth_ok(self, id_body, auth_body, real_message, nonce, sk_p):
+        """The peer's ID is the one configured and its AUTH is the PSK MIC."""
+        c = self.config
+        id_type, id_data = m.decode_id(id_body)
+        method, value = m.decode_auth(auth_body)
+        self.peer_id = (id_type, id_data)
+        if method != m.AUTH_SHARED_KEY_MIC or (id_type, id_data) != tuple(c.remote_id):
+            return False
+        want = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
+            self.choice.prf, real_message, nonce, sk_p, id_body))
+        return hmac.compare_digest(want, value)
+
+    # ---- responder ----
+
+    @classmethod
+    def respond_init(cls, config, host, data, msg, now, local_port, remote_port):
+        """An IKE_SA_INIT request for no SA we have: a new responder SA (answered), or an
+        unprotected error reply with nothing kept (INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN)."""
+        c = config
+        sa, ke, nonce = msg.get(m.PL_SA), msg.get(m.PL_KE), msg.get(m.PL_NONCE)
+        if not (sa and ke and nonce) or not 16 <= len(nonce.body) <= 256:
+            raise m.MalformedMessage("IKE_SA_INIT without SA, KE or Nonce")
+        group, peer_pub = m.decode_ke(ke.body)
+        chosen = pr.choose_ike(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, ke_group=group)
+
+        def refuse(ntype, data=b""):
+            host.send_reply(m.encode(m.Message(msg.spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0,
+                                               [m.notify_payload(ntype, data)])), local_port, remote_port)
+        if chosen is None:
+            host.count("no_proposal_chosen", "IKE_SA_INIT: no acceptable IKE proposal from the peer")
+            return refuse(m.N_NO_PROPOSAL_CHOSEN)
+        prop, choice = chosen
+        if group != choice.group:
+            host.count("invalid_ke_payload", f"IKE_SA_INIT: KE for group {group}, we want {choice.group}")
+            return refuse(m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))
+        self = cls(config, host, False, now, local_port, remote_port)
+        self.dh = crypto.DhKey(choice.group)
+        try:
+            shared = self.dh.shared(peer_pub)
+        except crypto.DhError as e:
+            host.count("invalid_syntax", f"IKE_SA_INIT: peer's KE: {e}")
+            return refuse(m.N_INVALID_SYNTAX)
+        self.spi_i, self.spi_r = msg.spi_i, self._new_spi()
+        self.ni, self.nr, self.choice, self.msg1 = nonce.body, os.urandom(NONCE_LEN), choice, data
+        self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
+                                   self.spi_i, self.spi_r)
+        self._check_nat(msg, bytes(8))
+        payloads = [m.Payload(m.PL_SA, m.encode_sa([prop])),
+                    m.Payload(m.PL_KE, m.encode_ke(choice.group, self.dh.public)),
+                    m.Payload(m.PL_NONCE, self.nr)]
+        src = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.local_ip).packed, local_port)
+        dst = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.remote_ip).packed, remote_port)
+        payloads += [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
+                     m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+        self.msg2 = m.encode(m.Message(self.spi_i, self.spi_r, m.IKE_SA_INIT, m.F_RESPONSE, 0, payloads))
+        self.state, self.peer_next_id = INIT_DONE, 1
+        self.last_response = (0, self.msg2)
+        host.send(self, self.msg2)
+        return self
+
+    def _on_auth_request(self, payloads, now):
+        c = self.config
+        idi, auth = _get(payloads, m.PL_IDI), _get(payloads, m.PL_AUTH)
+        if not (idi and auth):
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE_AUTH request without IDi or AUTH")
+        if not self._auth_ok(idi.body, auth.body, self.msg1, self.nr, self.keys.sk_pi):
+            self.host.count("authentication_failed", f"IKE_AUTH from {c.remote_ip} "
+                            f"({format_identity(self.peer_id)}) does not verify (PSK or ID mismatch?)")
+            self._respond_next(m.IKE_AUTH, [m.notify_payload(m.N_AUTHENTICATION_FAILED)])
+            return self._die()
+        notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
+        id_body = m.encode_id(*c.local_id)
+        my_auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
+            self.choice.prf, self.msg2, self.ni, self.keys.sk_pr, id_body))
+        reply = [m.Payload(m.PL_IDR, id_body), m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, my_auth))]
+        child = None
+        try:
+            child, child_payloads = self._child_for_request(payloads, notes)
+            reply += child_payloads
+        except IkeError as e:
+            self.host.count(e.reason, e.text)
+            reply.append(m.notify_payload(e.notify))
+        self.state, self.established_at = ESTABLISHED, now
+        self.initial_contact = m.N_INITIAL_CONTACT in [n.type for n in notes]
+        self._respond_next(m.IKE_AUTH, reply)
+        self.host.established(self)
+        if child:
+            self.children.append(child)
+            self.host.child_up(self, child)
+
+    def _child_for_request(self, payloads, notes):
+        c = self.config
+        sa, tsi, tsr = _get(payloads, m.PL_SA), _get(payloads, m.PL_TSI), _get(payloads, m.PL_TSR)
+        if not (sa and tsi and tsr):
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE_AUTH request without SA, TSi or TSr")
+        chosen = pr.choose_esp(m.decode_sa(sa.body), c.esp_encr_bits, c.esns)
+        if chosen is None:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "CHILD_SA: no acceptable ESP proposal")
+        if m.N_USE_TRANSPORT_MODE not in [n.type for n in notes]:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen",
+                           "CHILD_SA: the peer wants tunnel mode; fastpath does transport mode only")
+        narrowed = pr.narrow(m.decode_ts(tsi.body), m.decode_ts(tsr.body), c.remote_ip, c.local_ip)
+        if narrowed is None:
+            raise IkeError(m.N_TS_UNACCEPTABLE, "ts_unacceptable",
+                           "CHILD_SA: selectors without the gateways' UDP 4789")
+        prop, choice = chosen
+        spi_in = self.host.new_spi()
+        child = self._make_child(spi_in, struct.unpack("!I", choice.spi)[0], choice, *narrowed)
+        return child, [m.notify_payload(m.N_USE_TRANSPORT_MODE),
+                       m.Payload(m.PL_SA, m.encode_sa([pr.esp_reply(prop, choice, struct.pack("!I", spi_in))])),
+                       m.Payload(m.PL_TSI, m.encode_ts(narrowed[0])),
+                       m.Payload(m.PL_TSR, m.encode_ts(narrowed[1]))]
+
+    # ---- every message for this SA ----
+
+    def receive(self, data, msg, now, local_port, remote_port):
+        """A message whose SPIs name this SA. Errors are counted; nothing escapes."""
+        try:
+            self._receive(data, msg, now, local_port, remote_port)
+        except m.UnsupportedCritical as e:
+            self.host.count("unsupported_critical_payload", str(e))
+        except m.MalformedMessage as e:
+            self.host.count("invalid_syntax", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)}: {e}")
+
+    def _receive(self, data, msg, now, local_port, remote_port):
+        if self.state == DEAD:
+            return
+        if msg.is_response:
+            p = self.pending
+            if p is None or msg.message_id != p["id"] or msg.exchange != p["exchange"]:
+                return self.host.count("invalid_message_id", f"response {msg.message_id}: no such request")
+            if msg.exchange == m.IKE_SA_INIT:
+                return self._on_init_response(data, msg, now)
+            payloads = self._open(data, msg)
+            if payloads is None:
+                return
+            if msg.exchange == m.IKE_AUTH and self.state == AUTH_SENT:
+                return self._on_auth_response(payloads, now)
+            self.pending = None
+            if getattr(self, "deleting", False):
+                self._die()
+            return
+        # a request from the peer
+        if msg.message_id == self.peer_next_id - 1 and self.last_response:
+            if msg.exchange == m.IKE_SA_INIT:
+                if data == self.msg1:
+                    self.host.send(self, self.last_response[1])
+                return
+            if self._open(data, msg) is not None:      # our response was lost: same answer
+                self.host.send(self, self.last_response[1])
+            return
+        if msg.message_id != self.peer_next_id:
+            return self.host.count("invalid_message_id", f"request {msg.message_id}, expected {self.peer_next_id}")
+        payloads = self._open(data, msg)
+        if payloads is None:
+            return
+        if (local_port, remote_port) != (self.local_port, self.remote_port):
+            self.local_port, self.remote_port = local_port, remote_port   # the peer moved (4500)
+        try:
+            if msg.exchange == m.IKE_AUTH and self.state == INIT_DONE:
+                return self._on_auth_request(payloads, now)
+            if self.state != ESTABLISHED:
+                raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax",
+                               f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} request in state {self.state}")
+            if msg.exchange == m.INFORMATIONAL:
+                return self._on_informational(payloads, now)
+            if msg.exchange == m.CREATE_CHILD_SA:
+                self.host.count("no_additional_sas", "CREATE_CHILD_SA (rekey) is not supported yet")
+                return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(m.N_NO_ADDITIONAL_SAS)])
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"unknown exchange {msg.exchange}")
+        except m.MalformedMessage as e:
+            # it authenticated, so the peer deserves to hear why (RFC 7296 2.21.2)
+            self.host.count("invalid_syntax", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)}: {e}")
+            self._respond_next(msg.exchange, [m.notify_payload(m.N_INVALID_SYNTAX)])
+            if self.state == INIT_DONE:
+                self._die()
+        except IkeError as e:
+            self.host.count(e.reason, e.text)
+            self._respond_next(msg.exchange, [m.notify_payload(e.notify)])
+            if self.state == INIT_DONE:
+                self._die()
+
+    def _respond_next(self, exchange, payloads):
+        self._respond(exchange, self.peer_next_id, payloads)
+        self.peer_next_id += 1
+
+    def _open(self, data, msg):
+        """The payloads inside msg's SK payload, or None (counted) if it does not verify."""
+        if self.keys is None:
+            self.host.count("invalid_syntax", "protected message before keys")
+            return None
+        sk_e = self.keys.sk_er if self.initiator else self.keys.sk_ei
+        try:
+            return crypto.open_sk(data, msg, sk_e)
+        except crypto.AuthFailed:
+            self.host.count("integrity_failed", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} "
+                            f"{msg.message_id}: ICV does not verify")
+            return None
+
+    def _on_informational(self, payloads, now):
+        reply, gone = [], False
+        for p in payloads:
+            if p.type == m.PL_DELETE:
+                proto, spis = m.decode_delete(p.body)
+                if proto == m.PROTO_IKE:
+                    gone = True
+                elif proto == m.PROTO_ESP:
+                    ours = []
+                    for spi in spis:
+                        child = next((ch for ch in self.children
+                                      if struct.pack("!I", ch.spi_out) == spi), None)
+                        if child:
+                            self.children.remove(child)
+                            self.host.child_down(self, child)
+                            ours.append(struct.pack("!I", child.spi_in))
+                    if ours:
+                        reply.append(m.Payload(m.PL_DELETE, m.encode_delete(m.PROTO_ESP, ours)))
+            elif p.type == m.PL_NOTIFY:
+                n = m.decode_notify(p.body)
+                if n.type == m.N_AUTHENTICATION_FAILED:
+                    # the initiator refused our AUTH: drop what we installed
+                    self.host.count("authentication_failed", "the peer refused our AUTH (PSK or ID mismatch?)")
+                    gone = True
+        self._respond_next(m.INFORMATIONAL, reply)
+        if gone:
+            self._die()
+
+    def delete(self, now):
+        """Send a Delete for the whole IKE SA; it is gone when answered (or given up)."""
+        if self.state == ESTABLISHED and self.pending is None:
+            self.deleting = True
+            self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(m.PROTO_IKE, []))], now)
+        else:
+            self._die()
+
+    def show(self, now):
+        c = self.config
+        return {"peer": f"{c.remote_ip}[{self.remote_port}]", "local": f"{c.local_ip}[{self.local_port}]",
+                "role": "initiator" if self.initiator else "responder", "state": self.state,
+                "spi_i": self.spi_i.hex(), "spi_r": self.spi_r.hex(),
+                "local_id": format_identity(c.local_id),
+                "remote_id": format_identity(self.peer_id or c.remote_id),
+                "algorithms": str(self.choice) if self.choice else None,
+                "nat": ("local " if self.nat_local else "") + ("remote" if self.nat_remote else "") or "none",
+                "established_s": round(now - self.established_at, 1) if self.established_at else None,
+                "expires_s": round(c.lifetime - (now - self.established_at), 1) if self.established_at else None,
+                "message_ids": {"ours": self.my_next_id, "peer": self.peer_next_id},
+                "children": [{"spi_in": f"0x{ch.spi_in:08x}", "spi_out": f"0x{ch.spi_out:08x}",
+                              "algorithms": f"aes{ch.encr_bits}gcm16-{'esn' if ch.esn else 'noesn'}",
+                              "mode": "transport",
+                              "ts_local": [_ts_text(t) for t in ch.ts_local],
+                              "ts_remote": [_ts_text(t) for t in ch.ts_remote]} for ch in self.children]}
+
+
+def _get(payloads, ptype):
+    return next((p for p in payloads if p.type == ptype), None)
+
+
+def _ts_text(ts):
+    addr = ts.start_addr if ts.start_addr == ts.end_addr else f"{ts.start_addr}-{ts.end_addr}"
+    ports = str(ts.start_port) if ts.start_port == ts.end_port else f"{ts.start_port}-{ts.end_port}"
+    return f"{addr}[{'udp' if ts.protocol == 17 else ts.protocol}/{ports}]"

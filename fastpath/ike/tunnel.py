@@ -1,0 +1,243 @@
+"""IKEv2 for one tunnel port: its IKE SAs, the ESP SAs their CHILD_SAs install, and the
+choice of when to initiate.
+
+Options (on a vxlan port with options:ike=true): psk (required), local_id/remote_id
+(default: the gateways' addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
+offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
+preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
+no IKE SA is up or being set up; false: wait for the peer).
+
+Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
+and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
+(`show errors`) and in `show ike`, with one log line each.
+"""
+import ipaddress
+import logging
+import os
+import struct
+
+from fastpath.crypto.sa import SecurityAssociation
+from fastpath.ike import message as m
+from fastpath.ike.proposals import VXLAN_PORT
+from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_SENT, IkeConfig, IkeSa, parse_identity
+
+log = logging.getLogger("fastpath.ike")
+
+RETRY_FIRST, RETRY_MAX = 2.0, 60.0     # re-initiation after a failure: doubling, capped
+NON_ESP_MARKER = bytes(4)
+
+# what handshake-input counts for IKE (show errors), by reason
+ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSEN)"),
+          ("authentication_failed", "IKE: authentication failed (PSK or ID mismatch?)"),
+          ("invalid_ke_payload", "IKE: DH group mismatch (INVALID_KE_PAYLOAD)"),
+          ("invalid_syntax", "IKE: malformed message (INVALID_SYNTAX)"),
+          ("unsupported_critical_payload", "IKE: unknown critical payload"),
+          ("integrity_failed", "IKE: protected message whose ICV does not verify"),
+          ("invalid_message_id", "IKE: message ID outside the window"),
+          ("unknown_spi", "IKE: message for no IKE SA we have"),
+          ("ts_unacceptable", "IKE: traffic selectors refused (TS_UNACCEPTABLE)"),
+          ("no_additional_sas", "IKE: CREATE_CHILD_SA refused (not supported yet)"),
+          ("retransmit_timeout", "IKE: request unanswered after every retransmission"))
+
+
+def is_ike(options):
+    return str(options.get("ike", "false")).lower() == "true"
+
+
+def config_from_options(o):
+    psk = o.get("psk")
+    if psk is None or not str(psk):
+        raise ValueError("options:ike=true needs a non-empty options:psk")
+    esn = str(o.get("esn", "")).lower()
+    esns = {"true": (True,), "false": (False,), "": (True, False)}.get(esn)
+    if esns is None:
+        raise ValueError(f"options:esn must be true or false, not {o['esn']!r}")
+    c = IkeConfig(o["local_ip"], o["remote_ip"], str(psk).encode(), esns=esns)
+    if o.get("local_id"):
+        c.local_id = parse_identity(str(o["local_id"]))
+    if o.get("remote_id"):
+        c.remote_id = parse_identity(str(o["remote_id"]))
+    return c
+
+
+class IkeTunnel:
+    """The IKE side of a vpn.Tunnel: the host of its IkeSa objects."""
+
+    def __init__(self, tunnel):
+        self.tunnel = tunnel
+        o = tunnel.port.options
+        self.config = config_from_options(o)
+        self.initiate = str(o.get("ike_initiate", "true")).lower() != "false"
+        self.sas = []
+        self.child_sas = {}            # spi_in -> (IkeSa, ChildSa, inbound SecurityAssociation, outbound)
+        self.counters = {name: 0 for name, _ in ERRORS}
+        self.counters.update(ike_sas=0, child_sas=0)
+        self.retry_at = None           # set at the first tick: start when the tunnel comes up
+        self.retry_wait = RETRY_FIRST
+        # the selectors name udp/4789 at both ends: send VXLAN from 4789 too
+        tunnel.vpn.sw.each("vxlan-encap").set_source_port(tunnel.port.sw_if_index, VXLAN_PORT)
+
+    @property
+    def name(self):
+        return self.tunnel.port.name
+
+    # ---- the host interface of IkeSa ----
+
+    def send(self, sa, data):
+        self.send_reply(data, sa.local_port, sa.remote_port)
+
+    def send_reply(self, data, local_port, remote_port):
+        if local_port == 4500:
+            data = NON_ESP_MARKER + data            # RFC 3948 2.2: IKE on the NAT-T port
+        self.tunnel._send(data, sport=local_port, dport=remote_port)
+
+    def new_spi(self):
+        decrypt = self.tunnel.vpn.decrypt
+        while True:
+            spi = struct.unpack("!I", os.urandom(4))[0]
+            if spi >= 256 and spi not in decrypt.sas and spi not in self.child_sas:
+                return spi
+
+    def first_contact(self, sa):
+        return not any(s.state == ESTABLISHED for s in self.sas if s is not sa)
+
+    def established(self, sa):
+        self.counters["ike_sas"] += 1
+        self.retry_wait = RETRY_FIRST
+        log.info("%s: IKE SA up with %s as %s, %s (SPIs %s/%s)", self.name, self.config.remote_ip,
+                 "initiator" if sa.initiator else "responder", sa.choice, sa.spi_i.hex(), sa.spi_r.hex())
+        if sa.initial_contact:
+            # the peer (re)started: whatever we had with it is stale (RFC 7296 2.4)
+            for old in [s for s in self.sas if s is not sa and s.state == ESTABLISHED]:
+                old._die()
+
+    def child_up(self, sa, child):
+        t = self.tunnel
+        common = dict(esn=child.esn, replay_window=t.replay_window or 64, encap=t.encap)
+        sa_in = SecurityAssociation(child.spi_in, child.key_in, direction="in", **common)
+        sa_out = SecurityAssociation(child.spi_out, child.key_out, direction="out", **common)
+        t.install_inbound(sa_in)
+        t.use_outbound(sa_out)
+        self.child_sas[child.spi_in] = (sa, child, sa_in, sa_out)
+        self.counters["child_sas"] += 1
+        log.info("%s: CHILD_SA up with %s: aes%dgcm16 esn %s, in 0x%08x out 0x%08x", self.name,
+                 self.config.remote_ip, child.encr_bits, "on" if child.esn else "off",
+                 child.spi_in, child.spi_out)
+
+    def child_down(self, sa, child):
+        t = self.tunnel
+        entry = self.child_sas.pop(child.spi_in, None)
+        if entry is None:
+            return
+        t.vpn.decrypt.remove_sa(child.spi_in)
+        t.inbound.pop(child.spi_in, None)
+        if t.out is not None and t.out[1] is entry[3]:
+            live = [e for e in self.child_sas.values() if e[0].state == ESTABLISHED]
+            if live:
+                t.use_outbound(live[-1][3])
+            else:
+                t.vpn.encrypt.remove_outbound(t.out[0])
+                t.out = None
+                t.port.sa_index = 0
+                t.vpn.sw.each("vxlan-encap").set_sa(t.port.sw_if_index, 0)
+        log.info("%s: CHILD_SA in 0x%08x out 0x%08x deleted", self.name, child.spi_in, child.spi_out)
+
+    def ike_down(self, sa):
+        for child in list(sa.children):
+            self.child_down(sa, child)
+        if sa in self.sas:
+            self.sas.remove(sa)
+        if sa.established_at is not None:
+            log.info("%s: IKE SA %s/%s with %s down", self.name, sa.spi_i.hex(), sa.spi_r.hex(),
+                     self.config.remote_ip)
+
+    def count(self, reason, text):
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+        node = self.tunnel.vpn.handshake
+        if reason in node.error_names():
+            node.count(reason)
+        log.warning("%s: IKE with %s: %s", self.name, self.config.remote_ip, text)
+
+    # ---- input ----
+
+    def receive(self, data, local_port, remote_port, now):
+        """One IKE message from the peer (the non-ESP marker already stripped)."""
+        try:
+            msg = m.decode(data)
+        except m.UnsupportedCritical as e:
+            return self.count("unsupported_critical_payload", str(e))
+        except m.MalformedMessage as e:
+            self.count("invalid_syntax", f"malformed message: {e}")
+            return self._syntax_reply(data, local_port, remote_port)
+        if msg.exchange == m.IKE_SA_INIT and not msg.is_response and msg.spi_r == bytes(8):
+            sa = next((s for s in self.sas if not s.initiator and s.spi_i == msg.spi_i), None)
+            if sa is not None:
+                return sa.receive(data, msg, now, local_port, remote_port)   # a retransmission
+            return self._new_responder(data, msg, now, local_port, remote_port)
+        sa = next((s for s in self.sas if s.spi_i == msg.spi_i and
+                   (s.spi_r == msg.spi_r or (s.state == INIT_SENT and msg.exchange == m.IKE_SA_INIT))), None)
+        if sa is None:
+            return self.count("unknown_spi", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} for IKE SA "
+                              f"{msg.spi_i.hex()}/{msg.spi_r.hex()}: no such SA")
+        sa.receive(data, msg, now, local_port, remote_port)
+
+    def _new_responder(self, data, msg, now, local_port, remote_port):
+        mine = [s for s in self.sas if s.initiator and s.state == INIT_SENT]
+        if mine and ipaddress.IPv4Address(self.config.local_ip) > ipaddress.IPv4Address(self.config.remote_ip):
+            # both ends initiated at once: the one with the lower address stays initiator
+            for s in mine:
+                s.pending = None
+                s.state = DEAD
+                self.sas.remove(s)
+        try:
+            sa = IkeSa.respond_init(self.config, self, data, msg, now, local_port, remote_port)
+        except m.MalformedMessage as e:
+            self.count("invalid_syntax", f"IKE_SA_INIT: {e}")
+            return self._syntax_reply(data, local_port, remote_port)
+        if sa is not None:
+            self.sas.append(sa)
+
+    def _syntax_reply(self, data, local_port, remote_port):
+        """An IKE_SA_INIT request we cannot parse gets an unprotected INVALID_SYNTAX
+        (RFC 7296 2.21.1), or INVALID_MAJOR_VERSION; anything else is only counted."""
+        try:
+            spi_i, spi_r, _, version, exchange, flags, mid, _ = m.parse_header(data)
+        except m.MalformedMessage:
+            return
+        if exchange == m.IKE_SA_INIT and not flags & m.F_RESPONSE and spi_r == bytes(8) and mid == 0:
+            # RFC 7296 2.5: another major version is told which one we speak
+            ntype, vdata = ((m.N_INVALID_MAJOR_VERSION, b"") if version >> 4 != 2
+                            else (m.N_INVALID_SYNTAX, b""))
+            self.send_reply(m.encode(m.Message(spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0,
+                                               [m.notify_payload(ntype, vdata)])),
+                            local_port, remote_port)
+
+    # ---- time ----
+
+    def tick(self, now):
+        for sa in list(self.sas):
+            sa.tick(now)
+        if not self.initiate:
+            return
+        if self.retry_at is None:
+            self.retry_at = now
+        busy = any(s.state != DEAD for s in self.sas)
+        if not busy and now >= self.retry_at:
+            sa = IkeSa(self.config, self, True, now)
+            self.sas.append(sa)
+            sa.start(now)
+            self.retry_at = now + self.retry_wait        # if this one fails too
+            self.retry_wait = min(self.retry_wait * 2, RETRY_MAX)
+
+    def close(self):
+        """The tunnel is going away: say so to the peer (best effort), forget everything."""
+        for sa in list(self.sas):
+            if sa.state == ESTABLISHED:
+                sa.delete(0.0)
+            sa.pending = None
+            sa.state = DEAD
+        self.sas.clear()
+        self.child_sas.clear()
+
+    def show(self, now):
+        return [{"tunnel": self.name, **sa.show(now)} for sa in self.sas]
