@@ -369,7 +369,10 @@ def test_top_shows_rates_while_traffic_flows(site):
     # nodes: ns/pkt, pkts/s, vec/call, %CPU
     for node in ("d1-input", "ethernet-input", "l2-learn", "l2-fwd", "d2-output"):
         ns_pkt, pps, vpc, _ = row(node)
-        assert float(ns_pkt) > 0 and pps != "0" and float(vpc) > 0, (node, last)
+        # an input node is also called by every empty poll (the dispatcher polls on for a
+        # while after each frame), so its vectors per call may round to 0, as a polling
+        # input node's does in VPP's show runtime
+        assert float(ns_pkt) > 0 and pps != "0" and (float(vpc) > 0 or node == "d1-input"), (node, last)
     # interfaces: rx pkts/s, rx Mb/s, rx drops/s, tx pkts/s, tx Mb/s, tx drops/s
     assert row("d1")[0] != "0" and row("d2")[3] != "0", last
     # the node list is sorted by cost: the first row costs the most
