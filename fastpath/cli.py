@@ -52,10 +52,11 @@ def main(argv=None):
                    help="the same settings in key=value form")
     r.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics on "
                    "http://ADDR:PORT/metrics (e.g. 127.0.0.1:9482; port 0 picks a free one)")
-    r.add_argument("--busy-poll-us", metavar="US", type=float, default=200.0,
+    r.add_argument("--busy-poll-us", metavar="US", type=float, default=20000.0,
                    help="keep polling this long after the last frame before sleeping on the "
-                        "interfaces (default 200: a reply to what was just sent is taken at "
-                        "once; larger: lower latency at low load for more CPU; 0: sleep at once)")
+                        "interfaces (default 20000: while frames come at least every 20 ms "
+                        "the switch never waits for a wake-up; it yields the CPU to anyone "
+                        "who wants it meanwhile. 0: sleep at once, the least CPU)")
     r.add_argument("-v", "--verbose", action="store_true", help="log every command")
     r.set_defaults(func=cmd_run)
 

@@ -213,7 +213,7 @@ def cmd_run(args):
                         format="%(asctime)s fastpath[%(process)d] %(levelname)s %(message)s")
     from fastpath.control import CommandError, Control
     from fastpath.switch import Switch
-    if not 0 <= getattr(args, "busy_poll_us", 200.0) <= 1e6:
+    if not 0 <= getattr(args, "busy_poll_us", 20000.0) <= 1e6:
         log.error("--busy-poll-us %s: 0..1000000 expected", args.busy_poll_us)
         return 2
     if args.buffers < 256:
@@ -225,7 +225,7 @@ def cmd_run(args):
         log.error("%s", e)
         return 2
     sw = Switch(n_buffers=args.buffers, workers=workers)
-    sw.graph.idle_spin_us = getattr(args, "busy_poll_us", 200.0)
+    sw.graph.idle_spin_us = getattr(args, "busy_poll_us", 20000.0)
     control = Control(sw)
     server = ControlServer(args.control, control, sw.graph, group=args.control_group)
     try:

@@ -21,6 +21,9 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, nanosleep
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
 from fastpath.graph.buffer cimport BufferPool, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.graph.trace import Tracer
@@ -571,6 +574,9 @@ cdef class Graph:
                 if got == 0:
                     until = min(last_frame + spin_ns, serviced + CONTROL_INTERVAL_NS)
                     while got == 0 and not self.stopping and now_ns() < until:
+                        # the CPU goes to anyone else who wants it (on a small machine: the
+                        # very hosts whose frames this waits for), the poll goes on otherwise
+                        sched_yield()
                         got = self.run_once_c()
             t = now_ns()
             if got:
