@@ -235,7 +235,7 @@ def test_handshake_features_echo_barrier(controlled):
     peer.send(c.message(c.FEATURES_REQUEST, 5))
     v, t, xid, msg = peer.recv()
     assert (t, xid) == (c.FEATURES_REPLY, 5)
-    assert c.parse_features_reply(msg[8:]) == (0xAB, 0, 1)
+    assert c.parse_features_reply(msg[8:]) == (0xAB, 0, 16)          # tables
     peer.send(c.message(c.ECHO_REQUEST, 6, b"ping"))
     assert peer.recv()[1:] == (c.ECHO_REPLY, 6, c.message(c.ECHO_REPLY, 6, b"ping"))
     assert peer.request(c.switch_config(c.SET_CONFIG, 7, 0, 96)) == []
@@ -251,19 +251,20 @@ def bad_flow_mod(**kw):
 
 
 @pytest.mark.parametrize("msg,err", [
-    (bad_flow_mod(table_id=1), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
+    (bad_flow_mod(table_id=16), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
     (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
-    (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ip_proto
-    (bad_flow_mod(match_fields=[(c.OXM_VLAN_VID, 0x1000, 0x1000)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
+    (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),      # ip_proto, no eth_type
+    (bad_flow_mod(match_fields=[(c.OXM_ETH_TYPE, 0x800, 0xff00)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
+    (bad_flow_mod(match_fields=[(28, 1, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ipv6_flabel
     (bad_flow_mod(match_fields=[(c.OXM_VLAN_PCP, 3, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),
-    (bad_flow_mod(instructions=c.goto_table(1)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
-    (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_CLEAR_ACTIONS, 8)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
-    (bad_flow_mod(instructions=c.apply_actions([("raw", 24, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # dec_nw_ttl
+    (bad_flow_mod(instructions=c.goto_table(0)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),  # not later
+    (bad_flow_mod(instructions=c.goto_table(16)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
+    (bad_flow_mod(instructions=struct.pack("!HH4xI4x", c.IT_METER, 16, 1)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    (bad_flow_mod(instructions=c.apply_actions([("raw", 11, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # copy_ttl_out
     (bad_flow_mod(instructions=c.apply_actions([("output", 9)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
     (bad_flow_mod(instructions=c.apply_actions([("push_vlan", 0x0800)])), (c.ET_BAD_ACTION, c.BAC_BAD_ARGUMENT)),
-    (bad_flow_mod(instructions=c.apply_actions([("set_field", c.OXM_ETH_SRC, 1)])), (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),
-    (bad_flow_mod(hard_timeout=10), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TIMEOUT)),
-    (bad_flow_mod(flags=c.FF_CHECK_OVERLAP), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
+    (bad_flow_mod(instructions=c.apply_actions([("set_field", 26, 1)])), (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),  # ipv6_src
+    (bad_flow_mod(flags=c.FF_NO_PKT_COUNTS), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
     (bad_flow_mod(buffer_id=7), (c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN)),
     (c.message(c.FLOW_MOD, 0x33, bytes(30)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),          # truncated
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
@@ -272,7 +273,7 @@ def bad_flow_mod(**kw):
     (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
-    (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=3)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
+    (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=16)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
     (c.multipart_request(0x33, c.MP_PORT_STATS, struct.pack("!I4x", 42)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
     (c.packet_out(0x33, 42, [("output", 2)], bytes(60)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
     (c.packet_out(0x33, c.OFPP_CONTROLLER, [("output", 2)], bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_PACKET)),

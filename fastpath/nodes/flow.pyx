@@ -404,6 +404,10 @@ cdef class FlowTable:
         """The installed Flow with the same table, priority and match, or None."""
         return self._identical.get(self._key(flow))
 
+    def identical_to(self, int table, int priority, value, mask):
+        """The installed Flow with this table, priority and match words, or None."""
+        return self._identical.get((table, priority, tuple(value), tuple(mask)))
+
     def install(self, flow):
         """Put a compiled Flow in its table, replacing an identical one (returned)."""
         old = self._identical.get(self._key(flow))
@@ -527,6 +531,12 @@ cdef class FlowTable:
             p += self.c.packets[w * self.c.cap + rid]
             o += self.c.octets[w * self.c.cap + rid]
         flow.n_packets, flow.n_bytes = p, o
+
+    def counters(self, flow):
+        """An installed Flow's n_packets and n_bytes, brought up to date."""
+        if flow.id >= 0:
+            self._sync(flow)
+        return flow.n_packets, flow.n_bytes
 
     def sync_counters(self):
         """Fold the workers' rows into the Flows (a racing increment shows next time)."""
