@@ -450,8 +450,8 @@ def format_match(m: Match) -> str:
         if value is not None:
             import ipaddress
             cls = ipaddress.IPv4Network if name.startswith("nw") else ipaddress.IPv6Network
-            parts.append(f"{name}={cls((value[0], bin(value[1]).count('1')))}"
-                         .replace("/32", "").replace("/128", ""))
+            net = cls((value[0], bin(value[1]).count("1")))
+            parts.append(f"{name}={net.network_address if net.prefixlen == net.max_prefixlen else net}")
     for name in ("tp_src", "tp_dst"):
         if getattr(m, name) is not None:
             parts.append(f"{name}={getattr(m, name)}")

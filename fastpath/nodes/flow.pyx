@@ -598,13 +598,14 @@ cdef inline void csum_replace(uint8_t *field, uint32_t old, uint32_t new, bint p
     wr16(field, s if partial else ~s & 0xffff)
 
 
-cdef inline uint8_t *l4_csum(BufferPool pool, uint32_t b, uint8_t *ip, uint8_t proto, int hl) noexcept nogil:
-    """The TCP/UDP checksum field of an unfragmented IPv4 packet, or NULL (none, or UDP 0)."""
+cdef inline uint8_t *l4_csum(uint8_t *ip, int avail, int hl) noexcept nogil:
+    """The TCP/UDP checksum field of an unfragmented IPv4 packet of avail bytes, or NULL
+    (none there, or UDP's 0: no checksum)."""
     if (rd16(ip + 6) & 0x3fff) != 0:
         return NULL
-    if proto == 6:
+    if ip[9] == 6 and avail >= hl + 18:
         return ip + hl + 16
-    if proto == 17 and rd16(ip + hl + 6) != 0:
+    if ip[9] == 17 and avail >= hl + 8 and rd16(ip + hl + 6) != 0:
         return ip + hl + 6
     return NULL
 
@@ -737,18 +738,16 @@ cdef class FlowClassify(L2Node):
             old32 = rd32(ip + k)
             wr32(ip + k, <uint32_t> o.value)
             csum_replace(ip + 10, old32, <uint32_t> o.value, False)
-            if self.pool.length[b] >= <uint32_t> (l3 + hl + 20):
-                cs = l4_csum(self.pool, b, ip, ip[9], hl)
-                if cs != NULL:              # the pseudo-header carries the addresses
-                    csum_replace(cs, old32, <uint32_t> o.value, partial)
+            cs = l4_csum(ip, self.pool.length[b] - l3, hl)
+            if cs != NULL:                  # the pseudo-header carries the addresses
+                csum_replace(cs, old32, <uint32_t> o.value, partial)
             return 1
         if (ip[9] == 6 or ip[9] == 17) and self.pool.length[b] >= <uint32_t> (l3 + hl + 8) \
                 and (rd16(ip + 6) & 0x1fff) == 0:
             k = hl if kind == A_SET_TP_SRC else hl + 2
             old16 = rd16(ip + k)
             wr16(ip + k, <uint16_t> o.value)
-            cs = l4_csum(self.pool, b, ip, ip[9], hl) \
-                if self.pool.length[b] >= <uint32_t> (l3 + hl + 20) or ip[9] == 17 else NULL
+            cs = l4_csum(ip, self.pool.length[b] - l3, hl)
             if cs != NULL and not partial:  # a partial sum covers no ports: the sender adds them
                 csum_replace(cs, old16, <uint16_t> o.value, False)
             return 1
