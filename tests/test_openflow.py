@@ -540,3 +540,65 @@ def test_config_round_trip(tmp_path):
     finally:
         sw.close()
         sw2.close()
+
+
+def test_multi_table_flow_mods_timeouts_and_flow_removed(controlled):
+    """What Faucet sends: tables chained with goto_table, identical ADD replaces, MODIFY_STRICT,
+    CHECK_OVERLAP, table=ALL deletes by out_port, timeouts with SEND_FLOW_REM."""
+    sw, ctl, peer = controlled
+    goto = lambda t: c.goto_table(t)
+    fm = lambda cmd, fields, inst=b"", **kw: peer.request(c.flow_mod(1, cmd, fields, inst, **kw))
+    vlan10 = [(c.OXM_VLAN_VID, 0x100A, None)]
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions(
+        [("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x100A)]) + goto(1), priority=10) == []
+    assert fm(c.FC_ADD, vlan10, goto(2), table_id=1, priority=10) == []
+    assert fm(c.FC_ADD, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=10) == []
+    f = frame()
+    assert send(sw, "p1", f) == {"p2": [bytes(f)]}
+    # identical ADD replaces (one flow, the new actions)
+    assert fm(c.FC_ADD, vlan10, c.apply_actions([("pop_vlan",), ("output", 3)]),
+              table_id=2, priority=10) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("table=2") == 1
+    assert send(sw, "p1", f) == {"p3": [bytes(f)]}
+    # MODIFY_STRICT: only the flow with this priority and match
+    assert fm(c.FC_MODIFY_STRICT, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=11) == []
+    assert send(sw, "p1", f) == {"p3": [bytes(f)]}
+    assert fm(c.FC_MODIFY_STRICT, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=10) == []
+    assert send(sw, "p1", f) == {"p2": [bytes(f)]}
+    # CHECK_OVERLAP: same priority, overlapping match refused; a disjoint one is fine
+    replies = fm(c.FC_ADD, [], c.apply_actions([("output", 3)]), table_id=2, priority=10,
+                 flags=c.FF_CHECK_OVERLAP)
+    assert errors_of(replies) == [((c.ET_FLOW_MOD_FAILED, c.FMFC_OVERLAP), 1)]
+    assert fm(c.FC_ADD, [(c.OXM_VLAN_VID, 0x100B, None)], c.apply_actions([("output", 3)]),
+              table_id=2, priority=10, flags=c.FF_CHECK_OVERLAP) == []
+    # table=ALL delete filtered by out_port: only the flows that output to 3
+    assert fm(c.FC_DELETE, [], table_id=c.OFPTT_ALL, out_port=3) == []
+    dump = ctl.execute(["dump-flows", "br0"])
+    assert "output:3" not in dump and "output:2" in dump and len(dump.splitlines()) == 4  # + NORMAL
+    # TABLE stats per table
+    replies = peer.request(c.multipart_request(5, c.MP_TABLE))
+    body = c.parse_multipart_reply(replies[0][3][8:])[2]
+    assert len(body) == 24 * 16 and struct.unpack_from("!B3xI", body, 24 * 2) == (2, 1)
+    # timeouts run off the packet path; SEND_FLOW_REM brings FLOW_REMOVED with the reason
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+              table_id=0, priority=50, hard_timeout=1, flags=c.FF_SEND_FLOW_REM, cookie=0x99) == []
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 2, None)], c.apply_actions([("output", 1)]),
+              table_id=0, priority=50, idle_timeout=1, flags=c.FF_SEND_FLOW_REM, cookie=0x98) == []
+    removed = {}
+    deadline = time.monotonic() + 6
+    while len(removed) < 2 and time.monotonic() < deadline:
+        m = peer.recv()
+        if m[1] == c.FLOW_REMOVED:
+            cookie, prio, reason, table = struct.unpack_from("!QHBB", m[3], 8)
+            removed[cookie] = (prio, reason, table)
+    assert removed == {0x99: (50, c.RR_HARD_TIMEOUT, 0), 0x98: (50, c.RR_IDLE_TIMEOUT, 0)}
+    assert "priority=50" not in ctl.execute(["dump-flows", "br0"])
+    # deleting a flow that asked for it says so too
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+              priority=60, flags=c.FF_SEND_FLOW_REM, cookie=0x97) == []
+    replies = fm(c.FC_DELETE_STRICT, [(c.OXM_IN_PORT, 3, None)], priority=60)
+    assert [(m[1], struct.unpack_from("!QHBB", m[3], 8)[2]) for m in replies] == \
+        [(c.FLOW_REMOVED, c.RR_DELETE)]

@@ -400,10 +400,6 @@ cdef class FlowTable:
     def _key(self, flow):
         return (flow.rule.table, flow.rule.priority, flow.value, flow.mask)
 
-    def identical(self, flow):
-        """The installed Flow with the same table, priority and match, or None."""
-        return self._identical.get(self._key(flow))
-
     def identical_to(self, int table, int priority, value, mask):
         """The installed Flow with this table, priority and match words, or None."""
         return self._identical.get((table, priority, tuple(value), tuple(mask)))
@@ -485,17 +481,6 @@ cdef class FlowTable:
         for f in list(flows):
             if f.id >= 0:
                 self.uninstall(f)
-
-    def rewrite(self, edit):
-        """Replace the rules with edit(list of Flow): those left out are removed, new ones
-        installed."""
-        before = self.flows
-        after = list(edit(list(before)))
-        keep = {id(f) for f in after}
-        self.remove(f for f in before if id(f) not in keep)
-        for f in after:
-            if f.id < 0:
-                self.install(f)
 
     def delete(self, text=None):
         """ovs-ofctl del-flows: all rules, or those whose match includes the given fields
