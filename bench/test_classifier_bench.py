@@ -13,7 +13,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from fastpath import ofsyntax
 from fastpath.nodes.classifier import Classifier
-from fastpath.nodes.flow import match_words
+from fastpath.nodes.flowtable import match_words
 from fastpath.switch import Switch
 
 LOOKUPS = 256 * 400

@@ -1,8 +1,9 @@
 """Faucet (PyPI `faucet`, in its own virtualenv: scripts/setup.sh makes it) drives a fastpath
 bridge over OpenFlow 1.3, with hosts in network namespaces on veths (AF_PACKET ports) on two
 VLANs: hosts in one VLAN reach each other and hosts in different VLANs do not, Faucet learns
-the hosts through PACKET_IN (its Prometheus `learned_l2_port`), and a port whose link goes
-down reaches it as PORT_STATUS (`port_status` 0)."""
+the hosts through PACKET_IN (its Prometheus `learned_l2_port`), a port whose link goes
+down reaches it as PORT_STATUS (`port_status` 0), and fastpath reconnects by itself after
+Faucet restarts."""
 import os
 import socket
 import subprocess
@@ -187,6 +188,16 @@ def test_faucet_drives_a_bridge_with_two_vlans(tmp_path):
             wait(lambda: faucet.value("port_status", dp_id=hex(DP_ID), port=2) == 1, 15,
                  "PORT_STATUS link up to reach Faucet")
             assert wait(lambda: ping(h1, "10.0.0.2"), 30, "h1 -> h2 again after the link came back")
+
+            # a Faucet restart is survived: fastpath reconnects by itself
+            faucet.stop()
+            wait(lambda: not fp.do("get-controller", "br0", fmt="json")[0]["connected"], 30,
+                 "the switch to see it go")
+            faucet.start()
+            wait(lambda: faucet.value("dp_status", dp_id=hex(DP_ID)) == 1, 60,
+                 "Faucet to see the datapath again", state)
+            assert wait(lambda: ping(h3, "10.0.0.4"), 30, "h3 -> h4 after the restart", state)
+            assert not ping(h1, "10.0.0.3")
         finally:
             if getattr(faucet, "proc", None):
                 faucet.stop()

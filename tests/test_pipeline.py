@@ -8,7 +8,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from fastpath.nodes.classifier import Classifier
-from fastpath.nodes.flow import match_words
+from fastpath.nodes.flowtable import match_words
 from fastpath import ofsyntax
 from l2util import check_pools, make_switch, send
 

@@ -11,7 +11,7 @@ expire(), called from the agent's timer: never on the packet path.
 import time
 
 from fastpath import ofsyntax
-from fastpath.nodes.flow import covers, match_words
+from fastpath.nodes.flowtable import covers, match_words
 from fastpath.openflow import codec as c
 from fastpath.openflow import translate as tr
 
