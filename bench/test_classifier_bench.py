@@ -3,12 +3,13 @@
 masked multicast rule above them, a priority-0 miss rule: three masks), next to a naive
 Python classifier (a dict per mask, probed in priority order) over the same rules and
 keys, in the same run; and the whole pipeline (in-memory ports, table 0 -> table 1 with
-those rules -> output) at the same sizes."""
+those rules -> output) at the same sizes, beside the NORMAL learning switch forwarding the
+same frames (ratio_to_normal)."""
 import random
 
 import numpy as np
 import pytest
-from figures import record
+from figures import RESULTS, record
 from scapy.layers.l2 import Dot1Q, Ether
 
 from fastpath import ofsyntax
@@ -106,6 +107,43 @@ def test_classifier_lookups(benchmark, loaded):
         benchmark.extra_info["ratio_to_python"] = round(rate / py_rate, 1)
 
 
+def frames_to_hosts(n):
+    rng = random.Random(2)
+    return [bytes(Ether(src="02:00:00:00:00:01", dst=ofsyntax.int_to_mac(host_mac(rng.randrange(n))))
+                  / Dot1Q(vlan=VLAN) / bytes(42)) for _ in range(256)]
+
+
+def run_rounds(benchmark, sw, p1, p2, frames, packets=256 * 100):
+    p1.io[0].load(frames, loop=True, limit=0)
+    sent = p2.io[1].tx_packets
+    rounds = []
+
+    def round_():
+        p1.io[0].limit = packets
+        sw.graph.run_until_idle()
+        rounds.append(1)
+
+    benchmark.pedantic(round_, rounds=10, warmup_rounds=1)
+    assert p2.io[1].tx_packets - sent == len(rounds) * packets
+    assert sw.graph.errors() == []
+    return packets
+
+
+def test_normal_path_same_frames(benchmark):
+    """The baseline in the same run: the NORMAL learning switch (no flows) forwarding the
+    same frames to learned hosts (1 000 of them) on a trunk."""
+    sw = Switch(n_buffers=8192)
+    sw.add_br("br0")
+    p1 = sw.add_port("br0", "p1", type="pg", **{"options:keep": False})
+    p2 = sw.add_port("br0", "p2", type="pg", **{"options:keep": False})
+    hosts = [bytes(Ether(src=ofsyntax.int_to_mac(host_mac(i)), dst="02:00:00:00:00:01")
+                   / Dot1Q(vlan=VLAN) / bytes(42)) for i in range(1000)]
+    p2.io[0].load(hosts)
+    sw.graph.run_until_idle()
+    packets = run_rounds(benchmark, sw, p1, p2, frames_to_hosts(1000))
+    record(benchmark, "normal_path_1000_hosts", packets)
+
+
 @pytest.mark.parametrize("n", SIZES, ids=lambda n: f"{n}rules")
 def test_pipeline_two_tables(benchmark, n):
     """64-byte frames through pg-input -> ethernet-input -> flow-classify (table 0: in_port
@@ -120,24 +158,11 @@ def test_pipeline_two_tables(benchmark, n):
     for prio, m in rules(n):
         flows.add_rule(ofsyntax.FlowRule(prio, m, [ofsyntax.Action("output", 2)], 0, 1))
     sw.apply_flows("br0")
-    rng = random.Random(2)
-    frames = [bytes(Ether(src="02:00:00:00:00:01", dst=ofsyntax.int_to_mac(host_mac(rng.randrange(n))))
-                    / Dot1Q(vlan=VLAN) / bytes(42)) for _ in range(256)]
-    p1.io[0].load(frames, loop=True, limit=0)
-    packets = 256 * 100
-    sent = p2.io[1].tx_packets
-
-    rounds = []
-
-    def round_():
-        p1.io[0].limit = packets
-        sw.graph.run_until_idle()
-        rounds.append(1)
-
-    benchmark.pedantic(round_, rounds=10, warmup_rounds=1)
-    assert p2.io[1].tx_packets - sent == len(rounds) * packets
-    assert sw.graph.errors() == []
+    packets = run_rounds(benchmark, sw, p1, p2, frames_to_hosts(n))
     record(benchmark, f"pipeline_{n}_rules", packets)
+    normal = RESULTS.get("normal_path_1000_hosts")
+    if normal and not benchmark.disabled:
+        benchmark.extra_info["ratio_to_normal"] = round(benchmark.extra_info["mpps"] / normal["mpps"], 2)
     for r in sw.graph.runtime():
         if r["name"] == "flow-classify":
             benchmark.extra_info["ns/packet flow-classify"] = round(r["ns_per_packet"], 2)
