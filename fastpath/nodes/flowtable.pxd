@@ -82,6 +82,7 @@ cdef class FlowTable:
     cdef pipeline_t c
     cdef object _classifiers
     cdef object _by_id                    # rule id -> Flow
+    cdef object _by_table                 # per table: rule id -> Flow
     cdef object _free_ids
     cdef object _identical                # (table, priority, value, mask) -> Flow
     cdef object _seq

@@ -127,6 +127,7 @@ cdef class FlowTable:
         for t in range(N_TABLES):
             self.c.cls[t] = <void *> self._classifiers[t]
         self._by_id = {}
+        self._by_table = [{} for _ in range(N_TABLES)]       # rule id -> Flow, per table
         self._free_ids = []
         self._identical = {}
         self._seq = itertools.count()
@@ -255,6 +256,7 @@ cdef class FlowTable:
         flow.id = rid
         flow.seq = next(self._seq)
         self._by_id[rid] = flow
+        self._by_table[flow.rule.table][rid] = flow
         self._identical[self._key(flow)] = flow
         return old
 
@@ -267,6 +269,7 @@ cdef class FlowTable:
         self.c.rules[rid].ops = NULL
         self.c.rules[rid].n_ops = 0
         del self._by_id[rid]
+        del self._by_table[flow.rule.table][rid]
         if self._identical.get(self._key(flow)) is flow:
             del self._identical[self._key(flow)]
         self._free_ids.append(rid)
@@ -292,6 +295,14 @@ cdef class FlowTable:
 
     def __len__(self):
         return len(self._by_id)
+
+    def in_table(self, int table):
+        """The Flows of one table, in no particular order."""
+        return list(self._by_table[table].values()) if 0 <= table < N_TABLES else []
+
+    def __iter__(self):
+        """Every Flow, in no particular order (cheaper than .flows with many rules)."""
+        return iter(list(self._by_id.values()))
 
     @property
     def is_default(self):

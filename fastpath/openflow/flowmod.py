@@ -41,7 +41,7 @@ def select(flows, ports, table_id, match, strict=False, priority=None, cookie=0,
         f = flows.identical_to(table_id, priority, value, mask)
         candidates = [f] if f is not None else []
     else:
-        candidates = flows.flows
+        candidates = flows if table_id == c.OFPTT_ALL else flows.in_table(table_id)
     out = []
     for f in candidates:
         if table_id != c.OFPTT_ALL and f.rule.table != table_id:
@@ -55,7 +55,7 @@ def select(flows, ports, table_id, match, strict=False, priority=None, cookie=0,
             continue
         if outputs_to(f.rule, out_port, ports):
             out.append(f)
-    return out
+    return sorted(out, key=lambda f: (f.rule.table, -f.rule.priority, f.seq))
 
 
 def flow_mod(flows, ports, fm):
@@ -83,8 +83,8 @@ def flow_mod(flows, ports, fm):
         if fm.command == c.FC_ADD:
             flow = flows.compile(rule)
             if fm.flags & c.FF_CHECK_OVERLAP:
-                for f in flows.flows:
-                    if f.rule.table == rule.table and f.rule.priority == rule.priority \
+                for f in flows.in_table(rule.table):
+                    if f.rule.priority == rule.priority \
                             and (f.value, f.mask) != (flow.value, flow.mask) and overlaps(f, flow):
                         raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_OVERLAP, "overlapping flow")
             flow.idle_timeout, flow.hard_timeout, flow.flags = \
