@@ -41,8 +41,7 @@ _SHORTHAND_BY_TYPE = {v: k for k, v in _SHORTHANDS.items()}
 _PROTO_SHORTHANDS = {"tcp": (0x0800, 6), "udp": (0x0800, 17), "icmp": (0x0800, 1),
                      "tcp6": (0x86DD, 6), "udp6": (0x86DD, 17), "icmp6": (0x86DD, 58)}
 _PROTO_SHORTHAND_BY_PAIR = {v: k for k, v in _PROTO_SHORTHANDS.items()}
-_IGNORED_FIELDS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age", "idle_timeout",
-                   "hard_timeout"}
+_IGNORED_FIELDS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age"}
 _MATCH_FIELDS = ("in_port", "dl_src", "dl_dst", "dl_type", "dl_vlan", "dl_vlan_pcp",
                  "vlan_tci", "metadata", "nw_proto", "nw_src", "nw_dst", "ipv6_src",
                  "ipv6_dst", "tp_src", "tp_dst")
