@@ -31,7 +31,8 @@ from fastpath.graph.graph import Barrier, Graph
 from fastpath.nodes.bridge import L2Tables, MODES
 from fastpath.nodes.ethernet import EthernetInput
 from fastpath.nodes.fdb import Fdb
-from fastpath.nodes.flow import FlowClassify, FlowTable
+from fastpath.nodes.flow import FlowClassify
+from fastpath.nodes.flowtable import FlowTable
 from fastpath.nodes.interface import InterfaceOutput
 from fastpath.nodes.gso import Gso
 from fastpath.nodes.l2 import L2Flood, L2Forward, L2Learn

@@ -81,3 +81,13 @@ for pyx in sorted(glob.glob("fastpath/**/*.pyx", recursive=True)):
 if missing:
     sys.exit("setup.sh: extensions did not build:\n  " + "\n  ".join(missing))
 PYEOF
+
+# Faucet, for tests/test_faucet.py: in a virtual environment of its own (it pins os-ken,
+# eventlet and prometheus_client versions that would clash with ours), made once; the test
+# finds it at $FAUCET_VENV or /opt/faucet-venv. pytricia, one of its dependencies, compiles
+# against the Python headers checked for above.
+FAUCET_VENV=${FAUCET_VENV:-/opt/faucet-venv}
+if ! [ -x "$FAUCET_VENV/bin/faucet" ]; then
+    "$PY" -m venv --clear "$FAUCET_VENV"
+    "$FAUCET_VENV/bin/pip" install -q 'faucet==1.10.12'
+fi

@@ -199,7 +199,7 @@ def test_format_actions():
     ("dl_type=arp actions=drop", "'arp'"),
     ("priority=65536 actions=drop", "priority 65536"),
     ("priority=high actions=drop", "'high'"),
-    ("table=1 actions=drop", "'table=1'"),
+    ("table=255 actions=drop", "'table=255'"),
     ("cookie=0x1/0xff actions=drop", "'0x1/0xff'"),
     ("cookie=0x10000000000000000 actions=drop", "0x10000000000000000"),
     ("in_port=70000 actions=drop", "70000"),

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Dot1Q, Ether
 
 from fastpath.control import Control
@@ -235,7 +236,7 @@ def test_handshake_features_echo_barrier(controlled):
     peer.send(c.message(c.FEATURES_REQUEST, 5))
     v, t, xid, msg = peer.recv()
     assert (t, xid) == (c.FEATURES_REPLY, 5)
-    assert c.parse_features_reply(msg[8:]) == (0xAB, 0, 1)
+    assert c.parse_features_reply(msg[8:]) == (0xAB, 0, 16)          # tables
     peer.send(c.message(c.ECHO_REQUEST, 6, b"ping"))
     assert peer.recv()[1:] == (c.ECHO_REPLY, 6, c.message(c.ECHO_REPLY, 6, b"ping"))
     assert peer.request(c.switch_config(c.SET_CONFIG, 7, 0, 96)) == []
@@ -251,19 +252,20 @@ def bad_flow_mod(**kw):
 
 
 @pytest.mark.parametrize("msg,err", [
-    (bad_flow_mod(table_id=1), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
+    (bad_flow_mod(table_id=16), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
     (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
-    (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ip_proto
-    (bad_flow_mod(match_fields=[(c.OXM_VLAN_VID, 0x1000, 0x1000)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
+    (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),      # ip_proto, no eth_type
+    (bad_flow_mod(match_fields=[(c.OXM_ETH_TYPE, 0x800, 0xff00)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
+    (bad_flow_mod(match_fields=[(28, 1, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ipv6_flabel
     (bad_flow_mod(match_fields=[(c.OXM_VLAN_PCP, 3, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),
-    (bad_flow_mod(instructions=c.goto_table(1)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
-    (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_CLEAR_ACTIONS, 8)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
-    (bad_flow_mod(instructions=c.apply_actions([("raw", 24, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # dec_nw_ttl
+    (bad_flow_mod(instructions=c.goto_table(0)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),  # not later
+    (bad_flow_mod(instructions=c.goto_table(16)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
+    (bad_flow_mod(instructions=struct.pack("!HH4xI4x", c.IT_METER, 16, 1)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    (bad_flow_mod(instructions=c.apply_actions([("raw", 11, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # copy_ttl_out
     (bad_flow_mod(instructions=c.apply_actions([("output", 9)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
     (bad_flow_mod(instructions=c.apply_actions([("push_vlan", 0x0800)])), (c.ET_BAD_ACTION, c.BAC_BAD_ARGUMENT)),
-    (bad_flow_mod(instructions=c.apply_actions([("set_field", c.OXM_ETH_SRC, 1)])), (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),
-    (bad_flow_mod(hard_timeout=10), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TIMEOUT)),
-    (bad_flow_mod(flags=c.FF_CHECK_OVERLAP), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
+    (bad_flow_mod(instructions=c.apply_actions([("set_field", 26, 1)])), (c.ET_BAD_ACTION, c.BAC_BAD_SET_TYPE)),  # ipv6_src
+    (bad_flow_mod(flags=c.FF_NO_PKT_COUNTS), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS)),
     (bad_flow_mod(buffer_id=7), (c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN)),
     (c.message(c.FLOW_MOD, 0x33, bytes(30)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),          # truncated
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
@@ -272,7 +274,7 @@ def bad_flow_mod(**kw):
     (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
-    (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=3)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
+    (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=16)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
     (c.multipart_request(0x33, c.MP_PORT_STATS, struct.pack("!I4x", 42)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
     (c.packet_out(0x33, 42, [("output", 2)], bytes(60)), (c.ET_BAD_REQUEST, c.BRC_BAD_PORT)),
     (c.packet_out(0x33, c.OFPP_CONTROLLER, [("output", 2)], bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_PACKET)),
@@ -539,3 +541,101 @@ def test_config_round_trip(tmp_path):
     finally:
         sw.close()
         sw2.close()
+
+
+def test_multi_table_flow_mods_timeouts_and_flow_removed(controlled):
+    """What Faucet sends: tables chained with goto_table, identical ADD replaces, MODIFY_STRICT,
+    CHECK_OVERLAP, table=ALL deletes by out_port, timeouts with SEND_FLOW_REM."""
+    sw, ctl, peer = controlled
+    goto = lambda t: c.goto_table(t)
+    fm = lambda cmd, fields, inst=b"", **kw: peer.request(c.flow_mod(1, cmd, fields, inst, **kw))
+    vlan10 = [(c.OXM_VLAN_VID, 0x100A, None)]
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions(
+        [("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x100A)]) + goto(1), priority=10) == []
+    assert fm(c.FC_ADD, vlan10, goto(2), table_id=1, priority=10) == []
+    assert fm(c.FC_ADD, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=10) == []
+    f = frame()
+    assert send(sw, "p1", f) == {"p2": [bytes(f)]}
+    # identical ADD replaces (one flow, the new actions)
+    assert fm(c.FC_ADD, vlan10, c.apply_actions([("pop_vlan",), ("output", 3)]),
+              table_id=2, priority=10) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("table=2") == 1
+    assert send(sw, "p1", f) == {"p3": [bytes(f)]}
+    # MODIFY_STRICT: only the flow with this priority and match
+    assert fm(c.FC_MODIFY_STRICT, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=11) == []
+    assert send(sw, "p1", f) == {"p3": [bytes(f)]}
+    assert fm(c.FC_MODIFY_STRICT, vlan10, c.apply_actions([("pop_vlan",), ("output", 2)]),
+              table_id=2, priority=10) == []
+    assert send(sw, "p1", f) == {"p2": [bytes(f)]}
+    # CHECK_OVERLAP: same priority, overlapping match refused; a disjoint one is fine
+    replies = fm(c.FC_ADD, [], c.apply_actions([("output", 3)]), table_id=2, priority=10,
+                 flags=c.FF_CHECK_OVERLAP)
+    assert errors_of(replies) == [((c.ET_FLOW_MOD_FAILED, c.FMFC_OVERLAP), 1)]
+    assert fm(c.FC_ADD, [(c.OXM_VLAN_VID, 0x100B, None)], c.apply_actions([("output", 3)]),
+              table_id=2, priority=10, flags=c.FF_CHECK_OVERLAP) == []
+    # table=ALL delete filtered by out_port: only the flows that output to 3
+    assert fm(c.FC_DELETE, [], table_id=c.OFPTT_ALL, out_port=3) == []
+    dump = ctl.execute(["dump-flows", "br0"])
+    assert "output:3" not in dump and "output:2" in dump and len(dump.splitlines()) == 4  # + NORMAL
+    # TABLE stats per table
+    replies = peer.request(c.multipart_request(5, c.MP_TABLE))
+    body = c.parse_multipart_reply(replies[0][3][8:])[2]
+    assert len(body) == 24 * 16 and struct.unpack_from("!B3xI", body, 24 * 2) == (2, 1)
+    # timeouts run off the packet path; SEND_FLOW_REM brings FLOW_REMOVED with the reason
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+              table_id=0, priority=50, hard_timeout=1, flags=c.FF_SEND_FLOW_REM, cookie=0x99) == []
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 2, None)], c.apply_actions([("output", 1)]),
+              table_id=0, priority=50, idle_timeout=1, flags=c.FF_SEND_FLOW_REM, cookie=0x98) == []
+    removed = {}
+    deadline = time.monotonic() + 6
+    while len(removed) < 2 and time.monotonic() < deadline:
+        m = peer.recv()
+        if m[1] == c.FLOW_REMOVED:
+            cookie, prio, reason, table = struct.unpack_from("!QHBB", m[3], 8)
+            removed[cookie] = (prio, reason, table)
+    assert removed == {0x99: (50, c.RR_HARD_TIMEOUT, 0), 0x98: (50, c.RR_IDLE_TIMEOUT, 0)}
+    assert "priority=50" not in ctl.execute(["dump-flows", "br0"])
+    # deleting a flow that asked for it says so too
+    assert fm(c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+              priority=60, flags=c.FF_SEND_FLOW_REM, cookie=0x97) == []
+    replies = fm(c.FC_DELETE_STRICT, [(c.OXM_IN_PORT, 3, None)], priority=60)
+    assert [(m[1], struct.unpack_from("!QHBB", m[3], 8)[2]) for m in replies] == \
+        [(c.FLOW_REMOVED, c.RR_DELETE)]
+
+
+def test_ovs_ofctl_several_tables():
+    """ovs-ofctl over the wire: add, modify and delete flows in several tables, L3/L4
+    matches and the instructions, dump them back; the frames follow."""
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    port = free_port()
+    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
+    tcp80 = bytes(Ether(src="00:00:00:00:00:01", dst=B) / IP(src="10.0.0.1", dst="10.0.0.2")
+                  / TCP(sport=999, dport=80))
+    try:
+        with running(sw):
+            ofctl(port, "del-flows")
+            ofctl(port, "add-flow", "table=0,in_port=1,actions=write_metadata:0x7/0xff,goto_table:4")
+            ofctl(port, "add-flow", "table=4,priority=20,metadata=0x7/0xff,tcp,nw_dst=10.0.0.0/24,"
+                                    "tp_dst=80,actions=dec_ttl,output:2")
+            ofctl(port, "add-flow", "table=4,priority=0,actions=output:3")
+            dump = ofctl(port, "dump-flows")
+            assert "table=4" in dump and "goto_table:4" in dump and "tp_dst=80" in dump
+        out = send(sw, "p1", tcp80)
+        assert list(out) == ["p2"] and Ether(out["p2"][0])[IP].ttl == 63
+        with running(sw):
+            ofctl(port, "mod-flows", "table=4,tcp,actions=output:3")
+        assert list(send(sw, "p1", tcp80)) == ["p3"]
+        with running(sw):
+            ofctl(port, "del-flows", "table=4")
+            dump = ofctl(port, "dump-flows")
+            assert "table=4" not in dump and "goto_table:4" in dump
+            # per-table counters: two frames looked up and matched in tables 0 and 4
+            tables = ofctl(port, "dump-tables")
+            assert "table 4:\n    active=0, lookup=2, matched=2" in tables
+            assert "tables 6...15: ditto" in tables
+        assert send(sw, "p1", tcp80) == {}                  # a miss in table 4 drops
+    finally:
+        sw.close()

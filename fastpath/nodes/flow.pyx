@@ -1,44 +1,44 @@
-"""flow-classify: a bridge's OpenFlow table, ovs-ofctl's vocabulary, run over vectors.
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""flow-classify: a bridge's OpenFlow pipeline (N_TABLES tables), run over vectors.
 
-Each frame is matched, as it arrived, against the bridge's rules in priority order
-(in_port, dl_src/dl_dst with masks, dl_type, dl_vlan, dl_vlan_pcp); the first match's
-actions run in order: strip_vlan, push_vlan, mod_vlan_vid (pushes a tag when there is
-none, as OVS does), mod_vlan_pcp, output:PORT, in_port, normal, flood/all, controller (a
-copy, as it is at that point, is punted to packet-in for the OpenFlow agent), and an empty
-list drops. Each output after the first takes a copy; the last takes the buffer itself.
-output never applies the port's VLAN settings (only normal does), as in OVS.
+Each frame starts in table 0 with metadata 0 and an empty action set. A table is a
+Classifier (tuple space search, classifier.pxd) over the frame's flow key: in_port,
+eth_src/dst, eth_type, the outer VLAN (OpenFlow's vlan_vid with OFPVID_PRESENT, vlan_pcp),
+metadata, ip_proto (ARP: the opcode), IPv4 source/destination (ARP: spa/tpa), IPv6
+source/destination, TCP/UDP ports (ICMP: type/code). The best rule's instructions run in
+OpenFlow's order: apply-actions (at once), clear-actions, write-actions (into the action
+set), write-metadata, goto-table. Without goto the action set runs, in the spec's order
+(pop, push, dec_ttl, set_field, output). A table miss drops (OpenFlow 1.3: a controller
+that wants misses installs a priority-0 rule). A frame changed by apply-actions is
+re-parsed before the next table looks at it.
+
+Actions: pop/push VLAN, set_field eth_src/eth_dst/vlan_vid/vlan_pcp (mod_vlan_*: pushes a
+tag when there is none, as OVS does), ipv4_src/dst and tcp/udp ports (the IPv4 and L4
+checksums updated incrementally), dec_nw_ttl (IPv4, IPv6; at 1 the frame is dropped),
+output:PORT, IN_PORT, NORMAL, FLOOD/ALL, CONTROLLER (a copy, as it is at that point, is
+punted to packet-in). An output takes a copy only when something follows it, so a frame
+with one output is never copied. output never applies the port's VLAN settings (only
+NORMAL does), as in OVS.
 
 next: interface-output (output, in_port, flood, all), vlan-input (normal), packet-in
-(controller: tx_if carries max_len and aux the rule's index, for the agent's PACKET_IN).
+(controller: tx_if carries max_len and aux the rule's id, for the agent's PACKET_IN).
 errors: no_match (table miss), flow_drop (rule with no output), in_port_output (an
 output to the input port, which OpenFlow skips), no_buffer (a copy the pool could not
-give), no_headroom.
+give), no_headroom, ttl_expired.
 """
-import time
-import numpy as np
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from fastpath.graph.buffer cimport BufferPool
+from libc.string cimport memset
+from fastpath.graph.buffer cimport BufferPool, OL_CSUM_PARTIAL
 from fastpath.graph.node cimport Node, ARC_DROP
-from fastpath.nodes.ethernet cimport (rd16, wr16, has_tag, outer_tci, inner_type, mac_u64,
-                                      vlan_push, vlan_pop, ETH_P_8021Q)
+from fastpath.nodes.ethernet cimport (rd16, wr16, is_vlan_tpid, mac_u64, vlan_push, vlan_pop,
+                                      ETH_P_8021Q, ETH_P_IP, ETH_P_ARP)
+from fastpath.nodes.ip4 cimport rd32, wr32, rd64
 from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
-from fastpath import ofsyntax
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath.nodes.flowtable cimport *
 
 cdef enum:
-    OP_STRIP = 1
-    OP_PUSH = 2
-    OP_MOD_VID = 3
-    OP_MOD_PCP = 4
-    OP_OUTPUT = 5
-    OP_IN_PORT = 6
-    OP_NORMAL = 7
-    OP_FLOOD = 8
-    OP_CONTROLLER = 9
-
-OPS = {"strip_vlan": OP_STRIP, "push_vlan": OP_PUSH, "mod_vlan_vid": OP_MOD_VID,
-       "mod_vlan_pcp": OP_MOD_PCP, "output": OP_OUTPUT, "in_port": OP_IN_PORT,
-       "normal": OP_NORMAL, "flood": OP_FLOOD, "all": OP_FLOOD, "controller": OP_CONTROLLER}
-OUTPUT_OPS = (OP_OUTPUT, OP_IN_PORT, OP_NORMAL, OP_FLOOD, OP_CONTROLLER)
+    ETH_P_IPV6 = 0x86dd
 
 cdef enum:
     NEXT_OUTPUT = 1
@@ -51,348 +51,316 @@ cdef enum:
     ERR_IN_PORT_OUTPUT = 2
     ERR_NO_BUFFER = 3
     ERR_NO_HEADROOM = 4
-
-DEFAULT_FLOW = "priority=0 actions=normal"
-
-ctypedef struct flow_arrays_t:
-    int n
-    int32_t *in_port
-    int32_t *dl_type
-    int32_t *vlan
-    int32_t *pcp
-    uint64_t *src_val
-    uint64_t *src_mask
-    uint64_t *dst_val
-    uint64_t *dst_mask
-    uint32_t *act_start
-    uint32_t *last_out
-    uint8_t *op
-    uint32_t *arg
-    uint64_t *n_packets          # [worker * stride + rule]: a row per worker, no atomics
-    uint64_t *n_bytes
-    int stride
-    int rows                     # workers the counters have rows for
+    ERR_TTL_EXPIRED = 5
 
 
-class Flow:
-    """One installed rule: the parsed rule, its compiled ports, and its counters."""
-    def __init__(self, rule, in_port, out_ports):
-        self.rule = rule
-        self.idle_timeout = 0           # seconds, 0: never (OpenFlow FLOW_MOD; the agent ages)
-        self.hard_timeout = 0
-        self.flags = 0                  # OpenFlow OFPFF_* as the controller gave them
-        self.last_hit = None            # (n_packets, time) when the agent last saw it change
-        self.in_port = in_port          # sw_if_index or -1
-        self.out_ports = out_ports      # sw_if_index per action (or 0)
-        self.n_packets = 0
-        self.n_bytes = 0
-        self.created = time.monotonic()
+# ---------------------------------------------------------------- the flow key
+
+cdef inline int l3_offset(const uint8_t *p, uint32_t n, uint16_t *etype) noexcept nogil:
+    """Offset of the L3 header after up to two VLAN tags; its EtherType in etype."""
+    cdef int off = 12, tags = 0
+    cdef uint16_t t = rd16(p + 12)
+    while is_vlan_tpid(t) and tags < 2 and <uint32_t> off + 6 <= n:
+        off += 4
+        tags += 1
+        t = rd16(p + off)
+    etype[0] = t
+    return off + 2
 
 
-cdef class FlowTable:
-    """The rules of one bridge, compiled into flat arrays the classifier scans.
-
-    `resolve_port(ref) -> sw_if_index` turns a port name or OpenFlow number into a port
-    (ValueError when there is none). Each of `workers` dispatch threads counts hits in its
-    own row of n_packets/n_bytes (VPP's per-thread counters); reads sum the rows.
-    """
-    cdef public list flows               # Flow, in match order
-    cdef object _a
-    cdef flow_arrays_t c
-    cdef public object resolve_port
-    cdef readonly int workers
-
-    def __init__(self, resolve_port, int workers=1):
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        self.workers = workers
-        self.resolve_port = resolve_port
-        self.flows = []
-        self.c.n = 0
-        self.add(DEFAULT_FLOW)
-
-    @property
-    def is_default(self):
-        return len(self.flows) == 1 and ofsyntax.format_flow(self.flows[0].rule) == \
-            ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
-
-    def _compile_rule(self, rule):
-        m = rule.match
-        in_port = self.resolve_port(m.in_port) if m.in_port is not None else -1
-        outs = [self.resolve_port(a.arg) if a.kind == "output" else 0 for a in rule.actions]
-        return Flow(rule, in_port, outs)
-
-    def add(self, text):
-        """Add a rule (ovs-ofctl add-flow); replaces one with the same match and priority."""
-        rule = ofsyntax.parse_flow(text)
-        flow = self._compile_rule(rule)
-        self._sync_counters()
-        same = [f for f in self.flows
-                if f.rule.priority == rule.priority and f.rule.match == rule.match]
-        for f in same:
-            self.flows.remove(f)
-        self.flows.append(flow)
-        # stable: equal priorities keep insertion order
-        self.flows.sort(key=lambda f: -f.rule.priority)
-        self._build()
-        return flow
-
-    def add_rule(self, rule):
-        """Add a parsed FlowRule (the OpenFlow agent's FLOW_MOD add); replaces one with the
-        same match and priority, as add() does, and returns the new Flow."""
-        flow = self._compile_rule(rule)
-        self.rewrite(lambda flows: [f for f in flows if not (
-            f.rule.priority == rule.priority and f.rule.match == rule.match)] + [flow])
-        return flow
-
-    def rewrite(self, edit):
-        """Replace the rules with edit(list of Flow) (counters brought up to date first);
-        the result is put in priority order and compiled. For the agent's modify and delete."""
-        self._sync_counters()
-        flows = list(edit(list(self.flows)))
-        flows.sort(key=lambda f: -f.rule.priority)
-        self.flows = flows
-        self._build()
-
-    def compile(self, rule):
-        """The Flow a rule would be, with its ports resolved (ValueError: no such port)."""
-        return self._compile_rule(rule)
-
-    def delete(self, text=None):
-        """ovs-ofctl del-flows: all rules, or those whose match includes the given fields."""
-        self._sync_counters()
-        before = len(self.flows)
-        if not text:
-            self.flows = []
-        else:
-            match, prio = ofsyntax.parse_match(text)
-            keep = []
-            for f in self.flows:
-                if prio is not None and f.rule.priority != prio:
-                    keep.append(f)
-                    continue
-                if all(getattr(match, k) is None or getattr(f.rule.match, k) == getattr(match, k)
-                       for k in ofsyntax._MATCH_FIELDS):
-                    continue
-                keep.append(f)
-            self.flows = keep
-        self._build()
-        return before - len(self.flows)
-
-    def reset(self):
-        self.flows = []
-        self.add(DEFAULT_FLOW)
-
-    def port_removed(self, int sw_if_index):
-        """Rules that name a removed port can no longer be compiled: drop them."""
-        self._sync_counters()
-        self.flows = [f for f in self.flows
-                      if f.in_port != sw_if_index and sw_if_index not in f.out_ports]
-        self._build()
-
-    def _sync_counters(self):
-        """Fold the workers' rows into the Flows (a racing increment shows next time)."""
-        if self._a is None:
-            return
-        rows = (self.workers, self.c.stride)
-        packets = self._a["n_packets"].reshape(rows).sum(axis=0)
-        octets = self._a["n_bytes"].reshape(rows).sum(axis=0)
-        for i, f in enumerate(self.flows[:self.c.n]):
-            f.n_packets = int(packets[i])
-            f.n_bytes = int(octets[i])
-
-    def _build(self):
-        n = len(self.flows)
-        ops, args, starts, lasts = [], [], [], []
-        for f in self.flows:
-            starts.append(len(ops))
-            last = -1
-            for k, (a, port) in enumerate(zip(f.rule.actions, f.out_ports)):
-                op = OPS[a.kind]
-                ops.append(op)
-                args.append(port if op == OP_OUTPUT else (0xffff if a.arg is None and op == OP_CONTROLLER
-                                                          else (a.arg or 0)))
-                if op in OUTPUT_OPS:
-                    last = k
-            lasts.append(last + 1)   # actions after the last output change nothing
-        def arr(values, dt):
-            return np.array(values if values else [0], dtype=dt)
-        m = [f.rule.match for f in self.flows]
-        a = {
-            "in_port": arr([f.in_port for f in self.flows], np.int32),
-            "dl_type": arr([-1 if x.dl_type is None else x.dl_type for x in m], np.int32),
-            "vlan": arr([-1 if x.dl_vlan is None else x.dl_vlan for x in m], np.int32),
-            "pcp": arr([-1 if x.dl_vlan_pcp is None else x.dl_vlan_pcp for x in m], np.int32),
-            "src_val": arr([x.dl_src[0] if x.dl_src else 0 for x in m], np.uint64),
-            "src_mask": arr([x.dl_src[1] if x.dl_src else 0 for x in m], np.uint64),
-            "dst_val": arr([x.dl_dst[0] if x.dl_dst else 0 for x in m], np.uint64),
-            "dst_mask": arr([x.dl_dst[1] if x.dl_dst else 0 for x in m], np.uint64),
-            "act_start": arr(starts, np.uint32),
-            "last_out": arr(lasts, np.uint32),
-            "op": arr(ops, np.uint8), "arg": arr(args, np.uint32),
-        }
-        # the counters so far in worker 0's row, the other rows from zero
-        stride = max(n, 1)
-        for key, values in (("n_packets", [f.n_packets for f in self.flows]),
-                            ("n_bytes", [f.n_bytes for f in self.flows])):
-            a[key] = np.zeros(self.workers * stride, dtype=np.uint64)
-            a[key][:n] = values
-        # rebuilt under the workers' barrier: the classifier never sees a half-built table
-        self._a = a
-        cdef flow_arrays_t c
-        c.n = n
-        c.in_port = <int32_t *> <size_t> a["in_port"].ctypes.data
-        c.dl_type = <int32_t *> <size_t> a["dl_type"].ctypes.data
-        c.vlan = <int32_t *> <size_t> a["vlan"].ctypes.data
-        c.pcp = <int32_t *> <size_t> a["pcp"].ctypes.data
-        c.src_val = <uint64_t *> <size_t> a["src_val"].ctypes.data
-        c.src_mask = <uint64_t *> <size_t> a["src_mask"].ctypes.data
-        c.dst_val = <uint64_t *> <size_t> a["dst_val"].ctypes.data
-        c.dst_mask = <uint64_t *> <size_t> a["dst_mask"].ctypes.data
-        c.act_start = <uint32_t *> <size_t> a["act_start"].ctypes.data
-        c.last_out = <uint32_t *> <size_t> a["last_out"].ctypes.data
-        c.op = <uint8_t *> <size_t> a["op"].ctypes.data
-        c.arg = <uint32_t *> <size_t> a["arg"].ctypes.data
-        c.n_packets = <uint64_t *> <size_t> a["n_packets"].ctypes.data
-        c.n_bytes = <uint64_t *> <size_t> a["n_bytes"].ctypes.data
-        c.stride = stride
-        c.rows = self.workers
-        self.c = c
-
-    def dump(self):
-        """ovs-ofctl dump-flows lines."""
-        self._sync_counters()
-        now = time.monotonic()
-        return [ofsyntax.format_flow(f.rule, f.n_packets, f.n_bytes, now - f.created)
-                for f in self.flows]
-
-    def stats(self):
-        self._sync_counters()
-        return [(ofsyntax.format_flow(f.rule), f.n_packets, f.n_bytes) for f in self.flows]
-
-
-cdef int flow_lookup(flow_arrays_t *t, BufferPool pool, uint32_t b) noexcept nogil:
-    """Index of the first rule matching buffer b, or -1."""
+cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key) noexcept nogil:
+    """The frame's key words (classifier.pxd KEY_WORDS), as it is now."""
     cdef uint8_t *p = pool.frame(b)
-    cdef uint64_t dst = mac_u64(p), src = mac_u64(p + 6)
-    cdef bint tagged = has_tag(pool, b)
-    cdef int32_t vid = (outer_tci(pool, b) & 0xfff) if tagged else 0xffff
-    cdef int32_t pcp = (outer_tci(pool, b) >> 13) if tagged else 0
-    cdef int32_t etype = inner_type(pool, b)
-    cdef int32_t port = pool.rx_if[b]
-    cdef int r
-    for r in range(t.n):
-        if t.in_port[r] >= 0 and t.in_port[r] != port:
-            continue
-        if (dst & t.dst_mask[r]) != t.dst_val[r] or (src & t.src_mask[r]) != t.src_val[r]:
-            continue
-        if t.dl_type[r] >= 0 and t.dl_type[r] != etype:
-            continue
-        if t.vlan[r] >= 0 and t.vlan[r] != vid:
-            continue
-        if t.pcp[r] >= 0 and (not tagged or t.pcp[r] != pcp):
-            continue
-        return r
-    return -1
+    cdef uint32_t n = pool.length[b]
+    cdef uint16_t etype, tci = 0
+    cdef int l3 = l3_offset(p, n, &etype), hl
+    cdef uint8_t proto = 0
+    cdef const uint8_t *ip = p + l3
+    cdef int avail = <int> n - l3
+    memset(key, 0, KEY_WORDS * sizeof(uint64_t))
+    if n >= 18 and is_vlan_tpid(rd16(p + 12)):
+        tci = (rd16(p + 14) & ~VID_PRESENT) | VID_PRESENT   # the DEI bit's place: "tagged"
+    key[0] = (<uint64_t> pool.rx_if[b] << 32) | (<uint64_t> etype << 16) | tci
+    key[1] = mac_u64(p) << 16
+    key[2] = mac_u64(p + 6) << 16
+    key[3] = metadata
+    if etype == ETH_P_IP and avail >= 20:
+        hl = (ip[0] & 15) * 4
+        proto = ip[9]
+        key[4] = (<uint64_t> rd32(ip + 12) << 32) | rd32(ip + 16)
+        # ports only in a first fragment (offset 0) that holds them
+        if (rd16(ip + 6) & 0x1fff) == 0 and avail >= hl + 4:
+            if proto == 6 or proto == 17:
+                key[5] = (<uint64_t> rd16(ip + hl) << 48) | (<uint64_t> rd16(ip + hl + 2) << 32)
+            elif proto == 1:
+                key[5] = (<uint64_t> ip[hl] << 48) | (<uint64_t> ip[hl + 1] << 32)
+    elif etype == ETH_P_IPV6 and avail >= 40:
+        proto = ip[6]
+        key[6] = rd64(ip + 8)
+        key[7] = rd64(ip + 16)
+        key[8] = rd64(ip + 24)
+        key[9] = rd64(ip + 32)
+        if (proto == 6 or proto == 17) and avail >= 44:
+            key[5] = (<uint64_t> rd16(ip + 40) << 48) | (<uint64_t> rd16(ip + 42) << 32)
+        elif proto == 58 and avail >= 42:
+            key[5] = (<uint64_t> ip[40] << 48) | (<uint64_t> ip[41] << 32)
+    elif etype == ETH_P_ARP and avail >= 28:
+        proto = rd16(ip + 6) & 0xff          # arp_op, where OVS keeps it (nw_proto)
+        key[4] = (<uint64_t> rd32(ip + 14) << 32) | rd32(ip + 24)
+    key[1] |= <uint64_t> proto << 8
 
+
+# ---------------------------------------------------------------- checksums
+
+cdef inline void csum_replace(uint8_t *field, uint32_t old, uint32_t new, bint partial) noexcept nogil:
+    """RFC 1624 incremental update for a 16- or 32-bit change. partial: the field holds a
+    pseudo-header sum not yet complemented (CHECKSUM_PARTIAL), so it moves the other way."""
+    cdef uint32_t s = rd16(field)
+    if not partial:
+        s = ~s & 0xffff
+    s += (~old >> 16 & 0xffff) + (~old & 0xffff) + (new >> 16) + (new & 0xffff)
+    s = (s & 0xffff) + (s >> 16)
+    s = (s & 0xffff) + (s >> 16)
+    s = (s & 0xffff) + (s >> 16)
+    wr16(field, s if partial else ~s & 0xffff)
+
+
+cdef inline uint8_t *l4_csum(uint8_t *ip, int avail, int hl) noexcept nogil:
+    """The TCP/UDP checksum field of an unfragmented IPv4 packet of avail bytes, or NULL
+    (none there, or UDP's 0: no checksum)."""
+    if (rd16(ip + 6) & 0x3fff) != 0:
+        return NULL
+    if ip[9] == 6 and avail >= hl + 18:
+        return ip + hl + 16
+    if ip[9] == 17 and avail >= hl + 8 and rd16(ip + hl + 6) != 0:
+        return ip + hl + 6
+    return NULL
+
+
+# ---------------------------------------------------------------- the node
 
 cdef class FlowClassify(L2Node):
     node_name = "flow-classify"
     cdef public int worker               # which row of the flow counters this copy counts in
+    # the frame's pending output (see send/flush): taken by the buffer itself at the end
+    cdef bint has_pending
+    cdef uint16_t pend_tx, pend_next
+    cdef uint32_t pend_aux
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
               ("in_port_output", "output to the input port skipped"),
               ("no_buffer", "flow output copy lost: buffer pool empty"),
-              ("no_headroom", "no headroom to push a tag"))
+              ("no_headroom", "no headroom to push a tag"),
+              ("ttl_expired", "dec_ttl: TTL or hop limit exhausted"))
 
-    cdef inline bint send(self, uint32_t b, uint16_t tx, uint16_t nxt, bint last) noexcept nogil:
-        """The frame as it is now goes to tx via nxt: the buffer itself when last, else a copy."""
+    cdef inline void flush(self, uint32_t b) noexcept nogil:
+        """The pending output takes a copy of the frame as it is now (before it changes)."""
         cdef int c
-        if last:
-            self.pool.tx_if[b] = tx
-            self.pool.next[b] = nxt
-            return True
+        if not self.has_pending:
+            return
+        self.has_pending = False
         c = self.pool.clone(b)
         if c < 0:
             self.count_error(ERR_NO_BUFFER)
-            return False
-        self.pool.tx_if[c] = tx
-        self.pool.next[c] = nxt
+            return
+        self.pool.tx_if[c] = self.pend_tx
+        self.pool.next[c] = self.pend_next
+        self.pool.aux[c] = self.pend_aux
         self.emit(c)
-        return False
+
+    cdef inline void send(self, uint32_t b, uint16_t tx, uint16_t nxt, uint32_t aux) noexcept nogil:
+        self.flush(b)
+        self.has_pending = True
+        self.pend_tx, self.pend_next, self.pend_aux = tx, nxt, aux
+
+    cdef int act(self, uint32_t b, const op_t *o, int32_t rid) noexcept nogil:
+        """One action on buffer b. 1: the frame changed; 0: it did not; -1: drop it."""
+        cdef uint8_t *p
+        cdef uint8_t *ip
+        cdef uint8_t *cs
+        cdef uint16_t etype, tci, rx, nm, old16
+        cdef uint32_t old32
+        cdef int l3, hl, k
+        cdef uint16_t *members
+        cdef uint8_t kind = o.kind
+        cdef bint partial
+        if kind >= A_OUTPUT:
+            rx = self.pool.rx_if[b]
+            if kind == A_OUTPUT:
+                if o.arg == rx:
+                    self.pool.error[b] = self.err_base + ERR_IN_PORT_OUTPUT
+                else:
+                    self.send(b, <uint16_t> o.arg, NEXT_OUTPUT, 0)
+            elif kind == A_IN_PORT:
+                self.send(b, rx, NEXT_OUTPUT, 0)
+            elif kind == A_NORMAL:
+                self.send(b, 0, NEXT_NORMAL, 0)
+            elif kind == A_CONTROLLER:
+                # packet-in reads max_len from tx_if and the rule from aux
+                self.send(b, <uint16_t> o.arg, NEXT_PUNT, <uint32_t> rid)
+            elif kind == A_FLOOD:
+                members = self.tables.members + <uint32_t> self.pool.bd[b] * MAX_MEMBERS
+                nm = self.tables.n_members[self.pool.bd[b]]
+                for k in range(nm):
+                    if members[k] != rx:
+                        self.send(b, members[k], NEXT_OUTPUT, 0)
+            return 0
+        self.flush(b)                     # an earlier output gets the frame as it was
+        if kind == A_POP_VLAN:
+            vlan_pop(self.pool, b)
+            return 1
+        if kind == A_PUSH_VLAN:
+            p = self.pool.frame(b)
+            tci = rd16(p + 14) if self.pool.length[b] >= 18 and is_vlan_tpid(rd16(p + 12)) else 0
+            if vlan_push(self.pool, b, o.arg, tci) < 0:
+                self.pool.error[b] = self.err_base + ERR_NO_HEADROOM
+                return -1
+            return 1
+        if kind == A_SET_VID or kind == A_SET_PCP:
+            p = self.pool.frame(b)
+            if not (self.pool.length[b] >= 18 and is_vlan_tpid(rd16(p + 12))):
+                if vlan_push(self.pool, b, ETH_P_8021Q, 0) < 0:
+                    self.pool.error[b] = self.err_base + ERR_NO_HEADROOM
+                    return -1
+                p = self.pool.frame(b)
+            tci = rd16(p + 14)
+            if kind == A_SET_VID:
+                tci = (tci & 0xf000) | (o.arg & 0xfff)
+            else:
+                tci = (tci & 0x1fff) | ((o.arg & 7) << 13)
+            wr16(p + 14, tci)
+            return 1
+        p = self.pool.frame(b)
+        if kind == A_SET_ETH_DST or kind == A_SET_ETH_SRC:
+            p = p + (0 if kind == A_SET_ETH_DST else 6)
+            for k in range(6):
+                p[k] = (o.value >> (40 - 8 * k)) & 0xff
+            return 1
+        # L3/L4: only where the frame holds the header (OpenFlow's prerequisites)
+        l3 = l3_offset(p, self.pool.length[b], &etype)
+        ip = p + l3
+        partial = (self.pool.ol_flags[b] & OL_CSUM_PARTIAL) != 0
+        if kind == A_DEC_TTL:
+            if etype == ETH_P_IP and self.pool.length[b] >= <uint32_t> l3 + 20:
+                if ip[8] <= 1:
+                    self.pool.error[b] = self.err_base + ERR_TTL_EXPIRED
+                    return -1
+                old16 = rd16(ip + 8)
+                ip[8] -= 1
+                csum_replace(ip + 10, old16, rd16(ip + 8), False)
+                return 1
+            if etype == ETH_P_IPV6 and self.pool.length[b] >= <uint32_t> l3 + 40:
+                if ip[7] <= 1:
+                    self.pool.error[b] = self.err_base + ERR_TTL_EXPIRED
+                    return -1
+                ip[7] -= 1
+                return 1
+            return 0
+        if etype != ETH_P_IP or self.pool.length[b] < <uint32_t> l3 + 20:
+            return 0
+        hl = (ip[0] & 15) * 4
+        if kind == A_SET_IP4_SRC or kind == A_SET_IP4_DST:
+            k = 12 if kind == A_SET_IP4_SRC else 16
+            old32 = rd32(ip + k)
+            wr32(ip + k, <uint32_t> o.value)
+            csum_replace(ip + 10, old32, <uint32_t> o.value, False)
+            cs = l4_csum(ip, self.pool.length[b] - l3, hl)
+            if cs != NULL:                  # the pseudo-header carries the addresses
+                csum_replace(cs, old32, <uint32_t> o.value, partial)
+            return 1
+        if (ip[9] == 6 or ip[9] == 17) and self.pool.length[b] >= <uint32_t> (l3 + hl + 8) \
+                and (rd16(ip + 6) & 0x1fff) == 0:
+            k = hl if kind == A_SET_TP_SRC else hl + 2
+            old16 = rd16(ip + k)
+            wr16(ip + k, <uint16_t> o.value)
+            cs = l4_csum(ip, self.pool.length[b] - l3, hl)
+            if cs != NULL and not partial:  # a partial sum covers no ports: the sender adds them
+                csum_replace(cs, old16, <uint16_t> o.value, False)
+            return 1
+        return 0
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
-        cdef int i, r, k, j, last_member, row
-        cdef uint32_t b, a, end
-        cdef uint16_t rx, m, nm, tci
-        cdef uint8_t o
-        cdef bint sent, is_last
+        cdef int i, j, s, table, row, rc, n_write
+        cdef int32_t rid
+        cdef uint32_t b
+        cdef uint64_t metadata
+        cdef uint64_t key[KEY_WORDS]
+        cdef const op_t *aset[N_SLOTS]
+        cdef const op_t *o
+        cdef bint stale, dropped, goto
         cdef void *ft
-        cdef flow_arrays_t *t
-        cdef uint16_t *members
+        cdef pipeline_t *t
         for i in range(n):
             b = bufs[i]
             ft = self.tables.flows[self.pool.bd[b]]
-            r = flow_lookup(&(<FlowTable> ft).c, self.pool, b) if ft != NULL else -1
-            if r < 0:
+            if ft == NULL:
                 self.pool.error[b] = self.err_base + ERR_NO_MATCH
                 self.pool.next[b] = ARC_DROP
                 continue
             t = &(<FlowTable> ft).c
-            row = self.worker if 0 <= self.worker < t.rows else 0     # (a table built for fewer)
-            t.n_packets[row * t.stride + r] += 1
-            t.n_bytes[row * t.stride + r] += self.pool.length[b]
-            rx = self.pool.rx_if[b]
-            sent = False
-            a = t.act_start[r]
-            end = a + t.last_out[r]
+            row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
+            self.has_pending = False
             self.pool.error[b] = self.err_base + ERR_FLOW_DROP
-            while a < end:
-                o = t.op[a]
-                is_last = a == end - 1
-                if o == OP_STRIP:
-                    vlan_pop(self.pool, b)
-                elif o == OP_PUSH:
-                    if vlan_push(self.pool, b, t.arg[a], outer_tci(self.pool, b) if has_tag(self.pool, b) else 0) < 0:
-                        self.pool.error[b] = self.err_base + ERR_NO_HEADROOM
-                        break
-                elif o == OP_MOD_VID or o == OP_MOD_PCP:
-                    if not has_tag(self.pool, b) and vlan_push(self.pool, b, ETH_P_8021Q, 0) < 0:
-                        self.pool.error[b] = self.err_base + ERR_NO_HEADROOM
-                        break
-                    tci = outer_tci(self.pool, b)
-                    if o == OP_MOD_VID:
-                        tci = (tci & 0xf000) | (t.arg[a] & 0xfff)
+            metadata = 0
+            for s in range(N_SLOTS):
+                aset[s] = NULL
+            stale = True
+            dropped = False
+            table = 0
+            while True:
+                if stale:
+                    flow_key(self.pool, b, metadata, key)
+                    stale = False
+                t.table_counts[(row * N_TABLES + table) * 2] += 1
+                rid = (<Classifier> t.cls[table]).lookup(key)
+                if rid < 0:
+                    self.pool.error[b] = self.err_base + ERR_NO_MATCH
+                    dropped = True
+                    break
+                t.table_counts[(row * N_TABLES + table) * 2 + 1] += 1
+                t.packets[row * t.cap + rid] += 1
+                t.octets[row * t.cap + rid] += self.pool.length[b]
+                goto = False
+                n_write = 0
+                for j in range(t.rules[rid].n_ops):
+                    o = &t.rules[rid].ops[j]
+                    if n_write > 0:
+                        aset[o.slot] = o
+                        n_write -= 1
+                    elif o.kind == I_WRITE:
+                        n_write = o.arg
+                    elif o.kind == I_CLEAR:
+                        for s in range(N_SLOTS):
+                            aset[s] = NULL
+                    elif o.kind == I_METADATA:
+                        metadata = (metadata & ~o.mask) | (o.value & o.mask)
+                        key[3] = metadata
+                    elif o.kind == I_GOTO:
+                        table = o.arg
+                        goto = True
                     else:
-                        tci = (tci & 0x1fff) | ((t.arg[a] & 7) << 13)
-                    wr16(self.pool.frame(b) + 14, tci)
-                elif o == OP_OUTPUT:
-                    if t.arg[a] == rx:
-                        self.pool.error[b] = self.err_base + ERR_IN_PORT_OUTPUT
-                    else:
-                        sent = self.send(b, t.arg[a], NEXT_OUTPUT, is_last) or sent
-                elif o == OP_IN_PORT:
-                    sent = self.send(b, rx, NEXT_OUTPUT, is_last) or sent
-                elif o == OP_NORMAL:
-                    sent = self.send(b, 0, NEXT_NORMAL, is_last) or sent
-                elif o == OP_CONTROLLER:
-                    # packet-in reads max_len from tx_if and the rule from aux (of the copy)
-                    self.pool.aux[b] = r
-                    sent = self.send(b, <uint16_t> t.arg[a], NEXT_PUNT, is_last) or sent
-                elif o == OP_FLOOD:
-                    members = self.tables.members + <uint32_t> self.pool.bd[b] * MAX_MEMBERS
-                    nm = self.tables.n_members[self.pool.bd[b]]
-                    last_member = -1
-                    for k in range(nm):
-                        if members[k] != rx:
-                            last_member = k
-                    for k in range(nm):
-                        if members[k] != rx:
-                            sent = self.send(b, members[k], NEXT_OUTPUT,
-                                             is_last and k == last_member) or sent
-                a += 1
-            if not sent:
+                        rc = self.act(b, o, rid)
+                        if rc < 0:
+                            dropped = True
+                            break
+                        if rc > 0:
+                            stale = True
+                if dropped or not goto:
+                    break
+            if not dropped:
+                for s in range(N_SLOTS):
+                    if aset[s] != NULL and self.act(b, aset[s], rid) < 0:
+                        dropped = True
+                        break
+            # an output made before a drop has the frame as it was then (act copies before
+            # any change), so it takes the buffer itself
+            if self.has_pending:
+                self.has_pending = False
+                self.pool.tx_if[b] = self.pend_tx
+                self.pool.next[b] = self.pend_next
+                self.pool.aux[b] = self.pend_aux
+            else:
                 self.pool.next[b] = ARC_DROP
         return 0
 

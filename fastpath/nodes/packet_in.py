@@ -1,8 +1,8 @@
 """packet-in: frames a flow sent to output:CONTROLLER, queued for the OpenFlow agent.
 
 flow-classify hands over the frame as the actions left it, with max_len in tx_if and the
-matching rule's index in aux. This node records (bridge, in port, frame, rule cookie,
-whether the rule is the table-miss rule, max_len) in a bounded queue; the agent
+matching rule's id in aux. This node records (bridge, in port, frame, rule cookie,
+whether the rule is a table-miss rule, max_len, table) in a bounded queue; the agent
 (fastpath.openflow.agent) drains it from a timer, off the packet path, and sends PACKET_IN.
 errors: punted (queued for the agent), queue_full.
 """
@@ -34,12 +34,10 @@ class PacketIn(Node):
                 continue
             # the rule is read now: the table cannot change while this worker runs a vector
             owner = self.tables._owners.get(int(bd[b]))
-            flows = owner[1].flows if owner else []
-            r = int(aux[b])
-            rule = flows[r].rule if r < len(flows) else None
-            cookie = rule.cookie if rule else 0xffffffffffffffff
-            table_miss = bool(rule) and rule.priority == 0 and rule.match == type(rule.match)()
+            flow = owner[1].by_id(int(aux[b])) if owner else None
+            cookie = flow.rule.cookie if flow else 0xffffffffffffffff
+            table_miss = bool(flow) and flow.is_table_miss
             self.queue.append((int(bd[b]), int(rx[b]), pool.get_frame(b), cookie, table_miss,
-                               int(tx[b])))
+                               int(tx[b]), flow.rule.table if flow else 0))
             err[b] = self.error_code("punted")
         pool.meta("next")[vector] = np.uint16(0)      # the buffer itself is done with

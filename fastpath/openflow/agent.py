@@ -13,21 +13,21 @@ connected, a `standalone` bridge is a plain NORMAL learning switch (its flows by
 and a `secure` one keeps its flows and drops the rest. Passive (ptcp:) listeners are for
 management clients such as ovs-ofctl and do not count, as in OVS.
 """
-import dataclasses
 import hashlib
 import logging
 import struct
 import time
 
-from fastpath import ofsyntax
 from fastpath import ports as port_types
 from fastpath.openflow import codec as c
+from fastpath.openflow import flowmod
 from fastpath.openflow import translate as tr
 from fastpath.openflow.connection import ActiveTarget, Channel, PassiveTarget, parse_target
 
 log = logging.getLogger("fastpath")
 TICK = 0.02                 # the agents' timer: connects, probes, PACKET_IN draining
 PROBE_INTERVAL = 5.0        # idle seconds before an ECHO_REQUEST; twice that: disconnect
+EXPIRY_INTERVAL = 1.0       # flow timeouts and link state are looked at this often
 F_TAGGED_IN = 4             # buffer.pxd's flag: the frame arrived tagged (for vlan-input)
 
 
@@ -49,6 +49,9 @@ class Agent:
                                        "closed_bad_stream", "packet_in", "packet_in_dropped",
                                        "flow_mods"), 0)
         self.fail_open = False
+        self.timed = set()          # Flows with a timeout, for expire()
+        self.next_expiry = 0.0
+        self.link_up = {}           # port name -> its link state as last reported
 
     # ---- targets ----
 
@@ -91,6 +94,14 @@ class Agent:
     # ---- the timer ----
 
     def tick(self, now):
+        if now >= self.next_expiry:
+            # timeouts and link state once a second: control plane, off the packet path
+            self.next_expiry = now + EXPIRY_INTERVAL
+            gone = flowmod.expire(self.bridge.flows, self.timed, now)
+            if gone:
+                self.switch.apply_flows(self.bridge.name)
+                self._flows_removed(gone)
+            self._poll_links()
         for t in self.targets:
             t.poll(now, self._channel)
             for ch in t.channels:
@@ -201,7 +212,8 @@ class Agent:
 
     def on_features_request(self, ch, xid, body):
         self._empty(body)
-        self._send(ch, c.features_reply(xid, datapath_id(self.bridge)))
+        self._send(ch, c.features_reply(xid, datapath_id(self.bridge),
+                                        n_tables=self.bridge.flows.n_tables))
 
     def on_get_config_request(self, ch, xid, body):
         self._empty(body)
@@ -226,62 +238,26 @@ class Agent:
         fm = c.parse_flow_mod(body)
         self.counters["flow_mods"] += 1
         br, ports = self.bridge, tr.Ports(self.bridge)
-        if fm.command > c.FC_DELETE_STRICT:
-            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND, f"command {fm.command}")
-        deleting = fm.command in (c.FC_DELETE, c.FC_DELETE_STRICT)
-        if fm.table_id != 0 and not (deleting and fm.table_id == c.OFPTT_ALL):
-            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID, f"table {fm.table_id}")
-        if fm.flags & (c.FF_SEND_FLOW_REM | c.FF_CHECK_OVERLAP):
-            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_FLAGS, "SEND_FLOW_REM/CHECK_OVERLAP")
-        if (fm.idle_timeout or fm.hard_timeout) and not deleting:
-            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TIMEOUT, "flow timeouts")
-        match = tr.to_match(fm.match, ports)
-        actions = [] if deleting else tr.to_rule_actions(fm.instructions, ports)
-        if not deleting and fm.buffer_id != c.NO_BUFFER:
-            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN, "no buffers here")
-        strict = fm.command in (c.FC_MODIFY_STRICT, c.FC_DELETE_STRICT)
-
-        def selected(f):
-            m = self._canonical(f.rule.match, ports)
-            if (f.rule.cookie ^ fm.cookie) & fm.cookie_mask:
-                return False
-            if strict and (f.rule.priority != fm.priority or m != match):
-                return False
-            if not strict and not tr.covers(match, m):
-                return False
-            return not deleting or self._outputs_to(f.rule, fm.out_port, ports)
-
-        try:
-            if fm.command == c.FC_ADD:
-                br.flows.add_rule(ofsyntax.FlowRule(fm.priority, match, actions, fm.cookie))
-            elif deleting:
-                br.flows.rewrite(lambda flows: [f for f in flows if not selected(f)])
-            else:
-                br.flows.rewrite(lambda flows: [self._with_actions(f, actions) if selected(f) else f
-                                                for f in flows])
-        except ValueError as e:                 # a port vanished between check and compile
-            raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_UNKNOWN, str(e)) from None
+        added, removed = flowmod.flow_mod(br.flows, ports, fm)
+        if added is not None and (added.idle_timeout or added.hard_timeout):
+            self.timed.add(added)
+        self._flows_removed([(f, c.RR_DELETE) for f in removed])
         self.switch.apply_flows(br.name)
 
-    @staticmethod
-    def _canonical(m, ports):
-        """A rule's match with in_port as an OpenFlow number (fastpathctl may name it)."""
-        if isinstance(m.in_port, str):
-            return dataclasses.replace(m, in_port=ports.ofport(m.in_port))
-        return m
-
-    @staticmethod
-    def _outputs_to(rule, out_port, ports):
-        if out_port == c.OFPP_ANY:
-            return True
-        return any(a[0] == "output" and a[1] == out_port
-                   for a in tr.from_actions(rule.actions, ports))
-
-    def _with_actions(self, f, actions):
-        rule = ofsyntax.FlowRule(f.rule.priority, f.rule.match, list(actions), f.rule.cookie)
-        new = self.bridge.flows.compile(rule)
-        new.n_packets, new.n_bytes, new.created = f.n_packets, f.n_bytes, f.created
-        return new
+    def _flows_removed(self, gone):
+        """FLOW_REMOVED for each (Flow, reason) whose rule asked for it."""
+        now = time.monotonic()
+        ports = tr.Ports(self.bridge)
+        for f, reason in gone:
+            self.timed.discard(f)
+            if not f.flags & c.FF_SEND_FLOW_REM:
+                continue
+            msg = c.flow_removed(0, f.rule.cookie, f.rule.priority, reason, f.rule.table,
+                                 now - f.created, f.idle_timeout, f.hard_timeout, f.n_packets,
+                                 f.n_bytes, tr.from_match(f.rule.match, ports))
+            for ch in self.channels():
+                if ch.async_masks[4] >> reason & 1:
+                    self._send(ch, msg)
 
     def on_packet_out(self, ch, xid, body):
         buffer_id, in_port, items, frame = c.parse_packet_out(body)
@@ -371,26 +347,43 @@ class Agent:
             mac = port_types.mac_of(p)
         except OSError:
             mac = bytes(6)
-        return c.port(p.ofport, mac, p.name)
+        up, admin_up = link_state(p)
+        return c.port(p.ofport, mac, p.name, config=0 if admin_up else c.PC_PORT_DOWN,
+                      state=c.PS_LIVE if up else c.PS_LINK_DOWN)
+
+    def _poll_links(self):
+        """PORT_STATUS MODIFY for each port whose link went down or came back."""
+        for p in list(self.bridge.ports.values()):
+            up = link_state(p)
+            before = self.link_up.get(p.name)
+            self.link_up[p.name] = up
+            if before is not None and before != up:
+                log.info("openflow %s: %s: link %s", self.bridge.name, p.name,
+                         "up" if up[0] else "down")
+                self.port_changed(c.PR_MODIFY, p)
+        for name in set(self.link_up) - set(self.bridge.ports):
+            del self.link_up[name]
 
     def _select_stats(self, req):
         table_id, out_port, _group, cookie, cookie_mask, fields = c.parse_flow_stats_request(req)
-        if table_id not in (0, c.OFPTT_ALL):
+        flows = self.bridge.flows
+        if table_id >= flows.n_tables and table_id != c.OFPTT_ALL:
             raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID, f"table {table_id}")
         ports = tr.Ports(self.bridge)
         match = tr.to_match(fields, ports)
-        self.bridge.flows.stats()                # brings the counters up to date
-        return ports, [f for f in self.bridge.flows.flows
-                       if not (f.rule.cookie ^ cookie) & cookie_mask
-                       and tr.covers(match, self._canonical(f.rule.match, ports))
-                       and self._outputs_to(f.rule, out_port, ports)]
+        chosen = flowmod.select(flows, ports, table_id, match, cookie=cookie,
+                                cookie_mask=cookie_mask, out_port=out_port)
+        for f in chosen:
+            flows.counters(f)
+        return ports, chosen
 
     def mp_flow(self, req):
         ports, flows = self._select_stats(req)
         now = time.monotonic()
-        return [c.flow_stats(0, now - f.created, f.rule.priority, 0, 0, 0, f.rule.cookie,
-                             f.n_packets, f.n_bytes, tr.from_match(f.rule.match, ports),
-                             tr.instructions_of(f.rule, ports)) for f in flows]
+        return [c.flow_stats(f.rule.table, now - f.created, f.rule.priority, f.idle_timeout,
+                             f.hard_timeout, f.flags, f.rule.cookie, f.n_packets, f.n_bytes,
+                             tr.from_match(f.rule.match, ports), tr.instructions_of(f.rule, ports))
+                for f in flows]
 
     def mp_aggregate(self, req):
         _, flows = self._select_stats(req)
@@ -399,10 +392,7 @@ class Agent:
 
     def mp_table(self, req):
         self._empty(req)
-        stats = self.bridge.flows.stats()
-        matched = sum(n for _, n, _ in stats)
-        # lookups: frames the table matched (misses are counted in `show errors`, no_match)
-        return [c.table_stats(0, len(stats), matched, matched)]
+        return [c.table_stats(*row) for row in self.bridge.flows.table_stats()]
 
     def mp_port_stats(self, req):
         if len(req) != 8:
@@ -425,11 +415,19 @@ class Agent:
     def mp_table_features(self, req):
         if req:
             raise c.OFError(c.ET_TABLE_FEATURES_FAILED, c.TFFC_EPERM, "tables cannot be changed")
-        fields = (c.OXM_IN_PORT, c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_ETH_TYPE, c.OXM_VLAN_VID,
-                  c.OXM_VLAN_PCP)
-        return [c.table_features(0, "classifier", 1 << 20, [c.IT_APPLY_ACTIONS],
-                                 [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, c.AT_SET_FIELD],
-                                 fields, (c.OXM_VLAN_VID, c.OXM_VLAN_PCP))]
+        fields = (c.OXM_IN_PORT, tr.OXM_METADATA, c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_ETH_TYPE,
+                  c.OXM_VLAN_VID, c.OXM_VLAN_PCP, tr.OXM_IP_PROTO, tr.OXM_IPV4_SRC,
+                  tr.OXM_IPV4_DST, tr.OXM_TCP_SRC, tr.OXM_TCP_DST, tr.OXM_UDP_SRC,
+                  tr.OXM_UDP_DST, tr.OXM_ICMPV4_TYPE, tr.OXM_ICMPV4_CODE, tr.OXM_ARP_OP,
+                  tr.OXM_ARP_SPA, tr.OXM_ARP_TPA, tr.OXM_IPV6_SRC, tr.OXM_IPV6_DST)
+        setters = (c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_VLAN_VID, c.OXM_VLAN_PCP, tr.OXM_IPV4_SRC,
+                   tr.OXM_IPV4_DST, tr.OXM_TCP_SRC, tr.OXM_TCP_DST, tr.OXM_UDP_SRC, tr.OXM_UDP_DST)
+        instructions = [c.IT_GOTO_TABLE, c.IT_WRITE_METADATA, c.IT_WRITE_ACTIONS,
+                        c.IT_APPLY_ACTIONS, c.IT_CLEAR_ACTIONS]
+        return [c.table_features(t, f"table{t}", 1 << 20, instructions,
+                                 [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
+                                  c.AT_SET_FIELD], fields, setters)
+                for t in range(self.bridge.flows.n_tables)]
 
     # ---- asynchronous messages ----
 
@@ -440,7 +438,7 @@ class Agent:
             if ch.async_masks[2] >> reason & 1:
                 self._send(ch, msg)
 
-    def packet_in(self, in_sw_if_index, frame, cookie, table_miss, max_len):
+    def packet_in(self, in_sw_if_index, frame, cookie, table_miss, max_len, table_id=0):
         reason = c.R_NO_MATCH if table_miss else c.R_ACTION
         src = self.bridge.port_by_index(in_sw_if_index)
         sent = False
@@ -448,7 +446,8 @@ class Agent:
             if not ch.async_masks[0] >> reason & 1:
                 continue
             data = frame if max_len == c.OFPCML_NO_BUFFER else frame[:max_len]
-            self._send(ch, c.packet_in(0, reason, 0, cookie, src.ofport if src else c.OFPP_CONTROLLER,
+            self._send(ch, c.packet_in(0, reason, table_id, cookie,
+                                       src.ofport if src else c.OFPP_CONTROLLER,
                                        data, len(frame)))
             sent = True
         self.counters["packet_in" if sent else "packet_in_dropped"] += 1
@@ -466,6 +465,21 @@ class Agent:
 
 # ---------------------------------------------------------------- the switch's side
 
+def link_state(port):
+    """(link up, administratively up) of a port's Linux device; ports without one are up."""
+    if port.type not in ("afpacket", "system", "internal"):
+        return True, True
+    try:
+        with open(f"/sys/class/net/{port.name}/operstate") as f:
+            oper = f.read().strip()
+        with open(f"/sys/class/net/{port.name}/flags") as f:
+            admin = int(f.read(), 16) & 1
+    except (OSError, ValueError):
+        return False, False
+    # a veth whose peer is down is "lowerlayerdown"; "unknown" (TAP, some drivers) counts as up
+    return oper in ("up", "unknown") and bool(admin), bool(admin)
+
+
 def agents(switch):
     return [br.agent for br in switch.bridges.values() if br.agent is not None]
 
@@ -475,10 +489,10 @@ def _tick_all(switch, now):
     by_index = {br.index: br for br in switch.bridges.values()}
     for node in switch.nodes("packet-in"):
         while node.queue:
-            bd, rx, frame, cookie, table_miss, max_len = node.queue.popleft()
+            bd, rx, frame, cookie, table_miss, max_len, table_id = node.queue.popleft()
             br = by_index.get(bd)
             if br is not None and br.agent is not None:
-                br.agent.packet_in(rx, frame, cookie, table_miss, max_len)
+                br.agent.packet_in(rx, frame, cookie, table_miss, max_len, table_id)
     for agent in agents(switch):
         agent.tick(now)
 
@@ -487,6 +501,8 @@ def _port_changed(switch, what, port):
     br = port.bridge
     if br is not None and br.agent is not None:
         br.agent.port_changed(c.PR_ADD if what == "add" else c.PR_DELETE, port)
+        if what == "add":
+            br.agent.link_up[port.name] = link_state(port)
 
 
 def set_controller(switch, br, targets):

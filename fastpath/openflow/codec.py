@@ -57,6 +57,8 @@ MPF_MORE = 1
 
 # packet-in reasons, port-status reasons
 R_NO_MATCH, R_ACTION, R_INVALID_TTL = 0, 1, 2
+RR_IDLE_TIMEOUT, RR_HARD_TIMEOUT, RR_DELETE = 0, 1, 2      # flow-removed reasons
+PC_PORT_DOWN = 1                                           # port config bit
 PR_ADD, PR_DELETE, PR_MODIFY = 0, 1, 2
 
 # OXM_OF_BASIC fields and their value sizes (TS-006 7.2.3.7)
@@ -326,7 +328,11 @@ def parse_instructions(data):
             out.append((itype, parse_actions(body[8:])))
         elif itype == IT_GOTO_TABLE:
             out.append((itype, body[4]))
-        elif itype in (IT_WRITE_METADATA, IT_CLEAR_ACTIONS, IT_METER):
+        elif itype == IT_WRITE_METADATA:
+            if ilen != 24:
+                raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, "write_metadata is 24 bytes")
+            out.append((itype, struct.unpack_from("!QQ", body, 8)))
+        elif itype in (IT_CLEAR_ACTIONS, IT_METER):
             out.append((itype, None))
         elif itype == IT_EXPERIMENTER:
             raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_EXPERIMENTER, "experimenter instruction")
@@ -340,6 +346,28 @@ def apply_actions(items):
     """An APPLY_ACTIONS instruction holding these actions (no instruction for none: drop)."""
     body = actions(items)
     return struct.pack("!HH4x", IT_APPLY_ACTIONS, 8 + len(body)) + body if items else b""
+
+
+def write_actions(items):
+    body = actions(items)
+    return struct.pack("!HH4x", IT_WRITE_ACTIONS, 8 + len(body)) + body
+
+
+def clear_actions():
+    return struct.pack("!HH4x", IT_CLEAR_ACTIONS, 8)
+
+
+def write_metadata(value, mask):
+    return struct.pack("!HH4xQQ", IT_WRITE_METADATA, 24, value, mask)
+
+
+def flow_removed(xid, cookie, priority, reason, table_id, duration, idle_timeout, hard_timeout,
+                 n_packets, n_bytes, match_fields):
+    sec = int(duration)
+    return message(FLOW_REMOVED, xid, struct.pack("!QHBBIIHHQQ", cookie, priority, reason,
+                                                  table_id, sec, int((duration - sec) * 1e9),
+                                                  idle_timeout, hard_timeout, n_packets, n_bytes)
+                   + match(match_fields))
 
 
 def goto_table(table):

@@ -1,0 +1,38 @@
+"""Tuple space search: one hash table per distinct mask, probed in priority order.
+
+The key is KEY_WORDS 64-bit words (flow.pyx's flow_key layout); a rule is a (value, mask)
+pair over those words and a priority. Rules with the same mask share a subtable: a hash
+table from masked key to the best rule with that masked value. A lookup probes subtables
+from the highest priority they hold down and stops as soon as no remaining subtable can
+beat the best hit so far, so the cost is the number of distinct masks, not of rules.
+"""
+from libc.stdint cimport uint64_t, int32_t, uint32_t
+
+cdef enum:
+    KEY_WORDS = 10
+
+ctypedef struct subtable_t:
+    uint64_t mask[KEY_WORDS]
+    int32_t words[KEY_WORDS]     # the words the mask touches (the others are not hashed)
+    int32_t n_words
+    int32_t max_priority         # the best any rule here can offer (the early exit)
+    uint32_t cap                 # slots, a power of two
+    uint32_t used
+    uint64_t *keys               # cap * n_words masked words
+    int32_t *rule                # cap: the rule id, -1 empty
+    int32_t *priority            # cap
+
+
+cdef class Classifier:
+    cdef subtable_t *subs
+    cdef int32_t n_subs, cap_subs, n_live
+    cdef int32_t *order           # subtable indices, highest max_priority first
+    cdef object _groups           # (subtable, masked key) -> [(-priority, seq, rule)] (control side)
+    cdef object _rules            # rule -> (subtable, masked key, priority, seq)
+    cdef object _sub_by_mask      # mask tuple -> subtable index
+    cdef object _sub_prios        # subtable -> {priority: count}
+    cdef uint64_t _seq
+
+    cdef int32_t lookup(self, const uint64_t *key) noexcept nogil
+    cdef int _subtable(self, tuple mask) except -1
+    cdef void _set_head(self, int idx, tuple key, object group) except *

@@ -1,0 +1,308 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Tuple space search over flow keys: see classifier.pxd for the idea.
+
+Control side (plain Python, under the workers' barrier): insert(rule, priority, value,
+mask) and remove(rule), where value and mask are KEY_WORDS-tuples of ints. Packet side:
+lookup(key) -> the rule id of the best match, or -1, without the GIL. Within one masked
+value the highest priority wins, then the earliest inserted (the order OVS keeps).
+"""
+from libc.stdint cimport uint64_t, int32_t, uint32_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memset
+
+DEF MIN_CAP = 8
+
+
+cdef inline uint64_t mix(uint64_t h, uint64_t w) noexcept nogil:
+    h ^= w
+    h *= 0xff51afd7ed558ccdULL
+    return h ^ (h >> 29)
+
+
+cdef inline uint64_t hash_key(const subtable_t *s, const uint64_t *key) noexcept nogil:
+    """The hash of key under s's mask (key: full KEY_WORDS words)."""
+    cdef uint64_t h = 0x9e3779b97f4a7c15ULL
+    cdef int32_t j, w
+    for j in range(s.n_words):
+        w = s.words[j]
+        h = mix(h, key[w] & s.mask[w])
+    return h
+
+
+cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept nogil:
+    """The same hash, of a slot's stored (already masked, compact) words."""
+    cdef uint64_t h = 0x9e3779b97f4a7c15ULL
+    cdef int32_t j
+    for j in range(s.n_words):
+        h = mix(h, s.keys[<uint64_t> slot * s.n_words + j])
+    return h
+
+
+cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h) noexcept nogil:
+    """The slot holding key's masked value, or -(first empty slot) - 1."""
+    cdef uint32_t m = s.cap - 1, i = <uint32_t> h & m
+    cdef int32_t j, w
+    cdef const uint64_t *stored
+    while s.rule[i] >= 0:
+        stored = s.keys + <uint64_t> i * s.n_words
+        for j in range(s.n_words):
+            w = s.words[j]
+            if stored[j] != (key[w] & s.mask[w]):
+                break
+        else:
+            return i
+        i = (i + 1) & m
+    return -(<long> i) - 1
+
+
+cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
+    s.cap = cap
+    s.used = 0
+    s.keys = <uint64_t *> malloc(<size_t> cap * (s.n_words if s.n_words else 1) * sizeof(uint64_t))
+    s.rule = <int32_t *> malloc(cap * sizeof(int32_t))
+    s.priority = <int32_t *> malloc(cap * sizeof(int32_t))
+    if s.keys == NULL or s.rule == NULL or s.priority == NULL:
+        return -1
+    memset(s.rule, 0xff, cap * sizeof(int32_t))
+    return 0
+
+
+cdef void sub_free(subtable_t *s) noexcept nogil:
+    free(s.keys)
+    free(s.rule)
+    free(s.priority)
+    s.keys = NULL
+    s.rule = NULL
+    s.priority = NULL
+
+
+cdef int sub_grow(subtable_t *s) noexcept nogil:
+    """Double the slots and re-place every entry."""
+    cdef subtable_t old = s[0]
+    cdef uint32_t i, k, m
+    cdef int32_t j
+    if sub_alloc(s, old.cap * 2) < 0:
+        sub_free(s)
+        s[0] = old
+        return -1
+    m = s.cap - 1
+    for i in range(old.cap):
+        if old.rule[i] < 0:
+            continue
+        k = <uint32_t> hash_stored(&old, i) & m
+        while s.rule[k] >= 0:
+            k = (k + 1) & m
+        for j in range(s.n_words):
+            s.keys[<uint64_t> k * s.n_words + j] = old.keys[<uint64_t> i * s.n_words + j]
+        s.rule[k] = old.rule[i]
+        s.priority[k] = old.priority[i]
+        s.used += 1
+    sub_free(&old)
+    return 0
+
+
+cdef void sub_delete(subtable_t *s, uint32_t i) noexcept nogil:
+    """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
+    cdef uint32_t m = s.cap - 1, j = i, home
+    cdef int32_t w
+    while True:
+        j = (j + 1) & m
+        if s.rule[j] < 0:
+            break
+        home = <uint32_t> hash_stored(s, j) & m
+        # j may move to i only if its home is not cyclically within (i, j]
+        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        for w in range(s.n_words):
+            s.keys[<uint64_t> i * s.n_words + w] = s.keys[<uint64_t> j * s.n_words + w]
+        s.rule[i] = s.rule[j]
+        s.priority[i] = s.priority[j]
+        i = j
+    s.rule[i] = -1
+    s.used -= 1
+
+
+cdef class Classifier:
+    def __cinit__(self):
+        self.cap_subs = 16
+        self.subs = <subtable_t *> calloc(self.cap_subs, sizeof(subtable_t))
+        self.order = <int32_t *> calloc(self.cap_subs, sizeof(int32_t))
+        self.n_subs = 0
+        self.n_live = 0
+        self._groups = {}
+        self._rules = {}
+        self._sub_by_mask = {}
+        self._sub_prios = []
+        self._seq = 0
+        if self.subs == NULL or self.order == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef int32_t i
+        if self.subs != NULL:
+            for i in range(self.cap_subs):
+                sub_free(&self.subs[i])
+        free(self.subs)
+        free(self.order)
+
+    def __len__(self):
+        return len(self._rules)
+
+    @property
+    def n_subtables(self):
+        """Subtables that hold rules (distinct masks in use)."""
+        return sum(1 for p in self._sub_prios if p)
+
+    cdef int32_t lookup(self, const uint64_t *key) noexcept nogil:
+        cdef int32_t best = -1, best_prio = -1, k
+        cdef const subtable_t *s
+        cdef long i
+        for k in range(self.n_live):
+            s = &self.subs[self.order[k]]
+            if s.max_priority <= best_prio:
+                break          # ordered by max_priority: nothing further can win
+            i = find_slot(s, key, hash_key(s, key))
+            if i >= 0 and s.priority[i] > best_prio:
+                best = s.rule[i]
+                best_prio = s.priority[i]
+        return best
+
+    def lookup_words(self, key):
+        """lookup() for tests and the control plane: key is KEY_WORDS ints."""
+        cdef uint64_t k[KEY_WORDS]
+        cdef int i
+        for i in range(KEY_WORDS):
+            k[i] = key[i]
+        return self.lookup(k)
+
+    def lookup_many(self, keys):
+        """lookup() of every row of keys (a C-contiguous uint64 array, KEY_WORDS columns)
+        in one nogil loop: how many hit. For benchmarks and tests."""
+        cdef const uint64_t[:, ::1] k = keys
+        cdef Py_ssize_t i, n = k.shape[0]
+        cdef long hits = 0
+        if k.shape[1] != KEY_WORDS:
+            raise ValueError(f"keys need {KEY_WORDS} columns")
+        with nogil:
+            for i in range(n):
+                if self.lookup(&k[i, 0]) >= 0:
+                    hits += 1
+        return hits
+
+    # ---- control side ----
+
+    cdef int _subtable(self, tuple mask) except -1:
+        idx = self._sub_by_mask.get(mask)
+        if idx is not None:
+            return idx
+        cdef subtable_t *s
+        cdef int32_t i
+        if self.n_subs == self.cap_subs:
+            s = <subtable_t *> realloc(self.subs, 2 * self.cap_subs * sizeof(subtable_t))
+            if s == NULL:
+                raise MemoryError()
+            self.subs = s
+            memset(&self.subs[self.cap_subs], 0, self.cap_subs * sizeof(subtable_t))
+            self.order = <int32_t *> realloc(self.order, 2 * self.cap_subs * sizeof(int32_t))
+            self.cap_subs *= 2
+        idx = self.n_subs
+        s = &self.subs[idx]
+        s.n_words = 0
+        for i in range(KEY_WORDS):
+            s.mask[i] = mask[i]
+            if mask[i]:
+                s.words[s.n_words] = i
+                s.n_words += 1
+        s.max_priority = -1
+        if sub_alloc(s, MIN_CAP) < 0:
+            raise MemoryError()
+        self._sub_by_mask[mask] = idx
+        self._sub_prios.append({})
+        self.n_subs += 1
+        return idx
+
+    def _reorder(self):
+        """Subtables in the order lookup probes them; empty ones are left out."""
+        cdef int32_t k = 0
+        cdef int32_t i
+        live = sorted((-self.subs[<int32_t> j].max_priority, j)
+                      for j, p in enumerate(self._sub_prios) if p)
+        for _, i in live:
+            self.order[k] = i
+            k += 1
+        self.n_live = k                        # empty subtables are not probed at all
+
+    cdef void _set_head(self, int idx, tuple key, object group) except *:
+        """Point the slot for key at the group's best rule (or empty it)."""
+        cdef subtable_t *s = &self.subs[idx]
+        cdef uint64_t k[KEY_WORDS]
+        cdef int i
+        cdef long slot
+        for i in range(KEY_WORDS):
+            k[i] = key[i]
+        slot = find_slot(s, k, hash_key(s, k))
+        if not group:
+            if slot >= 0:
+                sub_delete(s, slot)
+            return
+        if slot < 0:
+            if (s.used + 1) * 2 > s.cap:
+                if sub_grow(s) < 0:
+                    raise MemoryError()
+                slot = find_slot(s, k, hash_key(s, k))
+            slot = -slot - 1
+            for i in range(s.n_words):
+                s.keys[<uint64_t> slot * s.n_words + i] = k[s.words[i]] & s.mask[s.words[i]]
+            s.used += 1
+        neg_prio, _, rule = group[0]
+        s.rule[slot] = rule
+        s.priority[slot] = -neg_prio
+
+    def insert(self, int rule, int priority, value, mask):
+        """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0."""
+        if rule in self._rules:
+            raise KeyError(f"rule {rule} is already in the classifier")
+        if not 0 <= priority <= 0x7fffffff:
+            raise ValueError(f"priority {priority}")
+        mask = tuple(int(m) for m in mask)
+        key = tuple(int(v) & m for v, m in zip(value, mask))
+        idx = self._subtable(mask)
+        self._seq += 1
+        group = self._groups.setdefault((idx, key), [])
+        entry = (-priority, self._seq, rule)
+        # groups are tiny (equal masked values differing in priority): insort by hand
+        pos = 0
+        while pos < len(group) and group[pos] < entry:
+            pos += 1
+        group.insert(pos, entry)
+        self._rules[rule] = (idx, key, entry)
+        if pos == 0:
+            self._set_head(idx, key, group)
+        prios = self._sub_prios[idx]
+        prios[priority] = prios.get(priority, 0) + 1
+        if priority > self.subs[idx].max_priority or len(prios) == 1 and prios[priority] == 1:
+            self.subs[idx].max_priority = max(prios)
+            self._reorder()
+
+    def remove(self, int rule):
+        """Take rule out (KeyError if it is not in)."""
+        idx, key, entry = self._rules.pop(rule)
+        group = self._groups[(idx, key)]
+        head = group[0] == entry
+        group.remove(entry)
+        if not group:
+            del self._groups[(idx, key)]
+        if head:
+            self._set_head(idx, key, group)
+        prios = self._sub_prios[idx]
+        priority = -entry[0]
+        prios[priority] -= 1
+        if not prios[priority]:
+            del prios[priority]
+            if priority == self.subs[idx].max_priority:
+                self.subs[idx].max_priority = max(prios) if prios else -1
+                self._reorder()
+
+    def clear(self):
+        for rule in list(self._rules):
+            self.remove(rule)

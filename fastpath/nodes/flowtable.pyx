@@ -1,0 +1,411 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""FlowTable: a bridge's OpenFlow rules, compiled for flow-classify (flowtable.pxd).
+
+Control plane only: rules come in as ofsyntax.FlowRules (fastpathctl add-flow, the OpenFlow
+agent's FLOW_MOD), are compiled into ops and a (value, mask) over the flow key, and are put
+into one Classifier per table. Every change is made under the workers' barrier
+(fastpath.switch), so no lookup sees half of it.
+"""
+import itertools
+import time
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset, memcpy
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath import ofsyntax
+
+_ACTION_OPS = {"strip_vlan": (A_POP_VLAN, S_POP), "push_vlan": (A_PUSH_VLAN, S_PUSH),
+               "mod_vlan_vid": (A_SET_VID, S_VID), "mod_vlan_pcp": (A_SET_PCP, S_PCP),
+               "mod_dl_src": (A_SET_ETH_SRC, S_ETH_SRC), "mod_dl_dst": (A_SET_ETH_DST, S_ETH_DST),
+               "mod_nw_src": (A_SET_IP4_SRC, S_IP4_SRC), "mod_nw_dst": (A_SET_IP4_DST, S_IP4_DST),
+               "mod_tp_src": (A_SET_TP_SRC, S_TP_SRC), "mod_tp_dst": (A_SET_TP_DST, S_TP_DST),
+               "dec_ttl": (A_DEC_TTL, S_DEC_TTL), "output": (A_OUTPUT, S_OUTPUT),
+               "in_port": (A_IN_PORT, S_OUTPUT), "normal": (A_NORMAL, S_OUTPUT),
+               "flood": (A_FLOOD, S_OUTPUT), "all": (A_FLOOD, S_OUTPUT),
+               "controller": (A_CONTROLLER, S_OUTPUT)}
+
+DEFAULT_FLOW = "priority=0 actions=normal"
+MAC_ALL = (1 << 48) - 1
+
+
+def match_words(m, int in_port):
+    """An ofsyntax.Match -> (value, mask), KEY_WORDS ints each, as flow_key lays them out.
+    in_port: the sw_if_index the rule's in_port names, or -1."""
+    v = [0] * KEY_WORDS
+    k = [0] * KEY_WORDS
+    def put(word, shift, width, value, mask=None):
+        full = (1 << width) - 1
+        mask = full if mask is None else mask & full
+        v[word] |= (value & mask) << shift
+        k[word] |= mask << shift
+    if in_port >= 0:
+        put(0, 32, 32, in_port)
+    if m.dl_type is not None:
+        put(0, 16, 16, m.dl_type)
+    if m.dl_vlan is not None:
+        put(0, 0, 13, 0 if m.dl_vlan == ofsyntax.VLAN_NONE else m.dl_vlan | VID_PRESENT)
+    if m.dl_vlan_pcp is not None:
+        put(0, 0, 16, m.dl_vlan_pcp << 13 | VID_PRESENT, 0xe000 | VID_PRESENT)
+    if m.vlan_tci is not None:
+        put(0, 0, 16, m.vlan_tci[0], m.vlan_tci[1])
+    if m.dl_dst is not None:
+        put(1, 16, 48, m.dl_dst[0], m.dl_dst[1])
+    if m.dl_src is not None:
+        put(2, 16, 48, m.dl_src[0], m.dl_src[1])
+    if m.nw_proto is not None:
+        put(1, 8, 8, m.nw_proto)
+    if m.metadata is not None:
+        put(3, 0, 64, m.metadata[0], m.metadata[1])
+    if m.nw_src is not None:
+        put(4, 32, 32, m.nw_src[0], m.nw_src[1])
+    if m.nw_dst is not None:
+        put(4, 0, 32, m.nw_dst[0], m.nw_dst[1])
+    if m.tp_src is not None:
+        put(5, 48, 16, m.tp_src)
+    if m.tp_dst is not None:
+        put(5, 32, 16, m.tp_dst)
+    for word, value in ((6, m.ipv6_src), (8, m.ipv6_dst)):
+        if value is not None:
+            put(word, 0, 64, value[0] >> 64, value[1] >> 64)
+            put(word + 1, 0, 64, value[0], value[1])
+    return tuple(v), tuple(k)
+
+
+# ---------------------------------------------------------------- the rules
+
+class Flow:
+    """One installed rule: the parsed rule, its compiled form, and its counters."""
+    def __init__(self, rule, in_port, out_ports):
+        self.rule = rule
+        self.idle_timeout = 0           # seconds, 0: never (OpenFlow FLOW_MOD; the agent ages)
+        self.hard_timeout = 0
+        self.flags = 0                  # OpenFlow OFPFF_* as the controller gave them
+        self.last_hit = None            # (n_packets, time) when the agent last saw it change
+        self.in_port = in_port          # sw_if_index or -1
+        self.out_ports = out_ports      # {ofsyntax port ref: sw_if_index} its outputs name
+        self.n_packets = 0
+        self.n_bytes = 0
+        self.created = time.monotonic()
+        self.id = -1                    # its rule id while installed
+        self.seq = 0                    # insertion order, for dumps
+        self.value = self.mask = None   # match_words()
+
+    @property
+    def table(self):
+        return self.rule.table
+
+    @property
+    def is_table_miss(self):
+        return self.rule.priority == 0 and not any(self.mask)
+
+
+def _uses_port(flow, int sw_if_index):
+    return flow.in_port == sw_if_index or sw_if_index in flow.out_ports.values()
+
+
+cdef class FlowTable:
+    """The rules of one bridge, in N_TABLES classifiers, with their compiled instructions.
+
+    `resolve_port(ref) -> sw_if_index` turns a port name or OpenFlow number into a port
+    (ValueError when there is none). Each of `workers` dispatch threads counts hits in its
+    own row of the counters (VPP's per-thread counters); reads sum the rows. Every change
+    is made under the workers' barrier (fastpath.switch), so no lookup sees half of it.
+    """
+    def __cinit__(self, resolve_port, int workers=1):
+        self.c.rules = NULL
+        self.c.packets = self.c.octets = self.c.table_counts = NULL
+        self.c.cap = 0
+
+    def __init__(self, resolve_port, int workers=1):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self.c.workers = workers
+        self.resolve_port = resolve_port
+        self._classifiers = [Classifier() for _ in range(N_TABLES)]
+        cdef int t
+        for t in range(N_TABLES):
+            self.c.cls[t] = <void *> self._classifiers[t]
+        self._by_id = {}
+        self._by_table = [{} for _ in range(N_TABLES)]       # rule id -> Flow, per table
+        self._free_ids = []
+        self._identical = {}
+        self._seq = itertools.count()
+        self.c.table_counts = <uint64_t *> malloc(workers * N_TABLES * 2 * sizeof(uint64_t))
+        memset(self.c.table_counts, 0, workers * N_TABLES * 2 * sizeof(uint64_t))
+        self._grow(64)
+        self.add(DEFAULT_FLOW)
+
+    def __dealloc__(self):
+        cdef int32_t i
+        if self.c.rules != NULL:
+            for i in range(self.c.cap):
+                free(self.c.rules[i].ops)
+        free(self.c.rules)
+        free(self.c.packets)
+        free(self.c.octets)
+        free(self.c.table_counts)
+
+    n_tables = N_TABLES
+
+    cdef _grow(self, int32_t cap):
+        """Room for cap rules: the counter rows are re-laid at the new stride."""
+        cdef rule_t *r = <rule_t *> realloc(self.c.rules, cap * sizeof(rule_t))
+        cdef uint64_t *pk = <uint64_t *> malloc(self.workers * cap * sizeof(uint64_t))
+        cdef uint64_t *oc = <uint64_t *> malloc(self.workers * cap * sizeof(uint64_t))
+        cdef int w
+        if r == NULL or pk == NULL or oc == NULL:
+            raise MemoryError()
+        memset(r + self.c.cap, 0, (cap - self.c.cap) * sizeof(rule_t))
+        memset(pk, 0, self.workers * cap * sizeof(uint64_t))
+        memset(oc, 0, self.workers * cap * sizeof(uint64_t))
+        for w in range(self.workers):
+            if self.c.cap:
+                memcpy(pk + w * cap, self.c.packets + w * self.c.cap, self.c.cap * sizeof(uint64_t))
+                memcpy(oc + w * cap, self.c.octets + w * self.c.cap, self.c.cap * sizeof(uint64_t))
+        free(self.c.packets)
+        free(self.c.octets)
+        self.c.rules, self.c.packets, self.c.octets = r, pk, oc
+        self._free_ids.extend(range(cap - 1, self.c.cap - 1, -1))
+        self.c.cap = cap
+
+    # ---- compiling ----
+
+    def compile(self, rule):
+        """The Flow a rule would be, with its ports resolved (ValueError: no such port)."""
+        if not 0 <= rule.table < N_TABLES:
+            raise ValueError(f"table {rule.table}: tables are 0..{N_TABLES - 1}")
+        if rule.goto is not None and not rule.table < rule.goto < N_TABLES:
+            raise ValueError(f"goto_table:{rule.goto} from table {rule.table}: "
+                             f"only a later table, up to {N_TABLES - 1}")
+        m = rule.match
+        in_port = self.resolve_port(m.in_port) if m.in_port is not None else -1
+        outs = {}
+        for a in list(rule.actions) + list(rule.write_actions or ()):
+            if a.kind == "output":
+                outs[a.arg] = self.resolve_port(a.arg)
+        flow = Flow(rule, in_port, outs)
+        flow.value, flow.mask = match_words(m, in_port)
+        return flow
+
+    def _ops(self, flow):
+        """The rule's instructions as (kind, slot, arg, value, mask) tuples, in spec order."""
+        out = []
+        def action(a):
+            kind, slot = _ACTION_OPS[a.kind]
+            arg, value = 0, 0
+            if kind == A_OUTPUT:
+                arg = flow.out_ports[a.arg]
+            elif kind == A_CONTROLLER:
+                arg = ofsyntax.CONTROLLER_MAX_LEN if a.arg is None else a.arg
+            elif kind in (A_PUSH_VLAN, A_SET_VID, A_SET_PCP):
+                arg = a.arg
+            elif kind in (A_SET_ETH_SRC, A_SET_ETH_DST, A_SET_IP4_SRC, A_SET_IP4_DST,
+                          A_SET_TP_SRC, A_SET_TP_DST):
+                value = a.arg
+            return (kind, slot, arg, value, 0)
+        r = flow.rule
+        out.extend(action(a) for a in r.actions)
+        if r.clear_actions:
+            out.append((I_CLEAR, 0, 0, 0, 0))
+        if r.write_actions:
+            out.append((I_WRITE, 0, len(r.write_actions), 0, 0))
+            out.extend(action(a) for a in r.write_actions)
+        if r.write_metadata is not None:
+            out.append((I_METADATA, 0, 0, r.write_metadata[0], r.write_metadata[1]))
+        if r.goto is not None:
+            out.append((I_GOTO, 0, r.goto, 0, 0))
+        return out
+
+    cdef _set_ops(self, int32_t rid, list ops):
+        cdef op_t *o = <op_t *> malloc((len(ops) or 1) * sizeof(op_t))
+        cdef int i
+        if o == NULL:
+            raise MemoryError()
+        for i, (kind, slot, arg, value, mask) in enumerate(ops):
+            o[i].kind, o[i].slot, o[i].arg, o[i].value, o[i].mask = kind, slot, arg, value, mask
+        free(self.c.rules[rid].ops)
+        self.c.rules[rid].ops = o
+        self.c.rules[rid].n_ops = len(ops)
+
+    # ---- installing ----
+
+    def _key(self, flow):
+        return (flow.rule.table, flow.rule.priority, flow.value, flow.mask)
+
+    def identical_to(self, int table, int priority, value, mask):
+        """The installed Flow with this table, priority and match words, or None."""
+        return self._identical.get((table, priority, tuple(value), tuple(mask)))
+
+    def install(self, flow):
+        """Put a compiled Flow in its table, replacing an identical one (returned)."""
+        old = self._identical.get(self._key(flow))
+        if old is not None:
+            self.uninstall(old)
+        if not self._free_ids:
+            self._grow(self.c.cap * 2)
+        cdef int32_t rid = self._free_ids.pop()
+        cdef int w
+        self._set_ops(rid, self._ops(flow))
+        for w in range(self.workers):
+            self.c.packets[w * self.c.cap + rid] = 0
+            self.c.octets[w * self.c.cap + rid] = 0
+        self.c.packets[rid] = flow.n_packets       # worker 0's row carries what it had
+        self.c.octets[rid] = flow.n_bytes
+        (<Classifier> self.c.cls[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
+        flow.id = rid
+        flow.seq = next(self._seq)
+        self._by_id[rid] = flow
+        self._by_table[flow.rule.table][rid] = flow
+        self._identical[self._key(flow)] = flow
+        return old
+
+    def uninstall(self, flow):
+        """Take an installed Flow out (its counters brought up to date first)."""
+        cdef int32_t rid = flow.id
+        self._sync(flow)
+        (<Classifier> self.c.cls[flow.rule.table]).remove(rid)
+        free(self.c.rules[rid].ops)
+        self.c.rules[rid].ops = NULL
+        self.c.rules[rid].n_ops = 0
+        del self._by_id[rid]
+        del self._by_table[flow.rule.table][rid]
+        if self._identical.get(self._key(flow)) is flow:
+            del self._identical[self._key(flow)]
+        self._free_ids.append(rid)
+        flow.id = -1
+
+    def set_actions(self, flow, rule):
+        """Give an installed Flow another rule's instructions (FLOW_MOD modify); counters kept.
+        ValueError when a port does not resolve."""
+        new = self.compile(rule)
+        self._set_ops(flow.id, self._ops(new))
+        flow.rule = rule
+        flow.out_ports = new.out_ports
+
+    def by_id(self, int rid):
+        return self._by_id.get(rid)
+
+    # ---- ovs-ofctl's verbs ----
+
+    @property
+    def flows(self):
+        """Every Flow, by table, then as lookups prefer them (priority, then age)."""
+        return sorted(self._by_id.values(), key=lambda f: (f.rule.table, -f.rule.priority, f.seq))
+
+    def __len__(self):
+        return len(self._by_id)
+
+    def in_table(self, int table):
+        """The Flows of one table, in no particular order."""
+        return list(self._by_table[table].values()) if 0 <= table < N_TABLES else []
+
+    def __iter__(self):
+        """Every Flow, in no particular order (cheaper than .flows with many rules)."""
+        return iter(list(self._by_id.values()))
+
+    @property
+    def is_default(self):
+        flows = list(self._by_id.values())
+        return len(flows) == 1 and ofsyntax.format_flow(flows[0].rule) == \
+            ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
+
+    def add(self, text):
+        """Add a rule (ovs-ofctl add-flow); replaces one with the same match and priority."""
+        return self.add_rule(ofsyntax.parse_flow(text))
+
+    def add_rule(self, rule):
+        """Add a parsed FlowRule; replaces one with the same table, match and priority."""
+        flow = self.compile(rule)
+        self.install(flow)
+        return flow
+
+    def remove(self, flows):
+        for f in list(flows):
+            if f.id >= 0:
+                self.uninstall(f)
+
+    def delete(self, text=None):
+        """ovs-ofctl del-flows: all rules, or those whose match includes the given fields
+        (in one table with table=N)."""
+        before = len(self._by_id)
+        if not text:
+            self.remove(self.flows)
+            return before
+        match, prio, table = ofsyntax.parse_match(text, with_table=True)
+        in_port = self.resolve_port(match.in_port) if match.in_port is not None else -1
+        value, mask = match_words(match, in_port)
+        self.remove([f for f in self.flows
+                     if (table is None or f.rule.table == table)
+                     and (prio is None or f.rule.priority == prio)
+                     and covers(value, mask, f.value, f.mask)])
+        return before - len(self._by_id)
+
+    def reset(self):
+        self.remove(self.flows)
+        self.add(DEFAULT_FLOW)
+
+    def port_removed(self, int sw_if_index):
+        """Rules that name a removed port can no longer be compiled: drop them."""
+        self.remove([f for f in self._by_id.values() if _uses_port(f, sw_if_index)])
+
+    # ---- counters ----
+
+    cdef _sync(self, flow):
+        cdef int32_t rid = flow.id
+        cdef uint64_t p = 0, o = 0
+        cdef int w
+        for w in range(self.workers):
+            p += self.c.packets[w * self.c.cap + rid]
+            o += self.c.octets[w * self.c.cap + rid]
+        flow.n_packets, flow.n_bytes = p, o
+
+    def counters(self, flow):
+        """An installed Flow's n_packets and n_bytes, brought up to date."""
+        if flow.id >= 0:
+            self._sync(flow)
+        return flow.n_packets, flow.n_bytes
+
+    def sync_counters(self):
+        """Fold the workers' rows into the Flows (a racing increment shows next time)."""
+        for f in self._by_id.values():
+            self._sync(f)
+
+    def table_stats(self):
+        """[(table, active rules, lookups, matched)] for every table."""
+        cdef int w, t
+        out = []
+        active = [0] * N_TABLES
+        for f in self._by_id.values():
+            active[f.rule.table] += 1
+        for t in range(N_TABLES):
+            lookups = matched = 0
+            for w in range(self.workers):
+                lookups += self.c.table_counts[(w * N_TABLES + t) * 2]
+                matched += self.c.table_counts[(w * N_TABLES + t) * 2 + 1]
+            out.append((t, active[t], lookups, matched))
+        return out
+
+    def dump(self):
+        """ovs-ofctl dump-flows lines."""
+        self.sync_counters()
+        now = time.monotonic()
+        return [ofsyntax.format_flow(f.rule, f.n_packets, f.n_bytes, now - f.created)
+                for f in self.flows]
+
+    def stats(self):
+        self.sync_counters()
+        return [(ofsyntax.format_flow(f.rule), f.n_packets, f.n_bytes) for f in self.flows]
+
+    def lookup_words(self, int table, key):
+        """The Flow a key (KEY_WORDS ints) hits in a table, or None: for tests."""
+        return self._by_id.get((<Classifier> self.c.cls[table]).lookup_words(key))
+
+
+def covers(value, mask, have_value, have_mask):
+    """The non-strict test of OpenFlow modify/delete and flow stats: a rule (have_*) is
+    selected when it matches every field the request names at least as specifically."""
+    for v, m, hv, hm in zip(value, mask, have_value, have_mask):
+        if hm & m != m or hv & m != v:
+            return False
+    return True
