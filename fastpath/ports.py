@@ -63,7 +63,11 @@ def mtu_of(port):
     """The port's effective MTU: its Linux device's for system and internal ports (so a
     change made with `ip link` is taken up too), else mtu_request (or options:mtu)."""
     if port.type in ("afpacket", "system", "internal"):
-        return port.io[2].mtu if port.type == "internal" else port.io[2].refresh_mtu()
+        try:
+            return port.io[2].mtu if port.type == "internal" else port.io[2].refresh_mtu()
+        except OSError:
+            # the device is gone or moved to another namespace: keep what was in effect
+            return port.mtu
     if port.type == "vxlan":
         return None
     return port.mtu_request or int(port.options.get("mtu", 0)) or (

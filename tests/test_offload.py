@@ -174,6 +174,18 @@ def test_jumbo_ping_through_an_internal_port_at_mtu_request_9000():
 
 
 @pytest.mark.root
+def test_a_device_moved_away_keeps_its_mtu_and_the_tick_goes_on():
+    """An internal port's TAP moved to another namespace can no longer be asked its MTU
+    from here: the switch keeps the MTU in effect instead of failing its tick."""
+    with Hosts(internal=True) as h:
+        before = h.sw.port(h.tap).mtu
+        h.dp.run(f"ip link set {h.tap} netns {h.a.name}")
+        h.sw.tick()
+        assert h.sw.port(h.tap).mtu == before == 1500
+        assert {r["name"]: r for r in h.sw.interface_stats()}[h.tap]["mtu"] == 1500
+
+
+@pytest.mark.root
 def test_mtu_request_sets_the_device_and_ip_link_changes_are_taken_up():
     """As OVS on a system port: mtu_request sets the Linux device's MTU; an MTU set with
     `ip link` afterwards is what the port then enforces (picked up by the switch's tick)."""
