@@ -1,5 +1,6 @@
 """IKEv2 (fastpath.ike): the codec, the key schedule against the RFC formulas, hostile
 messages, two fastpath gateways in memory, and a real strongSwan in a QEMU guest."""
+import dataclasses
 import ipaddress
 import os
 import random
@@ -296,6 +297,96 @@ def test_informational_requests_get_empty_responses_and_bad_messages_change_noth
     s.step(3)
     assert not s.up(s.a) and not s.up(s.b)
     assert next(iter(s.b.vpn.tunnels.values())).out is None
+
+
+def _tunnel(sw):
+    return next(iter(sw.vpn.tunnels.values()))
+
+
+def _traffic(s, steps, sent, on_step=None):
+    """Frames both ways on every step; sent/received counted per direction."""
+    got = [0, 0]
+    for i in range(steps):
+        if on_step:
+            on_step(i)
+        s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        s.b.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0b:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        sent[0] += 1
+        sent[1] += 1
+        s.step()
+        got[0] += len(taken(s.b)["h10"])
+        got[1] += len(taken(s.a)["h10"])
+    return got
+
+
+@pytest.mark.parametrize("side,pfs", [("a", "false"), ("b", "false"), ("a", "true"), ("b", "true")])
+def test_child_sa_rekey_on_demand_under_traffic_loses_no_frame(side, pfs):
+    s = Sites({"options:pfs": pfs}, {"options:pfs": pfs, "options:ike_initiate": "false"})
+    s.step(40)
+    ta, tb = _tunnel(s.a), _tunnel(s.b)
+    before = {ta.out[1].spi, tb.out[1].spi}
+    sa = s.up(s.a if side == "a" else s.b)[0]
+    sent = [0, 0]
+    got = _traffic(s, 10, sent)
+    got2 = _traffic(s, 120, sent, lambda i: i == 5 and sa.rekey_child(s.clock.t))
+    assert [g + h for g, h in zip(got, got2)] == sent          # nothing lost, both ways
+    after = {ta.out[1].spi, tb.out[1].spi}
+    assert not before & after                                   # new SPIs both ways
+    for t, other in ((ta, tb), (tb, ta)):
+        assert set(t.inbound) == {other.out[1].spi}             # the old inbound SAs are gone
+        assert len(t.ike.child_sas) == 1 and t.ike.counters["child_rekeys"] == 1
+        sa_ = next(x for x in t.ike.sas if x.state == ESTABLISHED)
+        assert len(sa_.children) == 1 and sa_.children[0].spi_in in t.inbound
+        assert sa_.children[0].spi_out == t.out[1].spi
+    # the keys agree: the new SAs carry traffic (checked above), and the old ones were deleted
+    assert s.ike(s.a).counters.get("integrity_failed", 0) == 0
+
+
+def test_child_sa_rekeys_itself_on_rekey_time_and_the_peer_follows():
+    s = Sites({"options:rekey_time": "4", "options:pfs": "true"},
+              {"options:rekey_time": "4", "options:ike_initiate": "false"})
+    s.step(40)
+    spis = {_tunnel(s.a).out[1].spi}
+    sent = [0, 0]
+    got = _traffic(s, 300, sent, lambda i: spis.add(_tunnel(s.a).out[1].spi))     # 15 s
+    assert got == sent
+    assert len(spis) >= 3                     # rekeyed every ~4 s, by A (the IKE initiator)
+    assert s.ike(s.a).counters["child_rekeys"] >= 2
+    assert len(s.ike(s.a).child_sas) == 1 and len(s.ike(s.b).child_sas) == 1
+
+
+def test_peer_rekey_of_an_unknown_child_sa_is_refused_and_changes_nothing():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    sa_a = s.up(s.a)[0]
+    ghost = dataclasses.replace(sa_a.children[0], spi_in=0x1234)
+    sa_a.children.append(ghost)
+    sa_a.rekey_child(s.clock.t, ghost)
+    s.step(5)
+    assert s.ike(s.b).counters["child_sa_not_found"] == 1
+    assert s.ike(s.a).counters["child_sa_not_found"] == 1
+    assert len(s.ike(s.b).child_sas) == 1 and len(s.up(s.b)[0].children) == 1
+
+
+def test_dpd_detects_a_dead_peer_and_renegotiates_when_it_returns():
+    dead = [False]
+    s = Sites({"options:dpd_interval": "5"}, {"options:dpd_interval": "5", "options:ike_initiate": "false"},
+              tap=lambda f: None if dead[0] else f)
+    s.step(40)
+    old = s.up(s.a)[0]
+    s.step(150, dt=0.05)                      # quiet, but alive: DPD exchanges are answered
+    assert old.state == ESTABLISHED and s.ike(s.a).counters["dpd"] >= 1
+    assert s.ike(s.a).counters["retransmit_timeout"] == 0
+    dead[0] = True
+    s.step(300, dt=0.25)                      # 75 s: 5 s of silence, then 63 s of retransmissions
+    assert s.ike(s.a).counters["retransmit_timeout"] >= 1
+    assert old.state == "DEAD" and not s.up(s.a) and _tunnel(s.a).out is None
+    assert not _tunnel(s.a).inbound
+    dead[0] = False
+    s.step(400, dt=0.25)                      # the initiator's retries (backoff up to 60 s)
+    assert s.up(s.a) and s.up(s.b)
+    sent = [0, 0]
+    assert _traffic(s, 10, sent) == sent
 
 
 def _init_request(spi=b"S" * 8, group=19):
