@@ -342,6 +342,28 @@ def test_child_sa_rekey_on_demand_under_traffic_loses_no_frame(side, pfs):
     assert s.ike(s.a).counters.get("integrity_failed", 0) == 0
 
 
+def test_simultaneous_child_sa_rekey_keeps_one_new_sa_and_loses_no_frame():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    ta, tb = _tunnel(s.a), _tunnel(s.b)
+    before = {ta.out[1].spi, tb.out[1].spi}
+    sa_a, sa_b = s.up(s.a)[0], s.up(s.b)[0]
+
+    def both(i):
+        if i == 5:                             # the two requests cross on the wire
+            assert sa_a.rekey_child(s.clock.t) and sa_b.rekey_child(s.clock.t)
+    sent = [0, 0]
+    assert _traffic(s, 120, sent, both) == sent
+    # RFC 7296 2.8.1: exactly one end found its SA redundant and deleted it
+    assert s.ike(s.a).counters["rekey_collision"] + s.ike(s.b).counters["rekey_collision"] == 1
+    after = {ta.out[1].spi, tb.out[1].spi}
+    assert not before & after
+    for t, other in ((ta, tb), (tb, ta)):
+        assert set(t.inbound) == {other.out[1].spi} and len(t.ike.child_sas) == 1
+        sa_ = next(x for x in t.ike.sas if x.state == ESTABLISHED)
+        assert len(sa_.children) == 1 and sa_.children[0].spi_out == t.out[1].spi
+
+
 def test_child_sa_rekeys_itself_on_rekey_time_and_the_peer_follows():
     s = Sites({"options:rekey_time": "4", "options:pfs": "true"},
               {"options:rekey_time": "4", "options:ike_initiate": "false"})

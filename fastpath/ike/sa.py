@@ -84,9 +84,10 @@ class ChildSa:
     ts_local: list = field(default_factory=list)
     ts_remote: list = field(default_factory=list)
     created: float = 0.0
-    nonces: bytes = b""                # Ni | Nr of the exchange that made it (2.8.1)
+    nonces: tuple = ()                 # (Ni, Nr) of the exchange that made it (2.8.1)
     rekeying: bool = False             # our CREATE_CHILD_SA for it is outstanding
     rekeyed: bool = False              # replaced; its Delete is under way
+    peer_rekey: object = None          # the ChildSa of the peer's rekey of it, ours outstanding
 
 
 class IkeError(Exception):
@@ -353,7 +354,7 @@ class IkeSa:
         key_in, key_out = (r2i, i2r) if initiator else (i2r, r2i)
         ts_local, ts_remote = (ts_i, ts_r) if initiator else (ts_r, ts_i)
         return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote,
-                       created=now, nonces=ni + nr)
+                       created=now, nonces=(ni, nr))
 
     def _auth_ok(self, id_body, auth_body, real_message, nonce, sk_p):
         """The peer's ID is the one configured and its AUTH is the PSK MIC."""
@@ -665,6 +666,17 @@ class IkeSa:
         if not (ts_i and ts_r and all(pr.covers(t, c.local_ip) for t in ts_i)
                 and all(pr.covers(t, c.remote_ip) for t in ts_r)):
             return fail("ts_unacceptable", "selectors without the gateways' UDP 4789")
+        rival = old.peer_rekey
+        if rival is not None and rival in self.children and min(p["ni"], nonce.body) < min(rival.nonces):
+            # RFC 7296 2.8.1: both ends rekeyed it at once; the exchange with the lowest of
+            # the four nonces made the redundant SA, which its initiator (we) deletes. The
+            # peer's rekey survives, and the peer deletes the old CHILD_SA.
+            old.rekeyed = True
+            self.host.count("rekey_collision", f"simultaneous rekey of CHILD_SA 0x{old.spi_in:08x}: "
+                            f"ours (0x{p['spi']:08x}) loses and is deleted")
+            self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(
+                m.PROTO_ESP, [struct.pack("!I", p["spi"])]))], now)
+            return
         new = self._make_child(p["spi"], struct.unpack("!I", choice.spi)[0], choice, ts_i, ts_r,
                                ni=p["ni"], nr=nonce.body, shared=shared, initiator=True, now=now)
         self.children.append(new)
@@ -735,6 +747,8 @@ class IkeSa:
             m.notify_payload(m.N_USE_TRANSPORT_MODE),
             m.Payload(m.PL_TSI, m.encode_ts(narrowed[0])), m.Payload(m.PL_TSR, m.encode_ts(narrowed[1]))])
         self.children.append(new)
+        if old.rekeying:
+            old.peer_rekey = new           # ours crossed it: 2.8.1 decides at our response
         # the new inbound SA now; outbound moves when the peer deletes the old CHILD_SA
         # (or its traffic arrives on the new one): the peer may not have the keys yet
         self.host.child_rekeyed(self, old, new, False, now)

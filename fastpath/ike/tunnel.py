@@ -39,6 +39,7 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
           ("ts_unacceptable", "IKE: traffic selectors refused (TS_UNACCEPTABLE)"),
           ("no_additional_sas", "IKE: CREATE_CHILD_SA refused (not supported yet)"),
           ("child_sa_not_found", "IKE: rekey of a CHILD_SA we do not have"),
+          ("rekey_collision", "IKE: simultaneous CHILD_SA rekey, ours redundant (RFC 7296 2.8.1)"),
           ("dpd", "IKE: liveness check (nothing heard from the peer)"),
           ("retransmit_timeout", "IKE: request unanswered after every retransmission"))
 
