@@ -390,6 +390,42 @@ def test_peer_rekey_of_an_unknown_child_sa_is_refused_and_changes_nothing():
     assert len(s.ike(s.b).child_sas) == 1 and len(s.up(s.b)[0].children) == 1
 
 
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_ike_sa_rekey_moves_the_child_sas_and_loses_no_frame(side):
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    old_a, old_b = s.up(s.a)[0], s.up(s.b)[0]
+    child_spi = _tunnel(s.a).out[1].spi
+    sa = old_a if side == "a" else old_b
+    sent = [0, 0]
+    assert _traffic(s, 60, sent, lambda i: i == 5 and sa.rekey_ike(s.clock.t)) == sent
+    new_a, new_b = s.up(s.a), s.up(s.b)
+    assert len(new_a) == 1 and len(new_b) == 1 and new_a[0] is not old_a and new_b[0] is not old_b
+    assert old_a.state == "DEAD" and old_b.state == "DEAD"
+    assert s.ike(s.a).sas == new_a and s.ike(s.b).sas == new_b
+    assert (new_a[0].spi_i, new_a[0].spi_r) == (new_b[0].spi_i, new_b[0].spi_r) != (old_a.spi_i, old_a.spi_r)
+    assert new_a[0].initiator is (side == "a") and new_b[0].initiator is (side == "b")
+    assert new_a[0].keys.sk_d != old_a.keys.sk_d and new_a[0].keys.sk_ei == new_b[0].keys.sk_ei
+    assert _tunnel(s.a).out[1].spi == child_spi                 # the CHILD_SA itself is kept
+    assert all(e[0] is new_a[0] for e in s.ike(s.a).child_sas.values())
+    # the new IKE SA works: its messages verify both ways, and it rekeys the CHILD_SA
+    sent = [0, 0]
+    assert _traffic(s, 60, sent, lambda i: i == 5 and new_b[0].rekey_child(s.clock.t)) == sent
+    assert _tunnel(s.a).out[1].spi != child_spi and len(s.ike(s.a).child_sas) == 1
+    assert s.ike(s.a).counters["integrity_failed"] == s.ike(s.b).counters["integrity_failed"] == 0
+
+
+def test_ike_sa_rekeys_itself_before_its_lifetime():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.ike(s.a).config.lifetime = s.ike(s.b).config.lifetime = 10.0
+    s.step(40)
+    first = s.up(s.a)[0]
+    sent = [0, 0]
+    assert _traffic(s, 400, sent) == sent                       # 20 s: two rekeys, at 8.5 s
+    assert s.ike(s.a).counters["ike_rekeys"] >= 2 and first.state == "DEAD"
+    assert len(s.ike(s.a).sas) == 1 and len(s.ike(s.b).sas) == 1 and s.up(s.a) and s.up(s.b)
+
+
 def test_dpd_detects_a_dead_peer_and_renegotiates_when_it_returns():
     dead = [False]
     s = Sites({"options:dpd_interval": "5"}, {"options:dpd_interval": "5", "options:ike_initiate": "false"},

@@ -22,6 +22,7 @@ RETRANSMIT_FIRST = 1.0                 # then 2, 4, 8, 16 s: RFC 7296 2.1's expo
 RETRANSMIT_TRIES = 6
 HALF_OPEN_TIMEOUT = 30.0               # a responder SA whose IKE_AUTH never came
 REKEY_RETRY = 10.0                     # a refused CHILD_SA rekey is tried again after this
+IKE_REKEY_AT = 0.85                    # of the IKE SA's lifetime
 RESPONDER_REKEY_SLACK = 1.1            # the IKE responder rekeys later: fewer collisions
 NONCE_LEN = 32
 
@@ -122,6 +123,7 @@ class IkeSa:
         self.deferred = []             # requests waiting for our window (of 1) to open
         self.last_rx = now             # when the peer last said something (DPD)
         self.last_esp_rx = 0
+        self.ike_rekeying = False
 
     def _new_spi(self):
         spi = os.urandom(8)
@@ -165,6 +167,9 @@ class IkeSa:
         if self.state != ESTABLISHED:
             return
         c = self.config
+        if c.lifetime and now - self.established_at >= c.lifetime * (
+                IKE_REKEY_AT if self.initiator else IKE_REKEY_AT * RESPONDER_REKEY_SLACK):
+            self.rekey_ike(now)
         if c.rekey_time:
             due = c.rekey_time * (1 if self.initiator else RESPONDER_REKEY_SLACK)
             for ch in list(self.children):
@@ -703,6 +708,9 @@ class IkeSa:
         c = self.config
         notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
         rekey = next((n for n in notes if n.type == m.N_REKEY_SA), None)
+        sa = _get(payloads, m.PL_SA)
+        if rekey is None and sa is not None and any(q.protocol == m.PROTO_IKE for q in m.decode_sa(sa.body)):
+            return self._on_ike_rekey_request(sa, payloads, now)
         if rekey is None:
             raise IkeError(m.N_NO_ADDITIONAL_SAS, "no_additional_sas",
                            "CREATE_CHILD_SA for a new CHILD_SA or an IKE SA rekey: not supported")
@@ -752,6 +760,104 @@ class IkeSa:
         # the new inbound SA now; outbound moves when the peer deletes the old CHILD_SA
         # (or its traffic arrives on the new one): the peer may not have the keys yet
         self.host.child_rekeyed(self, old, new, False, now)
+
+    # ---- CREATE_CHILD_SA: rekeying the IKE SA (RFC 7296 2.18) ----
+
+    def rekey_ike(self, now):
+        """Replace this IKE SA by a new one (new SPIs, nonces, DH, keys from SK_d); the
+        CHILD_SAs move to it and this one is deleted. -> whether it started."""
+        if self.state != ESTABLISHED or self.ike_rekeying:
+            return False
+        self.ike_rekeying = True
+        if self.pending is not None:
+            self.deferred.append(self._send_ike_rekey)
+        else:
+            self._send_ike_rekey(now)
+        return True
+
+    def _send_ike_rekey(self, now):
+        ch = self.choice                  # the same algorithms again
+        spi, ni, dh = self._new_spi(), os.urandom(NONCE_LEN), crypto.DhKey(ch.group)
+        self._request(m.CREATE_CHILD_SA, [
+            m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal((ch.encr_bits,), (ch.prf,), (ch.group,), spi)])),
+            m.Payload(m.PL_NONCE, ni), m.Payload(m.PL_KE, m.encode_ke(ch.group, dh.public))], now)
+        self.pending.update(handler=self._on_ike_rekey_response, spi=spi, ni=ni, dh=dh)
+
+    def _on_ike_rekey_response(self, p, payloads, now):
+        c = self.config
+        notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
+        errors = [n.type for n in notes if n.type < 16384]
+
+        def fail(reason, text):
+            self.host.count(reason, f"IKE SA rekey: {text}")
+            self.ike_rekeying = False
+            self.established_at = min(self.established_at + REKEY_RETRY, now)   # try again later
+        if errors:
+            name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
+            return fail(name.lower(), f"the peer answered {name}")
+        sa, nonce, ke = _get(payloads, m.PL_SA), _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        if not (sa and nonce and ke) or not 16 <= len(nonce.body) <= 256:
+            return fail("invalid_syntax", "response without SA, Nonce or KE")
+        props = m.decode_sa(sa.body)
+        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,))
+        if choice is None or len(props[0].spi) != 8 or props[0].spi == bytes(8):
+            return fail("no_proposal_chosen", "the peer chose what we did not offer")
+        group, pub = m.decode_ke(ke.body)
+        try:
+            if group != choice.group:
+                raise crypto.DhError(f"KE for group {group}")
+            shared = p["dh"].shared(pub)
+        except crypto.DhError as e:
+            return fail("invalid_ke_payload", f"peer's KE: {e}")
+        new = self._successor(True, p["spi"], props[0].spi, p["ni"], nonce.body, choice, shared, now)
+        self.host.ike_rekeyed(self, new)
+        # RFC 7296 2.18: the rekey's initiator deletes the old IKE SA
+        self.deleting = True
+        self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(m.PROTO_IKE, []))], now)
+
+    def _successor(self, initiator, spi_i, spi_r, ni, nr, choice, shared, now):
+        new = IkeSa(self.config, self.host, initiator, now, self.local_port, self.remote_port)
+        new.spi_i, new.spi_r, new.ni, new.nr, new.choice = spi_i, spi_r, ni, nr, choice
+        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys)
+        new.state, new.established_at, new.peer_id = ESTABLISHED, now, self.peer_id
+        new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
+        new.children, self.children = self.children, []
+        for ch in new.children:
+            ch.rekeying = False
+        return new
+
+    def _on_ike_rekey_request(self, sa, payloads, now):
+        c = self.config
+        nonce, ke = _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        if not (nonce and ke) or not 16 <= len(nonce.body) <= 256:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE SA rekey without Nonce or KE")
+        if self.pending is not None and self.pending["exchange"] == m.CREATE_CHILD_SA:
+            # ours is outstanding: rather than resolve a collision (2.18 / 2.8.1), refuse
+            raise IkeError(m.N_TEMPORARY_FAILURE, "temporary_failure", "IKE SA rekey while ours is outstanding")
+        group, pub = m.decode_ke(ke.body)
+        proposals = m.decode_sa(sa.body)
+        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group)
+        peer_prop = next((q for q in proposals if chosen and q.num == chosen[0].num
+                          and q.protocol == m.PROTO_IKE), None)
+        if chosen is None or peer_prop is None or len(peer_prop.spi) != 8 or peer_prop.spi == bytes(8):
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "IKE SA rekey: no acceptable proposal")
+        prop, choice = chosen
+        if group != choice.group:
+            self.host.count("invalid_ke_payload", f"IKE SA rekey: KE for group {group}, we want {choice.group}")
+            return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
+                m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))])
+        dh = crypto.DhKey(choice.group)
+        try:
+            shared = dh.shared(pub)
+        except crypto.DhError as e:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"IKE SA rekey: peer's KE: {e}") from None
+        spi, nr = self._new_spi(), os.urandom(NONCE_LEN)
+        self._respond_next(m.CREATE_CHILD_SA, [
+            m.Payload(m.PL_SA, m.encode_sa([m.Proposal(prop.num, m.PROTO_IKE, spi, prop.transforms)])),
+            m.Payload(m.PL_NONCE, nr), m.Payload(m.PL_KE, m.encode_ke(choice.group, dh.public))])
+        new = self._successor(False, peer_prop.spi, spi, nonce.body, nr, choice, shared, now)
+        self.ike_rekeying = True          # the peer deletes this one
+        self.host.ike_rekeyed(self, new)
 
     def delete(self, now):
         """Send a Delete for the whole IKE SA; it is gone when answered (or given up)."""

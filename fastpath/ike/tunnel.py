@@ -40,6 +40,7 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
           ("no_additional_sas", "IKE: CREATE_CHILD_SA refused (not supported yet)"),
           ("child_sa_not_found", "IKE: rekey of a CHILD_SA we do not have"),
           ("rekey_collision", "IKE: simultaneous CHILD_SA rekey, ours redundant (RFC 7296 2.8.1)"),
+          ("temporary_failure", "IKE: request refused for now (TEMPORARY_FAILURE)"),
           ("dpd", "IKE: liveness check (nothing heard from the peer)"),
           ("retransmit_timeout", "IKE: request unanswered after every retransmission"))
 
@@ -185,6 +186,16 @@ class IkeTunnel:
                 t.port.sa_index = 0
                 t.vpn.sw.each("vxlan-encap").set_sa(t.port.sw_if_index, 0)
         log.info("%s: CHILD_SA in 0x%08x out 0x%08x deleted", self.name, child.spi_in, child.spi_out)
+
+    def ike_rekeyed(self, old, new):
+        """new replaces old (RFC 7296 2.18) and takes over its CHILD_SAs."""
+        for spi, e in list(self.child_sas.items()):
+            if e[0] is old:
+                self.child_sas[spi] = (new,) + e[1:]
+        self.sas.append(new)
+        self.counters["ike_rekeys"] = self.counters.get("ike_rekeys", 0) + 1
+        log.info("%s: IKE SA %s/%s rekeyed: now %s/%s", self.name, old.spi_i.hex(), old.spi_r.hex(),
+                 new.spi_i.hex(), new.spi_r.hex())
 
     def ike_down(self, sa):
         for child in list(sa.children):
