@@ -543,7 +543,23 @@ SWAN_BINARIES = ("/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/lib/x86_64-linu
 FP_IP, GUEST_IP, HOST_IP, GUEST_VLAN_IP, VNI = "192.0.2.1", "192.0.2.2", "10.10.0.1", "10.10.0.2", 100
 
 
-def swan_script(start_action, ike_proposal, esp_proposal, psk):
+SWAN_REKEYS = """
+# under a continuous ping (one every ~50 ms, each waiting up to 1 s for its reply):
+# the guest rekeys the CHILD_SA and then the IKE SA; fastpath's rekey_time rekeys too
+( ok=0; fail=0; i=0
+  while [ $i -lt 240 ]; do
+    if ping -c 1 -W 1 {host} >/dev/null 2>&1; then ok=$((ok+1)); else fail=$((fail+1)); fi
+    i=$((i+1)); usleep 50000
+  done; echo "FP-LOSS $fail of $((ok+fail))" ) &
+P=$!
+sleep 3; /usr/sbin/swanctl --rekey --child vxlan
+sleep 4; /usr/sbin/swanctl --rekey --ike fp
+wait $P
+/usr/sbin/swanctl --list-sas
+"""
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False):
     """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
     on it, created before any SA; charon; the connection; then, once the CHILD_SA is
     installed, a ping to the host behind fastpath."""
@@ -618,6 +634,7 @@ i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
 if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+{SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
 echo FP-DONE
 sleep 1000
 """
@@ -638,7 +655,20 @@ def test_strongswan_peer_wrong_psk_brings_nothing_up(sockdir):
                     128, False, match=False)
 
 
-def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True):
+@pytest.mark.root
+def test_strongswan_rekeys_under_traffic_lose_nothing(sockdir):
+    """swanctl --rekey --child and --ike, and fastpath's own CHILD_SA rekey_time, while the
+    guest pings the host behind fastpath without pause."""
+    counters, ike, console = _strongswan_run(sockdir, "responder", "aes128gcm16-prfsha256-ecp256", "aes128gcm16",
+                                             "a shared secret for IKE", 128, False, rekeys=True)
+    assert "FP-LOSS 0 of" in console, "frames lost across the rekeys"
+    assert counters["child_rekeys"] >= 2          # the guest's and at least one of fastpath's
+    assert counters["ike_rekeys"] >= 1
+    up = [r for r in ike if r["state"] == "ESTABLISHED"]
+    assert len(up) == 1 and len(up[0]["children"]) == 1
+
+
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False):
     from netns import Netns, unique_name, veth_pair
     from test_vhost import Guest, icmp_ping, running, vstats
     from test_vpn_linux_peer import GUEST_MODULES
@@ -657,14 +687,15 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
             sw.add_port("br0", "vpn0", type="vxlan", **{
                 "options:remote_ip": GUEST_IP, "options:local_ip": FP_IP, "options:key": VNI,
                 "options:ike": "true", "options:psk": "a shared secret for IKE",
-                "options:ike_initiate": "true" if role == "initiator" else "false"})
+                "options:ike_initiate": "true" if role == "initiator" else "false",
+                **({"options:rekey_time": "6"} if rekeys else {})})
             with running(sw):
-                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk),
+                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys),
                           modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
                 try:
                     assert g.wait_line("FP-SA-", timeout=240), g.console()
                     answered = icmp_ping(host, GUEST_VLAN_IP, count=3) if match else 0
-                    assert g.wait_line("FP-DONE", timeout=60), g.console()
+                    assert g.wait_line("FP-DONE", timeout=120 if rekeys else 60), g.console()
                     ike = sw.vpn.show_ike()
                     sas = sw.vpn.show()
                     tunnel = next(iter(sw.vpn.tunnels.values()))
@@ -691,3 +722,4 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert not sas and not any(r["state"] == "ESTABLISHED" for r in ike)
         assert counters["authentication_failed"] > 0
         assert delivered == 0
+    return counters, ike, console

@@ -85,7 +85,7 @@ class IkeTunnel:
         self.sas = []
         self.child_sas = {}            # spi_in -> (IkeSa, ChildSa, inbound SecurityAssociation, outbound)
         self.counters = {name: 0 for name, _ in ERRORS}
-        self.counters.update(ike_sas=0, child_sas=0)
+        self.counters.update(ike_sas=0, child_sas=0, child_rekeys=0, ike_rekeys=0)
         self.retry_at = None           # set at the first tick: start when the tunnel comes up
         self.retry_wait = RETRY_FIRST
         self.switch_on_traffic = {}    # spi_in -> outbound SA to use once it carries frames
