@@ -1,10 +1,16 @@
 """The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key,
-as initiator or responder, the CHILD_SA those create, INFORMATIONAL exchanges (Delete,
-notifies, liveness), message IDs with a window of 1 and retransmission with backoff.
+as initiator or responder, the CHILD_SA those create, CREATE_CHILD_SA rekeys of the
+CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA (2.18), INFORMATIONAL exchanges
+(Delete, notifies, liveness checks when the peer is silent), message IDs with a window of
+1 and retransmission with backoff.
 
 No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a test) via
   host.send(sa, data)                  a message to the peer, from sa.local_port to sa.remote_port
   host.child_up(sa, child)             a negotiated ChildSa to install
+  host.child_rekeyed(sa, old, new, switch, now)  new replaces old (switch outbound now?)
+  host.child_down(sa, child, now)      a CHILD_SA deleted (its inbound SA kept a grace time)
+  host.ike_rekeyed(old, new)           new IKE SA takes over old's CHILD_SAs
+  host.rx_packets(sa)                  frames received on sa's CHILD_SAs (liveness)
   host.ike_down(sa)                    the IKE SA is gone (its children with it)
   host.count(reason, text)             a refused or failed message: one counter, one log line
 A message that does not verify (bad ICV, unknown SPI, wrong message ID) is counted and

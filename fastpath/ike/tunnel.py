@@ -5,7 +5,9 @@ Options (on a vxlan port with options:ike=true): psk (required), local_id/remote
 (default: the gateways' addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
 offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
 preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
-no IKE SA is up or being set up; false: wait for the peer).
+no IKE SA is up or being set up; false: wait for the peer), rekey_time (CHILD_SA rekey
+period in seconds, default 3600), pfs (true: a new KE in our CHILD_SA rekeys; default
+false), dpd_interval (liveness check after this many silent seconds, default 30).
 
 Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
 and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
@@ -37,7 +39,7 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
           ("invalid_message_id", "IKE: message ID outside the window"),
           ("unknown_spi", "IKE: message for no IKE SA we have"),
           ("ts_unacceptable", "IKE: traffic selectors refused (TS_UNACCEPTABLE)"),
-          ("no_additional_sas", "IKE: CREATE_CHILD_SA refused (not supported yet)"),
+          ("no_additional_sas", "IKE: CREATE_CHILD_SA for a new CHILD_SA refused (not supported)"),
           ("child_sa_not_found", "IKE: rekey of a CHILD_SA we do not have"),
           ("rekey_collision", "IKE: simultaneous CHILD_SA rekey, ours redundant (RFC 7296 2.8.1)"),
           ("temporary_failure", "IKE: request refused for now (TEMPORARY_FAILURE)"),
