@@ -51,7 +51,7 @@ PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "v
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn",
-                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id")
+                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -224,12 +224,12 @@ def _option(key, value):
         if not str(value):
             raise CommandError("options:psk: empty")
         return str(value)
-    if key in ("rekey_time", "rekey_packets", "rekey_bytes"):
+    if key in ("rekey_time", "rekey_packets", "rekey_bytes", "dpd_interval"):
         return str(_int(value, f"options:{key}", 1, 1 << 62))
     if key == "replay_window":
         # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
         return str(_int(value, "options:replay_window", 0, 4096))
-    if key in ("esn", "ike", "ike_initiate"):
+    if key in ("esn", "ike", "ike_initiate", "pfs"):
         return _bool(value, f"options:{key}")
     if key in ("local_id", "remote_id"):
         if not str(value) or len(str(value)) > 255:

@@ -1,5 +1,6 @@
 """IKEv2 (fastpath.ike): the codec, the key schedule against the RFC formulas, hostile
 messages, two fastpath gateways in memory, and a real strongSwan in a QEMU guest."""
+import dataclasses
 import ipaddress
 import os
 import random
@@ -298,6 +299,154 @@ def test_informational_requests_get_empty_responses_and_bad_messages_change_noth
     assert next(iter(s.b.vpn.tunnels.values())).out is None
 
 
+def _tunnel(sw):
+    return next(iter(sw.vpn.tunnels.values()))
+
+
+def _traffic(s, steps, sent, on_step=None):
+    """Frames both ways on every step; sent/received counted per direction."""
+    got = [0, 0]
+    for i in range(steps):
+        if on_step:
+            on_step(i)
+        s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        s.b.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0b:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        sent[0] += 1
+        sent[1] += 1
+        s.step()
+        got[0] += len(taken(s.b)["h10"])
+        got[1] += len(taken(s.a)["h10"])
+    return got
+
+
+@pytest.mark.parametrize("side,pfs", [("a", "false"), ("b", "false"), ("a", "true"), ("b", "true")])
+def test_child_sa_rekey_on_demand_under_traffic_loses_no_frame(side, pfs):
+    s = Sites({"options:pfs": pfs}, {"options:pfs": pfs, "options:ike_initiate": "false"})
+    s.step(40)
+    ta, tb = _tunnel(s.a), _tunnel(s.b)
+    before = {ta.out[1].spi, tb.out[1].spi}
+    sa = s.up(s.a if side == "a" else s.b)[0]
+    sent = [0, 0]
+    got = _traffic(s, 10, sent)
+    got2 = _traffic(s, 120, sent, lambda i: i == 5 and sa.rekey_child(s.clock.t))
+    assert [g + h for g, h in zip(got, got2)] == sent          # nothing lost, both ways
+    after = {ta.out[1].spi, tb.out[1].spi}
+    assert not before & after                                   # new SPIs both ways
+    for t, other in ((ta, tb), (tb, ta)):
+        assert set(t.inbound) == {other.out[1].spi}             # the old inbound SAs are gone
+        assert len(t.ike.child_sas) == 1 and t.ike.counters["child_rekeys"] == 1
+        sa_ = next(x for x in t.ike.sas if x.state == ESTABLISHED)
+        assert len(sa_.children) == 1 and sa_.children[0].spi_in in t.inbound
+        assert sa_.children[0].spi_out == t.out[1].spi
+    # the keys agree: the new SAs carry traffic (checked above), and the old ones were deleted
+    assert s.ike(s.a).counters.get("integrity_failed", 0) == 0
+
+
+def test_simultaneous_child_sa_rekey_keeps_one_new_sa_and_loses_no_frame():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    ta, tb = _tunnel(s.a), _tunnel(s.b)
+    before = {ta.out[1].spi, tb.out[1].spi}
+    sa_a, sa_b = s.up(s.a)[0], s.up(s.b)[0]
+
+    def both(i):
+        if i == 5:                             # the two requests cross on the wire
+            assert sa_a.rekey_child(s.clock.t) and sa_b.rekey_child(s.clock.t)
+    sent = [0, 0]
+    assert _traffic(s, 120, sent, both) == sent
+    # RFC 7296 2.8.1: exactly one end found its SA redundant and deleted it
+    assert s.ike(s.a).counters["rekey_collision"] + s.ike(s.b).counters["rekey_collision"] == 1
+    after = {ta.out[1].spi, tb.out[1].spi}
+    assert not before & after
+    for t, other in ((ta, tb), (tb, ta)):
+        assert set(t.inbound) == {other.out[1].spi} and len(t.ike.child_sas) == 1
+        sa_ = next(x for x in t.ike.sas if x.state == ESTABLISHED)
+        assert len(sa_.children) == 1 and sa_.children[0].spi_out == t.out[1].spi
+
+
+def test_child_sa_rekeys_itself_on_rekey_time_and_the_peer_follows():
+    s = Sites({"options:rekey_time": "4", "options:pfs": "true"},
+              {"options:rekey_time": "4", "options:ike_initiate": "false"})
+    s.step(40)
+    spis = {_tunnel(s.a).out[1].spi}
+    sent = [0, 0]
+    got = _traffic(s, 300, sent, lambda i: spis.add(_tunnel(s.a).out[1].spi))     # 15 s
+    assert got == sent
+    assert len(spis) >= 3                     # rekeyed every ~4 s, by A (the IKE initiator)
+    assert s.ike(s.a).counters["child_rekeys"] >= 2
+    assert len(s.ike(s.a).child_sas) == 1 and len(s.ike(s.b).child_sas) == 1
+
+
+def test_peer_rekey_of_an_unknown_child_sa_is_refused_and_changes_nothing():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    sa_a = s.up(s.a)[0]
+    ghost = dataclasses.replace(sa_a.children[0], spi_in=0x1234)
+    sa_a.children.append(ghost)
+    sa_a.rekey_child(s.clock.t, ghost)
+    s.step(5)
+    assert s.ike(s.b).counters["child_sa_not_found"] == 1
+    assert s.ike(s.a).counters["child_sa_not_found"] == 1
+    assert len(s.ike(s.b).child_sas) == 1 and len(s.up(s.b)[0].children) == 1
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_ike_sa_rekey_moves_the_child_sas_and_loses_no_frame(side):
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.step(40)
+    old_a, old_b = s.up(s.a)[0], s.up(s.b)[0]
+    child_spi = _tunnel(s.a).out[1].spi
+    sa = old_a if side == "a" else old_b
+    sent = [0, 0]
+    assert _traffic(s, 60, sent, lambda i: i == 5 and sa.rekey_ike(s.clock.t)) == sent
+    new_a, new_b = s.up(s.a), s.up(s.b)
+    assert len(new_a) == 1 and len(new_b) == 1 and new_a[0] is not old_a and new_b[0] is not old_b
+    assert old_a.state == "DEAD" and old_b.state == "DEAD"
+    assert s.ike(s.a).sas == new_a and s.ike(s.b).sas == new_b
+    assert (new_a[0].spi_i, new_a[0].spi_r) == (new_b[0].spi_i, new_b[0].spi_r) != (old_a.spi_i, old_a.spi_r)
+    assert new_a[0].initiator is (side == "a") and new_b[0].initiator is (side == "b")
+    assert new_a[0].keys.sk_d != old_a.keys.sk_d and new_a[0].keys.sk_ei == new_b[0].keys.sk_ei
+    assert _tunnel(s.a).out[1].spi == child_spi                 # the CHILD_SA itself is kept
+    assert all(e[0] is new_a[0] for e in s.ike(s.a).child_sas.values())
+    # the new IKE SA works: its messages verify both ways, and it rekeys the CHILD_SA
+    sent = [0, 0]
+    assert _traffic(s, 60, sent, lambda i: i == 5 and new_b[0].rekey_child(s.clock.t)) == sent
+    assert _tunnel(s.a).out[1].spi != child_spi and len(s.ike(s.a).child_sas) == 1
+    assert s.ike(s.a).counters["integrity_failed"] == s.ike(s.b).counters["integrity_failed"] == 0
+
+
+def test_ike_sa_rekeys_itself_before_its_lifetime():
+    s = Sites(opts_b={"options:ike_initiate": "false"})
+    s.ike(s.a).config.lifetime = s.ike(s.b).config.lifetime = 10.0
+    s.step(40)
+    first = s.up(s.a)[0]
+    sent = [0, 0]
+    assert _traffic(s, 400, sent) == sent                       # 20 s: two rekeys, at 8.5 s
+    assert s.ike(s.a).counters["ike_rekeys"] >= 2 and first.state == "DEAD"
+    assert len(s.ike(s.a).sas) == 1 and len(s.ike(s.b).sas) == 1 and s.up(s.a) and s.up(s.b)
+
+
+def test_dpd_detects_a_dead_peer_and_renegotiates_when_it_returns():
+    dead = [False]
+    s = Sites({"options:dpd_interval": "5"}, {"options:dpd_interval": "5", "options:ike_initiate": "false"},
+              tap=lambda f: None if dead[0] else f)
+    s.step(40)
+    old = s.up(s.a)[0]
+    s.step(150, dt=0.05)                      # quiet, but alive: DPD exchanges are answered
+    assert old.state == ESTABLISHED and s.ike(s.a).counters["dpd"] >= 1
+    assert s.ike(s.a).counters["retransmit_timeout"] == 0
+    dead[0] = True
+    s.step(300, dt=0.25)                      # 75 s: 5 s of silence, then 63 s of retransmissions
+    assert s.ike(s.a).counters["retransmit_timeout"] >= 1
+    assert old.state == "DEAD" and not s.up(s.a) and _tunnel(s.a).out is None
+    assert not _tunnel(s.a).inbound
+    dead[0] = False
+    s.step(400, dt=0.25)                      # the initiator's retries (backoff up to 60 s)
+    assert s.up(s.a) and s.up(s.b)
+    sent = [0, 0]
+    assert _traffic(s, 10, sent) == sent
+
+
 def _init_request(spi=b"S" * 8, group=19):
     dh = crypto.DhKey(group)
     return m.encode(m.Message(spi, bytes(8), m.IKE_SA_INIT, m.F_INITIATOR, 0, [
@@ -394,7 +543,23 @@ SWAN_BINARIES = ("/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/lib/x86_64-linu
 FP_IP, GUEST_IP, HOST_IP, GUEST_VLAN_IP, VNI = "192.0.2.1", "192.0.2.2", "10.10.0.1", "10.10.0.2", 100
 
 
-def swan_script(start_action, ike_proposal, esp_proposal, psk):
+SWAN_REKEYS = """
+# under a continuous ping (one every ~50 ms, each waiting up to 1 s for its reply):
+# the guest rekeys the CHILD_SA and then the IKE SA; fastpath's rekey_time rekeys too
+( ok=0; fail=0; i=0
+  while [ $i -lt 240 ]; do
+    if ping -c 1 -W 1 {host} >/dev/null 2>&1; then ok=$((ok+1)); else fail=$((fail+1)); fi
+    i=$((i+1)); usleep 50000
+  done; echo "FP-LOSS $fail of $((ok+fail))" ) &
+P=$!
+sleep 3; /usr/sbin/swanctl --rekey --child vxlan
+sleep 4; /usr/sbin/swanctl --rekey --ike fp
+wait $P
+/usr/sbin/swanctl --list-sas
+"""
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False):
     """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
     on it, created before any SA; charon; the connection; then, once the CHILD_SA is
     installed, a ping to the host behind fastpath."""
@@ -469,6 +634,7 @@ i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
 if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+{SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
 echo FP-DONE
 sleep 1000
 """
@@ -489,7 +655,21 @@ def test_strongswan_peer_wrong_psk_brings_nothing_up(sockdir):
                     128, False, match=False)
 
 
-def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True):
+@pytest.mark.root
+@pytest.mark.parametrize("role", ["responder", "initiator"])
+def test_strongswan_rekeys_under_traffic_lose_nothing(sockdir, role):
+    """swanctl --rekey --child and --ike, and fastpath's own CHILD_SA rekey_time, while the
+    guest pings the host behind fastpath without pause."""
+    counters, ike, console = _strongswan_run(sockdir, role, "aes128gcm16-prfsha256-ecp256", "aes128gcm16",
+                                             "a shared secret for IKE", 128, False, rekeys=True)
+    assert "FP-LOSS 0 of" in console, "frames lost across the rekeys"
+    assert counters["child_rekeys"] >= 2          # the guest's and at least one of fastpath's
+    assert counters["ike_rekeys"] >= 1
+    up = [r for r in ike if r["state"] == "ESTABLISHED"]
+    assert len(up) == 1 and len(up[0]["children"]) == 1
+
+
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False):
     from netns import Netns, unique_name, veth_pair
     from test_vhost import Guest, icmp_ping, running, vstats
     from test_vpn_linux_peer import GUEST_MODULES
@@ -508,14 +688,15 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
             sw.add_port("br0", "vpn0", type="vxlan", **{
                 "options:remote_ip": GUEST_IP, "options:local_ip": FP_IP, "options:key": VNI,
                 "options:ike": "true", "options:psk": "a shared secret for IKE",
-                "options:ike_initiate": "true" if role == "initiator" else "false"})
+                "options:ike_initiate": "true" if role == "initiator" else "false",
+                **({"options:rekey_time": "6"} if rekeys else {})})
             with running(sw):
-                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk),
+                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys),
                           modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
                 try:
                     assert g.wait_line("FP-SA-", timeout=240), g.console()
                     answered = icmp_ping(host, GUEST_VLAN_IP, count=3) if match else 0
-                    assert g.wait_line("FP-DONE", timeout=60), g.console()
+                    assert g.wait_line("FP-DONE", timeout=120 if rekeys else 60), g.console()
                     ike = sw.vpn.show_ike()
                     sas = sw.vpn.show()
                     tunnel = next(iter(sw.vpn.tunnels.values()))
@@ -532,7 +713,8 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert "FP-SA-UP" in console and "FP-PING-OK" in console, "guest -> host ping failed"
         assert answered == 3, "host -> guest ping failed"
         up = [r for r in ike if r["state"] == "ESTABLISHED"]
-        assert up and up[0]["role"] == role and up[0]["children"]
+        # (after the guest's IKE SA rekey, the guest is the new IKE SA's initiator: 2.18)
+        assert up and (rekeys or up[0]["role"] == role) and up[0]["children"]
         assert up[0]["children"][0]["algorithms"] == f"aes{bits}gcm16-{'esn' if esn else 'noesn'}"
         sa_in = next(r for r in sas if r["direction"] == "in")
         assert sa_in["packets"] > 0 and not any(sa_in["drops"].values()), sa_in
@@ -542,3 +724,4 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert not sas and not any(r["state"] == "ESTABLISHED" for r in ike)
         assert counters["authentication_failed"] > 0
         assert delivered == 0
+    return counters, ike, console

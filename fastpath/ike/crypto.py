@@ -107,9 +107,14 @@ def prf_plus(prf_id, key, seed, length):
 class IkeKeys:
     """SK_d, SK_ei/er (AES-GCM key || 4-byte salt: no SK_a with an AEAD), SK_pi/pr."""
 
-    def __init__(self, prf_id, encr_key_bits, shared, ni, nr, spi_i, spi_r):
+    def __init__(self, prf_id, encr_key_bits, shared, ni, nr, spi_i, spi_r, old=None):
+        """old: the IkeKeys of the IKE SA this one rekeys (RFC 7296 2.18):
+        SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF."""
         self.prf_id = prf_id
-        skeyseed = prf(prf_id, ni + nr, shared)
+        if old is None:
+            skeyseed = prf(prf_id, ni + nr, shared)
+        else:
+            skeyseed = prf(old.prf_id, old.sk_d, shared + ni + nr)
         plen = PRFS[prf_id]().digest_size
         elen = encr_key_bits // 8 + 4
         km = prf_plus(prf_id, skeyseed, ni + nr + spi_i + spi_r, plen + 2 * elen + 2 * plen)

@@ -28,6 +28,7 @@ class EspChoice:
     encr_bits: int
     esn: bool
     spi: bytes = b""                   # the SPI the proposal carried
+    group: int = 0                     # PFS DH group of a CREATE_CHILD_SA, 0 for none
 
     def __str__(self):
         return f"aes{self.encr_bits}gcm16-{'esn' if self.esn else 'noesn'}"
@@ -41,8 +42,10 @@ def ike_proposal(encr_bits, prfs, groups, spi=b""):
     return m.Proposal(1, m.PROTO_IKE, spi, ts)
 
 
-def esp_proposal(encr_bits, esns, spi):
+def esp_proposal(encr_bits, esns, spi, group=0):
     ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, bits) for bits in encr_bits]
+    if group:
+        ts.append(m.Transform(m.T_DH, group))            # PFS in a CREATE_CHILD_SA
     ts += [m.Transform(m.T_ESN, m.ESN_YES if e else m.ESN_NO) for e in esns]
     return m.Proposal(1, m.PROTO_ESP, spi, ts)
 
@@ -93,19 +96,34 @@ def check_ike_reply(proposals, encr_bits, prfs, groups):
     return IkeChoice(e[0].key_length, p[0].id, d[0].id)
 
 
-def choose_esp(proposals, encr_bits, esns):
+def choose_esp(proposals, encr_bits, esns, groups=None, ke_group=None):
     """-> (the peer's Proposal, EspChoice) for the first acceptable ESP proposal, or None.
-    A proposal without an ESN transform means no ESN."""
+    A proposal without an ESN transform means no ESN. groups: None in IKE_AUTH (no PFS
+    there); in a CREATE_CHILD_SA the DH groups accepted for PFS, the one of the peer's KE
+    (ke_group) preferred, no DH transform (or NONE) meaning no PFS."""
     for prop in proposals:
         if prop.protocol != m.PROTO_ESP or len(prop.spi) != 4 or not _aead_only(prop):
             continue
-        if any(t.id != 0 for t in prop.of_type(m.T_DH)):
-            continue                                  # PFS in IKE_AUTH: not ours to give
+        dh_ids = [t.id for t in prop.of_type(m.T_DH)]
+        group = 0
+        if groups is None:
+            if any(dh_ids):
+                continue                              # PFS in IKE_AUTH: not ours to give
+        else:
+            ok = [g for g in dh_ids if g and g in groups]
+            if ke_group in ok:
+                group = ke_group
+            elif not dh_ids or 0 in dh_ids:
+                group = 0
+            elif ok:
+                group = ok[0]                         # the peer's KE is for another group
+            else:
+                continue
         encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_GCM_16 and t.key_length in encr_bits)
         offered = [t.id == m.ESN_YES for t in prop.of_type(m.T_ESN)] or [False]
         esn = next((e for e in offered if e in esns), None)
         if encr and esn is not None:
-            return prop, EspChoice(encr.key_length, esn, prop.spi)
+            return prop, EspChoice(encr.key_length, esn, prop.spi, group)
     return None
 
 
@@ -113,14 +131,19 @@ def esp_reply(prop, choice, our_spi):
     """The responder's SA payload: the chosen transforms, under our SPI."""
     ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, choice.encr_bits),
           m.Transform(m.T_ESN, m.ESN_YES if choice.esn else m.ESN_NO)]
+    if choice.group:
+        ts.append(m.Transform(m.T_DH, choice.group))
     return m.Proposal(prop.num, m.PROTO_ESP, our_spi, ts)
 
 
-def check_esp_reply(proposals, encr_bits, esns):
+def check_esp_reply(proposals, encr_bits, esns, group=None):
+    """group: None in IKE_AUTH; in a CREATE_CHILD_SA the PFS group offered (0: none)."""
     if len(proposals) != 1:
         return None
-    r = choose_esp(proposals, encr_bits, esns)
+    r = choose_esp(proposals, encr_bits, esns, None if group is None else (group,) if group else (), group)
     if r is None or len(r[0].of_type(m.T_ENCR)) != 1 or len(r[0].of_type(m.T_ESN)) > 1:
+        return None
+    if group is not None and r[1].group != group:
         return None
     return r[1]
 

@@ -1,10 +1,16 @@
 """The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key,
-as initiator or responder, the CHILD_SA those create, INFORMATIONAL exchanges (Delete,
-notifies, liveness), message IDs with a window of 1 and retransmission with backoff.
+as initiator or responder, the CHILD_SA those create, CREATE_CHILD_SA rekeys of the
+CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA (2.18), INFORMATIONAL exchanges
+(Delete, notifies, liveness checks when the peer is silent), message IDs with a window of
+1 and retransmission with backoff.
 
 No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a test) via
   host.send(sa, data)                  a message to the peer, from sa.local_port to sa.remote_port
   host.child_up(sa, child)             a negotiated ChildSa to install
+  host.child_rekeyed(sa, old, new, switch, now)  new replaces old (switch outbound now?)
+  host.child_down(sa, child, now)      a CHILD_SA deleted (its inbound SA kept a grace time)
+  host.ike_rekeyed(old, new)           new IKE SA takes over old's CHILD_SAs
+  host.rx_packets(sa)                  frames received on sa's CHILD_SAs (liveness)
   host.ike_down(sa)                    the IKE SA is gone (its children with it)
   host.count(reason, text)             a refused or failed message: one counter, one log line
 A message that does not verify (bad ICV, unknown SPI, wrong message ID) is counted and
@@ -21,6 +27,9 @@ from fastpath.ike import crypto, message as m, proposals as pr
 RETRANSMIT_FIRST = 1.0                 # then 2, 4, 8, 16 s: RFC 7296 2.1's exponential backoff
 RETRANSMIT_TRIES = 6
 HALF_OPEN_TIMEOUT = 30.0               # a responder SA whose IKE_AUTH never came
+REKEY_RETRY = 10.0                     # a refused CHILD_SA rekey is tried again after this
+IKE_REKEY_AT = 0.85                    # of the IKE SA's lifetime
+RESPONDER_REKEY_SLACK = 1.1            # the IKE responder rekeys later: fewer collisions
 NONCE_LEN = 32
 
 # states
@@ -40,7 +49,10 @@ class IkeConfig:
     groups: tuple = pr.IKE_GROUPS
     esp_encr_bits: tuple = pr.ESP_ENCR_BITS
     esns: tuple = (True, False)        # ESN offered/accepted, in order of preference
-    lifetime: float = 86400.0          # shown; rekeying is not in this slice
+    lifetime: float = 86400.0          # shown; IKE SA rekeying is not in this slice
+    rekey_time: float = 3600.0         # CHILD_SA age at which it is rekeyed (0: never)
+    dpd_interval: float = 30.0         # liveness check after this long without a word
+    pfs: bool = False                  # a new KE in CHILD_SA rekeys (the IKE SA's group)
 
     def __post_init__(self):
         if self.local_id is None:
@@ -78,6 +90,11 @@ class ChildSa:
     encr_bits: int
     ts_local: list = field(default_factory=list)
     ts_remote: list = field(default_factory=list)
+    created: float = 0.0
+    nonces: tuple = ()                 # (Ni, Nr) of the exchange that made it (2.8.1)
+    rekeying: bool = False             # our CREATE_CHILD_SA for it is outstanding
+    rekeyed: bool = False              # replaced; its Delete is under way
+    peer_rekey: object = None          # the ChildSa of the peer's rekey of it, ours outstanding
 
 
 class IkeError(Exception):
@@ -109,6 +126,10 @@ class IkeSa:
         self.created = now
         self.established_at = None
         self.cookie = None
+        self.deferred = []             # requests waiting for our window (of 1) to open
+        self.last_rx = now             # when the peer last said something (DPD)
+        self.last_esp_rx = 0
+        self.ike_rekeying = False
 
     def _new_spi(self):
         spi = os.urandom(8)
@@ -149,6 +170,26 @@ class IkeSa:
             self.host.send(self, p["data"])
         if self.state == INIT_DONE and now - self.created >= HALF_OPEN_TIMEOUT:
             self._die()
+        if self.state != ESTABLISHED:
+            return
+        c = self.config
+        if c.lifetime and now - self.established_at >= c.lifetime * (
+                IKE_REKEY_AT if self.initiator else IKE_REKEY_AT * RESPONDER_REKEY_SLACK):
+            self.rekey_ike(now)
+        if c.rekey_time:
+            due = c.rekey_time * (1 if self.initiator else RESPONDER_REKEY_SLACK)
+            for ch in list(self.children):
+                if not (ch.rekeying or ch.rekeyed) and now - ch.created >= due:
+                    self.rekey_child(now, ch)
+        rx = self.host.rx_packets(self)
+        if rx != self.last_esp_rx:
+            self.last_esp_rx, self.last_rx = rx, now
+        if c.dpd_interval and self.pending is None and not self.deferred \
+                and now - self.last_rx >= c.dpd_interval:
+            # RFC 7296 2.4: an empty INFORMATIONAL; unanswered, the SA is dead (tick above)
+            self.host.count("dpd", f"nothing from the peer for {now - self.last_rx:.0f} s: liveness check")
+            self._request(m.INFORMATIONAL, [], now)
+            self.pending["handler"] = lambda p, payloads, t: None
 
     def _die(self):
         if self.state != DEAD:
@@ -293,6 +334,7 @@ class IkeSa:
         except IkeError as e:
             self.host.count(e.reason, e.text)
             return self.delete(now)
+        child.created = now
         self.children.append(child)
         self.host.child_up(self, child)
 
@@ -312,12 +354,18 @@ class IkeSa:
             raise IkeError(m.N_TS_UNACCEPTABLE, "ts_unacceptable", "CHILD_SA: selectors without the gateways' UDP 4789")
         return self._make_child(self.child_spi, struct.unpack("!I", choice.spi)[0], choice, ts_i, ts_r)
 
-    def _make_child(self, spi_in, spi_out, choice, ts_i, ts_r):
-        i2r, r2i = crypto.child_keymat(self.choice.prf, self.keys.sk_d, self.ni, self.nr,
+    def _make_child(self, spi_in, spi_out, choice, ts_i, ts_r, ni=None, nr=None, shared=b"",
+                    initiator=None, now=0.0):
+        """RFC 7296 2.17: KEYMAT = prf+(SK_d, [g^ir (new)] | Ni | Nr), i2r first, where
+        initiator and nonces are those of the exchange creating the CHILD_SA."""
+        ni, nr = ni or self.ni, nr or self.nr
+        initiator = self.initiator if initiator is None else initiator
+        i2r, r2i = crypto.child_keymat(self.choice.prf, self.keys.sk_d, (shared or b"") + ni, nr,
                                        choice.encr_bits // 8 + 4)
-        key_in, key_out = (r2i, i2r) if self.initiator else (i2r, r2i)
-        ts_local, ts_remote = (ts_i, ts_r) if self.initiator else (ts_r, ts_i)
-        return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote)
+        key_in, key_out = (r2i, i2r) if initiator else (i2r, r2i)
+        ts_local, ts_remote = (ts_i, ts_r) if initiator else (ts_r, ts_i)
+        return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote,
+                       created=now, nonces=(ni, nr))
 
     def _auth_ok(self, id_body, auth_body, real_message, nonce, sk_p):
         """The peer's ID is the one configured and its AUTH is the PSK MIC."""
@@ -406,6 +454,7 @@ class IkeSa:
         self._respond_next(m.IKE_AUTH, reply)
         self.host.established(self)
         if child:
+            child.created = now
             self.children.append(child)
             self.host.child_up(self, child)
 
@@ -458,8 +507,12 @@ class IkeSa:
             if msg.exchange == m.IKE_AUTH and self.state == AUTH_SENT:
                 return self._on_auth_response(payloads, now)
             self.pending = None
+            self.last_rx = now
             if getattr(self, "deleting", False):
-                self._die()
+                return self._die()
+            if p.get("handler"):
+                p["handler"](p, payloads, now)
+            self._run_deferred(now)
             return
         # a request from the peer
         if msg.message_id == self.peer_next_id - 1 and self.last_response:
@@ -475,6 +528,7 @@ class IkeSa:
         payloads = self._open(data, msg)
         if payloads is None:
             return
+        self.last_rx = now
         if (local_port, remote_port) != (self.local_port, self.remote_port):
             self.local_port, self.remote_port = local_port, remote_port   # the peer moved (4500)
         try:
@@ -486,8 +540,7 @@ class IkeSa:
             if msg.exchange == m.INFORMATIONAL:
                 return self._on_informational(payloads, now)
             if msg.exchange == m.CREATE_CHILD_SA:
-                self.host.count("no_additional_sas", "CREATE_CHILD_SA (rekey) is not supported yet")
-                return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(m.N_NO_ADDITIONAL_SAS)])
+                return self._on_create_child(payloads, now)
             raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"unknown exchange {msg.exchange}")
         except m.MalformedMessage as e:
             # it authenticated, so the peer deserves to hear why (RFC 7296 2.21.2)
@@ -532,7 +585,7 @@ class IkeSa:
                                       if struct.pack("!I", ch.spi_out) == spi), None)
                         if child:
                             self.children.remove(child)
-                            self.host.child_down(self, child)
+                            self.host.child_down(self, child, now)
                             ours.append(struct.pack("!I", child.spi_in))
                     if ours:
                         reply.append(m.Payload(m.PL_DELETE, m.encode_delete(m.PROTO_ESP, ours)))
@@ -545,6 +598,272 @@ class IkeSa:
         self._respond_next(m.INFORMATIONAL, reply)
         if gone:
             self._die()
+
+    # ---- CREATE_CHILD_SA: rekeying a CHILD_SA (RFC 7296 1.3.3, 2.8) ----
+
+    def _run_deferred(self, now):
+        while self.deferred and self.pending is None and self.state == ESTABLISHED:
+            self.deferred.pop(0)(now)
+
+    def rekey_child(self, now, child=None):
+        """Replace child (default: the newest) with a new CHILD_SA, make-before-break:
+        the new inbound SA is installed, outbound switches on the response, the old
+        one is deleted (and its inbound SA kept a grace time). -> whether it started."""
+        if self.state != ESTABLISHED:
+            return False
+        if child is None:
+            child = next((ch for ch in reversed(self.children) if not ch.rekeyed), None)
+        if child is None or child.rekeying or child.rekeyed or child not in self.children:
+            return False
+        child.rekeying = True
+        if self.pending is not None:
+            self.deferred.append(lambda t: self._send_rekey(t, child))
+        else:
+            self._send_rekey(now, child)
+        return True
+
+    def _send_rekey(self, now, child):
+        if child not in self.children or child.rekeyed:
+            return
+        c = self.config
+        spi, ni = self.host.new_spi(), os.urandom(NONCE_LEN)
+        group = self.choice.group if c.pfs else 0
+        dh = crypto.DhKey(group) if group else None
+        payloads = [m.notify_payload(m.N_REKEY_SA, protocol=m.PROTO_ESP, spi=struct.pack("!I", child.spi_in)),
+                    m.Payload(m.PL_SA, m.encode_sa([pr.esp_proposal(c.esp_encr_bits, c.esns,
+                                                                    struct.pack("!I", spi), group)])),
+                    m.Payload(m.PL_NONCE, ni)]
+        if dh:
+            payloads.append(m.Payload(m.PL_KE, m.encode_ke(group, dh.public)))
+        payloads += [m.notify_payload(m.N_USE_TRANSPORT_MODE),
+                     m.Payload(m.PL_TSI, m.encode_ts(child.ts_local)),
+                     m.Payload(m.PL_TSR, m.encode_ts(child.ts_remote))]
+        self._request(m.CREATE_CHILD_SA, payloads, now)
+        self.pending.update(handler=self._on_rekey_response, old=child, spi=spi, ni=ni, dh=dh, group=group)
+
+    def _on_rekey_response(self, p, payloads, now):
+        c, old = self.config, p["old"]
+        old.rekeying = False
+        notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
+        errors = [n.type for n in notes if n.type < 16384]
+
+        def fail(reason, text):
+            self.host.count(reason, f"CHILD_SA rekey: {text}")
+            old.created = now - c.rekey_time + REKEY_RETRY if c.rekey_time else old.created
+        if errors:
+            name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
+            return fail(name.lower(), f"the peer answered {name}")
+        if old.rekeyed or old not in self.children:
+            return                      # the peer's rekey of it won (2.8.1) or it is gone
+        sa, nonce, ke = _get(payloads, m.PL_SA), _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        tsi, tsr = _get(payloads, m.PL_TSI), _get(payloads, m.PL_TSR)
+        if not (sa and nonce and tsi and tsr) or not 16 <= len(nonce.body) <= 256:
+            return fail("invalid_syntax", "response without SA, Nonce, TSi or TSr")
+        choice = pr.check_esp_reply(m.decode_sa(sa.body), c.esp_encr_bits, c.esns, p["group"])
+        if choice is None or m.N_USE_TRANSPORT_MODE not in [n.type for n in notes]:
+            return fail("no_proposal_chosen", "the peer chose what we did not offer")
+        shared = b""
+        if p["group"]:
+            if ke is None:
+                return fail("invalid_syntax", "PFS response without KE")
+            group, pub = m.decode_ke(ke.body)
+            try:
+                if group != p["group"]:
+                    raise crypto.DhError(f"KE for group {group}")
+                shared = p["dh"].shared(pub)
+            except crypto.DhError as e:
+                return fail("invalid_ke_payload", f"peer's KE: {e}")
+        ts_i, ts_r = m.decode_ts(tsi.body), m.decode_ts(tsr.body)
+        if not (ts_i and ts_r and all(pr.covers(t, c.local_ip) for t in ts_i)
+                and all(pr.covers(t, c.remote_ip) for t in ts_r)):
+            return fail("ts_unacceptable", "selectors without the gateways' UDP 4789")
+        rival = old.peer_rekey
+        if rival is not None and rival in self.children and min(p["ni"], nonce.body) < min(rival.nonces):
+            # RFC 7296 2.8.1: both ends rekeyed it at once; the exchange with the lowest of
+            # the four nonces made the redundant SA, which its initiator (we) deletes. The
+            # peer's rekey survives, and the peer deletes the old CHILD_SA.
+            old.rekeyed = True
+            self.host.count("rekey_collision", f"simultaneous rekey of CHILD_SA 0x{old.spi_in:08x}: "
+                            f"ours (0x{p['spi']:08x}) loses and is deleted")
+            self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(
+                m.PROTO_ESP, [struct.pack("!I", p["spi"])]))], now)
+            return
+        new = self._make_child(p["spi"], struct.unpack("!I", choice.spi)[0], choice, ts_i, ts_r,
+                               ni=p["ni"], nr=nonce.body, shared=shared, initiator=True, now=now)
+        self.children.append(new)
+        self.host.child_rekeyed(self, old, new, True, now)
+        old.rekeyed = True
+        self._delete_child(now, old)        # RFC 7296 2.8: the rekey's initiator deletes the old one
+
+    def _delete_child(self, now, child):
+        if self.pending is not None:
+            return self.deferred.append(lambda t: self._delete_child(t, child))
+        if child not in self.children:
+            return
+        self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(
+            m.PROTO_ESP, [struct.pack("!I", child.spi_in)]))], now)
+
+        def answered(p, payloads, t):
+            if child in self.children:
+                self.children.remove(child)
+                self.host.child_down(self, child, t)
+        self.pending["handler"] = answered
+
+    def _on_create_child(self, payloads, now):
+        """The peer's CREATE_CHILD_SA: a rekey of one of our CHILD_SAs (N(REKEY_SA))."""
+        c = self.config
+        notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
+        rekey = next((n for n in notes if n.type == m.N_REKEY_SA), None)
+        sa = _get(payloads, m.PL_SA)
+        if rekey is None and sa is not None and any(q.protocol == m.PROTO_IKE for q in m.decode_sa(sa.body)):
+            return self._on_ike_rekey_request(sa, payloads, now)
+        if rekey is None:
+            raise IkeError(m.N_NO_ADDITIONAL_SAS, "no_additional_sas",
+                           "CREATE_CHILD_SA for a new CHILD_SA or an IKE SA rekey: not supported")
+        old = next((ch for ch in self.children if struct.pack("!I", ch.spi_out) == rekey.spi), None)
+        if old is None or old.rekeyed:
+            raise IkeError(m.N_CHILD_SA_NOT_FOUND, "child_sa_not_found",
+                           f"rekey of CHILD_SA {rekey.spi.hex()}: no such CHILD_SA")
+        sa, nonce, ke = _get(payloads, m.PL_SA), _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        tsi, tsr = _get(payloads, m.PL_TSI), _get(payloads, m.PL_TSR)
+        if not (sa and nonce and tsi and tsr) or not 16 <= len(nonce.body) <= 256:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "CREATE_CHILD_SA without SA, Nonce, TSi or TSr")
+        ke_group, pub = m.decode_ke(ke.body) if ke else (None, None)
+        chosen = pr.choose_esp(m.decode_sa(sa.body), c.esp_encr_bits, c.esns, c.groups, ke_group)
+        if chosen is None:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "CHILD_SA rekey: no acceptable ESP proposal")
+        prop, choice = chosen
+        if m.N_USE_TRANSPORT_MODE not in [n.type for n in notes]:
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen",
+                           "CHILD_SA rekey: the peer wants tunnel mode; fastpath does transport mode only")
+        narrowed = pr.narrow(m.decode_ts(tsi.body), m.decode_ts(tsr.body), c.remote_ip, c.local_ip)
+        if narrowed is None:
+            raise IkeError(m.N_TS_UNACCEPTABLE, "ts_unacceptable", "CHILD_SA rekey: selectors without UDP 4789")
+        shared, reply_ke = b"", []
+        if choice.group:
+            if ke_group != choice.group:
+                self.host.count("invalid_ke_payload", f"CHILD_SA rekey: KE for group {ke_group}, "
+                                f"we want {choice.group}")
+                return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
+                    m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))])
+            dh = crypto.DhKey(choice.group)
+            try:
+                shared = dh.shared(pub)
+            except crypto.DhError as e:
+                raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"CHILD_SA rekey: peer's KE: {e}") from None
+            reply_ke = [m.Payload(m.PL_KE, m.encode_ke(choice.group, dh.public))]
+        nr, spi_in = os.urandom(NONCE_LEN), self.host.new_spi()
+        new = self._make_child(spi_in, struct.unpack("!I", choice.spi)[0], choice, *narrowed,
+                               ni=nonce.body, nr=nr, shared=shared, initiator=False, now=now)
+        self._respond_next(m.CREATE_CHILD_SA, [
+            m.Payload(m.PL_SA, m.encode_sa([pr.esp_reply(prop, choice, struct.pack("!I", spi_in))])),
+            m.Payload(m.PL_NONCE, nr)] + reply_ke + [
+            m.notify_payload(m.N_USE_TRANSPORT_MODE),
+            m.Payload(m.PL_TSI, m.encode_ts(narrowed[0])), m.Payload(m.PL_TSR, m.encode_ts(narrowed[1]))])
+        self.children.append(new)
+        if old.rekeying:
+            old.peer_rekey = new           # ours crossed it: 2.8.1 decides at our response
+        # the new inbound SA now; outbound moves when the peer deletes the old CHILD_SA
+        # (or its traffic arrives on the new one): the peer may not have the keys yet
+        self.host.child_rekeyed(self, old, new, False, now)
+
+    # ---- CREATE_CHILD_SA: rekeying the IKE SA (RFC 7296 2.18) ----
+
+    def rekey_ike(self, now):
+        """Replace this IKE SA by a new one (new SPIs, nonces, DH, keys from SK_d); the
+        CHILD_SAs move to it and this one is deleted. -> whether it started."""
+        if self.state != ESTABLISHED or self.ike_rekeying:
+            return False
+        self.ike_rekeying = True
+        if self.pending is not None:
+            self.deferred.append(self._send_ike_rekey)
+        else:
+            self._send_ike_rekey(now)
+        return True
+
+    def _send_ike_rekey(self, now):
+        ch = self.choice                  # the same algorithms again
+        spi, ni, dh = self._new_spi(), os.urandom(NONCE_LEN), crypto.DhKey(ch.group)
+        self._request(m.CREATE_CHILD_SA, [
+            m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal((ch.encr_bits,), (ch.prf,), (ch.group,), spi)])),
+            m.Payload(m.PL_NONCE, ni), m.Payload(m.PL_KE, m.encode_ke(ch.group, dh.public))], now)
+        self.pending.update(handler=self._on_ike_rekey_response, spi=spi, ni=ni, dh=dh)
+
+    def _on_ike_rekey_response(self, p, payloads, now):
+        c = self.config
+        notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
+        errors = [n.type for n in notes if n.type < 16384]
+
+        def fail(reason, text):
+            self.host.count(reason, f"IKE SA rekey: {text}")
+            self.ike_rekeying = False
+            self.established_at = min(self.established_at + REKEY_RETRY, now)   # try again later
+        if errors:
+            name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
+            return fail(name.lower(), f"the peer answered {name}")
+        sa, nonce, ke = _get(payloads, m.PL_SA), _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        if not (sa and nonce and ke) or not 16 <= len(nonce.body) <= 256:
+            return fail("invalid_syntax", "response without SA, Nonce or KE")
+        props = m.decode_sa(sa.body)
+        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,))
+        if choice is None or len(props[0].spi) != 8 or props[0].spi == bytes(8):
+            return fail("no_proposal_chosen", "the peer chose what we did not offer")
+        group, pub = m.decode_ke(ke.body)
+        try:
+            if group != choice.group:
+                raise crypto.DhError(f"KE for group {group}")
+            shared = p["dh"].shared(pub)
+        except crypto.DhError as e:
+            return fail("invalid_ke_payload", f"peer's KE: {e}")
+        new = self._successor(True, p["spi"], props[0].spi, p["ni"], nonce.body, choice, shared, now)
+        self.host.ike_rekeyed(self, new)
+        # RFC 7296 2.18: the rekey's initiator deletes the old IKE SA
+        self.deleting = True
+        self._request(m.INFORMATIONAL, [m.Payload(m.PL_DELETE, m.encode_delete(m.PROTO_IKE, []))], now)
+
+    def _successor(self, initiator, spi_i, spi_r, ni, nr, choice, shared, now):
+        new = IkeSa(self.config, self.host, initiator, now, self.local_port, self.remote_port)
+        new.spi_i, new.spi_r, new.ni, new.nr, new.choice = spi_i, spi_r, ni, nr, choice
+        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys)
+        new.state, new.established_at, new.peer_id = ESTABLISHED, now, self.peer_id
+        new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
+        new.children, self.children = self.children, []
+        for ch in new.children:
+            ch.rekeying = False
+        return new
+
+    def _on_ike_rekey_request(self, sa, payloads, now):
+        c = self.config
+        nonce, ke = _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
+        if not (nonce and ke) or not 16 <= len(nonce.body) <= 256:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE SA rekey without Nonce or KE")
+        if self.pending is not None and self.pending["exchange"] == m.CREATE_CHILD_SA:
+            # ours is outstanding: rather than resolve a collision (2.18 / 2.8.1), refuse
+            raise IkeError(m.N_TEMPORARY_FAILURE, "temporary_failure", "IKE SA rekey while ours is outstanding")
+        group, pub = m.decode_ke(ke.body)
+        proposals = m.decode_sa(sa.body)
+        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group)
+        peer_prop = next((q for q in proposals if chosen and q.num == chosen[0].num
+                          and q.protocol == m.PROTO_IKE), None)
+        if chosen is None or peer_prop is None or len(peer_prop.spi) != 8 or peer_prop.spi == bytes(8):
+            raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "IKE SA rekey: no acceptable proposal")
+        prop, choice = chosen
+        if group != choice.group:
+            self.host.count("invalid_ke_payload", f"IKE SA rekey: KE for group {group}, we want {choice.group}")
+            return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
+                m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))])
+        dh = crypto.DhKey(choice.group)
+        try:
+            shared = dh.shared(pub)
+        except crypto.DhError as e:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"IKE SA rekey: peer's KE: {e}") from None
+        spi, nr = self._new_spi(), os.urandom(NONCE_LEN)
+        self._respond_next(m.CREATE_CHILD_SA, [
+            m.Payload(m.PL_SA, m.encode_sa([m.Proposal(prop.num, m.PROTO_IKE, spi, prop.transforms)])),
+            m.Payload(m.PL_NONCE, nr), m.Payload(m.PL_KE, m.encode_ke(choice.group, dh.public))])
+        new = self._successor(False, peer_prop.spi, spi, nonce.body, nr, choice, shared, now)
+        self.ike_rekeying = True          # the peer deletes this one
+        self.host.ike_rekeyed(self, new)
 
     def delete(self, now):
         """Send a Delete for the whole IKE SA; it is gone when answered (or given up)."""

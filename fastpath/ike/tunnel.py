@@ -5,7 +5,9 @@ Options (on a vxlan port with options:ike=true): psk (required), local_id/remote
 (default: the gateways' addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
 offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
 preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
-no IKE SA is up or being set up; false: wait for the peer).
+no IKE SA is up or being set up; false: wait for the peer), rekey_time (CHILD_SA rekey
+period in seconds, default 3600), pfs (true: a new KE in our CHILD_SA rekeys; default
+false), dpd_interval (liveness check after this many silent seconds, default 30).
 
 Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
 and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
@@ -24,6 +26,7 @@ from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_SENT, IkeConfig, IkeSa, pars
 log = logging.getLogger("fastpath.ike")
 
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0     # re-initiation after a failure: doubling, capped
+OLD_SA_GRACE = 2.0                     # a deleted CHILD_SA's inbound SA: for frames in flight
 NON_ESP_MARKER = bytes(4)
 
 # what handshake-input counts for IKE (show errors), by reason
@@ -36,7 +39,11 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
           ("invalid_message_id", "IKE: message ID outside the window"),
           ("unknown_spi", "IKE: message for no IKE SA we have"),
           ("ts_unacceptable", "IKE: traffic selectors refused (TS_UNACCEPTABLE)"),
-          ("no_additional_sas", "IKE: CREATE_CHILD_SA refused (not supported yet)"),
+          ("no_additional_sas", "IKE: CREATE_CHILD_SA for a new CHILD_SA refused (not supported)"),
+          ("child_sa_not_found", "IKE: rekey of a CHILD_SA we do not have"),
+          ("rekey_collision", "IKE: simultaneous CHILD_SA rekey, ours redundant (RFC 7296 2.8.1)"),
+          ("temporary_failure", "IKE: request refused for now (TEMPORARY_FAILURE)"),
+          ("dpd", "IKE: liveness check (nothing heard from the peer)"),
           ("retransmit_timeout", "IKE: request unanswered after every retransmission"))
 
 
@@ -57,6 +64,15 @@ def config_from_options(o):
         c.local_id = parse_identity(str(o["local_id"]))
     if o.get("remote_id"):
         c.remote_id = parse_identity(str(o["remote_id"]))
+    try:
+        c.rekey_time = float(o.get("rekey_time", c.rekey_time))
+        c.dpd_interval = float(o.get("dpd_interval", c.dpd_interval))
+    except ValueError:
+        raise ValueError("options:rekey_time and options:dpd_interval are seconds") from None
+    pfs = str(o.get("pfs", "false")).lower()
+    if pfs not in ("true", "false"):
+        raise ValueError(f"options:pfs must be true or false, not {o['pfs']!r}")
+    c.pfs = pfs == "true"
     return c
 
 
@@ -71,9 +87,11 @@ class IkeTunnel:
         self.sas = []
         self.child_sas = {}            # spi_in -> (IkeSa, ChildSa, inbound SecurityAssociation, outbound)
         self.counters = {name: 0 for name, _ in ERRORS}
-        self.counters.update(ike_sas=0, child_sas=0)
+        self.counters.update(ike_sas=0, child_sas=0, child_rekeys=0, ike_rekeys=0)
         self.retry_at = None           # set at the first tick: start when the tunnel comes up
         self.retry_wait = RETRY_FIRST
+        self.switch_on_traffic = {}    # spi_in -> outbound SA to use once it carries frames
+        self.retiring = {}             # spi_in -> when its inbound SA goes
         # the selectors name udp/4789 at both ends: send VXLAN from 4789 too
         tunnel.vpn.sw.each("vxlan-encap").set_source_port(tunnel.port.sw_if_index, VXLAN_PORT)
 
@@ -124,16 +142,45 @@ class IkeTunnel:
                  self.config.remote_ip, child.encr_bits, "on" if child.esn else "off",
                  child.spi_in, child.spi_out)
 
-    def child_down(self, sa, child):
+    def rx_packets(self, sa):
+        """Frames received on sa's CHILD_SAs so far (liveness without a DPD exchange)."""
+        return sum(e[2].stats()["packets"] for e in self.child_sas.values() if e[0] is sa)
+
+    def child_rekeyed(self, sa, old, new, switch, now):
+        """new replaces old: its inbound SA at once; its outbound now (switch: we
+        initiated the rekey, the peer has the keys) or when the peer uses it or deletes
+        old. old stays until its Delete."""
+        t = self.tunnel
+        common = dict(esn=new.esn, replay_window=t.replay_window or 64, encap=t.encap)
+        sa_in = SecurityAssociation(new.spi_in, new.key_in, direction="in", **common)
+        sa_out = SecurityAssociation(new.spi_out, new.key_out, direction="out", **common)
+        t.install_inbound(sa_in)
+        self.child_sas[new.spi_in] = (sa, new, sa_in, sa_out)
+        if switch:
+            t.use_outbound(sa_out)
+        else:
+            self.switch_on_traffic[new.spi_in] = sa_out
+        self.counters["child_rekeys"] = self.counters.get("child_rekeys", 0) + 1
+        log.info("%s: CHILD_SA in 0x%08x out 0x%08x rekeyed (%s): in 0x%08x out 0x%08x", self.name,
+                 old.spi_in, old.spi_out, "ours" if switch else "the peer's", new.spi_in, new.spi_out)
+
+    def child_down(self, sa, child, now=None):
+        """child is gone; its inbound SA lingers OLD_SA_GRACE (now given) for frames the
+        peer sent before its Delete."""
         t = self.tunnel
         entry = self.child_sas.pop(child.spi_in, None)
         if entry is None:
             return
-        t.vpn.decrypt.remove_sa(child.spi_in)
-        t.inbound.pop(child.spi_in, None)
+        self.switch_on_traffic.pop(child.spi_in, None)
+        if now is not None:
+            self.retiring[child.spi_in] = now + OLD_SA_GRACE
+        else:
+            t.vpn.decrypt.remove_sa(child.spi_in)
+            t.inbound.pop(child.spi_in, None)
         if t.out is not None and t.out[1] is entry[3]:
             live = [e for e in self.child_sas.values() if e[0].state == ESTABLISHED]
             if live:
+                self.switch_on_traffic.pop(live[-1][1].spi_in, None)
                 t.use_outbound(live[-1][3])
             else:
                 t.vpn.encrypt.remove_outbound(t.out[0])
@@ -141,6 +188,16 @@ class IkeTunnel:
                 t.port.sa_index = 0
                 t.vpn.sw.each("vxlan-encap").set_sa(t.port.sw_if_index, 0)
         log.info("%s: CHILD_SA in 0x%08x out 0x%08x deleted", self.name, child.spi_in, child.spi_out)
+
+    def ike_rekeyed(self, old, new):
+        """new replaces old (RFC 7296 2.18) and takes over its CHILD_SAs."""
+        for spi, e in list(self.child_sas.items()):
+            if e[0] is old:
+                self.child_sas[spi] = (new,) + e[1:]
+        self.sas.append(new)
+        self.counters["ike_rekeys"] = self.counters.get("ike_rekeys", 0) + 1
+        log.info("%s: IKE SA %s/%s rekeyed: now %s/%s", self.name, old.spi_i.hex(), old.spi_r.hex(),
+                 new.spi_i.hex(), new.spi_r.hex())
 
     def ike_down(self, sa):
         for child in list(sa.children):
@@ -215,6 +272,20 @@ class IkeTunnel:
     # ---- time ----
 
     def tick(self, now):
+        t = self.tunnel
+        for spi, sa_out in list(self.switch_on_traffic.items()):
+            entry = self.child_sas.get(spi)
+            if entry is None:
+                del self.switch_on_traffic[spi]
+            elif entry[2].stats()["packets"] > 0:     # the peer already sends on it
+                del self.switch_on_traffic[spi]
+                if t.out is None or t.out[1] is not sa_out:
+                    t.use_outbound(sa_out)
+        for spi, at in list(self.retiring.items()):
+            if now >= at:
+                del self.retiring[spi]
+                t.vpn.decrypt.remove_sa(spi)
+                t.inbound.pop(spi, None)
         for sa in list(self.sas):
             sa.tick(now)
         if not self.initiate:
@@ -238,6 +309,8 @@ class IkeTunnel:
             sa.state = DEAD
         self.sas.clear()
         self.child_sas.clear()
+        self.switch_on_traffic.clear()
+        self.retiring.clear()
 
     def show(self, now):
         return [{"tunnel": self.name, **sa.show(now)} for sa in self.sas]
