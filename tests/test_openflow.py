@@ -639,3 +639,125 @@ def test_ovs_ofctl_several_tables():
         assert send(sw, "p1", tcp80) == {}                  # a miss in table 4 drops
     finally:
         sw.close()
+
+
+# ---------------------------------------------------------------- ROLE_REQUEST
+
+@pytest.fixture
+def two_controllers():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    a, b = Controller(), Controller()
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{a.port}", f"tcp:127.0.0.1:{b.port}"])
+    with running(sw):
+        a.accept()
+        b.accept()
+        assert a.request(b"") == [] and b.request(b"") == []
+        yield sw, ctl, a, b
+    a.close()
+    b.close()
+    sw.close()
+
+
+def role_of(peer, role, generation_id=0, xid=0x51):
+    """Send a ROLE_REQUEST: ("reply", role, generation_id) or ("error", type, code)."""
+    (_, t, rxid, msg), = peer.request(c.role(c.ROLE_REQUEST, xid, role, generation_id))
+    assert rxid == xid
+    if t == c.ERROR:
+        return ("error",) + c.parse_error(msg[8:])[:2]
+    assert t == c.ROLE_REPLY
+    return ("reply",) + c.parse_role(msg[8:])
+
+
+def test_roles_master_slave_and_generation_ids(two_controllers):
+    sw, ctl, a, b = two_controllers
+    # both start EQUAL; NOCHANGE asks without changing
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_EQUAL, 0)
+    assert role_of(a, c.ROLE_MASTER, 10) == ("reply", c.ROLE_MASTER, 10)
+    assert role_of(b, c.ROLE_NOCHANGE) == ("reply", c.ROLE_EQUAL, 10)
+    # a new master demotes the old one
+    assert role_of(b, c.ROLE_MASTER, 11) == ("reply", c.ROLE_MASTER, 11)
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_SLAVE, 11)
+    # stale generation ids are refused (and change nothing); equal ones and wrap-around pass
+    assert role_of(a, c.ROLE_MASTER, 9) == ("error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_STALE)
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_SLAVE, 11)
+    assert role_of(a, c.ROLE_SLAVE, 11) == ("reply", c.ROLE_SLAVE, 11)
+    assert role_of(b, c.ROLE_MASTER, 0xFFFFFFFFFFFFFFF0) == (
+        "error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_STALE)      # 11 - 16: older
+    # EQUAL takes no generation id and is never stale
+    assert role_of(b, c.ROLE_EQUAL, 3) == ("reply", c.ROLE_EQUAL, 11)
+    assert role_of(b, 7) == ("error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_BAD_ROLE)
+    r = b.request(c.message(c.ROLE_REQUEST, 0x52, bytes(8)))
+    assert errors_of(r) == [((c.ET_BAD_REQUEST, c.BRC_BAD_LEN), 0x52)]
+    # a generation id that wraps past 2**64 is newer
+    sw2 = sw.bridge("br0").agent
+    sw2.generation_id = 0xFFFFFFFFFFFFFFFE
+    assert role_of(b, c.ROLE_MASTER, 1) == ("reply", c.ROLE_MASTER, 1)
+
+
+def test_slave_cannot_change_state(two_controllers):
+    sw, ctl, a, b = two_controllers
+    assert role_of(a, c.ROLE_MASTER, 1)[0] == "reply"
+    assert role_of(b, c.ROLE_SLAVE, 1)[0] == "reply"
+    f = bytes(frame(dst=B))
+    refused = [c.flow_mod(0x60, c.FC_ADD, [], c.apply_actions([("output", 2)])),
+               c.packet_out(0x60, c.OFPP_CONTROLLER, [("output", 2)], f),
+               c.message(c.GROUP_MOD, 0x60, bytes(8)),
+               c.port_mod(0x60, 1, bytes(6), c.PC_PORT_DOWN, c.PC_PORT_DOWN)]
+    for msg in refused:
+        replies = b.request(msg)
+        assert errors_of(replies) == [((c.ET_BAD_REQUEST, c.BRC_IS_SLAVE), 0x60)]
+        assert replies[0][3][12:] == msg[:64]
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+    assert sw.port("p1").admin_up
+    # reads are allowed to a slave
+    b.send(c.message(c.FEATURES_REQUEST, 0x61))
+    assert b.recv()[1] == c.FEATURES_REPLY
+    # the master may
+    assert a.request(refused[0]) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 1
+    # and after going EQUAL the former slave may too
+    assert role_of(b, c.ROLE_EQUAL)[0] == "reply"
+    assert b.request(c.flow_mod(0x62, c.FC_DELETE, [], table_id=c.OFPTT_ALL)) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+
+
+def test_slave_async_messages_follow_the_slave_masks(two_controllers):
+    sw, ctl, a, b = two_controllers
+    assert role_of(a, c.ROLE_MASTER, 1)[0] == "reply"
+    assert role_of(b, c.ROLE_SLAVE, 1)[0] == "reply"
+    a.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                         priority=0))
+    a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+                         flags=c.FF_SEND_FLOW_REM))
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    send(sw, "p1", f)
+    sw.add_port("br0", "p4", type="pg")
+    with running(sw):
+        # the master: PACKET_IN and PORT_STATUS; the slave (defaults): PORT_STATUS only
+        got_a = [a.recv()[1] for _ in range(2)]
+        assert sorted(got_a) == sorted([c.PACKET_IN, c.PORT_STATUS])
+        assert [m[1] for m in b.request(b"")] == [c.PORT_STATUS]
+        delete = c.flow_mod(2, c.FC_DELETE, [(c.OXM_IN_PORT, 3, None)])
+        assert [m[1] for m in a.request(delete)] == [c.FLOW_REMOVED]
+        assert [m[1] for m in b.request(b"")] == []            # no FLOW_REMOVED to a slave
+        # SET_ASYNC: the slave asks for PACKET_IN (no match) and no PORT_STATUS
+        b.request(c.async_config(c.SET_ASYNC, 3, [0x3, 0x1, 0x7, 0x0, 0xF, 0x4]))
+        a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+                             flags=c.FF_SEND_FLOW_REM))
+        sw.graph.stop()
+    send(sw, "p2", f)
+    sw.del_port("p4")
+    with running(sw):
+        got = [m[1] for m in b.request(b"")]
+        while len(got) < 1:
+            got.append(b.recv()[1])
+        assert got == [c.PACKET_IN]
+        # the master still has every default: PORT_STATUS, PACKET_IN, FLOW_REMOVED
+        got = [m[1] for m in a.request(delete)]
+        while len(got) < 3:
+            got.append(a.recv()[1])
+        assert sorted(got) == sorted([c.PORT_STATUS, c.PACKET_IN, c.FLOW_REMOVED])
+        assert [m[1] for m in b.request(b"")] == [c.FLOW_REMOVED]

@@ -583,3 +583,37 @@ def table_features(table_id, name, max_entries, instructions, action_types, matc
              + _property(TFPT_APPLY_SETFIELD, oxm_headers(setfields)))
     return struct.pack("!HB5x32sQQII", 64 + len(props), table_id, name.encode()[:31], 0, 0, 0,
                        max_entries) + props
+
+
+# ---------------------------------------------------------------- ROLE_REQUEST, PORT_MOD
+
+ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = 0, 1, 2, 3
+ET_PORT_MOD_FAILED, ET_ROLE_REQUEST_FAILED = 7, 11
+BRC_IS_SLAVE = 10
+RRFC_STALE, RRFC_UNSUP, RRFC_BAD_ROLE = 0, 1, 2
+PMFC_BAD_PORT, PMFC_BAD_HW_ADDR, PMFC_BAD_CONFIG, PMFC_BAD_ADVERTISE = 0, 1, 2, 3
+PC_NO_RECV, PC_NO_FWD, PC_NO_PACKET_IN = 1 << 2, 1 << 5, 1 << 6
+ROLE = struct.Struct("!I4xQ")
+PORT_MOD_BODY = struct.Struct("!I4x6s2xIII4x")           # after the header: 32 bytes
+
+
+def parse_role(body):
+    """ROLE_REQUEST/REPLY body -> (role, generation_id)."""
+    if len(body) != ROLE.size:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "ROLE_REQUEST body is not 16 bytes")
+    return ROLE.unpack(body)
+
+
+def role(type, xid, role_, generation_id):
+    return message(type, xid, ROLE.pack(role_, generation_id))
+
+
+def parse_port_mod(body):
+    """-> (port_no, hw_addr, config, mask, advertise)."""
+    if len(body) != PORT_MOD_BODY.size:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "PORT_MOD body is not 32 bytes")
+    return PORT_MOD_BODY.unpack(body)
+
+
+def port_mod(xid, port_no, hw_addr, config, mask, advertise=0):
+    return message(PORT_MOD, xid, PORT_MOD_BODY.pack(port_no, hw_addr, config, mask, advertise))
