@@ -761,3 +761,77 @@ def test_slave_async_messages_follow_the_slave_masks(two_controllers):
             got.append(a.recv()[1])
         assert sorted(got) == sorted([c.PORT_STATUS, c.PACKET_IN, c.FLOW_REMOVED])
         assert [m[1] for m in b.request(b"")] == [c.FLOW_REMOVED]
+
+
+# ---------------------------------------------------------------- PORT_MOD
+
+def port_desc(peer):
+    replies = peer.request(c.multipart_request(0x70, c.MP_PORT_DESC))
+    body = c.parse_multipart_reply(replies[0][3][8:])[2]
+    return {p[0]: p for p in (c.parse_port(body, off) for off in range(0, len(body), 64))}
+
+
+def test_port_mod_admin_down_and_no_packet_in(controlled):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    mac2 = port_types.mac_of(sw.port("p2"))
+    assert port_desc(peer)[2][3:] == (0, c.PS_LIVE)
+    peer.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions([("output", 2)])))
+    # down: PORT_STATUS MODIFY with the config, PORT_DESC shows it, nothing leaves p2
+    replies = peer.request(c.port_mod(0x71, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN))
+    (_, t, _, msg), = replies
+    assert t == c.PORT_STATUS and msg[8] == c.PR_MODIFY
+    assert c.parse_port(msg, 16)[0] == 2 and c.parse_port(msg, 16)[3:] == (c.PC_PORT_DOWN, c.PS_LINK_DOWN)
+    assert port_desc(peer)[2][3:] == (c.PC_PORT_DOWN, c.PS_LINK_DOWN)
+    assert not sw.port("p2").admin_up
+    # the same again changes nothing: no PORT_STATUS
+    assert peer.request(c.port_mod(0x72, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN)) == []
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {}
+    down = lambda: sum(n for g in sw.graphs for n, node, reason, _ in g.errors()
+                       if (node, reason) == ("interface-output", "interface_down"))
+    assert down() == 1
+    with running(sw):
+        # up again; a mask of 0 changes nothing
+        assert peer.request(c.port_mod(0x73, 2, mac2, c.PC_PORT_DOWN, 0)) == []
+        (_, t, _, msg), = peer.request(c.port_mod(0x74, 2, mac2, 0, c.PC_PORT_DOWN))
+        assert c.parse_port(msg, 16)[3:] == (0, c.PS_LIVE)
+        # NO_PACKET_IN on p3: its frames reach no controller
+        peer.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                                priority=0))
+        mac3 = port_types.mac_of(sw.port("p3"))
+        (_, t, _, msg), = peer.request(c.port_mod(0x75, 3, mac3, c.PC_NO_PACKET_IN, c.PC_NO_PACKET_IN))
+        assert c.parse_port(msg, 16)[3] == c.PC_NO_PACKET_IN
+        assert port_desc(peer)[3][3] == c.PC_NO_PACKET_IN
+        sw.graph.stop()
+    assert send(sw, "p1", f) == {"p2": [f]}
+    send(sw, "p3", f)
+    send(sw, "p2", f)
+    agent = sw.bridge("br0").agent
+    with running(sw):
+        _, t, _, msg = peer.recv()
+        assert t == c.PACKET_IN and c.parse_packet_in(msg[8:])[5] == [(c.OXM_IN_PORT, 2, None)]
+        assert peer.request(b"") == []
+    assert agent.counters["packet_in_dropped"] == 1
+
+
+@pytest.mark.parametrize("args,err", [
+    ((42, None, c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_PORT)),
+    ((c.OFPP_LOCAL, None, c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_PORT)),
+    ((2, b"\x02\0\0\0\0\x99", c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_HW_ADDR)),
+    ((2, None, c.PC_NO_FWD, c.PC_NO_FWD), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_CONFIG)),
+    ((2, None, 0, 0, 1 << 6), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_ADVERTISE)),
+])
+def test_port_mod_errors(controlled, args, err):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    port_no, hw, config, mask, *adv = args
+    hw = hw or port_types.mac_of(sw.port("p2"))
+    msg = c.port_mod(0x76, port_no, hw, config, mask, *adv)
+    replies = peer.request(msg)
+    assert errors_of(replies) == [(err, 0x76)] and replies[0][3][12:] == msg[:64]
+    assert sw.port("p2").admin_up and port_desc(peer)[2][3] == 0
+    r = peer.request(c.message(c.PORT_MOD, 0x77, bytes(16)))
+    assert errors_of(r) == [((c.ET_BAD_REQUEST, c.BRC_BAD_LEN), 0x77)]
