@@ -271,7 +271,7 @@ def bad_flow_mod(**kw):
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
     (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
     (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
-    (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.TABLE_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
     (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=16)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
@@ -835,3 +835,149 @@ def test_port_mod_errors(controlled, args, err):
     assert sw.port("p2").admin_up and port_desc(peer)[2][3] == 0
     r = peer.request(c.message(c.PORT_MOD, 0x77, bytes(16)))
     assert errors_of(r) == [((c.ET_BAD_REQUEST, c.BRC_BAD_LEN), 0x77)]
+
+
+# ---------------------------------------------------------------- GROUP_MOD
+
+def group_desc_of(peer):
+    replies = [m for m in peer.request(c.multipart_request(0x80, c.MP_GROUP_DESC))
+               if m[1] == c.MULTIPART_REPLY]
+    return c.parse_group_desc(c.parse_multipart_reply(replies[0][3][8:])[2])
+
+
+def group_stats_of(peer, group_id=c.OFPG_ALL):
+    replies = peer.request(c.multipart_request(0x81, c.MP_GROUP, struct.pack("!I4x", group_id)))
+    return c.parse_group_stats(c.parse_multipart_reply(replies[0][3][8:])[2])
+
+
+def test_group_all_and_indirect_in_the_pipeline(controlled):
+    sw, ctl, peer = controlled
+    # group 1 (ALL): one copy tagged out p2, one untouched out p3; group 2 (INDIRECT): p3
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [
+        c.bucket([("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005), ("output", 2)]),
+        c.bucket([("output", 3)])])) == []
+    assert peer.request(c.group_mod(2, c.GC_ADD, c.GT_INDIRECT, 2, [c.bucket([("output", 3)])])) == []
+    assert peer.request(c.flow_mod(3, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    # write-actions: the group takes the place of the output in the action set
+    assert peer.request(c.flow_mod(3, c.FC_ADD, [(c.OXM_IN_PORT, 2, None)],
+                                   c.write_actions([("output", 1), ("group", 2)]))) == []
+    assert "in_port=1 actions=group:1" in ctl.execute(["dump-flows", "br0"])
+    desc = group_desc_of(peer)
+    assert [(t, gid, [b[3] for b in bk]) for t, gid, bk in desc] == [
+        (c.GT_ALL, 1, [[("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005),
+                        ("output", 2, 0)], [("output", 3, 0)]]),
+        (c.GT_INDIRECT, 2, [[("output", 3, 0)]])]
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {"p2": [bytes(frame([(0x8100, 5, 0)], dst=B))], "p3": [f]}
+    assert send(sw, "p1", f, f)["p3"] == [f, f]
+    assert send(sw, "p2", f) == {"p3": [f]}
+    with running(sw):
+        stats = {s[0]: s for s in group_stats_of(peer)}
+        assert stats[1][1:4] == (1, 3, 3 * len(f)) and stats[1][4] == [(3, 3 * len(f))] * 2
+        assert stats[2][1:4] == (1, 1, len(f))
+        assert [s[0] for s in group_stats_of(peer, 2)] == [2]
+        # MODIFY: group 1 now sends to p2 only; to the flows it is the same group
+        assert peer.request(c.group_mod(4, c.GC_MODIFY, c.GT_ALL, 1, [c.bucket([("output", 2)])])) == []
+        # GROUP_FEATURES: ALL and INDIRECT
+        r = peer.request(c.multipart_request(0x82, c.MP_GROUP_FEATURES))
+        types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
+        assert types == (1 << c.GT_ALL | 1 << c.GT_INDIRECT) and rest[:4] == [4096, 0, 4096, 0]
+        sw.graph.stop()
+    assert send(sw, "p1", f) == {"p2": [f]}
+    with running(sw):
+        # DELETE takes the flows that use the group along, with FLOW_REMOVED if asked
+        peer.request(c.flow_mod(5, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("group", 2)]),
+                                flags=c.FF_SEND_FLOW_REM))
+        replies = peer.request(c.group_mod(6, c.GC_DELETE, 0, 2))
+        assert [m[1] for m in replies] == [c.FLOW_REMOVED]
+        assert replies[0][3][8 + 8 + 2] == c.RR_GROUP_DELETE
+        dump = ctl.execute(["dump-flows", "br0"])
+        assert "group:2" not in dump and "group:1" in dump
+        assert peer.request(c.group_mod(7, c.GC_DELETE, 0, 2)) == []     # not there: no error
+        assert peer.request(c.group_mod(8, c.GC_DELETE, 0, c.OFPG_ALL)) == []
+        assert group_desc_of(peer) == [] and group_stats_of(peer) == []
+        assert "group:" not in ctl.execute(["dump-flows", "br0"])
+
+
+def test_group_buckets_lose_removed_ports(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)]),
+                                                         c.bucket([("output", 3)])]))
+    sw.graph.stop()
+    sw.del_port("p3")
+    with running(sw):
+        assert [[b[3] for b in bk] for _, _, bk in group_desc_of(peer)] == [[[("output", 2, 0)], []]]
+
+
+def test_fastpathctl_group_action(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.group_mod(1, c.GC_ADD, c.GT_INDIRECT, 7, [c.bucket([("output", 2)])]))
+    sw.graph.stop()
+    ctl.execute(["add-flow", "br0", "priority=9,in_port=p1 actions=group:7"])
+    assert "in_port=p1 actions=group:7" in ctl.execute(["dump-flows", "br0"])
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {"p2": [f]}
+    with pytest.raises(Exception):
+        ctl.execute(["add-flow", "br0", "priority=9,in_port=p2 actions=group:8"])
+
+
+def gm(*args, **kw):
+    return c.group_mod(0x90, *args, **kw)
+
+
+@pytest.mark.parametrize("msg,err", [
+    (gm(c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS)),
+    (gm(c.GC_MODIFY, c.GT_ALL, 5, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_UNKNOWN_GROUP)),
+    (gm(c.GC_ADD, c.GT_ALL, c.OFPG_ALL, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_DELETE, c.GT_ALL, c.OFPG_MAX + 1), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_INDIRECT, 5, [c.bucket([("output", 2)])] * 2), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_INDIRECT, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_SELECT, 5, [c.bucket([("output", 2)], weight=1)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=2)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
+    (gm(c.GC_ADD, 9, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
+    (gm(3, c.GT_ALL, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("group", 1)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_CHAINING_UNSUPPORTED)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("output", 2)], weight=3)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("output", 9)])]), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
+    (c.message(c.GROUP_MOD, 0x90, c.GROUP_MOD_FIXED.pack(c.GC_ADD, c.GT_ALL, 5) + struct.pack("!HHII4x", 40, 0, 0, 0)),
+     (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_BUCKET)),                                      # bucket past the end
+    (c.message(c.GROUP_MOD, 0x90, bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (c.flow_mod(0x90, c.FC_ADD, [], c.apply_actions([("group", 5)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_GROUP)),
+    (c.packet_out(0x90, c.OFPP_CONTROLLER, [("group", 1)], bytes(60)), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (c.multipart_request(0x90, c.MP_GROUP, bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (c.multipart_request(0x90, c.MP_GROUP_DESC, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+])
+def test_group_mod_errors(controlled, msg, err):
+    sw, ctl, peer = controlled
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 3)])])) == []
+    replies = peer.request(msg)
+    assert errors_of(replies) == [(err, 0x90)] and replies[0][3][12:] == msg[:64]
+    # nothing changed: group 1 as it was, no other group, no flow
+    assert [(t, gid, [b[3] for b in bk]) for t, gid, bk in group_desc_of(peer)] == [
+        (c.GT_ALL, 1, [[("output", 3, 0)]])]
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+
+
+def test_ovs_ofctl_dump_groups():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    port = free_port()
+    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
+    try:
+        with running(sw):
+            ofctl(port, "add-group", "group_id=3,type=all,bucket=output:2,bucket=output:3")
+            ofctl(port, "add-group", "group_id=4,type=indirect,bucket=actions=strip_vlan,output:1")
+            ofctl(port, "add-flow", "in_port=1,actions=group:3")
+            out = ofctl(port, "dump-groups")
+            assert "group_id=3,type=all,bucket=actions=output:2,bucket=actions=output:3" in out
+            assert "group_id=4,type=indirect,bucket=actions=pop_vlan,output:1" in out
+            assert "group:3" in ofctl(port, "dump-flows")
+            assert "ref_count=1" in ofctl(port, "dump-group-stats", "group_id=3")
+            ofctl(port, "del-groups", "group_id=3")
+            assert "group_id=3" not in ofctl(port, "dump-groups")
+            assert "group:3" not in ofctl(port, "dump-flows")
+    finally:
+        sw.close()

@@ -146,6 +146,8 @@ cdef class FlowClassify(L2Node):
     cdef bint has_pending
     cdef uint16_t pend_tx, pend_next
     cdef uint32_t pend_aux
+    cdef pipeline_t *cur                 # the pipeline of the frame at hand (for its groups)
+    cdef int cur_row
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -174,6 +176,38 @@ cdef class FlowClassify(L2Node):
         self.has_pending = True
         self.pend_tx, self.pend_next, self.pend_aux = tx, nxt, aux
 
+    cdef void run_group(self, uint32_t b, uint32_t slot, int32_t rid) noexcept nogil:
+        """Group `slot` on frame b: each bucket (ALL: every one; INDIRECT: its one) runs
+        its actions on a copy of b, which goes where the bucket's outputs send it. b itself
+        is left as it was (an earlier output of it takes its copy first)."""
+        cdef group_t *g = &self.cur.groups[slot]
+        cdef int k, j, c, nb
+        cdef bucket_t *bk
+        if g.type == G_NONE:
+            return
+        self.cur.group_packets[self.cur_row * MAX_GROUPS + slot] += 1
+        self.cur.group_octets[self.cur_row * MAX_GROUPS + slot] += self.pool.length[b]
+        nb = g.n_buckets if g.type == G_ALL else (1 if g.n_buckets > 0 else 0)
+        self.flush(b)
+        for k in range(nb):
+            bk = &g.buckets[k]
+            c = self.pool.clone(b)
+            if c < 0:
+                self.count_error(ERR_NO_BUFFER)
+                continue
+            self.pool.error[c] = self.err_base + ERR_FLOW_DROP
+            for j in range(bk.n_ops):
+                if self.act(c, &bk.ops[j], rid) < 0:
+                    break
+            if self.has_pending:               # the bucket's last output takes the copy
+                self.has_pending = False
+                self.pool.tx_if[c] = self.pend_tx
+                self.pool.next[c] = self.pend_next
+                self.pool.aux[c] = self.pend_aux
+            else:
+                self.pool.next[c] = ARC_DROP
+            self.emit(c)
+
     cdef int act(self, uint32_t b, const op_t *o, int32_t rid) noexcept nogil:
         """One action on buffer b. 1: the frame changed; 0: it did not; -1: drop it."""
         cdef uint8_t *p
@@ -196,6 +230,8 @@ cdef class FlowClassify(L2Node):
                 self.send(b, rx, NEXT_OUTPUT, 0)
             elif kind == A_NORMAL:
                 self.send(b, 0, NEXT_NORMAL, 0)
+            elif kind == A_GROUP:
+                self.run_group(b, o.arg, rid)
             elif kind == A_CONTROLLER:
                 # packet-in reads max_len from tx_if and the rule from aux
                 self.send(b, <uint16_t> o.arg, NEXT_PUNT, <uint32_t> rid)
@@ -300,6 +336,8 @@ cdef class FlowClassify(L2Node):
                 continue
             t = &(<FlowTable> ft).c
             row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
+            self.cur = t
+            self.cur_row = row
             self.has_pending = False
             self.pool.error[b] = self.err_base + ERR_FLOW_DROP
             metadata = 0
@@ -349,6 +387,8 @@ cdef class FlowClassify(L2Node):
                 if dropped or not goto:
                     break
             if not dropped:
+                if aset[S_GROUP] != NULL:
+                    aset[S_OUTPUT] = NULL          # a group takes the place of the output
                 for s in range(N_SLOTS):
                     if aset[s] != NULL and self.act(b, aset[s], rid) < 0:
                         dropped = True

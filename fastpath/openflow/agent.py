@@ -299,6 +299,53 @@ class Agent:
         if self._port(port) != before:
             self.port_changed(c.PR_MODIFY, port)
 
+    GROUP_TYPES = {c.GT_ALL: "all", c.GT_INDIRECT: "indirect"}
+    GROUP_NUMBERS = {v: k for k, v in GROUP_TYPES.items()}
+
+    def on_group_mod(self, ch, xid, body):
+        """GROUP_MOD ADD/MODIFY/DELETE of ALL and INDIRECT groups (OpenFlow 1.3 6.5). A
+        deleted group takes the flows that use it along (FLOW_REMOVED GROUP_DELETE)."""
+        command, gtype, group_id, buckets = c.parse_group_mod(body)
+        br, flows = self.bridge, self.bridge.flows
+        if command not in (c.GC_ADD, c.GC_MODIFY, c.GC_DELETE):
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND, f"command {command}")
+        if command == c.GC_DELETE:
+            if group_id == c.OFPG_ALL:
+                ids = [g.group_id for g in flows.groups]
+            elif group_id > c.OFPG_MAX:
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
+            else:
+                ids = [group_id]            # deleting a group that is not there is no error
+            gone = [f for gid in ids for f in flows.delete_group(gid)]
+            self._flows_removed([(f, c.RR_GROUP_DELETE) for f in gone])
+            self.switch.apply_flows(br.name)
+            return
+        if group_id > c.OFPG_MAX:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
+        if gtype not in self.GROUP_TYPES:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE,
+                            f"group type {gtype}: only ALL and INDIRECT")
+        exists = flows.group(group_id) is not None
+        if command == c.GC_ADD and exists:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS, f"group {group_id}")
+        if command == c.GC_MODIFY and not exists:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_UNKNOWN_GROUP, f"group {group_id}")
+        if gtype == c.GT_INDIRECT and len(buckets) != 1:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP,
+                            f"an INDIRECT group has one bucket, not {len(buckets)}")
+        ports = tr.Ports(br)
+        compiled = []
+        for weight, _watch_port, _watch_group, acts in buckets:
+            if weight:          # weights are for SELECT; watches only matter to FAST_FAILOVER
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED,
+                                f"bucket weight {weight} in a {self.GROUP_TYPES[gtype]} group")
+            compiled.append(tr.to_actions(acts, ports, in_bucket=True))
+        try:
+            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled)
+        except ValueError as e:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
+        self.switch.apply_flows(br.name)
+
     def on_flow_mod(self, ch, xid, body):
         fm = c.parse_flow_mod(body)
         self.counters["flow_mods"] += 1
@@ -460,6 +507,35 @@ class Agent:
         return [c.aggregate_stats(sum(f.n_packets for f in flows), sum(f.n_bytes for f in flows),
                                   len(flows))]
 
+    def mp_group(self, req):
+        if len(req) != 8:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_LEN, "group stats request is 8 bytes")
+        group_id = struct.unpack_from("!I", req)[0]
+        flows, now = self.bridge.flows, time.monotonic()
+        out = []
+        for g in flows.groups:
+            if group_id not in (c.OFPG_ALL, g.group_id):
+                continue
+            n_packets, n_bytes = flows.group_counters(g)
+            # ALL and INDIRECT: every bucket sees every packet of its group
+            out.append(c.group_stats(g.group_id, flows.group_ref_count(g.group_id), n_packets,
+                                     n_bytes, now - g.created, [(n_packets, n_bytes)] * len(g.buckets)))
+        return out
+
+    def mp_group_desc(self, req):
+        self._empty(req)
+        ports = tr.Ports(self.bridge)
+        return [c.group_desc(self.GROUP_NUMBERS[g.type], g.group_id,
+                             [c.bucket(tr.from_actions(b, ports)) for b in g.buckets])
+                for g in self.bridge.flows.groups]
+
+    def mp_group_features(self, req):
+        self._empty(req)
+        acts = sum(1 << a for a in (c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
+                                    c.AT_SET_FIELD))
+        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_INDIRECT, 0,
+                                 (4096, 0, 4096, 0), (acts, 0, acts, 0))]
+
     def mp_table(self, req):
         self._empty(req)
         return [c.table_stats(*row) for row in self.bridge.flows.table_stats()]
@@ -496,7 +572,7 @@ class Agent:
                         c.IT_APPLY_ACTIONS, c.IT_CLEAR_ACTIONS]
         return [c.table_features(t, f"table{t}", 1 << 20, instructions,
                                  [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
-                                  c.AT_SET_FIELD], fields, setters)
+                                  c.AT_SET_FIELD, c.AT_GROUP], fields, setters)
                 for t in range(self.bridge.flows.n_tables)]
 
     # ---- asynchronous messages ----
@@ -528,10 +604,13 @@ class Agent:
                 c.GET_ASYNC_REQUEST: on_get_async_request, c.SET_ASYNC: on_set_async,
                 c.BARRIER_REQUEST: on_barrier_request, c.FLOW_MOD: on_flow_mod,
                 c.PACKET_OUT: on_packet_out, c.MULTIPART_REQUEST: on_multipart_request,
-                c.ROLE_REQUEST: on_role_request, c.PORT_MOD: on_port_mod}
+                c.ROLE_REQUEST: on_role_request, c.PORT_MOD: on_port_mod,
+                c.GROUP_MOD: on_group_mod}
     MULTIPART = {c.MP_DESC: mp_desc, c.MP_PORT_DESC: mp_port_desc, c.MP_FLOW: mp_flow,
                  c.MP_AGGREGATE: mp_aggregate, c.MP_TABLE: mp_table,
-                 c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features}
+                 c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features,
+                 c.MP_GROUP: mp_group, c.MP_GROUP_DESC: mp_group_desc,
+                 c.MP_GROUP_FEATURES: mp_group_features}
 
 
 # ---------------------------------------------------------------- the switch's side

@@ -56,6 +56,8 @@ class Ports:
     def __init__(self, bridge):
         self.by_ofport = {p.ofport: p for p in bridge.ports.values()}
         self.by_name = bridge.ports
+        flows = getattr(bridge, "flows", None)
+        self.groups = flows.group_ids() if flows is not None else set()
 
     def ofport(self, ref):
         """A flow's port reference (ofport or name) -> ofport, or None."""
@@ -165,12 +167,22 @@ def from_match(m, ports):
 
 # ---------------------------------------------------------------- actions
 
-def to_actions(items, ports, packet_out=False):
-    """Parsed actions -> [ofsyntax.Action]; PACKET_OUT may also output to TABLE."""
+def to_actions(items, ports, packet_out=False, in_bucket=False):
+    """Parsed actions -> [ofsyntax.Action]; PACKET_OUT may also output to TABLE. A group
+    must exist (BAD_OUT_GROUP); groups in buckets (chaining) and in PACKET_OUT are refused."""
     out = []
     for a in items:
         kind = a[0]
-        if kind == "output":
+        if kind == "group":
+            if in_bucket:
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_CHAINING_UNSUPPORTED,
+                                "groups cannot be chained here")
+            if packet_out:
+                raise c.OFError(c.ET_BAD_ACTION, c.BAC_BAD_TYPE, "group in PACKET_OUT")
+            if a[1] not in ports.groups:
+                raise c.OFError(c.ET_BAD_ACTION, c.BAC_BAD_OUT_GROUP, f"group {a[1]}: no such group")
+            out.append(ofsyntax.Action("group", a[1]))
+        elif kind == "output":
             port, max_len = a[1], a[2]
             if port in _RESERVED_OUT:
                 out.append(ofsyntax.Action(_RESERVED_OUT[port]))
@@ -232,6 +244,8 @@ def from_actions(actions, ports):
             out.append(("set_field", c.OXM_VLAN_PCP, a.arg))
         elif a.kind == "dec_ttl":
             out.append(("raw", AT_DEC_NW_TTL, bytes(4)))
+        elif a.kind == "group":
+            out.append(("group", a.arg))
         elif a.kind in fields:
             out.append(("set_field", fields[a.kind], a.arg))
     return out
