@@ -884,7 +884,8 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         # GROUP_FEATURES: ALL and INDIRECT
         r = peer.request(c.multipart_request(0x82, c.MP_GROUP_FEATURES))
         types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
-        assert types == (1 << c.GT_ALL | 1 << c.GT_INDIRECT) and rest[:4] == [4096, 0, 4096, 0]
+        assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT)
+        assert caps == 1 and rest[:4] == [4096, 4096, 4096, 0]
         sw.graph.stop()
     assert send(sw, "p1", f) == {"p2": [f]}
     with running(sw):
@@ -935,7 +936,6 @@ def gm(*args, **kw):
     (gm(c.GC_DELETE, c.GT_ALL, c.OFPG_MAX + 1), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
     (gm(c.GC_ADD, c.GT_INDIRECT, 5, [c.bucket([("output", 2)])] * 2), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
     (gm(c.GC_ADD, c.GT_INDIRECT, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
-    (gm(c.GC_ADD, c.GT_SELECT, 5, [c.bucket([("output", 2)], weight=1)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
     (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=2)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
     (gm(c.GC_ADD, 9, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
     (gm(3, c.GT_ALL, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND)),
@@ -981,3 +981,35 @@ def test_ovs_ofctl_dump_groups():
             assert "group:3" not in ofctl(port, "dump-flows")
     finally:
         sw.close()
+
+
+def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
+    sw, ctl, peer = controlled
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_SELECT, 1, [
+        c.bucket([("output", 2)], weight=1), c.bucket([("output", 3)], weight=3),
+        c.bucket([("output", 3)], weight=0)])) == []
+    assert peer.request(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    (t, gid, bk), = group_desc_of(peer)
+    assert t == c.GT_SELECT and [b[0] for b in bk] == [1, 3, 0]
+    sw.graph.stop()
+    time.sleep(0.1)
+    where = {}
+    for i in range(400):
+        f = bytes(frame(src=f"00:00:00:00:{i >> 8:02x}:{i & 0xff:02x}", dst=B))
+        out = send(sw, "p1", f)
+        assert list(out.values()) == [[f]]              # exactly one copy, out one port
+        where[i] = next(iter(out))
+        if i < 20:                                      # the same flow: the same bucket
+            assert send(sw, "p1", f, f) == {where[i]: [f, f]}
+    n2 = sum(1 for p in where.values() if p == "p2")
+    assert 50 < n2 < 150                                 # about a quarter by weight
+    with running(sw):
+        (gid, refs, packets, _, buckets), = group_stats_of(peer)
+        assert packets == 440 and [b[0] for b in buckets][2] == 0
+        assert sum(b[0] for b in buckets) == 440 and buckets[0][0] == n2 + sum(
+            2 for i in range(20) if where[i] == "p2")
+        # all weights 0: nothing goes out
+        peer.request(c.group_mod(3, c.GC_MODIFY, c.GT_SELECT, 1, [c.bucket([("output", 2)])]))
+        sw.graph.stop()
+    assert send(sw, "p1", bytes(frame(dst=B))) == {}

@@ -40,6 +40,9 @@ from fastpath.nodes.flowtable cimport *
 cdef enum:
     ETH_P_IPV6 = 0x86dd
 
+cdef uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL    # SELECT groups' flow hash (a 64-bit mix)
+cdef uint64_t HASH_MUL = 0xff51afd7ed558ccdULL
+
 cdef enum:
     NEXT_OUTPUT = 1
     NEXT_NORMAL = 2
@@ -181,16 +184,37 @@ cdef class FlowClassify(L2Node):
         its actions on a copy of b, which goes where the bucket's outputs send it. b itself
         is left as it was (an earlier output of it takes its copy first)."""
         cdef group_t *g = &self.cur.groups[slot]
-        cdef int k, j, c, nb
+        cdef int k, j, c, first, last
+        cdef uint64_t h, pick
+        cdef uint64_t key[KEY_WORDS]
         cdef bucket_t *bk
         if g.type == G_NONE:
             return
         self.cur.group_packets[self.cur_row * MAX_GROUPS + slot] += 1
         self.cur.group_octets[self.cur_row * MAX_GROUPS + slot] += self.pool.length[b]
-        nb = g.n_buckets if g.type == G_ALL else (1 if g.n_buckets > 0 else 0)
+        first, last = 0, g.n_buckets
+        if g.type == G_INDIRECT:
+            last = 1 if g.n_buckets > 0 else 0
+        elif g.type == G_SELECT:
+            # one bucket per flow: a hash of the frame's key (as it is now), by weight
+            if g.total_weight == 0:
+                return
+            flow_key(self.pool, b, 0, key)
+            h = HASH_SEED
+            for j in range(KEY_WORDS):
+                h = (h ^ key[j]) * HASH_MUL
+                h ^= h >> 33
+            pick = h % g.total_weight
+            for k in range(g.n_buckets):
+                if pick < g.buckets[k].weight:
+                    break
+                pick -= g.buckets[k].weight
+            first, last = k, k + 1
         self.flush(b)
-        for k in range(nb):
+        for k in range(first, last):
             bk = &g.buckets[k]
+            bk.counts[self.cur_row * 2] += 1
+            bk.counts[self.cur_row * 2 + 1] += self.pool.length[b]
             c = self.pool.clone(b)
             if c < 0:
                 self.count_error(ERR_NO_BUFFER)

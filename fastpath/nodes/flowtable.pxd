@@ -82,11 +82,14 @@ cdef enum:
 ctypedef struct bucket_t:
     op_t *ops
     int32_t n_ops
+    uint32_t weight                      # SELECT: its share
+    uint64_t *counts                     # [row * 2 + {0 packets, 1 bytes}]
 
 ctypedef struct group_t:
     uint16_t type                        # G_*
     int32_t n_buckets
     bucket_t *buckets
+    uint64_t total_weight                # SELECT: the sum of the buckets' weights
 
 ctypedef struct pipeline_t:              # what the packet loop reads of a FlowTable
     void *cls[N_TABLES]                  # borrowed Classifiers
@@ -114,7 +117,7 @@ cdef class FlowTable:
 
     cdef _grow(self, int32_t cap)
     cdef _set_ops(self, int32_t rid, list ops)
-    cdef _set_group(self, int slot, int type, list buckets)
+    cdef _set_group(self, int slot, int type, list buckets, list weights)
     cdef void _free_buckets(self, int slot) noexcept
     cdef object _groups                   # group id -> Group
     cdef object _free_slots

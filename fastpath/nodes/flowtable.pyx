@@ -24,6 +24,7 @@ _ACTION_OPS = {"strip_vlan": (A_POP_VLAN, S_POP), "push_vlan": (A_PUSH_VLAN, S_P
                "flood": (A_FLOOD, S_OUTPUT), "all": (A_FLOOD, S_OUTPUT),
                "controller": (A_CONTROLLER, S_OUTPUT), "group": (A_GROUP, S_GROUP)}
 GROUP_TYPES = {"all": G_ALL, "select": G_SELECT, "indirect": G_INDIRECT, "ff": G_FF}
+NO_WEIGHTS = ()
 
 DEFAULT_FLOW = "priority=0 actions=normal"
 MAC_ALL = (1 << 48) - 1
@@ -101,12 +102,14 @@ class Flow:
 
 
 class Group:
-    """One OpenFlow group: its type ("all", "indirect"), its buckets (each a list of
-    ofsyntax.Actions) and the slot its compiled form has in the pipeline."""
-    def __init__(self, group_id, type, buckets, slot):
+    """One OpenFlow group: its type ("all", "select", "indirect"), its buckets (each a
+    list of ofsyntax.Actions), their weights (SELECT) and the slot its compiled form has in
+    the pipeline."""
+    def __init__(self, group_id, type, buckets, slot, weights=()):
         self.group_id = group_id
         self.type = type
         self.buckets = buckets
+        self.weights = list(weights) or [0] * len(buckets)
         self.slot = slot
         self.created = time.monotonic()
 
@@ -186,6 +189,7 @@ cdef class FlowTable:
         if g.buckets != NULL:
             for k in range(g.n_buckets):
                 free(g.buckets[k].ops)
+                free(g.buckets[k].counts)
             free(g.buckets)
         g.buckets = NULL
         g.n_buckets = 0
@@ -271,10 +275,12 @@ cdef class FlowTable:
 
     # ---- groups ----
 
-    def set_group(self, group_id, type, buckets):
-        """Add or replace group group_id: type "all" or "indirect", buckets a list of lists
-        of ofsyntax.Actions (outputs and header changes; no groups). ValueError: a port that
-        does not resolve, or no slot left."""
+    def set_group(self, group_id, type, buckets, weights=()):
+        """Add or replace group group_id: type "all", "select" or "indirect", buckets a
+        list of lists of ofsyntax.Actions (outputs and header changes; no groups), weights
+        one per bucket for "select". ValueError: a port that does not resolve, or no slot
+        left."""
+        weights = list(weights) or [0] * len(buckets)
         compiled = []
         for bucket in buckets:
             outs = {a.arg: self.resolve_port(a.arg) for a in bucket if a.kind == "output"}
@@ -285,11 +291,11 @@ cdef class FlowTable:
                 raise ValueError(f"no room for more than {MAX_GROUPS} groups")
             g = Group(group_id, type, buckets, self._free_slots.pop())
             self._groups[group_id] = g
-        g.type, g.buckets = type, buckets
-        self._set_group(g.slot, GROUP_TYPES[type], compiled)
+        g.type, g.buckets, g.weights = type, buckets, weights
+        self._set_group(g.slot, GROUP_TYPES[type], compiled, weights)
         return g
 
-    cdef _set_group(self, int slot, int type, list buckets):
+    cdef _set_group(self, int slot, int type, list buckets, list weights):
         cdef bucket_t *bs = <bucket_t *> calloc(len(buckets) or 1, sizeof(bucket_t))
         cdef op_t *o
         cdef int k, i
@@ -303,7 +309,12 @@ cdef class FlowTable:
                 o[i].kind, o[i].slot, o[i].arg, o[i].value, o[i].mask = kind, s, arg, value, mask
             bs[k].ops = o
             bs[k].n_ops = len(ops)
+            bs[k].weight = weights[k]
+            bs[k].counts = <uint64_t *> calloc(self.workers * 2, sizeof(uint64_t))
+            if bs[k].counts == NULL:
+                raise MemoryError()
         self._free_buckets(slot)
+        self.c.groups[slot].total_weight = sum(weights)
         self.c.groups[slot].buckets = bs
         self.c.groups[slot].n_buckets = len(buckets)
         self.c.groups[slot].type = type
@@ -345,6 +356,19 @@ cdef class FlowTable:
             p += self.c.group_packets[w * MAX_GROUPS + g.slot]
             o += self.c.group_octets[w * MAX_GROUPS + g.slot]
         return p, o
+
+    def bucket_counters(self, g):
+        """[(packets, bytes)] per bucket of a group, over every worker."""
+        cdef group_t *cg = &self.c.groups[g.slot]
+        cdef int k, w
+        out = []
+        for k in range(cg.n_buckets):
+            p = o = 0
+            for w in range(self.workers):
+                p += cg.buckets[k].counts[w * 2]
+                o += cg.buckets[k].counts[w * 2 + 1]
+            out.append((p, o))
+        return out
 
     cdef _set_ops(self, int32_t rid, list ops):
         cdef op_t *o = <op_t *> malloc((len(ops) or 1) * sizeof(op_t))
@@ -481,7 +505,7 @@ cdef class FlowTable:
         for g in list(self._groups.values()):
             kept = [[a for a in b if a.kind != "output" or self._resolves(a.arg)] for b in g.buckets]
             if kept != g.buckets:
-                self.set_group(g.group_id, g.type, kept)
+                self.set_group(g.group_id, g.type, kept, g.weights)
 
     def _resolves(self, ref):
         try:

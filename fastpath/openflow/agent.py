@@ -299,11 +299,12 @@ class Agent:
         if self._port(port) != before:
             self.port_changed(c.PR_MODIFY, port)
 
-    GROUP_TYPES = {c.GT_ALL: "all", c.GT_INDIRECT: "indirect"}
+    GROUP_TYPES = {c.GT_ALL: "all", c.GT_SELECT: "select", c.GT_INDIRECT: "indirect"}
     GROUP_NUMBERS = {v: k for k, v in GROUP_TYPES.items()}
 
     def on_group_mod(self, ch, xid, body):
-        """GROUP_MOD ADD/MODIFY/DELETE of ALL and INDIRECT groups (OpenFlow 1.3 6.5). A
+        """GROUP_MOD ADD/MODIFY/DELETE of ALL, SELECT (a bucket per flow, by a hash of its
+        key, by weight) and INDIRECT groups (OpenFlow 1.3 6.5). A
         deleted group takes the flows that use it along (FLOW_REMOVED GROUP_DELETE)."""
         command, gtype, group_id, buckets = c.parse_group_mod(body)
         br, flows = self.bridge, self.bridge.flows
@@ -324,7 +325,7 @@ class Agent:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
         if gtype not in self.GROUP_TYPES:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE,
-                            f"group type {gtype}: only ALL and INDIRECT")
+                            f"group type {gtype}: only ALL, SELECT and INDIRECT")
         exists = flows.group(group_id) is not None
         if command == c.GC_ADD and exists:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS, f"group {group_id}")
@@ -334,14 +335,15 @@ class Agent:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP,
                             f"an INDIRECT group has one bucket, not {len(buckets)}")
         ports = tr.Ports(br)
-        compiled = []
+        compiled, weights = [], []
         for weight, _watch_port, _watch_group, acts in buckets:
-            if weight:          # weights are for SELECT; watches only matter to FAST_FAILOVER
+            weights.append(weight)
+            if weight and gtype != c.GT_SELECT:     # watches only matter to FAST_FAILOVER
                 raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED,
                                 f"bucket weight {weight} in a {self.GROUP_TYPES[gtype]} group")
             compiled.append(tr.to_actions(acts, ports, in_bucket=True))
         try:
-            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled)
+            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled, weights)
         except ValueError as e:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
         self.switch.apply_flows(br.name)
@@ -517,24 +519,25 @@ class Agent:
             if group_id not in (c.OFPG_ALL, g.group_id):
                 continue
             n_packets, n_bytes = flows.group_counters(g)
-            # ALL and INDIRECT: every bucket sees every packet of its group
             out.append(c.group_stats(g.group_id, flows.group_ref_count(g.group_id), n_packets,
-                                     n_bytes, now - g.created, [(n_packets, n_bytes)] * len(g.buckets)))
+                                     n_bytes, now - g.created, flows.bucket_counters(g)))
         return out
 
     def mp_group_desc(self, req):
         self._empty(req)
         ports = tr.Ports(self.bridge)
         return [c.group_desc(self.GROUP_NUMBERS[g.type], g.group_id,
-                             [c.bucket(tr.from_actions(b, ports)) for b in g.buckets])
+                             [c.bucket(tr.from_actions(b, ports), weight=w)
+                              for b, w in zip(g.buckets, g.weights)])
                 for g in self.bridge.flows.groups]
 
     def mp_group_features(self, req):
         self._empty(req)
         acts = sum(1 << a for a in (c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
                                     c.AT_SET_FIELD))
-        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_INDIRECT, 0,
-                                 (4096, 0, 4096, 0), (acts, 0, acts, 0))]
+        # capabilities: OFPGFC_SELECT_WEIGHT
+        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT, 1,
+                                 (4096, 4096, 4096, 0), (acts, acts, acts, 0))]
 
     def mp_table(self, req):
         self._empty(req)
