@@ -7,7 +7,8 @@ vlan_pcp, ip_proto, ipv4_src/dst (masks), tcp/udp ports, icmpv4 type/code, arp_o
 arp_spa/tpa (masks), ipv6_src/dst (masks), icmpv6 type/code, each with its prerequisites
 checked (BAD_PREREQ). Actions: output (a port, IN_PORT, NORMAL, FLOOD, ALL, CONTROLLER),
 push_vlan, pop_vlan, dec_nw_ttl, set_field eth_src/eth_dst/vlan_vid/vlan_pcp/
-ipv4_src/ipv4_dst/tcp and udp ports. Instructions: apply-actions, clear-actions,
+ipv4_src/ipv4_dst/tcp and udp ports, group (an existing group; not in PACKET_OUT nor,
+as chaining, in a bucket). Instructions: apply-actions, clear-actions,
 write-actions, write-metadata, goto-table (a later table only). Anything else raises
 codec.OFError with the code the spec gives, so the controller hears exactly what was
 refused.
