@@ -884,8 +884,8 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         # GROUP_FEATURES: ALL and INDIRECT
         r = peer.request(c.multipart_request(0x82, c.MP_GROUP_FEATURES))
         types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
-        assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT)
-        assert caps == 1 and rest[:4] == [4096, 4096, 4096, 0]
+        assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF)
+        assert caps == 1 and rest[:4] == [4096] * 4
         sw.graph.stop()
     assert send(sw, "p1", f) == {"p2": [f]}
     with running(sw):
@@ -936,7 +936,10 @@ def gm(*args, **kw):
     (gm(c.GC_DELETE, c.GT_ALL, c.OFPG_MAX + 1), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
     (gm(c.GC_ADD, c.GT_INDIRECT, 5, [c.bucket([("output", 2)])] * 2), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
     (gm(c.GC_ADD, c.GT_INDIRECT, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
-    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=2)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=9)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=2, watch_group=1)]),
+     (c.ET_GROUP_MOD_FAILED, c.GMFC_WATCH_UNSUPPORTED)),
     (gm(c.GC_ADD, 9, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
     (gm(3, c.GT_ALL, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND)),
     (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("group", 1)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_CHAINING_UNSUPPORTED)),
@@ -1013,3 +1016,29 @@ def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
         peer.request(c.group_mod(3, c.GC_MODIFY, c.GT_SELECT, 1, [c.bucket([("output", 2)])]))
         sw.graph.stop()
     assert send(sw, "p1", bytes(frame(dst=B))) == {}
+
+
+def test_group_fast_failover_follows_port_liveness(controlled):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    mac2 = port_types.mac_of(sw.port("p2"))
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_FF, 1, [
+        c.bucket([("output", 2)], watch_port=2), c.bucket([("output", 3)], watch_port=3)])) == []
+    assert peer.request(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    assert [[b[1] for b in bk] for _, _, bk in group_desc_of(peer)] == [[2, 3]]
+    f = bytes(frame(dst=B))
+
+    def sent():
+        sw.graph.stop()
+        time.sleep(0.05)
+        return send(sw, "p1", f)
+    assert sent() == {"p2": [f]}
+    with running(sw):
+        peer.request(c.port_mod(3, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN))    # p2 down: p3
+    assert sent() == {"p3": [f]}
+    sw.del_port("p3")                                   # no live bucket left: nothing
+    assert send(sw, "p1", f) == {}
+    with running(sw):
+        peer.request(c.port_mod(4, 2, mac2, 0, c.PC_PORT_DOWN))                 # p2 back
+    assert sent() == {"p2": [f]}

@@ -198,6 +198,14 @@ cdef class FlowClassify(L2Node):
         first, last = 0, g.n_buckets
         if g.type == G_INDIRECT:
             last = 1 if g.n_buckets > 0 else 0
+        elif g.type == G_FF:
+            # the first bucket whose watched port is live; none: the frame goes nowhere
+            for k in range(g.n_buckets):
+                if self.cur.live[g.buckets[k].watch]:
+                    break
+            else:
+                return
+            first, last = k, k + 1
         elif g.type == G_SELECT:
             # one bucket per flow: a hash of the frame's key (as it is now), by weight
             if g.total_weight == 0:

@@ -105,11 +105,12 @@ class Group:
     """One OpenFlow group: its type ("all", "select", "indirect"), its buckets (each a
     list of ofsyntax.Actions), their weights (SELECT) and the slot its compiled form has in
     the pipeline."""
-    def __init__(self, group_id, type, buckets, slot, weights=()):
+    def __init__(self, group_id, type, buckets, slot, weights=(), watches=()):
         self.group_id = group_id
         self.type = type
         self.buckets = buckets
         self.weights = list(weights) or [0] * len(buckets)
+        self.watches = list(watches) or [None] * len(buckets)    # FF: port refs
         self.slot = slot
         self.created = time.monotonic()
 
@@ -135,6 +136,7 @@ cdef class FlowTable:
         self.c.rules = NULL
         self.c.packets = self.c.octets = self.c.table_counts = NULL
         self.c.groups = NULL
+        self.c.live = NULL
         self.c.group_packets = self.c.group_octets = NULL
         self.c.cap = 0
 
@@ -158,6 +160,11 @@ cdef class FlowTable:
         self.c.groups = <group_t *> calloc(MAX_GROUPS, sizeof(group_t))
         self.c.group_packets = <uint64_t *> calloc(workers * MAX_GROUPS, sizeof(uint64_t))
         self.c.group_octets = <uint64_t *> calloc(workers * MAX_GROUPS, sizeof(uint64_t))
+        self.c.live = <uint8_t *> malloc(65536)
+        if self.c.live == NULL:
+            raise MemoryError()
+        memset(self.c.live, 1, 65536)
+        self.c.live[NO_WATCH] = 0
         if self.c.groups == NULL or self.c.group_packets == NULL or self.c.group_octets == NULL:
             raise MemoryError()
         for t in range(MAX_GROUPS):
@@ -180,6 +187,7 @@ cdef class FlowTable:
             for i in range(MAX_GROUPS):
                 self._free_buckets(i)
         free(self.c.groups)
+        free(self.c.live)
         free(self.c.group_packets)
         free(self.c.group_octets)
 
@@ -275,12 +283,20 @@ cdef class FlowTable:
 
     # ---- groups ----
 
-    def set_group(self, group_id, type, buckets, weights=()):
+    def set_live(self, int sw_if_index, bint live):
+        """A port's liveness for FAST_FAILOVER groups (admin state and link)."""
+        if 0 <= sw_if_index < NO_WATCH:
+            self.c.live[sw_if_index] = live
+
+    def set_group(self, group_id, type, buckets, weights=(), watches=()):
         """Add or replace group group_id: type "all", "select" or "indirect", buckets a
         list of lists of ofsyntax.Actions (outputs and header changes; no groups), weights
         one per bucket for "select". ValueError: a port that does not resolve, or no slot
         left."""
         weights = list(weights) or [0] * len(buckets)
+        watches = list(watches) or [None] * len(buckets)
+        watch_ifs = [NO_WATCH if w is None or not self._resolves(w) else self.resolve_port(w)
+                     for w in watches]
         compiled = []
         for bucket in buckets:
             outs = {a.arg: self.resolve_port(a.arg) for a in bucket if a.kind == "output"}
@@ -291,11 +307,11 @@ cdef class FlowTable:
                 raise ValueError(f"no room for more than {MAX_GROUPS} groups")
             g = Group(group_id, type, buckets, self._free_slots.pop())
             self._groups[group_id] = g
-        g.type, g.buckets, g.weights = type, buckets, weights
-        self._set_group(g.slot, GROUP_TYPES[type], compiled, weights)
+        g.type, g.buckets, g.weights, g.watches = type, buckets, weights, watches
+        self._set_group(g.slot, GROUP_TYPES[type], compiled, weights, watch_ifs)
         return g
 
-    cdef _set_group(self, int slot, int type, list buckets, list weights):
+    cdef _set_group(self, int slot, int type, list buckets, list weights, list watches):
         cdef bucket_t *bs = <bucket_t *> calloc(len(buckets) or 1, sizeof(bucket_t))
         cdef op_t *o
         cdef int k, i
@@ -310,6 +326,7 @@ cdef class FlowTable:
             bs[k].ops = o
             bs[k].n_ops = len(ops)
             bs[k].weight = weights[k]
+            bs[k].watch = watches[k]
             bs[k].counts = <uint64_t *> calloc(self.workers * 2, sizeof(uint64_t))
             if bs[k].counts == NULL:
                 raise MemoryError()
@@ -504,8 +521,8 @@ cdef class FlowTable:
         # group buckets lose their outputs to ports that no longer resolve
         for g in list(self._groups.values()):
             kept = [[a for a in b if a.kind != "output" or self._resolves(a.arg)] for b in g.buckets]
-            if kept != g.buckets:
-                self.set_group(g.group_id, g.type, kept, g.weights)
+            if kept != g.buckets or any(w is not None and not self._resolves(w) for w in g.watches):
+                self.set_group(g.group_id, g.type, kept, g.weights, g.watches)
 
     def _resolves(self, ref):
         try:

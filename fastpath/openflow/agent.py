@@ -296,10 +296,12 @@ class Agent:
                 self.switch.set_port_admin(port.name, up)
         if mask & c.PC_NO_PACKET_IN:
             port.no_packet_in = bool(config & c.PC_NO_PACKET_IN)
+        self._update_live(port)
         if self._port(port) != before:
             self.port_changed(c.PR_MODIFY, port)
 
-    GROUP_TYPES = {c.GT_ALL: "all", c.GT_SELECT: "select", c.GT_INDIRECT: "indirect"}
+    GROUP_TYPES = {c.GT_ALL: "all", c.GT_SELECT: "select", c.GT_INDIRECT: "indirect",
+                   c.GT_FF: "ff"}
     GROUP_NUMBERS = {v: k for k, v in GROUP_TYPES.items()}
 
     def on_group_mod(self, ch, xid, body):
@@ -325,7 +327,7 @@ class Agent:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
         if gtype not in self.GROUP_TYPES:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE,
-                            f"group type {gtype}: only ALL, SELECT and INDIRECT")
+                            f"group type {gtype}")
         exists = flows.group(group_id) is not None
         if command == c.GC_ADD and exists:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS, f"group {group_id}")
@@ -335,15 +337,26 @@ class Agent:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP,
                             f"an INDIRECT group has one bucket, not {len(buckets)}")
         ports = tr.Ports(br)
-        compiled, weights = [], []
-        for weight, _watch_port, _watch_group, acts in buckets:
+        compiled, weights, watches = [], [], []
+        for weight, watch_port, watch_group, acts in buckets:
             weights.append(weight)
+            if gtype == c.GT_FF:
+                # FAST_FAILOVER: the first bucket whose watched port is live (admin up, link up)
+                if watch_group != c.OFPG_ANY:
+                    raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WATCH_UNSUPPORTED,
+                                    "watch_group: only ports are watched")
+                if watch_port not in ports.by_ofport:
+                    raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH,
+                                    f"watch_port {watch_port:#x}")
+                watches.append(watch_port)
+            else:
+                watches.append(None)
             if weight and gtype != c.GT_SELECT:     # watches only matter to FAST_FAILOVER
                 raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED,
                                 f"bucket weight {weight} in a {self.GROUP_TYPES[gtype]} group")
             compiled.append(tr.to_actions(acts, ports, in_bucket=True))
         try:
-            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled, weights)
+            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled, weights, watches)
         except ValueError as e:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
         self.switch.apply_flows(br.name)
@@ -476,12 +489,18 @@ class Agent:
             up = link_state(p)
             before = self.link_up.get(p.name)
             self.link_up[p.name] = up
+            self._update_live(p)
             if before is not None and before != up:
                 log.info("openflow %s: %s: link %s", self.bridge.name, p.name,
                          "up" if up[0] else "down")
                 self.port_changed(c.PR_MODIFY, p)
         for name in set(self.link_up) - set(self.bridge.ports):
             del self.link_up[name]
+
+    def _update_live(self, p):
+        """FAST_FAILOVER liveness: administratively up and link up."""
+        up, admin_up = link_state(p)
+        self.bridge.flows.set_live(p.sw_if_index, up and admin_up and p.admin_up)
 
     def _select_stats(self, req):
         table_id, out_port, _group, cookie, cookie_mask, fields = c.parse_flow_stats_request(req)
@@ -527,8 +546,9 @@ class Agent:
         self._empty(req)
         ports = tr.Ports(self.bridge)
         return [c.group_desc(self.GROUP_NUMBERS[g.type], g.group_id,
-                             [c.bucket(tr.from_actions(b, ports), weight=w)
-                              for b, w in zip(g.buckets, g.weights)])
+                             [c.bucket(tr.from_actions(b, ports), weight=w,
+                                       watch_port=c.OFPP_ANY if wp is None else ports.ofport(wp) or c.OFPP_ANY)
+                              for b, w, wp in zip(g.buckets, g.weights, g.watches)])
                 for g in self.bridge.flows.groups]
 
     def mp_group_features(self, req):
@@ -536,8 +556,8 @@ class Agent:
         acts = sum(1 << a for a in (c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
                                     c.AT_SET_FIELD))
         # capabilities: OFPGFC_SELECT_WEIGHT
-        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT, 1,
-                                 (4096, 4096, 4096, 0), (acts, acts, acts, 0))]
+        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF,
+                                 1, (4096, 4096, 4096, 4096), (acts, acts, acts, acts))]
 
     def mp_table(self, req):
         self._empty(req)
@@ -656,6 +676,7 @@ def _port_changed(switch, what, port):
         br.agent.port_changed(c.PR_ADD if what == "add" else c.PR_DELETE, port)
         if what == "add":
             br.agent.link_up[port.name] = link_state(port)
+            br.agent._update_live(port)
 
 
 def set_controller(switch, br, targets):
