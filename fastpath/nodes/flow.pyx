@@ -17,7 +17,8 @@ tag when there is none, as OVS does), ipv4_src/dst and tcp/udp ports (the IPv4 a
 checksums updated incrementally), dec_nw_ttl (IPv4, IPv6; at 1 the frame is dropped),
 output:PORT, IN_PORT, NORMAL, FLOOD/ALL, CONTROLLER (a copy, as it is at that point, is
 punted to packet-in), group:N (flowtable.pxd group_t: ALL runs every bucket, INDIRECT
-its one, SELECT one chosen by a hash of the flow key, by weight; each bucket's actions run
+its one, SELECT one chosen by a hash of the flow key, by weight, FAST_FAILOVER the first
+whose watched port is live (pipeline_t.live, kept by the agent); each bucket's actions run
 on a copy of the frame, which leaves by the bucket's outputs; in the action set a group
 takes the place of the output). An output takes a copy only when something follows it, so
 a frame with one output is never copied. output never applies the port's VLAN settings (only
