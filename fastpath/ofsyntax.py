@@ -60,7 +60,7 @@ _NOARG_ACTIONS = {"strip_vlan": "strip_vlan", "pop_vlan": "strip_vlan",
 _NOARG_ACTIONS.update(dec_ttl="dec_ttl", clear_actions="clear_actions")
 _ARG_ACTIONS = ("push_vlan", "mod_vlan_vid", "mod_vlan_pcp", "output", "controller",
                 "mod_dl_src", "mod_dl_dst", "mod_nw_src", "mod_nw_dst", "mod_tp_src",
-                "mod_tp_dst", "set_field", "goto_table", "write_metadata")
+                "mod_tp_dst", "set_field", "goto_table", "write_metadata", "group")
 # set_field's OXM names -> the mod_* action that does it
 _SET_FIELDS = {"eth_src": "mod_dl_src", "eth_dst": "mod_dl_dst", "vlan_vid": "mod_vlan_vid",
                "vlan_pcp": "mod_vlan_pcp", "ipv4_src": "mod_nw_src", "ipv4_dst": "mod_nw_dst",
@@ -348,6 +348,8 @@ def parse_actions(text: str) -> list:
             actions.append(Action(kind, _parse_ip_arg(kind, arg)))
         elif kind == "goto_table":
             actions.append(Action(kind, _parse_int(arg, "goto_table", 0, N_TABLES - 1)))
+        elif kind == "group":
+            actions.append(Action(kind, _parse_int(arg, "group", 0, 0xFFFFFF00)))
         elif kind == "write_metadata":
             actions.append(Action(kind, _parse_masked(64)(arg, kind) or (0, 0)))
         elif kind == "set_field":
@@ -466,7 +468,7 @@ def _format_action(a: Action) -> str:
         return f"push_vlan:0x{a.arg:04x}"
     if a.kind == "controller":
         return f"CONTROLLER:{a.arg}"
-    if a.kind in ("mod_vlan_vid", "mod_vlan_pcp", "output", "mod_tp_src", "mod_tp_dst"):
+    if a.kind in ("mod_vlan_vid", "mod_vlan_pcp", "output", "mod_tp_src", "mod_tp_dst", "group"):
         return f"{a.kind}:{a.arg}"
     if a.kind in ("mod_dl_src", "mod_dl_dst"):
         return f"{a.kind}:{int_to_mac(a.arg)}"

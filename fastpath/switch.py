@@ -143,6 +143,8 @@ class Port:
         self.address = None       # L3 (uplink) ports: ipaddress.IPv4Interface
         self.gateway = None
         self.mac = None
+        self.admin_up = True      # OpenFlow PORT_MOD's OFPPC_PORT_DOWN: nothing is sent on it
+        self.no_packet_in = False # OpenFlow OFPPC_NO_PACKET_IN: its frames reach no controller
 
     @property
     def effective_mode(self):
@@ -587,6 +589,14 @@ class Switch:
         self.tables.set_members(br.index, [p.sw_if_index for p in br.ports.values()])
         # fail-open (no controller, standalone) bypasses the table: NORMAL, as OVS does
         self.tables.set_has_flows(br.index, not br.fail_open and not br.flows.is_default)
+
+    @under_barrier
+    def set_port_admin(self, ifname, up):
+        """Administratively up or down (OpenFlow PORT_MOD): interface-output sends nothing
+        on a port that is down (counted as interface_down)."""
+        port = self.port(ifname)
+        port.admin_up = bool(up)
+        self.each("interface-output").set_up(port.sw_if_index, port.admin_up)
 
     @under_barrier
     def apply_flows(self, br_name):

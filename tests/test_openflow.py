@@ -271,7 +271,7 @@ def bad_flow_mod(**kw):
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
     (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
     (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
-    (c.message(c.GROUP_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.TABLE_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
     (c.multipart_request(0x33, c.MP_FLOW, c.flow_stats_request(table_id=16)), (c.ET_BAD_REQUEST, c.BRC_BAD_TABLE_ID)),
@@ -639,3 +639,406 @@ def test_ovs_ofctl_several_tables():
         assert send(sw, "p1", tcp80) == {}                  # a miss in table 4 drops
     finally:
         sw.close()
+
+
+# ---------------------------------------------------------------- ROLE_REQUEST
+
+@pytest.fixture
+def two_controllers():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    a, b = Controller(), Controller()
+    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{a.port}", f"tcp:127.0.0.1:{b.port}"])
+    with running(sw):
+        a.accept()
+        b.accept()
+        assert a.request(b"") == [] and b.request(b"") == []
+        yield sw, ctl, a, b
+    a.close()
+    b.close()
+    sw.close()
+
+
+def role_of(peer, role, generation_id=0, xid=0x51):
+    """Send a ROLE_REQUEST: ("reply", role, generation_id) or ("error", type, code)."""
+    (_, t, rxid, msg), = peer.request(c.role(c.ROLE_REQUEST, xid, role, generation_id))
+    assert rxid == xid
+    if t == c.ERROR:
+        return ("error",) + c.parse_error(msg[8:])[:2]
+    assert t == c.ROLE_REPLY
+    return ("reply",) + c.parse_role(msg[8:])
+
+
+def test_roles_master_slave_and_generation_ids(two_controllers):
+    sw, ctl, a, b = two_controllers
+    # both start EQUAL; NOCHANGE asks without changing
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_EQUAL, 0)
+    assert role_of(a, c.ROLE_MASTER, 10) == ("reply", c.ROLE_MASTER, 10)
+    assert role_of(b, c.ROLE_NOCHANGE) == ("reply", c.ROLE_EQUAL, 10)
+    # a new master demotes the old one
+    assert role_of(b, c.ROLE_MASTER, 11) == ("reply", c.ROLE_MASTER, 11)
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_SLAVE, 11)
+    # stale generation ids are refused (and change nothing); equal ones and wrap-around pass
+    assert role_of(a, c.ROLE_MASTER, 9) == ("error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_STALE)
+    assert role_of(a, c.ROLE_NOCHANGE) == ("reply", c.ROLE_SLAVE, 11)
+    assert role_of(a, c.ROLE_SLAVE, 11) == ("reply", c.ROLE_SLAVE, 11)
+    assert role_of(b, c.ROLE_MASTER, 0xFFFFFFFFFFFFFFF0) == (
+        "error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_STALE)      # 11 - 16: older
+    # EQUAL takes no generation id and is never stale
+    assert role_of(b, c.ROLE_EQUAL, 3) == ("reply", c.ROLE_EQUAL, 11)
+    assert role_of(b, 7) == ("error", c.ET_ROLE_REQUEST_FAILED, c.RRFC_BAD_ROLE)
+    r = b.request(c.message(c.ROLE_REQUEST, 0x52, bytes(8)))
+    assert errors_of(r) == [((c.ET_BAD_REQUEST, c.BRC_BAD_LEN), 0x52)]
+    # a generation id that wraps past 2**64 is newer
+    sw2 = sw.bridge("br0").agent
+    sw2.generation_id = 0xFFFFFFFFFFFFFFFE
+    assert role_of(b, c.ROLE_MASTER, 1) == ("reply", c.ROLE_MASTER, 1)
+
+
+def test_slave_cannot_change_state(two_controllers):
+    sw, ctl, a, b = two_controllers
+    assert role_of(a, c.ROLE_MASTER, 1)[0] == "reply"
+    assert role_of(b, c.ROLE_SLAVE, 1)[0] == "reply"
+    f = bytes(frame(dst=B))
+    refused = [c.flow_mod(0x60, c.FC_ADD, [], c.apply_actions([("output", 2)])),
+               c.packet_out(0x60, c.OFPP_CONTROLLER, [("output", 2)], f),
+               c.message(c.GROUP_MOD, 0x60, bytes(8)),
+               c.port_mod(0x60, 1, bytes(6), c.PC_PORT_DOWN, c.PC_PORT_DOWN)]
+    for msg in refused:
+        replies = b.request(msg)
+        assert errors_of(replies) == [((c.ET_BAD_REQUEST, c.BRC_IS_SLAVE), 0x60)]
+        assert replies[0][3][12:] == msg[:64]
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+    assert sw.port("p1").admin_up
+    # reads are allowed to a slave
+    b.send(c.message(c.FEATURES_REQUEST, 0x61))
+    assert b.recv()[1] == c.FEATURES_REPLY
+    # the master may
+    assert a.request(refused[0]) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 1
+    # and after going EQUAL the former slave may too
+    assert role_of(b, c.ROLE_EQUAL)[0] == "reply"
+    assert b.request(c.flow_mod(0x62, c.FC_DELETE, [], table_id=c.OFPTT_ALL)) == []
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+
+
+def test_slave_async_messages_follow_the_slave_masks(two_controllers):
+    sw, ctl, a, b = two_controllers
+    assert role_of(a, c.ROLE_MASTER, 1)[0] == "reply"
+    assert role_of(b, c.ROLE_SLAVE, 1)[0] == "reply"
+    a.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                         priority=0))
+    a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+                         flags=c.FF_SEND_FLOW_REM))
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    send(sw, "p1", f)
+    sw.add_port("br0", "p4", type="pg")
+    with running(sw):
+        # the master: PACKET_IN and PORT_STATUS; the slave (defaults): PORT_STATUS only
+        got_a = [a.recv()[1] for _ in range(2)]
+        assert sorted(got_a) == sorted([c.PACKET_IN, c.PORT_STATUS])
+        assert [m[1] for m in b.request(b"")] == [c.PORT_STATUS]
+        delete = c.flow_mod(2, c.FC_DELETE, [(c.OXM_IN_PORT, 3, None)])
+        assert [m[1] for m in a.request(delete)] == [c.FLOW_REMOVED]
+        assert [m[1] for m in b.request(b"")] == []            # no FLOW_REMOVED to a slave
+        # SET_ASYNC: the slave asks for PACKET_IN (no match) and no PORT_STATUS
+        b.request(c.async_config(c.SET_ASYNC, 3, [0x3, 0x1, 0x7, 0x0, 0xF, 0x4]))
+        a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
+                             flags=c.FF_SEND_FLOW_REM))
+        sw.graph.stop()
+    send(sw, "p2", f)
+    sw.del_port("p4")
+    with running(sw):
+        got = [m[1] for m in b.request(b"")]
+        while len(got) < 1:
+            got.append(b.recv()[1])
+        assert got == [c.PACKET_IN]
+        # the master still has every default: PORT_STATUS, PACKET_IN, FLOW_REMOVED
+        got = [m[1] for m in a.request(delete)]
+        while len(got) < 3:
+            got.append(a.recv()[1])
+        assert sorted(got) == sorted([c.PORT_STATUS, c.PACKET_IN, c.FLOW_REMOVED])
+        assert [m[1] for m in b.request(b"")] == [c.FLOW_REMOVED]
+
+
+# ---------------------------------------------------------------- PORT_MOD
+
+def port_desc(peer):
+    replies = peer.request(c.multipart_request(0x70, c.MP_PORT_DESC))
+    body = c.parse_multipart_reply(replies[0][3][8:])[2]
+    return {p[0]: p for p in (c.parse_port(body, off) for off in range(0, len(body), 64))}
+
+
+def test_port_mod_admin_down_and_no_packet_in(controlled):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    mac2 = port_types.mac_of(sw.port("p2"))
+    assert port_desc(peer)[2][3:] == (0, c.PS_LIVE)
+    peer.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions([("output", 2)])))
+    # down: PORT_STATUS MODIFY with the config, PORT_DESC shows it, nothing leaves p2
+    replies = peer.request(c.port_mod(0x71, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN))
+    (_, t, _, msg), = replies
+    assert t == c.PORT_STATUS and msg[8] == c.PR_MODIFY
+    assert c.parse_port(msg, 16)[0] == 2 and c.parse_port(msg, 16)[3:] == (c.PC_PORT_DOWN, c.PS_LINK_DOWN)
+    assert port_desc(peer)[2][3:] == (c.PC_PORT_DOWN, c.PS_LINK_DOWN)
+    assert not sw.port("p2").admin_up
+    # the same again changes nothing: no PORT_STATUS
+    assert peer.request(c.port_mod(0x72, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN)) == []
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {}
+    down = lambda: sum(n for g in sw.graphs for n, node, reason, _ in g.errors()
+                       if (node, reason) == ("interface-output", "interface_down"))
+    assert down() == 1
+    with running(sw):
+        # up again; a mask of 0 changes nothing
+        assert peer.request(c.port_mod(0x73, 2, mac2, c.PC_PORT_DOWN, 0)) == []
+        (_, t, _, msg), = peer.request(c.port_mod(0x74, 2, mac2, 0, c.PC_PORT_DOWN))
+        assert c.parse_port(msg, 16)[3:] == (0, c.PS_LIVE)
+        # NO_PACKET_IN on p3: its frames reach no controller
+        peer.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                                priority=0))
+        mac3 = port_types.mac_of(sw.port("p3"))
+        (_, t, _, msg), = peer.request(c.port_mod(0x75, 3, mac3, c.PC_NO_PACKET_IN, c.PC_NO_PACKET_IN))
+        assert c.parse_port(msg, 16)[3] == c.PC_NO_PACKET_IN
+        assert port_desc(peer)[3][3] == c.PC_NO_PACKET_IN
+        sw.graph.stop()
+    assert send(sw, "p1", f) == {"p2": [f]}
+    send(sw, "p3", f)
+    send(sw, "p2", f)
+    agent = sw.bridge("br0").agent
+    with running(sw):
+        _, t, _, msg = peer.recv()
+        assert t == c.PACKET_IN and c.parse_packet_in(msg[8:])[5] == [(c.OXM_IN_PORT, 2, None)]
+        assert peer.request(b"") == []
+    assert agent.counters["packet_in_dropped"] == 1
+
+
+@pytest.mark.parametrize("args,err", [
+    ((42, None, c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_PORT)),
+    ((c.OFPP_LOCAL, None, c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_PORT)),
+    ((2, b"\x02\0\0\0\0\x99", c.PC_PORT_DOWN, c.PC_PORT_DOWN), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_HW_ADDR)),
+    ((2, None, c.PC_NO_FWD, c.PC_NO_FWD), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_CONFIG)),
+    ((2, None, 0, 0, 1 << 6), (c.ET_PORT_MOD_FAILED, c.PMFC_BAD_ADVERTISE)),
+])
+def test_port_mod_errors(controlled, args, err):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    port_no, hw, config, mask, *adv = args
+    hw = hw or port_types.mac_of(sw.port("p2"))
+    msg = c.port_mod(0x76, port_no, hw, config, mask, *adv)
+    replies = peer.request(msg)
+    assert errors_of(replies) == [(err, 0x76)] and replies[0][3][12:] == msg[:64]
+    assert sw.port("p2").admin_up and port_desc(peer)[2][3] == 0
+    r = peer.request(c.message(c.PORT_MOD, 0x77, bytes(16)))
+    assert errors_of(r) == [((c.ET_BAD_REQUEST, c.BRC_BAD_LEN), 0x77)]
+
+
+# ---------------------------------------------------------------- GROUP_MOD
+
+def group_desc_of(peer):
+    replies = [m for m in peer.request(c.multipart_request(0x80, c.MP_GROUP_DESC))
+               if m[1] == c.MULTIPART_REPLY]
+    return c.parse_group_desc(c.parse_multipart_reply(replies[0][3][8:])[2])
+
+
+def group_stats_of(peer, group_id=c.OFPG_ALL):
+    replies = peer.request(c.multipart_request(0x81, c.MP_GROUP, struct.pack("!I4x", group_id)))
+    return c.parse_group_stats(c.parse_multipart_reply(replies[0][3][8:])[2])
+
+
+def test_group_all_and_indirect_in_the_pipeline(controlled):
+    sw, ctl, peer = controlled
+    # group 1 (ALL): one copy tagged out p2, one untouched out p3; group 2 (INDIRECT): p3
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [
+        c.bucket([("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005), ("output", 2)]),
+        c.bucket([("output", 3)])])) == []
+    assert peer.request(c.group_mod(2, c.GC_ADD, c.GT_INDIRECT, 2, [c.bucket([("output", 3)])])) == []
+    assert peer.request(c.flow_mod(3, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    # write-actions: the group takes the place of the output in the action set
+    assert peer.request(c.flow_mod(3, c.FC_ADD, [(c.OXM_IN_PORT, 2, None)],
+                                   c.write_actions([("output", 1), ("group", 2)]))) == []
+    assert "in_port=1 actions=group:1" in ctl.execute(["dump-flows", "br0"])
+    desc = group_desc_of(peer)
+    assert [(t, gid, [b[3] for b in bk]) for t, gid, bk in desc] == [
+        (c.GT_ALL, 1, [[("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005),
+                        ("output", 2, 0)], [("output", 3, 0)]]),
+        (c.GT_INDIRECT, 2, [[("output", 3, 0)]])]
+    sw.graph.stop()
+    time.sleep(0.1)
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {"p2": [bytes(frame([(0x8100, 5, 0)], dst=B))], "p3": [f]}
+    assert send(sw, "p1", f, f)["p3"] == [f, f]
+    assert send(sw, "p2", f) == {"p3": [f]}
+    with running(sw):
+        stats = {s[0]: s for s in group_stats_of(peer)}
+        assert stats[1][1:4] == (1, 3, 3 * len(f)) and stats[1][4] == [(3, 3 * len(f))] * 2
+        assert stats[2][1:4] == (1, 1, len(f))
+        assert [s[0] for s in group_stats_of(peer, 2)] == [2]
+        # MODIFY: group 1 now sends to p2 only; to the flows it is the same group
+        assert peer.request(c.group_mod(4, c.GC_MODIFY, c.GT_ALL, 1, [c.bucket([("output", 2)])])) == []
+        # GROUP_FEATURES: ALL and INDIRECT
+        r = peer.request(c.multipart_request(0x82, c.MP_GROUP_FEATURES))
+        types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
+        assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF)
+        assert caps == 1 and rest[:4] == [4096] * 4
+        sw.graph.stop()
+    assert send(sw, "p1", f) == {"p2": [f]}
+    with running(sw):
+        # DELETE takes the flows that use the group along, with FLOW_REMOVED if asked
+        peer.request(c.flow_mod(5, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("group", 2)]),
+                                flags=c.FF_SEND_FLOW_REM))
+        replies = peer.request(c.group_mod(6, c.GC_DELETE, 0, 2))
+        assert [m[1] for m in replies] == [c.FLOW_REMOVED]
+        assert replies[0][3][8 + 8 + 2] == c.RR_GROUP_DELETE
+        dump = ctl.execute(["dump-flows", "br0"])
+        assert "group:2" not in dump and "group:1" in dump
+        assert peer.request(c.group_mod(7, c.GC_DELETE, 0, 2)) == []     # not there: no error
+        assert peer.request(c.group_mod(8, c.GC_DELETE, 0, c.OFPG_ALL)) == []
+        assert group_desc_of(peer) == [] and group_stats_of(peer) == []
+        assert "group:" not in ctl.execute(["dump-flows", "br0"])
+
+
+def test_group_buckets_lose_removed_ports(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)]),
+                                                         c.bucket([("output", 3)])]))
+    sw.graph.stop()
+    sw.del_port("p3")
+    with running(sw):
+        assert [[b[3] for b in bk] for _, _, bk in group_desc_of(peer)] == [[[("output", 2, 0)], []]]
+
+
+def test_fastpathctl_group_action(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.group_mod(1, c.GC_ADD, c.GT_INDIRECT, 7, [c.bucket([("output", 2)])]))
+    sw.graph.stop()
+    ctl.execute(["add-flow", "br0", "priority=9,in_port=p1 actions=group:7"])
+    assert "in_port=p1 actions=group:7" in ctl.execute(["dump-flows", "br0"])
+    f = bytes(frame(dst=B))
+    assert send(sw, "p1", f) == {"p2": [f]}
+    with pytest.raises(Exception):
+        ctl.execute(["add-flow", "br0", "priority=9,in_port=p2 actions=group:8"])
+
+
+def gm(*args, **kw):
+    return c.group_mod(0x90, *args, **kw)
+
+
+@pytest.mark.parametrize("msg,err", [
+    (gm(c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS)),
+    (gm(c.GC_MODIFY, c.GT_ALL, 5, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_UNKNOWN_GROUP)),
+    (gm(c.GC_ADD, c.GT_ALL, c.OFPG_ALL, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_DELETE, c.GT_ALL, c.OFPG_MAX + 1), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_INDIRECT, 5, [c.bucket([("output", 2)])] * 2), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_INDIRECT, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=9)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH)),
+    (gm(c.GC_ADD, c.GT_FF, 5, [c.bucket([("output", 2)], watch_port=2, watch_group=1)]),
+     (c.ET_GROUP_MOD_FAILED, c.GMFC_WATCH_UNSUPPORTED)),
+    (gm(c.GC_ADD, 9, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE)),
+    (gm(3, c.GT_ALL, 5, []), (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("group", 1)])]), (c.ET_GROUP_MOD_FAILED, c.GMFC_CHAINING_UNSUPPORTED)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("output", 2)], weight=3)]), (c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED)),
+    (gm(c.GC_ADD, c.GT_ALL, 5, [c.bucket([("output", 9)])]), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
+    (c.message(c.GROUP_MOD, 0x90, c.GROUP_MOD_FIXED.pack(c.GC_ADD, c.GT_ALL, 5) + struct.pack("!HHII4x", 40, 0, 0, 0)),
+     (c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_BUCKET)),                                      # bucket past the end
+    (c.message(c.GROUP_MOD, 0x90, bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (c.flow_mod(0x90, c.FC_ADD, [], c.apply_actions([("group", 5)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_GROUP)),
+    (c.packet_out(0x90, c.OFPP_CONTROLLER, [("group", 1)], bytes(60)), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (c.multipart_request(0x90, c.MP_GROUP, bytes(4)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+    (c.multipart_request(0x90, c.MP_GROUP_DESC, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
+])
+def test_group_mod_errors(controlled, msg, err):
+    sw, ctl, peer = controlled
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 3)])])) == []
+    replies = peer.request(msg)
+    assert errors_of(replies) == [(err, 0x90)] and replies[0][3][12:] == msg[:64]
+    # nothing changed: group 1 as it was, no other group, no flow
+    assert [(t, gid, [b[3] for b in bk]) for t, gid, bk in group_desc_of(peer)] == [
+        (c.GT_ALL, 1, [[("output", 3, 0)]])]
+    assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
+
+
+def test_ovs_ofctl_dump_groups():
+    sw = make_switch(PORTS)
+    ctl = Control(sw)
+    port = free_port()
+    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
+    try:
+        with running(sw):
+            ofctl(port, "add-group", "group_id=3,type=all,bucket=output:2,bucket=output:3")
+            ofctl(port, "add-group", "group_id=4,type=indirect,bucket=actions=strip_vlan,output:1")
+            ofctl(port, "add-flow", "in_port=1,actions=group:3")
+            out = ofctl(port, "dump-groups")
+            assert "group_id=3,type=all,bucket=actions=output:2,bucket=actions=output:3" in out
+            assert "group_id=4,type=indirect,bucket=actions=pop_vlan,output:1" in out
+            assert "group:3" in ofctl(port, "dump-flows")
+            assert "ref_count=1" in ofctl(port, "dump-group-stats", "group_id=3")
+            ofctl(port, "del-groups", "group_id=3")
+            assert "group_id=3" not in ofctl(port, "dump-groups")
+            assert "group:3" not in ofctl(port, "dump-flows")
+    finally:
+        sw.close()
+
+
+def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
+    sw, ctl, peer = controlled
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_SELECT, 1, [
+        c.bucket([("output", 2)], weight=1), c.bucket([("output", 3)], weight=3),
+        c.bucket([("output", 3)], weight=0)])) == []
+    assert peer.request(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    (t, gid, bk), = group_desc_of(peer)
+    assert t == c.GT_SELECT and [b[0] for b in bk] == [1, 3, 0]
+    sw.graph.stop()
+    time.sleep(0.1)
+    where = {}
+    for i in range(400):
+        f = bytes(frame(src=f"00:00:00:00:{i >> 8:02x}:{i & 0xff:02x}", dst=B))
+        out = send(sw, "p1", f)
+        assert list(out.values()) == [[f]]              # exactly one copy, out one port
+        where[i] = next(iter(out))
+        if i < 20:                                      # the same flow: the same bucket
+            assert send(sw, "p1", f, f) == {where[i]: [f, f]}
+    n2 = sum(1 for p in where.values() if p == "p2")
+    assert 50 < n2 < 150                                 # about a quarter by weight
+    with running(sw):
+        (gid, refs, packets, _, buckets), = group_stats_of(peer)
+        assert packets == 440 and [b[0] for b in buckets][2] == 0
+        assert sum(b[0] for b in buckets) == 440 and buckets[0][0] == n2 + sum(
+            2 for i in range(20) if where[i] == "p2")
+        # all weights 0: nothing goes out
+        peer.request(c.group_mod(3, c.GC_MODIFY, c.GT_SELECT, 1, [c.bucket([("output", 2)])]))
+        sw.graph.stop()
+    assert send(sw, "p1", bytes(frame(dst=B))) == {}
+
+
+def test_group_fast_failover_follows_port_liveness(controlled):
+    sw, ctl, peer = controlled
+    from fastpath import ports as port_types
+    mac2 = port_types.mac_of(sw.port("p2"))
+    assert peer.request(c.group_mod(1, c.GC_ADD, c.GT_FF, 1, [
+        c.bucket([("output", 2)], watch_port=2), c.bucket([("output", 3)], watch_port=3)])) == []
+    assert peer.request(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                                   c.apply_actions([("group", 1)]))) == []
+    assert [[b[1] for b in bk] for _, _, bk in group_desc_of(peer)] == [[2, 3]]
+    f = bytes(frame(dst=B))
+
+    def sent():
+        sw.graph.stop()
+        time.sleep(0.05)
+        return send(sw, "p1", f)
+    assert sent() == {"p2": [f]}
+    with running(sw):
+        peer.request(c.port_mod(3, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN))    # p2 down: p3
+    assert sent() == {"p3": [f]}
+    sw.del_port("p3")                                   # no live bucket left: nothing
+    assert send(sw, "p1", f) == {}
+    with running(sw):
+        peer.request(c.port_mod(4, 2, mac2, 0, c.PC_PORT_DOWN))                 # p2 back
+    assert sent() == {"p2": [f]}

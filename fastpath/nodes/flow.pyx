@@ -16,8 +16,12 @@ Actions: pop/push VLAN, set_field eth_src/eth_dst/vlan_vid/vlan_pcp (mod_vlan_*:
 tag when there is none, as OVS does), ipv4_src/dst and tcp/udp ports (the IPv4 and L4
 checksums updated incrementally), dec_nw_ttl (IPv4, IPv6; at 1 the frame is dropped),
 output:PORT, IN_PORT, NORMAL, FLOOD/ALL, CONTROLLER (a copy, as it is at that point, is
-punted to packet-in). An output takes a copy only when something follows it, so a frame
-with one output is never copied. output never applies the port's VLAN settings (only
+punted to packet-in), group:N (flowtable.pxd group_t: ALL runs every bucket, INDIRECT
+its one, SELECT one chosen by a hash of the flow key, by weight, FAST_FAILOVER the first
+whose watched port is live (pipeline_t.live, kept by the agent); each bucket's actions run
+on a copy of the frame, which leaves by the bucket's outputs; in the action set a group
+takes the place of the output). An output takes a copy only when something follows it, so
+a frame with one output is never copied. output never applies the port's VLAN settings (only
 NORMAL does), as in OVS.
 
 next: interface-output (output, in_port, flood, all), vlan-input (normal), packet-in
@@ -39,6 +43,9 @@ from fastpath.nodes.flowtable cimport *
 
 cdef enum:
     ETH_P_IPV6 = 0x86dd
+
+cdef uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL    # SELECT groups' flow hash (a 64-bit mix)
+cdef uint64_t HASH_MUL = 0xff51afd7ed558ccdULL
 
 cdef enum:
     NEXT_OUTPUT = 1
@@ -146,6 +153,8 @@ cdef class FlowClassify(L2Node):
     cdef bint has_pending
     cdef uint16_t pend_tx, pend_next
     cdef uint32_t pend_aux
+    cdef pipeline_t *cur                 # the pipeline of the frame at hand (for its groups)
+    cdef int cur_row
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -174,6 +183,67 @@ cdef class FlowClassify(L2Node):
         self.has_pending = True
         self.pend_tx, self.pend_next, self.pend_aux = tx, nxt, aux
 
+    cdef void run_group(self, uint32_t b, uint32_t slot, int32_t rid) noexcept nogil:
+        """Group `slot` on frame b: each bucket (ALL: every one; INDIRECT: its one) runs
+        its actions on a copy of b, which goes where the bucket's outputs send it. b itself
+        is left as it was (an earlier output of it takes its copy first)."""
+        cdef group_t *g = &self.cur.groups[slot]
+        cdef int k, j, c, first, last
+        cdef uint64_t h, pick
+        cdef uint64_t key[KEY_WORDS]
+        cdef bucket_t *bk
+        if g.type == G_NONE:
+            return
+        self.cur.group_packets[self.cur_row * MAX_GROUPS + slot] += 1
+        self.cur.group_octets[self.cur_row * MAX_GROUPS + slot] += self.pool.length[b]
+        first, last = 0, g.n_buckets
+        if g.type == G_INDIRECT:
+            last = 1 if g.n_buckets > 0 else 0
+        elif g.type == G_FF:
+            # the first bucket whose watched port is live; none: the frame goes nowhere
+            for k in range(g.n_buckets):
+                if self.cur.live[g.buckets[k].watch]:
+                    break
+            else:
+                return
+            first, last = k, k + 1
+        elif g.type == G_SELECT:
+            # one bucket per flow: a hash of the frame's key (as it is now), by weight
+            if g.total_weight == 0:
+                return
+            flow_key(self.pool, b, 0, key)
+            h = HASH_SEED
+            for j in range(KEY_WORDS):
+                h = (h ^ key[j]) * HASH_MUL
+                h ^= h >> 33
+            pick = h % g.total_weight
+            for k in range(g.n_buckets):
+                if pick < g.buckets[k].weight:
+                    break
+                pick -= g.buckets[k].weight
+            first, last = k, k + 1
+        self.flush(b)
+        for k in range(first, last):
+            bk = &g.buckets[k]
+            bk.counts[self.cur_row * 2] += 1
+            bk.counts[self.cur_row * 2 + 1] += self.pool.length[b]
+            c = self.pool.clone(b)
+            if c < 0:
+                self.count_error(ERR_NO_BUFFER)
+                continue
+            self.pool.error[c] = self.err_base + ERR_FLOW_DROP
+            for j in range(bk.n_ops):
+                if self.act(c, &bk.ops[j], rid) < 0:
+                    break
+            if self.has_pending:               # the bucket's last output takes the copy
+                self.has_pending = False
+                self.pool.tx_if[c] = self.pend_tx
+                self.pool.next[c] = self.pend_next
+                self.pool.aux[c] = self.pend_aux
+            else:
+                self.pool.next[c] = ARC_DROP
+            self.emit(c)
+
     cdef int act(self, uint32_t b, const op_t *o, int32_t rid) noexcept nogil:
         """One action on buffer b. 1: the frame changed; 0: it did not; -1: drop it."""
         cdef uint8_t *p
@@ -196,6 +266,8 @@ cdef class FlowClassify(L2Node):
                 self.send(b, rx, NEXT_OUTPUT, 0)
             elif kind == A_NORMAL:
                 self.send(b, 0, NEXT_NORMAL, 0)
+            elif kind == A_GROUP:
+                self.run_group(b, o.arg, rid)
             elif kind == A_CONTROLLER:
                 # packet-in reads max_len from tx_if and the rule from aux
                 self.send(b, <uint16_t> o.arg, NEXT_PUNT, <uint32_t> rid)
@@ -300,6 +372,8 @@ cdef class FlowClassify(L2Node):
                 continue
             t = &(<FlowTable> ft).c
             row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
+            self.cur = t
+            self.cur_row = row
             self.has_pending = False
             self.pool.error[b] = self.err_base + ERR_FLOW_DROP
             metadata = 0
@@ -349,6 +423,8 @@ cdef class FlowClassify(L2Node):
                 if dropped or not goto:
                     break
             if not dropped:
+                if aset[S_GROUP] != NULL:
+                    aset[S_OUTPUT] = NULL          # a group takes the place of the output
                 for s in range(N_SLOTS):
                     if aset[s] != NULL and self.act(b, aset[s], rid) < 0:
                         dropped = True

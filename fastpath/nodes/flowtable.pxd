@@ -12,7 +12,7 @@ goto-table). The key the classifiers look up is KEY_WORDS 64-bit words:
   5: L4 source port << 48 | destination port << 32 (ICMP: type, code)
   6-7: IPv6 source; 8-9: IPv6 destination
 """
-from libc.stdint cimport uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 
 cdef enum:
     N_TABLES = 16
@@ -36,6 +36,7 @@ cdef enum:
     A_NORMAL = 14
     A_FLOOD = 15
     A_CONTROLLER = 16
+    A_GROUP = 17          # arg: the group's slot (pipeline_t.groups)
     I_CLEAR = 20
     I_WRITE = 21          # the next `arg` ops go into the action set
     I_METADATA = 22
@@ -54,8 +55,9 @@ cdef enum:
     S_IP4_DST = 8
     S_TP_SRC = 9
     S_TP_DST = 10
-    S_OUTPUT = 11
-    N_SLOTS = 12
+    S_GROUP = 11          # a group in the action set takes the place of its output
+    S_OUTPUT = 12
+    N_SLOTS = 13
 
 ctypedef struct op_t:
     uint16_t kind
@@ -68,6 +70,29 @@ ctypedef struct rule_t:
     op_t *ops
     int32_t n_ops
 
+# groups (OpenFlow 1.3 5.6): each bucket's actions run on a copy of the frame
+cdef enum:
+    MAX_GROUPS = 4096                    # slots; group ids map to slots in FlowTable
+    NO_WATCH = 0xFFFF                    # a watch on no port: never live
+    G_ALL = 0
+    G_SELECT = 1
+    G_INDIRECT = 2
+    G_FF = 3
+    G_NONE = 255
+
+ctypedef struct bucket_t:
+    op_t *ops
+    int32_t n_ops
+    uint32_t weight                      # SELECT: its share
+    uint32_t watch                       # FAST_FAILOVER: the sw_if_index whose liveness it needs
+    uint64_t *counts                     # [row * 2 + {0 packets, 1 bytes}]
+
+ctypedef struct group_t:
+    uint16_t type                        # G_*
+    int32_t n_buckets
+    bucket_t *buckets
+    uint64_t total_weight                # SELECT: the sum of the buckets' weights
+
 ctypedef struct pipeline_t:              # what the packet loop reads of a FlowTable
     void *cls[N_TABLES]                  # borrowed Classifiers
     rule_t *rules                        # by rule id
@@ -76,6 +101,10 @@ ctypedef struct pipeline_t:              # what the packet loop reads of a FlowT
     uint64_t *octets
     uint64_t *table_counts               # [(row * N_TABLES + table) * 2 + {0 lookups, 1 matched}]
     int workers
+    group_t *groups                      # [MAX_GROUPS], by slot
+    uint8_t *live                        # [65536] by sw_if_index: FAST_FAILOVER's liveness
+    uint64_t *group_packets              # [row * MAX_GROUPS + slot]
+    uint64_t *group_octets
 
 
 cdef class FlowTable:
@@ -91,4 +120,8 @@ cdef class FlowTable:
 
     cdef _grow(self, int32_t cap)
     cdef _set_ops(self, int32_t rid, list ops)
+    cdef _set_group(self, int slot, int type, list buckets, list weights, list watches)
+    cdef void _free_buckets(self, int slot) noexcept
+    cdef object _groups                   # group id -> Group
+    cdef object _free_slots
     cdef _sync(self, flow)

@@ -9,7 +9,7 @@ into one Classifier per table. Every change is made under the workers' barrier
 import itertools
 import time
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
 from fastpath import ofsyntax
@@ -22,7 +22,9 @@ _ACTION_OPS = {"strip_vlan": (A_POP_VLAN, S_POP), "push_vlan": (A_PUSH_VLAN, S_P
                "dec_ttl": (A_DEC_TTL, S_DEC_TTL), "output": (A_OUTPUT, S_OUTPUT),
                "in_port": (A_IN_PORT, S_OUTPUT), "normal": (A_NORMAL, S_OUTPUT),
                "flood": (A_FLOOD, S_OUTPUT), "all": (A_FLOOD, S_OUTPUT),
-               "controller": (A_CONTROLLER, S_OUTPUT)}
+               "controller": (A_CONTROLLER, S_OUTPUT), "group": (A_GROUP, S_GROUP)}
+GROUP_TYPES = {"all": G_ALL, "select": G_SELECT, "indirect": G_INDIRECT, "ff": G_FF}
+NO_WEIGHTS = ()
 
 DEFAULT_FLOW = "priority=0 actions=normal"
 MAC_ALL = (1 << 48) - 1
@@ -99,6 +101,25 @@ class Flow:
         return self.rule.priority == 0 and not any(self.mask)
 
 
+class Group:
+    """One OpenFlow group: its type ("all", "select", "indirect"), its buckets (each a
+    list of ofsyntax.Actions), their weights (SELECT) and the slot its compiled form has in
+    the pipeline."""
+    def __init__(self, group_id, type, buckets, slot, weights=(), watches=()):
+        self.group_id = group_id
+        self.type = type
+        self.buckets = buckets
+        self.weights = list(weights) or [0] * len(buckets)
+        self.watches = list(watches) or [None] * len(buckets)    # FF: port refs
+        self.slot = slot
+        self.created = time.monotonic()
+
+
+def _uses_group(flow, group_id):
+    return any(a.kind == "group" and a.arg == group_id
+               for a in list(flow.rule.actions) + list(flow.rule.write_actions or ()))
+
+
 def _uses_port(flow, int sw_if_index):
     return flow.in_port == sw_if_index or sw_if_index in flow.out_ports.values()
 
@@ -114,6 +135,9 @@ cdef class FlowTable:
     def __cinit__(self, resolve_port, int workers=1):
         self.c.rules = NULL
         self.c.packets = self.c.octets = self.c.table_counts = NULL
+        self.c.groups = NULL
+        self.c.live = NULL
+        self.c.group_packets = self.c.group_octets = NULL
         self.c.cap = 0
 
     def __init__(self, resolve_port, int workers=1):
@@ -131,6 +155,20 @@ cdef class FlowTable:
         self._free_ids = []
         self._identical = {}
         self._seq = itertools.count()
+        self._groups = {}
+        self._free_slots = list(range(MAX_GROUPS - 1, -1, -1))
+        self.c.groups = <group_t *> calloc(MAX_GROUPS, sizeof(group_t))
+        self.c.group_packets = <uint64_t *> calloc(workers * MAX_GROUPS, sizeof(uint64_t))
+        self.c.group_octets = <uint64_t *> calloc(workers * MAX_GROUPS, sizeof(uint64_t))
+        self.c.live = <uint8_t *> malloc(65536)
+        if self.c.live == NULL:
+            raise MemoryError()
+        memset(self.c.live, 1, 65536)
+        self.c.live[NO_WATCH] = 0
+        if self.c.groups == NULL or self.c.group_packets == NULL or self.c.group_octets == NULL:
+            raise MemoryError()
+        for t in range(MAX_GROUPS):
+            self.c.groups[t].type = G_NONE
         self.c.table_counts = <uint64_t *> malloc(workers * N_TABLES * 2 * sizeof(uint64_t))
         memset(self.c.table_counts, 0, workers * N_TABLES * 2 * sizeof(uint64_t))
         self._grow(64)
@@ -145,6 +183,25 @@ cdef class FlowTable:
         free(self.c.packets)
         free(self.c.octets)
         free(self.c.table_counts)
+        if self.c.groups != NULL:
+            for i in range(MAX_GROUPS):
+                self._free_buckets(i)
+        free(self.c.groups)
+        free(self.c.live)
+        free(self.c.group_packets)
+        free(self.c.group_octets)
+
+    cdef void _free_buckets(self, int slot) noexcept:
+        cdef group_t *g = &self.c.groups[slot]
+        cdef int32_t k
+        if g.buckets != NULL:
+            for k in range(g.n_buckets):
+                free(g.buckets[k].ops)
+                free(g.buckets[k].counts)
+            free(g.buckets)
+        g.buckets = NULL
+        g.n_buckets = 0
+        g.type = G_NONE
 
     n_tables = N_TABLES
 
@@ -184,6 +241,8 @@ cdef class FlowTable:
         for a in list(rule.actions) + list(rule.write_actions or ()):
             if a.kind == "output":
                 outs[a.arg] = self.resolve_port(a.arg)
+            elif a.kind == "group" and a.arg not in self._groups:
+                raise ValueError(f"group:{a.arg}: no such group")
         flow = Flow(rule, in_port, outs)
         flow.value, flow.mask = match_words(m, in_port)
         return flow
@@ -191,19 +250,7 @@ cdef class FlowTable:
     def _ops(self, flow):
         """The rule's instructions as (kind, slot, arg, value, mask) tuples, in spec order."""
         out = []
-        def action(a):
-            kind, slot = _ACTION_OPS[a.kind]
-            arg, value = 0, 0
-            if kind == A_OUTPUT:
-                arg = flow.out_ports[a.arg]
-            elif kind == A_CONTROLLER:
-                arg = ofsyntax.CONTROLLER_MAX_LEN if a.arg is None else a.arg
-            elif kind in (A_PUSH_VLAN, A_SET_VID, A_SET_PCP):
-                arg = a.arg
-            elif kind in (A_SET_ETH_SRC, A_SET_ETH_DST, A_SET_IP4_SRC, A_SET_IP4_DST,
-                          A_SET_TP_SRC, A_SET_TP_DST):
-                value = a.arg
-            return (kind, slot, arg, value, 0)
+        action = lambda a: self._op(a, flow.out_ports)
         r = flow.rule
         out.extend(action(a) for a in r.actions)
         if r.clear_actions:
@@ -215,6 +262,129 @@ cdef class FlowTable:
             out.append((I_METADATA, 0, 0, r.write_metadata[0], r.write_metadata[1]))
         if r.goto is not None:
             out.append((I_GOTO, 0, r.goto, 0, 0))
+        return out
+
+    def _op(self, a, out_ports):
+        """One action as a (kind, slot, arg, value, mask) op."""
+        kind, slot = _ACTION_OPS[a.kind]
+        arg, value = 0, 0
+        if kind == A_OUTPUT:
+            arg = out_ports[a.arg]
+        elif kind == A_GROUP:
+            arg = self._groups[a.arg].slot
+        elif kind == A_CONTROLLER:
+            arg = ofsyntax.CONTROLLER_MAX_LEN if a.arg is None else a.arg
+        elif kind in (A_PUSH_VLAN, A_SET_VID, A_SET_PCP):
+            arg = a.arg
+        elif kind in (A_SET_ETH_SRC, A_SET_ETH_DST, A_SET_IP4_SRC, A_SET_IP4_DST,
+                      A_SET_TP_SRC, A_SET_TP_DST):
+            value = a.arg
+        return (kind, slot, arg, value, 0)
+
+    # ---- groups ----
+
+    def set_live(self, int sw_if_index, bint live):
+        """A port's liveness for FAST_FAILOVER groups (admin state and link)."""
+        if 0 <= sw_if_index < NO_WATCH:
+            self.c.live[sw_if_index] = live
+
+    def set_group(self, group_id, type, buckets, weights=(), watches=()):
+        """Add or replace group group_id: type "all", "select" or "indirect", buckets a
+        list of lists of ofsyntax.Actions (outputs and header changes; no groups), weights
+        one per bucket for "select". ValueError: a port that does not resolve, or no slot
+        left."""
+        weights = list(weights) or [0] * len(buckets)
+        watches = list(watches) or [None] * len(buckets)
+        watch_ifs = [NO_WATCH if w is None or not self._resolves(w) else self.resolve_port(w)
+                     for w in watches]
+        compiled = []
+        for bucket in buckets:
+            outs = {a.arg: self.resolve_port(a.arg) for a in bucket if a.kind == "output"}
+            compiled.append([self._op(a, outs) for a in bucket])
+        g = self._groups.get(group_id)
+        if g is None:
+            if not self._free_slots:
+                raise ValueError(f"no room for more than {MAX_GROUPS} groups")
+            g = Group(group_id, type, buckets, self._free_slots.pop())
+            self._groups[group_id] = g
+        g.type, g.buckets, g.weights, g.watches = type, buckets, weights, watches
+        self._set_group(g.slot, GROUP_TYPES[type], compiled, weights, watch_ifs)
+        return g
+
+    cdef _set_group(self, int slot, int type, list buckets, list weights, list watches):
+        cdef bucket_t *bs = <bucket_t *> calloc(len(buckets) or 1, sizeof(bucket_t))
+        cdef op_t *o
+        cdef int k, i
+        if bs == NULL:
+            raise MemoryError()
+        for k, ops in enumerate(buckets):
+            o = <op_t *> malloc((len(ops) or 1) * sizeof(op_t))
+            if o == NULL:
+                raise MemoryError()
+            for i, (kind, s, arg, value, mask) in enumerate(ops):
+                o[i].kind, o[i].slot, o[i].arg, o[i].value, o[i].mask = kind, s, arg, value, mask
+            bs[k].ops = o
+            bs[k].n_ops = len(ops)
+            bs[k].weight = weights[k]
+            bs[k].watch = watches[k]
+            bs[k].counts = <uint64_t *> calloc(self.workers * 2, sizeof(uint64_t))
+            if bs[k].counts == NULL:
+                raise MemoryError()
+        self._free_buckets(slot)
+        self.c.groups[slot].total_weight = sum(weights)
+        self.c.groups[slot].buckets = bs
+        self.c.groups[slot].n_buckets = len(buckets)
+        self.c.groups[slot].type = type
+
+    def delete_group(self, group_id):
+        """Take a group out, and the flows that use it (returned, for FLOW_REMOVED)."""
+        cdef int w
+        g = self._groups.pop(group_id, None)
+        if g is None:
+            return []
+        gone = [f for f in self._by_id.values() if _uses_group(f, group_id)]
+        self.remove(gone)
+        self._free_buckets(g.slot)
+        for w in range(self.workers):
+            self.c.group_packets[w * MAX_GROUPS + g.slot] = 0
+            self.c.group_octets[w * MAX_GROUPS + g.slot] = 0
+        self._free_slots.append(g.slot)
+        return gone
+
+    def group(self, group_id):
+        return self._groups.get(group_id)
+
+    @property
+    def groups(self):
+        """Every Group, by id."""
+        return [self._groups[k] for k in sorted(self._groups)]
+
+    def group_ids(self):
+        return set(self._groups)
+
+    def group_ref_count(self, group_id):
+        return sum(1 for f in self._by_id.values() if _uses_group(f, group_id))
+
+    def group_counters(self, g):
+        """(packets, bytes) a group has seen, over every worker."""
+        cdef int w
+        cdef uint64_t p = 0, o = 0
+        for w in range(self.workers):
+            p += self.c.group_packets[w * MAX_GROUPS + g.slot]
+            o += self.c.group_octets[w * MAX_GROUPS + g.slot]
+        return p, o
+
+    def bucket_counters(self, g):
+        """[(packets, bytes)] per bucket of a group, over every worker."""
+        cdef group_t *cg = &self.c.groups[g.slot]
+        cdef int k, w
+        out = []
+        for k in range(cg.n_buckets):
+            p = o = 0
+            for w in range(self.workers):
+                p += cg.buckets[k].counts[w * 2]
+                o += cg.buckets[k].counts[w * 2 + 1]
+            out.append((p, o))
         return out
 
     cdef _set_ops(self, int32_t rid, list ops):
@@ -348,6 +518,18 @@ cdef class FlowTable:
     def port_removed(self, int sw_if_index):
         """Rules that name a removed port can no longer be compiled: drop them."""
         self.remove([f for f in self._by_id.values() if _uses_port(f, sw_if_index)])
+        # group buckets lose their outputs to ports that no longer resolve
+        for g in list(self._groups.values()):
+            kept = [[a for a in b if a.kind != "output" or self._resolves(a.arg)] for b in g.buckets]
+            if kept != g.buckets or any(w is not None and not self._resolves(w) for w in g.watches):
+                self.set_group(g.group_id, g.type, kept, g.weights, g.watches)
+
+    def _resolves(self, ref):
+        try:
+            self.resolve_port(ref)
+            return True
+        except ValueError:
+            return False
 
     # ---- counters ----
 

@@ -31,6 +31,11 @@ EXPIRY_INTERVAL = 1.0       # flow timeouts and link state are looked at this of
 F_TAGGED_IN = 4             # buffer.pxd's flag: the frame arrived tagged (for vlan-input)
 
 
+# what a SLAVE connection may not send (OpenFlow 1.3 6.3.5): OFPBRC_IS_SLAVE
+SLAVE_REFUSED = frozenset((c.FLOW_MOD, c.PACKET_OUT, c.GROUP_MOD, c.PORT_MOD, c.TABLE_MOD,
+                           c.METER_MOD))
+
+
 def default_datapath_id(bridge_name):
     """A stable 48-bit id per bridge name, as OVS derives one from the bridge's MAC."""
     return int.from_bytes(hashlib.sha256(bridge_name.encode()).digest()[:6], "big") & ~(1 << 40)
@@ -52,6 +57,7 @@ class Agent:
         self.timed = set()          # Flows with a timeout, for expire()
         self.next_expiry = 0.0
         self.link_up = {}           # port name -> its link state as last reported
+        self.generation_id = None   # ROLE_REQUEST: the last MASTER/SLAVE generation_id seen
 
     # ---- targets ----
 
@@ -182,6 +188,8 @@ class Agent:
             return
         handler = self.HANDLERS.get(type)
         try:
+            if ch.role == c.ROLE_SLAVE and type in SLAVE_REFUSED:
+                raise c.OFError(c.ET_BAD_REQUEST, c.BRC_IS_SLAVE, "this connection is a slave")
             if handler is None:
                 raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TYPE, f"message type {type}")
             handler(self, ch, xid, body)
@@ -234,6 +242,125 @@ class Agent:
         # every earlier message was carried out before this one was read
         self._send(ch, c.message(c.BARRIER_REPLY, xid))
 
+    def on_role_request(self, ch, xid, body):
+        """OpenFlow 1.3 6.3.5: EQUAL, MASTER (the other masters become slaves) or SLAVE;
+        MASTER and SLAVE carry a generation_id, refused as stale when it is older (by
+        signed 64-bit distance) than the last one seen."""
+        role, generation_id = c.parse_role(body)
+        if role not in (c.ROLE_NOCHANGE, c.ROLE_EQUAL, c.ROLE_MASTER, c.ROLE_SLAVE):
+            raise c.OFError(c.ET_ROLE_REQUEST_FAILED, c.RRFC_BAD_ROLE, f"role {role}")
+        if role in (c.ROLE_MASTER, c.ROLE_SLAVE):
+            if self.generation_id is not None:
+                distance = (generation_id - self.generation_id) & 0xFFFFFFFFFFFFFFFF
+                if distance >= 1 << 63:
+                    raise c.OFError(c.ET_ROLE_REQUEST_FAILED, c.RRFC_STALE,
+                                    f"generation_id {generation_id} is older than "
+                                    f"{self.generation_id}")
+            self.generation_id = generation_id
+        if role == c.ROLE_MASTER:
+            for other in self.channels():
+                if other is not ch and other.role == c.ROLE_MASTER:
+                    other.role = c.ROLE_SLAVE
+                    log.info("openflow %s: %s: now a slave (a new master)", self.bridge.name,
+                             other.peer)
+        if role != c.ROLE_NOCHANGE:
+            ch.role = role
+        self._send(ch, c.role(c.ROLE_REPLY, xid, ch.role,
+                              self.generation_id if self.generation_id is not None else 0))
+
+    def _wants(self, ch, kind, reason):
+        """Whether ch's SET_ASYNC masks (kind 0: packet-in, 1: port-status, 2:
+        flow-removed) ask for this reason, as its role reads them."""
+        return ch.async_masks[2 * kind + (ch.role == c.ROLE_SLAVE)] >> reason & 1
+
+    def on_port_mod(self, ch, xid, body):
+        """PORT_MOD: OFPPC_PORT_DOWN (the port's admin state) and OFPPC_NO_PACKET_IN; the
+        hw_addr must be the port's. PORT_STATUS MODIFY to every controller on a change."""
+        port_no, hw_addr, config, mask, advertise = c.parse_port_mod(body)
+        port = tr.Ports(self.bridge).by_ofport.get(port_no)
+        if port is None:
+            raise c.OFError(c.ET_PORT_MOD_FAILED, c.PMFC_BAD_PORT, f"port {port_no:#x}")
+        if hw_addr != self._mac(port):
+            raise c.OFError(c.ET_PORT_MOD_FAILED, c.PMFC_BAD_HW_ADDR,
+                            f"hw_addr {hw_addr.hex()} is not port {port_no}'s")
+        if mask & ~(c.PC_PORT_DOWN | c.PC_NO_PACKET_IN):
+            raise c.OFError(c.ET_PORT_MOD_FAILED, c.PMFC_BAD_CONFIG,
+                            f"config bits {mask:#x}: only PORT_DOWN and NO_PACKET_IN")
+        if advertise:
+            raise c.OFError(c.ET_PORT_MOD_FAILED, c.PMFC_BAD_ADVERTISE,
+                            "advertised features cannot be changed")
+        before = self._port(port)
+        if mask & c.PC_PORT_DOWN:
+            up = not config & c.PC_PORT_DOWN
+            if up != port.admin_up:
+                self.switch.set_port_admin(port.name, up)
+        if mask & c.PC_NO_PACKET_IN:
+            port.no_packet_in = bool(config & c.PC_NO_PACKET_IN)
+        self._update_live(port)
+        if self._port(port) != before:
+            self.port_changed(c.PR_MODIFY, port)
+
+    GROUP_TYPES = {c.GT_ALL: "all", c.GT_SELECT: "select", c.GT_INDIRECT: "indirect",
+                   c.GT_FF: "ff"}
+    GROUP_NUMBERS = {v: k for k, v in GROUP_TYPES.items()}
+
+    def on_group_mod(self, ch, xid, body):
+        """GROUP_MOD ADD/MODIFY/DELETE of ALL, SELECT (a bucket per flow, by a hash of its
+        key, by weight) and INDIRECT groups (OpenFlow 1.3 6.5). A
+        deleted group takes the flows that use it along (FLOW_REMOVED GROUP_DELETE)."""
+        command, gtype, group_id, buckets = c.parse_group_mod(body)
+        br, flows = self.bridge, self.bridge.flows
+        if command not in (c.GC_ADD, c.GC_MODIFY, c.GC_DELETE):
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_COMMAND, f"command {command}")
+        if command == c.GC_DELETE:
+            if group_id == c.OFPG_ALL:
+                ids = [g.group_id for g in flows.groups]
+            elif group_id > c.OFPG_MAX:
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
+            else:
+                ids = [group_id]            # deleting a group that is not there is no error
+            gone = [f for gid in ids for f in flows.delete_group(gid)]
+            self._flows_removed([(f, c.RR_GROUP_DELETE) for f in gone])
+            self.switch.apply_flows(br.name)
+            return
+        if group_id > c.OFPG_MAX:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
+        if gtype not in self.GROUP_TYPES:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_TYPE,
+                            f"group type {gtype}")
+        exists = flows.group(group_id) is not None
+        if command == c.GC_ADD and exists:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_GROUP_EXISTS, f"group {group_id}")
+        if command == c.GC_MODIFY and not exists:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_UNKNOWN_GROUP, f"group {group_id}")
+        if gtype == c.GT_INDIRECT and len(buckets) != 1:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP,
+                            f"an INDIRECT group has one bucket, not {len(buckets)}")
+        ports = tr.Ports(br)
+        compiled, weights, watches = [], [], []
+        for weight, watch_port, watch_group, acts in buckets:
+            weights.append(weight)
+            if gtype == c.GT_FF:
+                # FAST_FAILOVER: the first bucket whose watched port is live (admin up, link up)
+                if watch_group != c.OFPG_ANY:
+                    raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WATCH_UNSUPPORTED,
+                                    "watch_group: only ports are watched")
+                if watch_port not in ports.by_ofport:
+                    raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_BAD_WATCH,
+                                    f"watch_port {watch_port:#x}")
+                watches.append(watch_port)
+            else:
+                watches.append(None)
+            if weight and gtype != c.GT_SELECT:     # watches only matter to FAST_FAILOVER
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_WEIGHT_UNSUPPORTED,
+                                f"bucket weight {weight} in a {self.GROUP_TYPES[gtype]} group")
+            compiled.append(tr.to_actions(acts, ports, in_bucket=True))
+        try:
+            flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled, weights, watches)
+        except ValueError as e:
+            raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
+        self.switch.apply_flows(br.name)
+
     def on_flow_mod(self, ch, xid, body):
         fm = c.parse_flow_mod(body)
         self.counters["flow_mods"] += 1
@@ -256,7 +383,7 @@ class Agent:
                                  now - f.created, f.idle_timeout, f.hard_timeout, f.n_packets,
                                  f.n_bytes, tr.from_match(f.rule.match, ports))
             for ch in self.channels():
-                if ch.async_masks[4] >> reason & 1:
+                if self._wants(ch, 2, reason):
                     self._send(ch, msg)
 
     def on_packet_out(self, ch, xid, body):
@@ -342,14 +469,19 @@ class Agent:
         self._empty(req)
         return [self._port(p) for p in sorted(self.bridge.ports.values(), key=lambda p: p.ofport)]
 
-    def _port(self, p):
+    @staticmethod
+    def _mac(p):
         try:
-            mac = port_types.mac_of(p)
+            return port_types.mac_of(p)
         except OSError:
-            mac = bytes(6)
+            return bytes(6)
+
+    def _port(self, p):
         up, admin_up = link_state(p)
-        return c.port(p.ofport, mac, p.name, config=0 if admin_up else c.PC_PORT_DOWN,
-                      state=c.PS_LIVE if up else c.PS_LINK_DOWN)
+        admin_up = admin_up and p.admin_up           # the device's and PORT_MOD's
+        config = (0 if admin_up else c.PC_PORT_DOWN) | (c.PC_NO_PACKET_IN if p.no_packet_in else 0)
+        return c.port(p.ofport, self._mac(p), p.name, config=config,
+                      state=c.PS_LIVE if up and admin_up else c.PS_LINK_DOWN)
 
     def _poll_links(self):
         """PORT_STATUS MODIFY for each port whose link went down or came back."""
@@ -357,12 +489,18 @@ class Agent:
             up = link_state(p)
             before = self.link_up.get(p.name)
             self.link_up[p.name] = up
+            self._update_live(p)
             if before is not None and before != up:
                 log.info("openflow %s: %s: link %s", self.bridge.name, p.name,
                          "up" if up[0] else "down")
                 self.port_changed(c.PR_MODIFY, p)
         for name in set(self.link_up) - set(self.bridge.ports):
             del self.link_up[name]
+
+    def _update_live(self, p):
+        """FAST_FAILOVER liveness: administratively up and link up."""
+        up, admin_up = link_state(p)
+        self.bridge.flows.set_live(p.sw_if_index, up and admin_up and p.admin_up)
 
     def _select_stats(self, req):
         table_id, out_port, _group, cookie, cookie_mask, fields = c.parse_flow_stats_request(req)
@@ -389,6 +527,37 @@ class Agent:
         _, flows = self._select_stats(req)
         return [c.aggregate_stats(sum(f.n_packets for f in flows), sum(f.n_bytes for f in flows),
                                   len(flows))]
+
+    def mp_group(self, req):
+        if len(req) != 8:
+            raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_LEN, "group stats request is 8 bytes")
+        group_id = struct.unpack_from("!I", req)[0]
+        flows, now = self.bridge.flows, time.monotonic()
+        out = []
+        for g in flows.groups:
+            if group_id not in (c.OFPG_ALL, g.group_id):
+                continue
+            n_packets, n_bytes = flows.group_counters(g)
+            out.append(c.group_stats(g.group_id, flows.group_ref_count(g.group_id), n_packets,
+                                     n_bytes, now - g.created, flows.bucket_counters(g)))
+        return out
+
+    def mp_group_desc(self, req):
+        self._empty(req)
+        ports = tr.Ports(self.bridge)
+        return [c.group_desc(self.GROUP_NUMBERS[g.type], g.group_id,
+                             [c.bucket(tr.from_actions(b, ports), weight=w,
+                                       watch_port=c.OFPP_ANY if wp is None else ports.ofport(wp) or c.OFPP_ANY)
+                              for b, w, wp in zip(g.buckets, g.weights, g.watches)])
+                for g in self.bridge.flows.groups]
+
+    def mp_group_features(self, req):
+        self._empty(req)
+        acts = sum(1 << a for a in (c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
+                                    c.AT_SET_FIELD))
+        # capabilities: OFPGFC_SELECT_WEIGHT
+        return [c.group_features(1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF,
+                                 1, (4096, 4096, 4096, 4096), (acts, acts, acts, acts))]
 
     def mp_table(self, req):
         self._empty(req)
@@ -426,7 +595,7 @@ class Agent:
                         c.IT_APPLY_ACTIONS, c.IT_CLEAR_ACTIONS]
         return [c.table_features(t, f"table{t}", 1 << 20, instructions,
                                  [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
-                                  c.AT_SET_FIELD], fields, setters)
+                                  c.AT_SET_FIELD, c.AT_GROUP], fields, setters)
                 for t in range(self.bridge.flows.n_tables)]
 
     # ---- asynchronous messages ----
@@ -435,15 +604,15 @@ class Agent:
         """PORT_STATUS ADD/DELETE to every controller whose async mask asks for it."""
         msg = c.port_status(0, reason, self._port(port))
         for ch in self.channels():
-            if ch.async_masks[2] >> reason & 1:
+            if self._wants(ch, 1, reason):
                 self._send(ch, msg)
 
     def packet_in(self, in_sw_if_index, frame, cookie, table_miss, max_len, table_id=0):
         reason = c.R_NO_MATCH if table_miss else c.R_ACTION
         src = self.bridge.port_by_index(in_sw_if_index)
         sent = False
-        for ch in self.channels():
-            if not ch.async_masks[0] >> reason & 1:
+        for ch in self.channels() if src is None or not src.no_packet_in else ():
+            if not self._wants(ch, 0, reason):
                 continue
             data = frame if max_len == c.OFPCML_NO_BUFFER else frame[:max_len]
             self._send(ch, c.packet_in(0, reason, table_id, cookie,
@@ -457,10 +626,14 @@ class Agent:
                 c.GET_CONFIG_REQUEST: on_get_config_request, c.SET_CONFIG: on_set_config,
                 c.GET_ASYNC_REQUEST: on_get_async_request, c.SET_ASYNC: on_set_async,
                 c.BARRIER_REQUEST: on_barrier_request, c.FLOW_MOD: on_flow_mod,
-                c.PACKET_OUT: on_packet_out, c.MULTIPART_REQUEST: on_multipart_request}
+                c.PACKET_OUT: on_packet_out, c.MULTIPART_REQUEST: on_multipart_request,
+                c.ROLE_REQUEST: on_role_request, c.PORT_MOD: on_port_mod,
+                c.GROUP_MOD: on_group_mod}
     MULTIPART = {c.MP_DESC: mp_desc, c.MP_PORT_DESC: mp_port_desc, c.MP_FLOW: mp_flow,
                  c.MP_AGGREGATE: mp_aggregate, c.MP_TABLE: mp_table,
-                 c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features}
+                 c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features,
+                 c.MP_GROUP: mp_group, c.MP_GROUP_DESC: mp_group_desc,
+                 c.MP_GROUP_FEATURES: mp_group_features}
 
 
 # ---------------------------------------------------------------- the switch's side
@@ -503,6 +676,7 @@ def _port_changed(switch, what, port):
         br.agent.port_changed(c.PR_ADD if what == "add" else c.PR_DELETE, port)
         if what == "add":
             br.agent.link_up[port.name] = link_state(port)
+            br.agent._update_live(port)
 
 
 def set_controller(switch, br, targets):

@@ -278,6 +278,10 @@ def parse_actions(data):
             if hasmask or flen != OXM_SIZES[field]:
                 raise OFError(ET_BAD_ACTION, BAC_BAD_SET_LEN, f"set_field field {field} of {flen} bytes")
             out.append(("set_field", field, int.from_bytes(a[8:8 + flen], "big")))
+        elif atype == AT_GROUP:
+            if alen != 8:
+                raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "group action not 8 bytes")
+            out.append(("group", struct.unpack_from("!I", a, 4)[0]))
         elif atype == AT_EXPERIMENTER:
             raise OFError(ET_BAD_ACTION, BAC_BAD_EXPERIMENTER, "experimenter action")
         elif atype in AT_KNOWN:
@@ -298,6 +302,8 @@ def action(kind, *args):
         return struct.pack("!HHH2x", AT_PUSH_VLAN, 8, args[0])
     if kind == "pop_vlan":
         return struct.pack("!HH4x", AT_POP_VLAN, 8)
+    if kind == "group":
+        return struct.pack("!HHI", AT_GROUP, 8, args[0])
     if kind == "set_field":
         o = oxm(args[0], args[1])
         body = struct.pack("!HH", AT_SET_FIELD, _pad8(4 + len(o))) + o
@@ -583,3 +589,130 @@ def table_features(table_id, name, max_entries, instructions, action_types, matc
              + _property(TFPT_APPLY_SETFIELD, oxm_headers(setfields)))
     return struct.pack("!HB5x32sQQII", 64 + len(props), table_id, name.encode()[:31], 0, 0, 0,
                        max_entries) + props
+
+
+# ---------------------------------------------------------------- ROLE_REQUEST, PORT_MOD
+
+ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = 0, 1, 2, 3
+ET_PORT_MOD_FAILED, ET_ROLE_REQUEST_FAILED = 7, 11
+BRC_IS_SLAVE = 10
+RRFC_STALE, RRFC_UNSUP, RRFC_BAD_ROLE = 0, 1, 2
+PMFC_BAD_PORT, PMFC_BAD_HW_ADDR, PMFC_BAD_CONFIG, PMFC_BAD_ADVERTISE = 0, 1, 2, 3
+PC_NO_RECV, PC_NO_FWD, PC_NO_PACKET_IN = 1 << 2, 1 << 5, 1 << 6
+ROLE = struct.Struct("!I4xQ")
+PORT_MOD_BODY = struct.Struct("!I4x6s2xIII4x")           # after the header: 32 bytes
+
+
+def parse_role(body):
+    """ROLE_REQUEST/REPLY body -> (role, generation_id)."""
+    if len(body) != ROLE.size:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "ROLE_REQUEST body is not 16 bytes")
+    return ROLE.unpack(body)
+
+
+def role(type, xid, role_, generation_id):
+    return message(type, xid, ROLE.pack(role_, generation_id))
+
+
+def parse_port_mod(body):
+    """-> (port_no, hw_addr, config, mask, advertise)."""
+    if len(body) != PORT_MOD_BODY.size:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "PORT_MOD body is not 32 bytes")
+    return PORT_MOD_BODY.unpack(body)
+
+
+def port_mod(xid, port_no, hw_addr, config, mask, advertise=0):
+    return message(PORT_MOD, xid, PORT_MOD_BODY.pack(port_no, hw_addr, config, mask, advertise))
+
+
+# ---------------------------------------------------------------- GROUP_MOD, group multipart
+
+GC_ADD, GC_MODIFY, GC_DELETE = 0, 1, 2
+GT_ALL, GT_SELECT, GT_INDIRECT, GT_FF = 0, 1, 2, 3
+OFPG_MAX, OFPG_ALL = 0xFFFFFF00, 0xFFFFFFFC
+ET_GROUP_MOD_FAILED = 6
+(GMFC_GROUP_EXISTS, GMFC_INVALID_GROUP, GMFC_WEIGHT_UNSUPPORTED, GMFC_OUT_OF_GROUPS,
+ GMFC_OUT_OF_BUCKETS, GMFC_CHAINING_UNSUPPORTED, GMFC_WATCH_UNSUPPORTED, GMFC_LOOP,
+ GMFC_UNKNOWN_GROUP, GMFC_CHAINED_GROUP, GMFC_BAD_TYPE, GMFC_BAD_COMMAND, GMFC_BAD_BUCKET,
+ GMFC_BAD_WATCH, GMFC_EPERM) = range(15)
+BAC_BAD_OUT_GROUP = 9
+RR_GROUP_DELETE = 3
+MP_GROUP, MP_GROUP_DESC, MP_GROUP_FEATURES = 6, 7, 8
+GROUP_MOD_FIXED = struct.Struct("!HBxI")
+BUCKET = struct.Struct("!HHII4x")
+
+
+def parse_buckets(data):
+    """-> [(weight, watch_port, watch_group, actions)]."""
+    out, pos = [], 0
+    while pos < len(data):
+        if len(data) - pos < BUCKET.size:
+            raise OFError(ET_GROUP_MOD_FAILED, GMFC_BAD_BUCKET, "bucket cut short")
+        blen, weight, watch_port, watch_group = BUCKET.unpack_from(data, pos)
+        if blen < BUCKET.size or blen % 8 or pos + blen > len(data):
+            raise OFError(ET_GROUP_MOD_FAILED, GMFC_BAD_BUCKET, f"bucket of length {blen}")
+        out.append((weight, watch_port, watch_group, parse_actions(data[pos + BUCKET.size:pos + blen])))
+        pos += blen
+    return out
+
+
+def parse_group_mod(body):
+    """-> (command, type, group_id, buckets)."""
+    _need(body, GROUP_MOD_FIXED.size, ET_BAD_REQUEST, BRC_BAD_LEN)
+    command, type, group_id = GROUP_MOD_FIXED.unpack_from(body)
+    return command, type, group_id, parse_buckets(body[GROUP_MOD_FIXED.size:])
+
+
+def bucket(action_items, weight=0, watch_port=OFPP_ANY, watch_group=OFPG_ANY):
+    a = actions(action_items)
+    return BUCKET.pack(BUCKET.size + len(a), weight, watch_port, watch_group) + a
+
+
+def group_mod(xid, command, type, group_id, buckets=()):
+    """buckets: bytes from bucket() each."""
+    return message(GROUP_MOD, xid, GROUP_MOD_FIXED.pack(command, type, group_id) + b"".join(buckets))
+
+
+def group_desc(type, group_id, buckets):
+    body = b"".join(buckets)
+    return struct.pack("!HBxI", 8 + len(body), type, group_id) + body
+
+
+def parse_group_desc(body):
+    """A GROUP_DESC reply body -> [(type, group_id, buckets)]."""
+    out, pos = [], 0
+    while pos + 8 <= len(body):
+        length, type, group_id = struct.unpack_from("!HBxI", body, pos)
+        if length < 8 or pos + length > len(body):
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "group desc entry length")
+        out.append((type, group_id, parse_buckets(body[pos + 8:pos + length])))
+        pos += length
+    return out
+
+
+GROUP_STATS = struct.Struct("!H2xII4xQQII")
+
+
+def group_stats(group_id, ref_count, n_packets, n_bytes, duration, bucket_counts):
+    sec = int(duration)
+    buckets = b"".join(struct.pack("!QQ", p, b) for p, b in bucket_counts)
+    return GROUP_STATS.pack(GROUP_STATS.size + len(buckets), group_id, ref_count, n_packets,
+                            n_bytes, sec, int((duration - sec) * 1e9)) + buckets
+
+
+def parse_group_stats(body):
+    """-> [(group_id, ref_count, packets, bytes, [(bucket packets, bytes)])]."""
+    out, pos = [], 0
+    while pos + GROUP_STATS.size <= len(body):
+        length, gid, refs, p, b, _s, _ns = GROUP_STATS.unpack_from(body, pos)
+        if length < GROUP_STATS.size or pos + length > len(body):
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "group stats entry length")
+        bk = [struct.unpack_from("!QQ", body, off)
+              for off in range(pos + GROUP_STATS.size, pos + length, 16)]
+        out.append((gid, refs, p, b, bk))
+        pos += length
+    return out
+
+
+def group_features(types, capabilities, max_groups, actions_):
+    return struct.pack("!II4I4I", types, capabilities, *max_groups, *actions_)

@@ -66,6 +66,7 @@ class Channel:
         # SET_ASYNC masks [master/equal, slave]: packet-in NO_MATCH|ACTION, every
         # port-status reason, every flow-removed reason (the spec's defaults)
         self.async_masks = [0x3, 0x0, 0x7, 0x7, 0xF, 0x0]
+        self.role = codec.ROLE_EQUAL     # ROLE_REQUEST: EQUAL, MASTER or SLAVE
         self.rx_messages = 0
         self.tx_messages = 0
         self.errors_sent = 0

@@ -7,7 +7,8 @@ vlan_pcp, ip_proto, ipv4_src/dst (masks), tcp/udp ports, icmpv4 type/code, arp_o
 arp_spa/tpa (masks), ipv6_src/dst (masks), icmpv6 type/code, each with its prerequisites
 checked (BAD_PREREQ). Actions: output (a port, IN_PORT, NORMAL, FLOOD, ALL, CONTROLLER),
 push_vlan, pop_vlan, dec_nw_ttl, set_field eth_src/eth_dst/vlan_vid/vlan_pcp/
-ipv4_src/ipv4_dst/tcp and udp ports. Instructions: apply-actions, clear-actions,
+ipv4_src/ipv4_dst/tcp and udp ports, group (an existing group; not in PACKET_OUT nor,
+as chaining, in a bucket). Instructions: apply-actions, clear-actions,
 write-actions, write-metadata, goto-table (a later table only). Anything else raises
 codec.OFError with the code the spec gives, so the controller hears exactly what was
 refused.
@@ -56,6 +57,8 @@ class Ports:
     def __init__(self, bridge):
         self.by_ofport = {p.ofport: p for p in bridge.ports.values()}
         self.by_name = bridge.ports
+        flows = getattr(bridge, "flows", None)
+        self.groups = flows.group_ids() if flows is not None else set()
 
     def ofport(self, ref):
         """A flow's port reference (ofport or name) -> ofport, or None."""
@@ -165,12 +168,22 @@ def from_match(m, ports):
 
 # ---------------------------------------------------------------- actions
 
-def to_actions(items, ports, packet_out=False):
-    """Parsed actions -> [ofsyntax.Action]; PACKET_OUT may also output to TABLE."""
+def to_actions(items, ports, packet_out=False, in_bucket=False):
+    """Parsed actions -> [ofsyntax.Action]; PACKET_OUT may also output to TABLE. A group
+    must exist (BAD_OUT_GROUP); groups in buckets (chaining) and in PACKET_OUT are refused."""
     out = []
     for a in items:
         kind = a[0]
-        if kind == "output":
+        if kind == "group":
+            if in_bucket:
+                raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_CHAINING_UNSUPPORTED,
+                                "groups cannot be chained here")
+            if packet_out:
+                raise c.OFError(c.ET_BAD_ACTION, c.BAC_BAD_TYPE, "group in PACKET_OUT")
+            if a[1] not in ports.groups:
+                raise c.OFError(c.ET_BAD_ACTION, c.BAC_BAD_OUT_GROUP, f"group {a[1]}: no such group")
+            out.append(ofsyntax.Action("group", a[1]))
+        elif kind == "output":
             port, max_len = a[1], a[2]
             if port in _RESERVED_OUT:
                 out.append(ofsyntax.Action(_RESERVED_OUT[port]))
@@ -232,6 +245,8 @@ def from_actions(actions, ports):
             out.append(("set_field", c.OXM_VLAN_PCP, a.arg))
         elif a.kind == "dec_ttl":
             out.append(("raw", AT_DEC_NW_TTL, bytes(4)))
+        elif a.kind == "group":
+            out.append(("group", a.arg))
         elif a.kind in fields:
             out.append(("set_field", fields[a.kind], a.arg))
     return out
