@@ -1,7 +1,6 @@
 """IKEv2 (fastpath.ike): the codec, the key schedule against the RFC formulas, hostile
 messages, two fastpath gateways in memory, and a real strongSwan in a QEMU guest."""
 import dataclasses
-import ipaddress
 import os
 import random
 import struct
@@ -14,7 +13,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from fastpath.ike import crypto, message as m, proposals as pr
-from fastpath.ike.sa import ESTABLISHED, IkeConfig, IkeSa
+from fastpath.ike.sa import ESTABLISHED
 from l2util import Clock, frame
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, exchange, make_site, taken

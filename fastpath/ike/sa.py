@@ -302,7 +302,6 @@ class IkeSa:
     # ---- initiator: IKE_AUTH ----
 
     def _on_auth_response(self, payloads, now):
-        c = self.config
         self.pending = None
         notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
         errors = [n.type for n in notes if n.type < 16384]
@@ -790,7 +789,6 @@ class IkeSa:
         self.pending.update(handler=self._on_ike_rekey_response, spi=spi, ni=ni, dh=dh)
 
     def _on_ike_rekey_response(self, p, payloads, now):
-        c = self.config
         notes = [m.decode_notify(q.body) for q in payloads if q.type == m.PL_NOTIFY]
         errors = [n.type for n in notes if n.type < 16384]
 
