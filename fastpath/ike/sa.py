@@ -333,6 +333,10 @@ class IkeSa:
         except IkeError as e:
             self.host.count(e.reason, e.text)
             return self.delete(now)
+        self._child_up(child, now)
+
+    def _child_up(self, child, now):
+        """The CHILD_SA IKE_AUTH negotiated, in either role: kept and installed."""
         child.created = now
         self.children.append(child)
         self.host.child_up(self, child)
@@ -453,9 +457,7 @@ class IkeSa:
         self._respond_next(m.IKE_AUTH, reply)
         self.host.established(self)
         if child:
-            child.created = now
-            self.children.append(child)
-            self.host.child_up(self, child)
+            self._child_up(child, now)
 
     def _child_for_request(self, payloads, notes):
         c = self.config
