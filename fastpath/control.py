@@ -51,7 +51,8 @@ PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "v
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn",
-                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs")
+                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs",
+                "cookie_threshold")
 UNIX_PATH_MAX = 107
 HIDDEN = "HIDDEN"                    # a secret `save` left out                  # sun_path holds 108 bytes with the final NUL
 
@@ -226,6 +227,8 @@ def _option(key, value):
         return str(value)
     if key in ("rekey_time", "rekey_packets", "rekey_bytes", "dpd_interval"):
         return str(_int(value, f"options:{key}", 1, 1 << 62))
+    if key == "cookie_threshold":
+        return str(_int(value, "options:cookie_threshold", 0, 1 << 20))
     if key == "replay_window":
         # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
         return str(_int(value, "options:replay_window", 0, 4096))
@@ -758,7 +761,7 @@ class Control:
         """IKE SAs per tunnel; keys and the PSK are never part of a row."""
         vpn = getattr(self.switch, "vpn", None)
         rows = vpn.show_ike() if vpn else []
-        counters = {t.port.name: dict(t.ike.counters) for t in (vpn.tunnels.values() if vpn else ()) if t.ike}
+        counters = {t.port.name: {**t.ike.counters, **t.ike.gauges()} for t in (vpn.tunnels.values() if vpn else ()) if t.ike}
         if as_json:
             return {"sas": rows, "counters": counters}
         lines = []

@@ -204,9 +204,13 @@ class IkeSa:
         c = self.config
         if self.spi_i == bytes(8):
             self.spi_i = self._new_spi()
-        self.group = group or c.groups[0]
-        self.dh = crypto.DhKey(self.group)
-        self.ni = os.urandom(NONCE_LEN)
+        group = group or c.groups[0]
+        if self.ni is None or group != self.group:
+            self.dh = crypto.DhKey(group)
+        self.group = group
+        if self.ni is None:
+            # kept when asked again (cookie, other group): a cookie is bound to Ni (2.6)
+            self.ni = os.urandom(NONCE_LEN)
         payloads = [m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal(c.encr_bits, c.prfs, c.groups)])),
                     m.Payload(m.PL_KE, m.encode_ke(self.group, self.dh.public)),
                     m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8))

@@ -7,7 +7,9 @@ offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
 preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
 no IKE SA is up or being set up; false: wait for the peer), rekey_time (CHILD_SA rekey
 period in seconds, default 3600), pfs (true: a new KE in our CHILD_SA rekeys; default
-false), dpd_interval (liveness check after this many silent seconds, default 30).
+false), dpd_interval (liveness check after this many silent seconds, default 30),
+cookie_threshold (half-open responder SAs at which IKE_SA_INIT must bring a cookie,
+RFC 7296 2.6; default 10, 0: always).
 
 Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
 and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
@@ -20,8 +22,9 @@ import struct
 
 from fastpath.crypto.sa import SecurityAssociation
 from fastpath.ike import message as m
+from fastpath.ike.cookie import COOKIE_THRESHOLD, Cookies
 from fastpath.ike.proposals import VXLAN_PORT
-from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_SENT, IkeConfig, IkeSa, parse_identity
+from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_DONE, INIT_SENT, IkeConfig, IkeSa, parse_identity
 
 log = logging.getLogger("fastpath.ike")
 
@@ -44,7 +47,11 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
           ("rekey_collision", "IKE: simultaneous CHILD_SA rekey, ours redundant (RFC 7296 2.8.1)"),
           ("temporary_failure", "IKE: request refused for now (TEMPORARY_FAILURE)"),
           ("dpd", "IKE: liveness check (nothing heard from the peer)"),
-          ("retransmit_timeout", "IKE: request unanswered after every retransmission"))
+          ("retransmit_timeout", "IKE: request unanswered after every retransmission"),
+          ("cookies_sent", "IKE: IKE_SA_INIT answered with a cookie, nothing kept (responder under load)"),
+          ("invalid_cookie", "IKE: IKE_SA_INIT with a cookie that does not verify"),
+          ("half_open_full", "IKE: IKE_SA_INIT dropped: too many half-open IKE SAs"),
+          ("half_open_expired", "IKE: half-open IKE SA expired without IKE_AUTH"))
 
 
 def is_ike(options):
@@ -76,6 +83,16 @@ def config_from_options(o):
     return c
 
 
+def cookie_threshold(o):
+    try:
+        n = int(o.get("cookie_threshold", COOKIE_THRESHOLD))
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError("options:cookie_threshold is a count of half-open IKE SAs")
+    return n
+
+
 class IkeTunnel:
     """The IKE side of a vpn.Tunnel: the host of its IkeSa objects."""
 
@@ -92,6 +109,8 @@ class IkeTunnel:
         self.retry_wait = RETRY_FIRST
         self.switch_on_traffic = {}    # spi_in -> outbound SA to use once it carries frames
         self.retiring = {}             # spi_in -> when its inbound SA goes
+        self.cookies = Cookies(cookie_threshold(o))
+        self.under_load = False        # asking for cookies (logged when it changes)
         # the selectors name udp/4789 at both ends: send VXLAN from 4789 too
         tunnel.vpn.sw.each("vxlan-encap").set_source_port(tunnel.port.sw_if_index, VXLAN_PORT)
 
@@ -238,7 +257,52 @@ class IkeTunnel:
                               f"{msg.spi_i.hex()}/{msg.spi_r.hex()}: no such SA")
         sa.receive(data, msg, now, local_port, remote_port)
 
+    def half_open(self):
+        return sum(1 for s in self.sas if s.state == INIT_DONE)
+
+    def _tally(self, reason):
+        """Count without a log line: what a flood brings, logged once per episode."""
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+        self.tunnel.vpn.handshake.count(reason)
+
+    def _admit(self, msg, now, local_port, remote_port):
+        """RFC 7296 2.6: under load, an IKE_SA_INIT request goes on only with a valid
+        cookie; otherwise it is answered with one and forgotten. -> whether it goes on."""
+        half_open = self.half_open()
+        if half_open >= self.cookies.limit:
+            self._tally("half_open_full")
+            return False
+        load = self.cookies.required(half_open)
+        if load != self.under_load:
+            self.under_load = load
+            if load:
+                log.warning("%s: IKE with %s: %d half-open IKE SAs: IKE_SA_INIT must bring a cookie",
+                            self.name, self.config.remote_ip, half_open)
+        if not load:
+            return True
+        nonce = msg.get(m.PL_NONCE)
+        if nonce is None:
+            return True                    # malformed: refused statelessly by respond_init
+        ip = ipaddress.IPv4Address(self.config.remote_ip).packed
+        first = msg.payloads[0] if msg.payloads else None
+        cookie = m.decode_notify(first.body) if first is not None and first.type == m.PL_NOTIFY else None
+        if cookie is not None and cookie.type == m.N_COOKIE:
+            if self.cookies.valid(now, cookie.data, nonce.body, ip, msg.spi_i):
+                return True
+            self._tally("invalid_cookie")
+        self.send_reply(m.encode(m.Message(msg.spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0, [
+            m.notify_payload(m.N_COOKIE, self.cookies.make(now, nonce.body, ip, msg.spi_i))])),
+            local_port, remote_port)
+        self._tally("cookies_sent")
+        return False
+
     def _new_responder(self, data, msg, now, local_port, remote_port):
+        try:
+            if not self._admit(msg, now, local_port, remote_port):
+                return
+        except m.MalformedMessage as e:
+            self.count("invalid_syntax", f"IKE_SA_INIT: {e}")
+            return self._syntax_reply(data, local_port, remote_port)
         mine = [s for s in self.sas if s.initiator and s.state == INIT_SENT]
         if mine and ipaddress.IPv4Address(self.config.local_ip) > ipaddress.IPv4Address(self.config.remote_ip):
             # both ends initiated at once: the one with the lower address stays initiator
@@ -287,7 +351,13 @@ class IkeTunnel:
                 t.vpn.decrypt.remove_sa(spi)
                 t.inbound.pop(spi, None)
         for sa in list(self.sas):
+            half_open = sa.state == INIT_DONE
             sa.tick(now)
+            if half_open and sa.state == DEAD:
+                self._tally("half_open_expired")
+        if self.under_load and not self.cookies.required(self.half_open()):
+            self.under_load = False
+            log.info("%s: IKE with %s: load gone, no more cookies asked for", self.name, self.config.remote_ip)
         if not self.initiate:
             return
         if self.retry_at is None:
@@ -314,3 +384,7 @@ class IkeTunnel:
 
     def show(self, now):
         return [{"tunnel": self.name, **sa.show(now)} for sa in self.sas]
+
+    def gauges(self):
+        """What `show ike` adds to the counters: the state of the moment."""
+        return {"half_open": self.half_open(), "cookies_required": self.under_load}
