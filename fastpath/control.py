@@ -465,7 +465,7 @@ HELP = [
     ("trace add", "NODE|PORT N", "trace the next N frames received by an input node or port"),
     ("trace show", "", "the traced frames' paths through the graph"),
     ("trace clear", "", "forget traces and stop tracing"),
-    ("pcap start", "IFACE FILE", "capture an interface's rx and tx frames to a pcap file"),
+    ("pcap start", "IFACE FILE", "capture an interface's (or an L3 uplink's) rx and tx frames to a pcap file"),
     ("pcap stop", "IFACE", "stop a capture and close its file"),
     ("add-ip", "IFACE ADDR/PLEN [gw=GW] [type=afpacket|pg] [mtu_request=N] [options:KEY=VALUE...]",
                "own an interface as an L3 uplink (the VPN underlay)"),
@@ -1045,7 +1045,8 @@ class Control:
         return self._done(as_json)
 
     def pcap_start(self, args, as_json):
-        port = self._port(args[0])
+        # an L3 uplink too: the underlay (IKE, ESP) is what one captures there
+        port = self.switch.uplinks.get(args[0]) or self._port(args[0])
         path = args[1]
         if port.name in self.captures:
             raise CommandError(f"pcap: {port.name} is already being captured "

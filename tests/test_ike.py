@@ -558,10 +558,19 @@ wait $P
 """
 
 
-def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False):
+SWAN_START = """
+/usr/lib/ipsec/charon 2>&1 | sed 's/^/{tag}: /' &
+i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+/usr/sbin/swanctl --load-all --noprompt
+i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
+    sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
+"""
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False, then=""):
     """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
     on it, created before any SA; charon; the connection; then, once the CHILD_SA is
-    installed, a ping to the host behind fastpath."""
+    installed, a ping to the host behind fastpath; then `then` (more shell)."""
     return f"""
 IP=/bin/ip
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
@@ -624,16 +633,13 @@ secrets {{
   }}
 }}
 EOF2
-/usr/lib/ipsec/charon 2>&1 | sed 's/^/charon: /' &
-i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
-/usr/sbin/swanctl --load-all --noprompt
-i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
-    sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
+{SWAN_START.format(tag="charon")}
 /usr/sbin/swanctl --list-sas
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
 if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
 {SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
+{then}
 echo FP-DONE
 sleep 1000
 """
@@ -643,6 +649,8 @@ sleep 1000
 @pytest.mark.parametrize("role,ike_proposal,esp_proposal,bits,esn", [
     pytest.param("initiator", "aes128gcm16-prfsha256-ecp256", "aes128gcm16-esn", 128, True, id="fp-initiator-aes128-esn"),
     pytest.param("responder", "aes256gcm16-prfsha384-x25519", "aes256gcm16", 256, False, id="fp-responder-aes256-noesn"),
+    pytest.param("initiator", "aes256gcm16-prfsha512-ecp384", "aes256gcm16-esn", 256, True, id="fp-initiator-aes256-esn"),
+    pytest.param("responder", "aes128gcm16-prfsha256-ecp256", "aes128gcm16", 128, False, id="fp-responder-aes128-noesn"),
 ])
 def test_strongswan_peer(sockdir, role, ike_proposal, esp_proposal, bits, esn):
     _strongswan_run(sockdir, role, ike_proposal, esp_proposal, "a shared secret for IKE", bits, esn)
@@ -668,7 +676,11 @@ def test_strongswan_rekeys_under_traffic_lose_nothing(sockdir, role):
     assert len(up) == 1 and len(up[0]["children"]) == 1
 
 
-def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False):
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False,
+                    then="", scenario=None, capture=None):
+    """then: more guest shell after its ping; scenario(run): what the test does meanwhile
+    (run.sw, .guest, .host, .on_loop(fn)); capture: a pcap file of vhu0 (the underlay),
+    from the start until the scenario calls run.on_loop(run.stop_capture)."""
     from netns import Netns, unique_name, veth_pair
     from test_vhost import Guest, icmp_ping, running, vstats
     from test_vpn_linux_peer import GUEST_MODULES
@@ -689,12 +701,16 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
                 "options:ike": "true", "options:psk": "a shared secret for IKE",
                 "options:ike_initiate": "true" if role == "initiator" else "false",
                 **({"options:rekey_time": "6"} if rekeys else {})})
+            run = SwanRun(sw, host, capture)
             with running(sw):
-                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys),
-                          modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
+                g = run.guest = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk,
+                                                                 rekeys, then),
+                                      modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
                 try:
                     assert g.wait_line("FP-SA-", timeout=240), g.console()
                     answered = icmp_ping(host, GUEST_VLAN_IP, count=3) if match else 0
+                    if scenario:
+                        scenario(run)
                     assert g.wait_line("FP-DONE", timeout=120 if rekeys else 60), g.console()
                     ike = sw.vpn.show_ike()
                     sas = sw.vpn.show()
@@ -703,6 +719,8 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
                     delivered = vstats(sw, a)["tx_packets"]
                 finally:
                     g.stop()
+                    if capture:
+                        run.on_loop(run.stop_capture)
         finally:
             sw.close()
     console = g.console()
@@ -713,7 +731,7 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert answered == 3, "host -> guest ping failed"
         up = [r for r in ike if r["state"] == "ESTABLISHED"]
         # (after the guest's IKE SA rekey, the guest is the new IKE SA's initiator: 2.18)
-        assert up and (rekeys or up[0]["role"] == role) and up[0]["children"]
+        assert up and (rekeys or scenario or up[0]["role"] == role) and up[0]["children"]
         assert up[0]["children"][0]["algorithms"] == f"aes{bits}gcm16-{'esn' if esn else 'noesn'}"
         sa_in = next(r for r in sas if r["direction"] == "in")
         assert sa_in["packets"] > 0 and not any(sa_in["drops"].values()), sa_in
@@ -724,3 +742,168 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert counters["authentication_failed"] > 0
         assert delivered == 0
     return counters, ike, console
+
+
+class SwanRun:
+    """What a strongSwan test's scenario can reach while the switch runs in its thread."""
+
+    def __init__(self, sw, host, capture):
+        from fastpath.control import Control
+        self.sw, self.host, self.guest, self.capture = sw, host, None, capture
+        self.calls = None
+        self.control = Control(sw)
+        if capture:
+            self.control.execute(["pcap", "start", "vhu0", capture])
+
+    def stop_capture(self):
+        if "vhu0" in self.control.captures:
+            self.control.execute(["pcap", "stop", "vhu0"])
+
+    def on_loop(self, fn, timeout=10.0):
+        """Run fn in the dispatch loop's thread (Switch and Control are not thread-safe),
+        as the daemon runs control commands; -> its result."""
+        import collections
+        import threading
+        if self.calls is None:
+            self.calls = collections.deque()
+
+            def drain(_now):
+                while self.calls:
+                    f, box, done = self.calls.popleft()
+                    try:
+                        box.append(f())
+                    except BaseException as e:   # handed to the test's thread
+                        box.append(e)
+                    done.set()
+            self.sw.graph.add_timer(0.05, drain)
+        box, done = [], threading.Event()
+        self.calls.append((fn, box, done))
+        assert done.wait(timeout), "the dispatch loop did not run the call"
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+
+SWAN_LIFE = """
+# a TCP transfer to the host behind fastpath, content checked on the host
+head -c {size} /dev/urandom > /tmp/blob
+echo "FP-BLOB $(md5sum /tmp/blob)"
+i=0; until nc {host} {port} < /tmp/blob; do sleep 1; i=$((i+1)); [ $i -lt 30 ] || break; done
+echo FP-TCP-SENT
+sleep 2
+# strongSwan restarts (a crash: no Delete, the kernel's SAs gone as after a reboot)
+echo FP-CHARON-KILL
+kill -9 $(pidof charon)
+$IP xfrm state flush; $IP xfrm policy flush
+rm -f /var/run/charon.vici /var/run/charon.pid
+T0=$(date +%s)
+{start}
+if ping -c 3 -w 20 {host}; then echo FP-CHARON-RESTART-PING-OK; fi
+echo "FP-CHARON-RECOVERED-S $(( $(date +%s) - T0 ))"
+# fastpath restarts while this side keeps its SAs: wait for the new IKE SA
+OLD=$(/usr/sbin/swanctl --list-sas | grep '^fp: #')
+echo "FP-WAIT-FP-RESTART $OLD"
+i=0; while [ $i -lt 90 ]; do
+    NOW=$(/usr/sbin/swanctl --list-sas | grep '^fp: #')
+    if [ -n "$NOW" ] && [ "$NOW" != "$OLD" ] && /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then break; fi
+    sleep 1; i=$((i+1)); done
+/usr/sbin/swanctl --list-sas
+echo "FP-IKE-SAS $(/usr/sbin/swanctl --list-sas | grep -c '^fp: #')"
+if ping -c 3 -w 20 {host}; then echo FP-FP-RESTART-PING-OK; fi
+"""
+
+
+@pytest.mark.root
+def test_strongswan_tcp_underlay_and_restarts_of_either_side(sockdir):
+    """One guest boot, fastpath responding: a TCP transfer from the guest's VLAN 10 to the
+    host behind fastpath (content checked); an underlay capture of all that (only IKE and
+    ESP); charon killed and started again (INITIAL_CONTACT clears fastpath's old SAs);
+    then fastpath's tunnel port stopped without a word and added back while the guest
+    keeps its SAs (fastpath initiates with INITIAL_CONTACT; strongSwan replaces them)."""
+    import hashlib
+    import socket
+    import time
+    from scapy.utils import rdpcap
+    size, port = 300000, 5001
+    cap = os.path.join(sockdir, "underlay.pcap")
+    then = SWAN_LIFE.format(size=size, host=HOST_IP, port=port,
+                            start=SWAN_START.format(tag="charon2"))
+    seen = {}
+
+    def scenario(run):
+        g, sw = run.guest, run.sw
+        with run.host.entered():
+            lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((HOST_IP, port))
+        lsock.listen(1)
+        lsock.settimeout(60)
+        conn, _ = lsock.accept()
+        conn.settimeout(30)
+        data = b""
+        while len(data) < size:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        conn.close()
+        lsock.close()
+        seen["md5"] = hashlib.md5(data).hexdigest()
+        seen["len"] = len(data)
+        assert g.wait_line("FP-TCP-SENT", timeout=60), g.console()
+        run.on_loop(run.stop_capture)                 # the restarts below may leak (see docstring)
+        assert g.wait_line("FP-CHARON-RECOVERED-S", timeout=120), g.console()
+        seen["after_charon"] = [r for r in sw.vpn.show_ike() if r["state"] == "ESTABLISHED"]
+        seen["counters_charon"] = dict(next(iter(sw.vpn.tunnels.values())).ike.counters)
+        assert g.wait_line("FP-WAIT-FP-RESTART", timeout=60), g.console()
+
+        def crash_and_readd():
+            t = next(iter(sw.vpn.tunnels.values()))
+            t.ike.sas.clear()                         # a crash: its IKE SAs forgotten, no Delete sent
+            opts = dict(sw.ports["vpn0"].options)
+            sw.del_port("vpn0")
+            sw.add_port("br0", "vpn0", type="vxlan", **{f"options:{k}": v for k, v in opts.items()
+                                                          if k != "ike_initiate"},
+                        **{"options:ike_initiate": "true"})
+        t0 = time.monotonic()
+        run.on_loop(crash_and_readd)
+
+        def up():
+            rows = run.on_loop(lambda: sw.vpn.show_ike())
+            return any(r["state"] == "ESTABLISHED" and r["children"] for r in rows)
+        while not up() and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        seen["fp_recovered_s"] = time.monotonic() - t0
+        assert g.wait_line("FP-IKE-SAS", timeout=120), g.console()
+        seen["after_fp"] = run.on_loop(lambda: sw.vpn.show_ike())
+
+    counters, ike, console = _strongswan_run(
+        sockdir, "responder", "aes128gcm16-prfsha256-ecp256", "aes128gcm16", "a shared secret for IKE", 128, False,
+        then=then, scenario=scenario, capture=cap)
+    print("seen:", seen)
+    # the TCP transfer arrived whole
+    blob = next(ln for ln in console.splitlines() if "FP-BLOB" in ln).split()[1]
+    assert seen["len"] == size and seen["md5"] == blob
+    # the underlay: only ARP, IKE (UDP 500/4500) and ESP, and the transfer went as ESP
+    frames = rdpcap(cap)
+    kinds = {"esp": 0, "ike": 0, "arp": 0}
+    for f in frames:
+        if ARP in f:
+            kinds["arp"] += 1
+        elif IP in f and f[IP].proto == 50:
+            kinds["esp"] += 1
+        elif UDP in f and {500, 4500} & {f[UDP].sport, f[UDP].dport} and UDP in f and f[UDP].dport != 4789:
+            kinds["ike"] += 1
+        else:
+            raise AssertionError(f"on the underlay, neither IKE nor ESP: {f.summary()}")
+    assert kinds["esp"] > size // 1400 and kinds["ike"] >= 4, kinds
+    # charon's restart: its INITIAL_CONTACT cleared the old IKE SA; one SA, traffic again
+    assert "FP-CHARON-RESTART-PING-OK" in console
+    assert len(seen["after_charon"]) == 1 and seen["counters_charon"]["ike_sas"] == 2
+    recovered = int(next(ln for ln in console.splitlines() if "FP-CHARON-RECOVERED-S" in ln).split()[-1])
+    assert recovered <= 30, recovered                 # charon's own start is ~6 s of it under TCG
+    # fastpath's restart: it initiated, strongSwan replaced its SAs with the new ones
+    assert "FP-FP-RESTART-PING-OK" in console and "FP-IKE-SAS 1" in console
+    up = [r for r in seen["after_fp"] if r["state"] == "ESTABLISHED"]
+    assert len(up) == 1 and up[0]["role"] == "initiator" and up[0]["children"]
+    assert seen["fp_recovered_s"] < 20, seen["fp_recovered_s"]
