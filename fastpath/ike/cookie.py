@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import os
 
+# A tunnel's IKE messages are those from its peer's address, so these count per address
+# (strongSwan 5.9: cookie_threshold 30 in all, cookie_threshold_ip 3, block_threshold 5).
 COOKIE_THRESHOLD = 10       # half-open SAs per tunnel at which cookies are asked for
 HALF_OPEN_LIMIT = 200       # half-open SAs per tunnel beyond which nothing new is kept
 SECRET_LIFETIME = 60.0
