@@ -82,9 +82,6 @@ def test_malformed_protected_messages_are_counted_and_change_nothing():
          "invalid_syntax"),
         ("inner payload length below 4", _sealed_raw(sa_a, m.INFORMATIONAL, mid, m.PL_NOTIFY,
                                                      struct.pack("!BBH", 0, 0, 2) + notify), "invalid_syntax"),
-        ("inner unknown critical payload", _sealed_raw(sa_a, m.INFORMATIONAL, mid, 200,
-                                                       struct.pack("!BBH", 0, 0x80, 6) + b"zz"),
-         "unsupported_critical_payload"),
         ("SK not the last payload", good + struct.pack("!BBH", 0, 0, 4), "invalid_syntax"),
     ]
     for what, data, counter in cases:
@@ -93,10 +90,22 @@ def test_malformed_protected_messages_are_counted_and_change_nothing():
         assert _state(ike) == before, what
         assert ike.counters[counter] == counts[counter] + 1, what
     assert not _replies(s.b)                             # none of them answered
-    # an unknown non-critical payload inside is skipped: the request is answered
-    ike.receive(_sealed_raw(sa_a, m.INFORMATIONAL, mid, 200, struct.pack("!BBH", 0, 0, 6) + b"zz"),
+    # an unknown critical payload inside: it authenticated, so it is refused whole with
+    # UNSUPPORTED_CRITICAL_PAYLOAD naming the type (RFC 7296 2.5), and acted on no further
+    children = [(ch.spi_in, ch.spi_out) for ch in sa_b.children]
+    ike.receive(_sealed_raw(sa_a, m.INFORMATIONAL, mid, m.PL_DELETE, struct.pack("!BBH", 200, 0, 8) +
+                            m.encode_delete(m.PROTO_IKE, []) + struct.pack("!BBH", 0, 0x80, 6) + b"zz"),
                 500, 500, s.clock.t)
-    assert sa_b.peer_next_id == mid + 1 and len(_replies(s.b)) == 1
+    assert ike.counters["unsupported_critical_payload"] == 1 and sa_b.state == ESTABLISHED
+    assert [(ch.spi_in, ch.spi_out) for ch in sa_b.children] == children
+    r = _raw_replies(s.b)
+    assert len(r) == 1 and sa_b.peer_next_id == mid + 1
+    assert [m.decode_notify(p.body) for p in crypto.open_sk(r[0], m.decode(r[0]), sa_b.keys.sk_er)] == [
+        m.Notify(m.N_UNSUPPORTED_CRITICAL_PAYLOAD, data=bytes([200]))]
+    # an unknown non-critical payload inside is skipped: the request is answered
+    ike.receive(_sealed_raw(sa_a, m.INFORMATIONAL, mid + 1, 200, struct.pack("!BBH", 0, 0, 6) + b"zz"),
+                500, 500, s.clock.t)
+    assert sa_b.peer_next_id == mid + 2 and len(_replies(s.b)) == 1
     sent = [0, 0]
     assert _traffic(s, 5, sent) == sent
 

@@ -530,7 +530,13 @@ class IkeSa:
             return
         if msg.message_id != self.peer_next_id:
             return self.host.count("invalid_message_id", f"request {msg.message_id}, expected {self.peer_next_id}")
-        payloads = self._open(data, msg)
+        try:
+            payloads = self._open(data, msg)
+        except m.UnsupportedCritical as e:
+            # it authenticated: refused whole, naming the payload type (RFC 7296 2.5)
+            self.host.count("unsupported_critical_payload", str(e))
+            self._respond_next(msg.exchange, [m.notify_payload(m.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes([e.ptype]))])
+            return self._die() if self.state == INIT_DONE else None
         if payloads is None:
             return
         self.last_rx = now
