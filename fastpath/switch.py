@@ -496,6 +496,8 @@ class Switch:
         if remote == local or remote.is_multicast or remote.is_unspecified:
             raise ConfigError(f"vxlan port {port.name}: bad remote_ip {remote}")
         for t in self.tunnels():
+            if t.name == port.name:             # itself, being reconfigured
+                continue
             if t.options["remote_ip"] == str(remote) and int(t.options["key"]) == vni:
                 raise ConfigError(f"vxlan port {port.name}: tunnel {t.name} already uses "
                                   f"remote_ip {remote} key {vni}")
@@ -546,6 +548,26 @@ class Switch:
         if port.ipsec:
             from fastpath import vpn
             vpn.stop(self, port)
+
+    @under_barrier
+    def set_tunnel_options(self, ifname, options):
+        """ovs-vsctl set interface TUNNEL options:KEY=VALUE...: the tunnel stops (its IKE SAs
+        deleted towards the peer, its ESP SAs gone) and starts again with the options
+        changed, keyed afresh; the port stays in its bridge with its flows and MAC entries.
+        Options the checks refuse change nothing."""
+        port = self.port(ifname)
+        if port.type != "vxlan":
+            raise ConfigError(f"set interface {ifname}: only a tunnel (vxlan) port's options can "
+                              f"change; del-port and add-port for a {port.type} port")
+        new = {**port.options, **{k.replace("options:", ""): str(v) for k, v in options.items()}}
+        probe = Port(port.name, port.type, port.sw_if_index, port.ofport, port.bridge)
+        probe.options = new
+        self._check_tunnel(probe)              # raises before anything changed
+        self._stop_tunnel(port)
+        port.options = probe.options
+        self._check_tunnel(port)
+        self._start_tunnel(port)
+        self._apply_port(port)
 
     def _free_sw_if_index(self):
         used = {p.sw_if_index for p in (*self.ports.values(), *self.uplinks.values())}

@@ -724,3 +724,35 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert counters["authentication_failed"] > 0
         assert delivered == 0
     return counters, ike, console
+
+
+def test_reconfiguring_a_tunnel_renegotiates_and_a_refused_change_keeps_it():
+    """set interface TUNNEL options:...: a new PSK on one side tears its SAs down and the
+    renegotiation fails until the other side has it too; then traffic flows again over
+    new SPIs. A change the checks refuse leaves the tunnel up as it was."""
+    from fastpath.control import CommandError, Control
+    s = Sites()
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
+    ta, tb = (next(iter(sw.vpn.tunnels.values())) for sw in (s.a, s.b))
+    old_spi = ta.out[1].spi
+    ca, cb = Control(s.a), Control(s.b)
+    with pytest.raises(CommandError):
+        ca.execute(["set", "interface", "vpn0", "options:remote_ip=224.0.0.1"])
+    with pytest.raises(CommandError):
+        ca.execute(["set", "interface", "vpn0", "options:psk=x", "tag=5"])
+    assert s.up(s.a) and ta.out[1].spi == old_spi            # refused: nothing changed
+    ca.execute(["set", "interface", "vpn0", "options:psk=a new secret"])
+    ta = next(iter(s.a.vpn.tunnels.values()))
+    s.step(60)
+    assert not s.up(s.a) and ta.ike.counters["authentication_failed"] > 0
+    assert not s.up(s.b)                                     # told with a DELETE
+    cb.execute(["set", "interface", "vpn0", "options:psk=a new secret"])
+    s.step(200)
+    assert s.up(s.a) and s.up(s.b)
+    ta = next(iter(s.a.vpn.tunnels.values()))
+    assert ta.out[1].spi != old_spi
+    s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=bytes(46)))])
+    s.step(5)
+    assert len(taken(s.b)["h10"]) == 1
+    assert "a new secret" not in ca.execute(["show"]) and "a new secret" not in ca.execute(["show", "ike"])

@@ -138,18 +138,33 @@ def set_interface(control, args, as_json):
         raise CommandError(f"no port named {name}")
     rest = []
     mtu = False
+    options = {}
     for tok in args[1:]:
         key, value = kv(tok, "set interface")
         if key == "mtu_request":
             if mtu is not False:
                 raise CommandError("set interface: mtu_request given twice")
             mtu = None if value in ("", "[]") else mtu_request(value)
+        elif key.startswith("options:") and key != "options:tcp_mss_clamp":
+            if key in options:
+                raise CommandError(f"set interface: {key} given twice")
+            options[key] = option(key[len("options:"):], value)
         else:
             rest.append(tok)
+    if options:
+        port = control.switch.ports.get(name)
+        if port is None or port.type != "vxlan":
+            raise CommandError(f"set interface {name}: only a tunnel (vxlan) port's options can "
+                               "change (del-port and add-port for others)")
+        if rest or mtu is not False:
+            # the tunnel is checked and rebuilt as one change; another setting could fail after it
+            raise CommandError(f"set interface {name}: give a tunnel's options in a command of their own")
     if rest:
         if name not in control.switch.ports:
             raise CommandError(f"set interface: {name} is an L3 uplink: only mtu_request applies")
         set_port(control, [name] + rest, as_json)
+    if options:
+        control.switch.set_tunnel_options(name, options)
     if mtu is not False:
         control.switch.set_mtu_request(name, mtu)
     return control._done(as_json)
@@ -227,9 +242,9 @@ HELP = [
     ("del-port", "[BR] IFACE", "delete a port"),
     ("set port", "IFACE [tag=N|[]] [trunks=N,M|[]] [vlan_mode=MODE|[]] [options:tcp_mss_clamp=auto|N|off]",
      "change a port's VLAN settings (a tunnel's MSS clamp)"),
-    ("set interface", "IFACE [mtu_request=N|[]] [options:tcp_mss_clamp=auto|N|off] [tag=...]",
-     "set the MTU (the device's, for system and internal ports), a tunnel's MSS clamp, "
-     "or the VLAN settings"),
+    ("set interface", "IFACE [mtu_request=N|[]] [options:KEY=VALUE...] [tag=...]",
+     "set the MTU (the device's, for system and internal ports), a tunnel's options (it is "
+     "keyed afresh; options:tcp_mss_clamp alone changes in place), or the VLAN settings"),
     ("show", "", "bridges, controllers and ports (ovs-vsctl show)"),
 ]
 FLOW_HELP = [
