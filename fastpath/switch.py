@@ -899,7 +899,11 @@ class Switch:
                  "port": {p.name: p.settings() for p in br.ports.values()}}
             if not br.flows.is_default:
                 from fastpath import ofsyntax
-                b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows]
+                # groups and meters come only from a controller, which installs them (and
+                # the flows that use them) again when it connects: such flows cannot load
+                b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows
+                              if f.rule.meter is None and not any(
+                                  a.kind == "group" for a in list(f.rule.actions) + list(f.rule.write_actions or ()))]
             if br.controllers:
                 b["controller"] = list(br.controllers)
             if br.fail_mode != "standalone":
