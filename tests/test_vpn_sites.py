@@ -280,6 +280,18 @@ def test_rekeys_under_a_continuous_stream_lose_nothing(tmp_path):
         rx = SeqReceiver(ns["hb10"], src)
         rx.start()
         before = {r["spi"]: r["packets"] for r in b.sa() if r["direction"] == "in"}
+        # B's inbound SAs as they come and go (a replaced one is gone 2 s after its
+        # Delete): the most packets each was seen with
+        seen, done = collections.Counter(), threading.Event()
+
+        def watch():
+            while not done.is_set():
+                for r in b.sa():
+                    if r["direction"] == "in":
+                        seen[r["spi"]] = max(seen[r["spi"]], r["packets"])
+                done.wait(0.3)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         try:
             send_stream(ns["ha10"], dst, src, STREAM_FRAMES, STREAM_RATE)
             # the tail end: until everything arrived or nothing more comes for 3 s
@@ -289,9 +301,11 @@ def test_rekeys_under_a_continuous_stream_lose_nothing(tmp_path):
                 if rx.frames != last:
                     last, quiet = rx.frames, time.monotonic()
         finally:
+            done.set()
+            watcher.join(10)
             rx.stop()
         rows = b.sa()
-        new = {r["spi"]: r["packets"] for r in rows if r["direction"] == "in" and r["spi"] not in before}
+        new = {spi: p for spi, p in seen.items() if spi not in before}
         carried = [spi for spi, p in new.items() if p > 0]
         rekeys = sum("rekeyed (ours)" in line for line in open(a.log).read().splitlines() +
                      open(b.log).read().splitlines())
