@@ -42,7 +42,7 @@ from fastpath.nodes.vxlan import VxlanEncap, VxlanInput, encap_overhead
 from fastpath.nodes.mss import MssClampInput, MssClampOutput, clamp_values, parse_clamp
 from fastpath.nodes.arp import ArpInput, arp_frame
 from fastpath.nodes.esp import EspDecrypt, EspEncrypt
-from fastpath.nodes.handshake import HandshakeInput
+from fastpath.nodes.ike_input import IkeInput
 from fastpath.nodes.packet_in import PacketIn
 from fastpath import ports as port_types
 
@@ -93,7 +93,7 @@ def build_graph(graph, tables, worker=0):
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(), Gso(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
-                 EspEncrypt(), EspDecrypt(), HandshakeInput(), MssClampInput(), MssClampOutput(),
+                 EspEncrypt(), EspDecrypt(), IkeInput(), MssClampInput(), MssClampOutput(),
                  PacketIn(tables)):
         graph.add(node)
 
@@ -512,9 +512,12 @@ class Switch:
             raise ConfigError(f"vxlan port {port.name}: options:ike and manual SAs exclude each other")
         if is_ike(o) and not str(o.get("psk", "")):
             raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk")
+        if "psk" in o and str(o.get("ike", "true")).lower() == "false":
+            raise ConfigError(f"vxlan port {port.name}: options:psk keys the tunnel with IKEv2; "
+                              f"options:ike=false contradicts it")
         if "esn" in o and not manual and not is_ike(o):
-            raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
-                              f"handshake always uses extended sequence numbers)")
+            raise ConfigError(f"vxlan port {port.name}: options:esn is for IPsec tunnels (manual "
+                              f"SAs or options:psk)")
         from fastpath.vpn import uses_esn
         if uses_esn(o) and str(o.get("replay_window", "")) == "0":
             # the kernel refuses it too: ESN infers the high bits from the window
@@ -525,7 +528,7 @@ class Switch:
                 o["tcp_mss_clamp"] = str(parse_clamp(o["tcp_mss_clamp"]))
             except ValueError as e:
                 raise ConfigError(f"vxlan port {port.name}: {e}") from None
-        port.ipsec = bool(manual) or "psk" in o
+        port.ipsec = bool(manual) or is_ike(o)
         port.sa_index = 0
         port.uplink = None
 
@@ -790,7 +793,7 @@ class Switch:
                 encap.set_next_hop(t.sw_if_index, mac)
 
     def send_frame(self, port, frame):
-        """Send a frame the control plane built (ARP, handshakes) out of a port."""
+        """Send a frame the control plane built (ARP, IKE) out of a port."""
         pool = self.graph.pool
         bufs = pool.alloc_py(1)
         if len(bufs) == 0:

@@ -18,7 +18,7 @@ from l2util import Clock, frame
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, exchange, make_site, taken
 
-IKE_OPTS = {"options:psk": "correct horse battery", "options:ike": "true"}
+IKE_OPTS = {"options:psk": "correct horse battery"}      # options:psk alone means IKEv2
 
 
 # ---------------------------------------------------------------- codec
@@ -213,7 +213,7 @@ def test_wrong_psk_never_brings_anything_up():
         assert t.out is None and not t.inbound and not s.up(sw)
         assert t.ike.counters["authentication_failed"] > 0
     errors = {(e[1], e[2]): e[0] for e in s.a.errors()}
-    assert errors.get(("handshake-input", "authentication_failed"), 0) > 0
+    assert errors.get(("ike-input", "authentication_failed"), 0) > 0
 
 
 @pytest.mark.parametrize("esn_a,esn_b,want", [("true", None, True), ("false", None, False),
@@ -524,6 +524,12 @@ def test_ike_option_checks():
     from fastpath.switch import ConfigError
     with pytest.raises(ConfigError):
         make_site(A_IP, B_IP, Clock(), {"options:ike": "true"})
+    with pytest.raises(ConfigError, match="ike=false contradicts"):
+        make_site(A_IP, B_IP, Clock(), {**IKE_OPTS, "options:ike": "false"})
+    # options:ike=true, from configs written before options:psk implied it, still works
+    s = Sites(opts_a={"options:ike": "true"})
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
     with pytest.raises(ConfigError):
         make_site(A_IP, B_IP, Clock(), {**IKE_OPTS, "options:spi_out": "0x1001", "options:spi_in": "0x2001",
                                         "options:key_out": "0x" + "11" * 20, "options:key_in": "0x" + "22" * 20})

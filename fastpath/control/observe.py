@@ -51,8 +51,8 @@ def clear_runtime(control, args, as_json):
     return control._done(as_json)
 
 def count_control_frames(control):
-    """Count the frames the control plane builds and sends (ARP requests, VPN
-    handshakes: Switch.send_frame) for `show pool`: they are buffers no interface
+    """Count the frames the control plane builds and sends (ARP requests,
+    IKE: Switch.send_frame) for `show pool`: they are buffers no interface
     received, the one term frame accounting cannot get from the other counters."""
     sw = control.switch
     if getattr(sw, "control_frames", None) is not None or not hasattr(sw, "send_frame"):

@@ -10,7 +10,7 @@ from fastpath.switch import SECRET_OPTIONS
 PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "vhost-server-path",
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
-                "key_in", "rekey_time", "rekey_packets", "rekey_bytes", "replay_window", "encap", "esn",
+                "key_in", "rekey_time", "replay_window", "encap", "esn",
                 "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs")
 UNIX_PATH_MAX = 107                  # sun_path holds 108 bytes with the final NUL
 HIDDEN = "HIDDEN"                    # a secret `save` left out
@@ -81,7 +81,7 @@ def check(key, value):
         if not str(value):
             raise CommandError("options:psk: empty")
         return str(value)
-    if key in ("rekey_time", "rekey_packets", "rekey_bytes", "dpd_interval"):
+    if key in ("rekey_time", "dpd_interval"):
         return str(integer(value, f"options:{key}", 1, 1 << 62))
     if key == "replay_window":
         # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off

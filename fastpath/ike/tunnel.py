@@ -1,7 +1,7 @@
 """IKEv2 for one tunnel port: its IKE SAs, the ESP SAs their CHILD_SAs install, and the
 choice of when to initiate.
 
-Options (on a vxlan port with options:ike=true): psk (required), local_id/remote_id
+Options (on a vxlan port with options:psk): psk (required), local_id/remote_id
 (default: the gateways' addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
 offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
 preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
@@ -9,8 +9,8 @@ no IKE SA is up or being set up; false: wait for the peer), rekey_time (CHILD_SA
 period in seconds, default 3600), pfs (true: a new KE in our CHILD_SA rekeys; default
 false), dpd_interval (liveness check after this many silent seconds, default 30).
 
-Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
-and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
+Messages reach it from fastpath.vpn.Vpn's dispatch of ike-input's queue (UDP 500,
+and UDP 4500 after the non-ESP marker). Refused messages are counted in ike-input
 (`show errors`) and in `show ike`, with one log line each.
 """
 import ipaddress
@@ -29,7 +29,7 @@ RETRY_FIRST, RETRY_MAX = 2.0, 60.0     # re-initiation after a failure: doubling
 OLD_SA_GRACE = 2.0                     # a deleted CHILD_SA's inbound SA: for frames in flight
 NON_ESP_MARKER = bytes(4)
 
-# what handshake-input counts for IKE (show errors), by reason
+# what ike-input counts for IKE (show errors), by reason
 ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSEN)"),
           ("authentication_failed", "IKE: authentication failed (PSK or ID mismatch?)"),
           ("invalid_ke_payload", "IKE: DH group mismatch (INVALID_KE_PAYLOAD)"),
@@ -48,13 +48,14 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
 
 
 def is_ike(options):
-    return str(options.get("ike", "false")).lower() == "true"
+    """options:psk means IKEv2; options:ike=true, from older configs, says so again."""
+    return "psk" in options or str(options.get("ike", "false")).lower() == "true"
 
 
 def config_from_options(o):
     psk = o.get("psk")
     if psk is None or not str(psk):
-        raise ValueError("options:ike=true needs a non-empty options:psk")
+        raise ValueError("IKE needs a non-empty options:psk")
     esn = str(o.get("esn", "")).lower()
     esns = {"true": (True,), "false": (False,), "": (True, False)}.get(esn)
     if esns is None:
@@ -210,7 +211,7 @@ class IkeTunnel:
 
     def count(self, reason, text):
         self.counters[reason] = self.counters.get(reason, 0) + 1
-        node = self.tunnel.vpn.handshake
+        node = self.tunnel.vpn.ike_input
         if reason in node.error_names():
             node.count(reason)
         log.warning("%s: IKE with %s: %s", self.name, self.config.remote_ip, text)
