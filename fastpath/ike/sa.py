@@ -45,6 +45,8 @@ class IkeConfig:
     local_id: tuple = None             # (ID type, data); default ID_IPV4_ADDR of local_ip
     remote_id: tuple = None            # what the peer must show; default ID_IPV4_ADDR of remote_ip
     encr_bits: tuple = pr.IKE_ENCR_BITS
+    encrs: tuple = pr.IKE_ENCRS        # IKE SA protection: AES-GCM-16, AES-CBC (+ integs)
+    integs: tuple = pr.IKE_INTEGS
     prfs: tuple = pr.IKE_PRFS
     groups: tuple = pr.IKE_GROUPS
     esp_encr_bits: tuple = pr.ESP_ENCR_BITS
@@ -139,8 +141,8 @@ class IkeSa:
 
     def _protected(self, exchange, response, message_id, payloads):
         flags = (m.F_INITIATOR if self.initiator else 0) | (m.F_RESPONSE if response else 0)
-        sk_e = self.keys.sk_ei if self.initiator else self.keys.sk_er
-        return crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads, sk_e)
+        return crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads,
+                           *self.keys.sending(self.initiator))
 
     def _request(self, exchange, payloads, now, data=None):
         """Send a new request and keep it for retransmission until its response."""
@@ -207,7 +209,7 @@ class IkeSa:
         self.group = group or c.groups[0]
         self.dh = crypto.DhKey(self.group)
         self.ni = os.urandom(NONCE_LEN)
-        payloads = [m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal(c.encr_bits, c.prfs, c.groups)])),
+        payloads = [m.Payload(m.PL_SA, m.encode_sa(pr.ike_proposals(c.encr_bits, c.prfs, c.groups, c.encrs, c.integs))),
                     m.Payload(m.PL_KE, m.encode_ke(self.group, self.dh.public)),
                     m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8))
         if self.cookie is not None:
@@ -260,7 +262,7 @@ class IkeSa:
         sa, ke, nonce = msg.get(m.PL_SA), msg.get(m.PL_KE), msg.get(m.PL_NONCE)
         if not (sa and ke and nonce) or msg.spi_r == bytes(8):
             raise m.MalformedMessage("IKE_SA_INIT response without SA, KE or Nonce")
-        choice = pr.check_ike_reply(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups)
+        choice = pr.check_ike_reply(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, c.encrs, c.integs)
         group, peer_pub = m.decode_ke(ke.body)
         if choice is None or choice.group != self.group or group != self.group:
             self.host.count("no_proposal_chosen", "IKE_SA_INIT response chose what we did not offer")
@@ -274,7 +276,7 @@ class IkeSa:
             return self._die()
         self.spi_r, self.nr, self.msg2, self.choice = msg.spi_r, nonce.body, data, choice
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
-                                   self.spi_i, self.spi_r)
+                                   self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, self.spi_r)
         if self.nat_local or self.nat_remote:
             self.local_port = self.remote_port = 4500   # RFC 7296 2.23: float to 4500
@@ -393,7 +395,8 @@ class IkeSa:
         if not (sa and ke and nonce) or not 16 <= len(nonce.body) <= 256:
             raise m.MalformedMessage("IKE_SA_INIT without SA, KE or Nonce")
         group, peer_pub = m.decode_ke(ke.body)
-        chosen = pr.choose_ike(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, ke_group=group)
+        chosen = pr.choose_ike(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, ke_group=group,
+                                encrs=c.encrs, integs=c.integs)
 
         def refuse(ntype, data=b""):
             host.send_reply(m.encode(m.Message(msg.spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0,
@@ -415,7 +418,7 @@ class IkeSa:
         self.spi_i, self.spi_r = msg.spi_i, self._new_spi()
         self.ni, self.nr, self.choice, self.msg1 = nonce.body, os.urandom(NONCE_LEN), choice, data
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
-                                   self.spi_i, self.spi_r)
+                                   self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, bytes(8))
         payloads = [m.Payload(m.PL_SA, m.encode_sa([prop])),
                     m.Payload(m.PL_KE, m.encode_ke(choice.group, self.dh.public)),
@@ -564,9 +567,8 @@ class IkeSa:
         if self.keys is None:
             self.host.count("invalid_syntax", "protected message before keys")
             return None
-        sk_e = self.keys.sk_er if self.initiator else self.keys.sk_ei
         try:
-            return crypto.open_sk(data, msg, sk_e)
+            return crypto.open_sk(data, msg, *self.keys.receiving(self.initiator))
         except crypto.AuthFailed:
             self.host.count("integrity_failed", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} "
                             f"{msg.message_id}: ICV does not verify")
@@ -786,7 +788,7 @@ class IkeSa:
         ch = self.choice                  # the same algorithms again
         spi, ni, dh = self._new_spi(), os.urandom(NONCE_LEN), crypto.DhKey(ch.group)
         self._request(m.CREATE_CHILD_SA, [
-            m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal((ch.encr_bits,), (ch.prf,), (ch.group,), spi)])),
+            m.Payload(m.PL_SA, m.encode_sa(pr.choice_proposals(ch, spi))),
             m.Payload(m.PL_NONCE, ni), m.Payload(m.PL_KE, m.encode_ke(ch.group, dh.public))], now)
         self.pending.update(handler=self._on_ike_rekey_response, spi=spi, ni=ni, dh=dh)
 
@@ -805,7 +807,8 @@ class IkeSa:
         if not (sa and nonce and ke) or not 16 <= len(nonce.body) <= 256:
             return fail("invalid_syntax", "response without SA, Nonce or KE")
         props = m.decode_sa(sa.body)
-        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,))
+        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,),
+                                    (self.choice.encr,), (self.choice.integ,))
         if choice is None or len(props[0].spi) != 8 or props[0].spi == bytes(8):
             return fail("no_proposal_chosen", "the peer chose what we did not offer")
         group, pub = m.decode_ke(ke.body)
@@ -824,7 +827,8 @@ class IkeSa:
     def _successor(self, initiator, spi_i, spi_r, ni, nr, choice, shared, now):
         new = IkeSa(self.config, self.host, initiator, now, self.local_port, self.remote_port)
         new.spi_i, new.spi_r, new.ni, new.nr, new.choice = spi_i, spi_r, ni, nr, choice
-        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys)
+        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys,
+                                  integ=choice.integ)
         new.state, new.established_at, new.peer_id = ESTABLISHED, now, self.peer_id
         new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
         new.children, self.children = self.children, []
@@ -842,7 +846,8 @@ class IkeSa:
             raise IkeError(m.N_TEMPORARY_FAILURE, "temporary_failure", "IKE SA rekey while ours is outstanding")
         group, pub = m.decode_ke(ke.body)
         proposals = m.decode_sa(sa.body)
-        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group)
+        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group,
+                                encrs=c.encrs, integs=c.integs)
         peer_prop = next((q for q in proposals if chosen and q.num == chosen[0].num
                           and q.protocol == m.PROTO_IKE), None)
         if chosen is None or peer_prop is None or len(peer_prop.spi) != 8 or peer_prop.spi == bytes(8):
