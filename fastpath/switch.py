@@ -508,8 +508,8 @@ class Switch:
         from fastpath.ike.tunnel import is_ike
         if is_ike(o) and manual:
             raise ConfigError(f"vxlan port {port.name}: options:ike and manual SAs exclude each other")
-        if is_ike(o) and not str(o.get("psk", "")):
-            raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk")
+        if is_ike(o) and not str(o.get("psk", "")) and "certificate" not in o:
+            raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk or options:certificate")
         if "esn" in o and not manual and not is_ike(o):
             raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
                               f"handshake always uses extended sequence numbers)")
@@ -523,7 +523,7 @@ class Switch:
                 o["tcp_mss_clamp"] = str(parse_clamp(o["tcp_mss_clamp"]))
             except ValueError as e:
                 raise ConfigError(f"vxlan port {port.name}: {e}") from None
-        port.ipsec = bool(manual) or "psk" in o
+        port.ipsec = bool(manual) or "psk" in o or is_ike(o)
         port.sa_index = 0
         port.uplink = None
 

@@ -134,10 +134,10 @@ def test_dh_groups_agree_and_refuse_bad_public_values(group):
 # ---------------------------------------------------------------- two fastpath gateways
 
 class Sites:
-    def __init__(self, opts_a=None, opts_b=None, tap=None):
+    def __init__(self, opts_a=None, opts_b=None, tap=None, base=IKE_OPTS):
         self.clock = Clock(1000.0)
-        self.a = make_site(A_IP, B_IP, self.clock, {**IKE_OPTS, **(opts_a or {})})
-        self.b = make_site(B_IP, A_IP, self.clock, {**IKE_OPTS, **(opts_b or {})})
+        self.a = make_site(A_IP, B_IP, self.clock, {**base, **(opts_a or {})})
+        self.b = make_site(B_IP, A_IP, self.clock, {**base, **(opts_b or {})})
         self.wire, self.tap = [], tap
 
     def ike(self, sw):

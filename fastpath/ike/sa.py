@@ -1,5 +1,5 @@
-"""The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key,
-as initiator or responder, the CHILD_SA those create, CREATE_CHILD_SA rekeys of the
+"""The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key or
+certificates (fastpath.ike.auth), as initiator or responder, the CHILD_SA those create, CREATE_CHILD_SA rekeys of the
 CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA (2.18), INFORMATIONAL exchanges
 (Delete, notifies, liveness checks when the peer is silent), message IDs with a window of
 1 and retransmission with backoff.
@@ -16,13 +16,12 @@ No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a tes
 A message that does not verify (bad ICV, unknown SPI, wrong message ID) is counted and
 changes nothing.
 """
-import hmac
 import ipaddress
 import os
 import struct
 from dataclasses import dataclass, field
 
-from fastpath.ike import crypto, message as m, proposals as pr
+from fastpath.ike import auth, crypto, message as m, proposals as pr
 
 RETRANSMIT_FIRST = 1.0                 # then 2, 4, 8, 16 s: RFC 7296 2.1's exponential backoff
 RETRANSMIT_TRIES = 6
@@ -41,9 +40,11 @@ INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, DEAD = \
 class IkeConfig:
     local_ip: str
     remote_ip: str
-    psk: bytes
+    psk: bytes                         # None with certificates
     local_id: tuple = None             # (ID type, data); default ID_IPV4_ADDR of local_ip
     remote_id: tuple = None            # what the peer must show; default ID_IPV4_ADDR of remote_ip
+    credentials: object = None         # auth.Credentials instead of a PSK; local_id from its cert
+    remote_name: str = None            # with credentials: the peer's ID (IP, FQDN, email or DN)
     encr_bits: tuple = pr.IKE_ENCR_BITS
     encrs: tuple = pr.IKE_ENCRS        # IKE SA protection: AES-GCM-16, AES-CBC (+ integs)
     integs: tuple = pr.IKE_INTEGS
@@ -57,6 +58,8 @@ class IkeConfig:
     pfs: bool = False                  # a new KE in CHILD_SA rekeys (the IKE SA's group)
 
     def __post_init__(self):
+        if self.local_id is None and self.credentials is not None:
+            self.local_id = self.credentials.identity
         if self.local_id is None:
             self.local_id = (m.ID_IPV4_ADDR, ipaddress.IPv4Address(self.local_ip).packed)
         if self.remote_id is None:
@@ -79,6 +82,8 @@ def format_identity(ident):
         return str(ipaddress.IPv4Address(data))
     if id_type in (m.ID_FQDN, m.ID_RFC822_ADDR):
         return data.decode(errors="replace")
+    if id_type == m.ID_DER_ASN1_DN:
+        return auth.dn_from_der(data)
     return f"type {id_type}: {data.hex()}"
 
 
@@ -132,6 +137,8 @@ class IkeSa:
         self.last_rx = now             # when the peer last said something (DPD)
         self.last_esp_rx = 0
         self.ike_rekeying = False
+        self.peer_hashes = ()          # its SIGNATURE_HASH_ALGORITHMS (RFC 7427)
+        self.auth_error = None         # why the peer's AUTH did not verify
 
     def _new_spi(self):
         spi = os.urandom(8)
@@ -211,7 +218,7 @@ class IkeSa:
         self.ni = os.urandom(NONCE_LEN)
         payloads = [m.Payload(m.PL_SA, m.encode_sa(pr.ike_proposals(c.encr_bits, c.prfs, c.groups, c.encrs, c.integs))),
                     m.Payload(m.PL_KE, m.encode_ke(self.group, self.dh.public)),
-                    m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8))
+                    m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8)) + self._cert_init_payloads()
         if self.cookie is not None:
             payloads.insert(0, m.notify_payload(m.N_COOKIE, self.cookie))
         self.msg1 = m.encode(m.Message(self.spi_i, bytes(8), m.IKE_SA_INIT, m.F_INITIATOR, 0, payloads))
@@ -225,6 +232,15 @@ class IkeSa:
         dst = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.remote_ip).packed, self.remote_port)
         return [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
                 m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+
+    def _cert_init_payloads(self, certreq=False):
+        """With certificates: the RFC 7427 hashes we sign with, and (responder) CERTREQ."""
+        creds = self.config.credentials
+        if creds is None:
+            return []
+        out = [m.notify_payload(m.N_SIGNATURE_HASH_ALGORITHMS, struct.pack(
+            f"!{len(auth.OUR_HASHES)}H", *auth.OUR_HASHES))]
+        return out + ([m.Payload(m.PL_CERTREQ, creds.certreq())] if certreq else [])
 
     def _check_nat(self, msg, spi_r):
         """NAT detection (RFC 7296 2.23): does what the peer saw match our addresses?"""
@@ -278,6 +294,7 @@ class IkeSa:
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
                                    self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, self.spi_r)
+        self.peer_hashes = auth.hash_algorithms(msg)
         if self.nat_local or self.nat_remote:
             self.local_port = self.remote_port = 4500   # RFC 7296 2.23: float to 4500
         self.pending = None
@@ -287,12 +304,14 @@ class IkeSa:
         c = self.config
         self.child_spi = self.host.new_spi()
         id_body = m.encode_id(*c.local_id)
-        auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, self.msg1, self.nr, self.keys.sk_pi, id_body))
+        proof = auth.our_payloads(c, self.choice.prf, crypto.signed_octets(
+            self.choice.prf, self.msg1, self.nr, self.keys.sk_pi, id_body), self.peer_hashes)
         payloads = [m.Payload(m.PL_IDI, id_body)]
         if self.host.first_contact(self):
             payloads.append(m.notify_payload(m.N_INITIAL_CONTACT))
-        payloads += [m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, auth)),
+        if c.credentials is not None:
+            payloads.append(m.Payload(m.PL_CERTREQ, c.credentials.certreq()))
+        payloads += proof + [
                      m.notify_payload(m.N_USE_TRANSPORT_MODE),
                      m.Payload(m.PL_SA, m.encode_sa([pr.esp_proposal(
                          c.esp_encr_bits, c.esns, struct.pack("!I", self.child_spi))])),
@@ -310,15 +329,15 @@ class IkeSa:
         if m.N_AUTHENTICATION_FAILED in errors:
             self.host.count("authentication_failed", "the peer refused our AUTH (PSK or ID mismatch?)")
             return self._die()
-        idr, auth = _get(payloads, m.PL_IDR), _get(payloads, m.PL_AUTH)
-        if not (idr and auth):
+        idr, proof = _get(payloads, m.PL_IDR), _get(payloads, m.PL_AUTH)
+        if not (idr and proof):
             if errors:
                 name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
                 self.host.count(name.lower(), f"IKE_AUTH refused by the peer: {name}")
                 return self._die()
             raise m.MalformedMessage("IKE_AUTH response without IDr or AUTH")
-        if not self._auth_ok(idr.body, auth.body, self.msg2, self.ni, self.keys.sk_pr):
-            self.host.count("authentication_failed", "the peer's AUTH or ID does not verify (PSK mismatch?)")
+        if not self._auth_ok(idr.body, payloads, self.msg2, self.ni, self.keys.sk_pr):
+            self.host.count("authentication_failed", f"the peer's AUTH does not verify: {self.auth_error}")
             # RFC 7296 2.21.2: tell the responder, which deletes what it installed
             self._request(m.INFORMATIONAL, [m.notify_payload(m.N_AUTHENTICATION_FAILED)], now)
             self.pending = None
@@ -372,17 +391,17 @@ class IkeSa:
         return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote,
                        created=now, nonces=(ni, nr))
 
-    def _auth_ok(self, id_body, auth_body, real_message, nonce, sk_p):
-        """The peer's ID is the one configured and its AUTH is the PSK MIC."""
-        c = self.config
-        id_type, id_data = m.decode_id(id_body)
-        method, value = m.decode_auth(auth_body)
-        self.peer_id = (id_type, id_data)
-        if method != m.AUTH_SHARED_KEY_MIC or (id_type, id_data) != tuple(c.remote_id):
+    def _auth_ok(self, id_body, payloads, real_message, nonce, sk_p):
+        """The peer's ID is the one configured and its AUTH (and certificate) prove it;
+        if not, self.auth_error says why."""
+        self.peer_id = m.decode_id(id_body)
+        try:
+            auth.check_peer(self.config, self.choice.prf, self.peer_id, payloads, crypto.signed_octets(
+                self.choice.prf, real_message, nonce, sk_p, id_body))
+            return True
+        except auth.AuthFailed as e:
+            self.auth_error = str(e)
             return False
-        want = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, real_message, nonce, sk_p, id_body))
-        return hmac.compare_digest(want, value)
 
     # ---- responder ----
 
@@ -420,13 +439,14 @@ class IkeSa:
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
                                    self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, bytes(8))
+        self.peer_hashes = auth.hash_algorithms(msg)
         payloads = [m.Payload(m.PL_SA, m.encode_sa([prop])),
                     m.Payload(m.PL_KE, m.encode_ke(choice.group, self.dh.public)),
                     m.Payload(m.PL_NONCE, self.nr)]
         src = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.local_ip).packed, local_port)
         dst = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.remote_ip).packed, remote_port)
         payloads += [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
-                     m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+                     m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)] + self._cert_init_payloads(True)
         self.msg2 = m.encode(m.Message(self.spi_i, self.spi_r, m.IKE_SA_INIT, m.F_RESPONSE, 0, payloads))
         self.state, self.peer_next_id = INIT_DONE, 1
         self.last_response = (0, self.msg2)
@@ -435,19 +455,18 @@ class IkeSa:
 
     def _on_auth_request(self, payloads, now):
         c = self.config
-        idi, auth = _get(payloads, m.PL_IDI), _get(payloads, m.PL_AUTH)
-        if not (idi and auth):
+        idi, proof = _get(payloads, m.PL_IDI), _get(payloads, m.PL_AUTH)
+        if not (idi and proof):
             raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE_AUTH request without IDi or AUTH")
-        if not self._auth_ok(idi.body, auth.body, self.msg1, self.nr, self.keys.sk_pi):
+        if not self._auth_ok(idi.body, payloads, self.msg1, self.nr, self.keys.sk_pi):
             self.host.count("authentication_failed", f"IKE_AUTH from {c.remote_ip} "
-                            f"({format_identity(self.peer_id)}) does not verify (PSK or ID mismatch?)")
+                            f"({format_identity(self.peer_id)}) does not verify: {self.auth_error}")
             self._respond_next(m.IKE_AUTH, [m.notify_payload(m.N_AUTHENTICATION_FAILED)])
             return self._die()
         notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
         id_body = m.encode_id(*c.local_id)
-        my_auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, self.msg2, self.ni, self.keys.sk_pr, id_body))
-        reply = [m.Payload(m.PL_IDR, id_body), m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, my_auth))]
+        reply = [m.Payload(m.PL_IDR, id_body)] + auth.our_payloads(c, self.choice.prf, crypto.signed_octets(
+            self.choice.prf, self.msg2, self.ni, self.keys.sk_pr, id_body), self.peer_hashes)
         child = None
         try:
             child, child_payloads = self._child_for_request(payloads, notes)

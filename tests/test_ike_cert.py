@@ -1,0 +1,285 @@
+"""IKEv2 with X.509 certificates (fastpath.ike.auth) and AES-CBC+HMAC IKE SAs: the
+signatures and the SK payload against the RFC formulas, two fastpath gateways in memory,
+and a real strongSwan in a QEMU guest. Certificates are made here with `cryptography`."""
+import datetime
+import hashlib
+import hmac
+import os
+import struct
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import NameOID
+
+from fastpath.ike import auth, crypto, message as m
+from fastpath.ike.sa import ESTABLISHED
+from l2util import Clock, frame
+from test_ike import Sites
+from test_vhost import sockdir  # noqa: F401 (a fixture)
+from vpnutil import A_IP, B_IP, make_site, taken
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+DAY = datetime.timedelta(days=1)
+
+
+# ---------------------------------------------------------------- a small PKI
+
+def _key(kind):
+    return ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+
+
+def _name(text):
+    return x509.Name([x509.NameAttribute(oid, v) for oid, v in auth.parse_dn(text)])
+
+
+class Ca:
+    def __init__(self, dn="C=XX, O=fastpath tests, CN=test CA", kind="ec"):
+        self.key = _key(kind)
+        self.name = _name(dn)
+        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+    def issue(self, dn, san=(), kind="ec", before=NOW - DAY, after=NOW + 30 * DAY):
+        """An end-entity certificate and its key; san: IPv4 strings, names, emails."""
+        key = _key(kind)
+        b = (x509.CertificateBuilder().subject_name(_name(dn)).issuer_name(self.name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(before).not_valid_after(after))
+        if san:
+            import ipaddress
+            names = []
+            for s in san:
+                try:
+                    names.append(x509.IPAddress(ipaddress.IPv4Address(s)))
+                except ValueError:
+                    names.append(x509.RFC822Name(s) if "@" in s else x509.DNSName(s))
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return b.sign(self.key, hashes.SHA256()), key
+
+
+def pem_cert(cert):
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def pem_key(key, traditional=False):
+    fmt = serialization.PrivateFormat.TraditionalOpenSSL if traditional else serialization.PrivateFormat.PKCS8
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+def write_creds(d, name, ca, cert, key, traditional=False):
+    """PEM files as OVS takes them -> the options:... of a tunnel port."""
+    files = {"certificate": (f"{name}-cert.pem", pem_cert(cert)),
+             "private_key": (f"{name}-key.pem", pem_key(key, traditional)),
+             "ca_cert": (f"{name}-ca.pem", pem_cert(ca.cert))}
+    opts = {"options:ike": "true"}
+    for opt, (fname, text) in files.items():
+        path = os.path.join(d, fname)
+        with open(path, "w") as f:
+            f.write(text)
+        opts[f"options:{opt}"] = path
+    return opts
+
+
+@pytest.fixture(scope="module")
+def pki():
+    ca = Ca()
+    return {"ca": ca, "rogue": Ca("C=XX, O=rogue, CN=rogue CA"),
+            "a_ec": ca.issue("O=fastpath, CN=gw-a", [A_IP]),
+            "b_ec": ca.issue("O=fastpath, CN=gw-b", ["gw-b.example"]),
+            "a_rsa": ca.issue("O=fastpath, CN=gw-a", kind="rsa"),
+            "b_rsa": ca.issue("O=fastpath, CN=gw-b", kind="rsa")}
+
+
+# ---------------------------------------------------------------- the RFC formulas
+
+@pytest.mark.parametrize("kind,peer_hashes,method", [
+    ("ec", (2, 3, 4), m.AUTH_DIGITAL_SIGNATURE), ("rsa", (4,), m.AUTH_DIGITAL_SIGNATURE),
+    ("ec", (), m.AUTH_ECDSA_256), ("rsa", (), m.AUTH_RSA_SIG)])
+def test_signatures_are_rfc_7427_when_both_ends_offer_hashes_else_rfc_7296(tmp_path, pki, kind, peer_hashes, method):
+    ca = pki["ca"]
+    cert, key = pki["a_" + kind]
+    opts = write_creds(str(tmp_path), "a", ca, cert, key)
+    creds = auth.Credentials(opts["options:certificate"], opts["options:private_key"], opts["options:ca_cert"])
+    octets = os.urandom(200)
+    got, data = creds.sign(octets, peer_hashes)
+    assert got == method
+    if method == m.AUTH_DIGITAL_SIGNATURE:
+        # RFC 7427 3: length of the AlgorithmIdentifier, the AlgorithmIdentifier, the signature
+        alg = data[1:1 + data[0]]
+        want_oid = {("ec", 2): "1.2.840.10045.4.3.2", ("rsa", 4): "1.2.840.113549.1.1.13"}[(kind, peer_hashes[0])]
+        oid = x509.ObjectIdentifier(want_oid)
+        assert oid.dotted_string == want_oid and alg[2] == 0x06
+        sig = data[1 + data[0]:]
+        h = {2: hashes.SHA256(), 4: hashes.SHA512()}[peer_hashes[0]]
+        if kind == "ec":
+            key.public_key().verify(sig, octets, ec.ECDSA(h))
+        else:
+            from cryptography.hazmat.primitives.asymmetric import padding
+            key.public_key().verify(sig, octets, padding.PKCS1v15(), h)
+    elif method == m.AUTH_ECDSA_256:
+        assert len(data) == 64                   # RFC 4754: r || s, 32 bytes each
+    auth.verify_signature(cert, got, data, octets)
+    with pytest.raises(auth.AuthFailed):
+        auth.verify_signature(cert, got, data, octets[:-1] + bytes([octets[-1] ^ 1]))
+    other, _ = pki["b_" + kind]
+    with pytest.raises(auth.AuthFailed):
+        auth.verify_signature(other, got, data, octets)
+
+
+def test_certreq_is_sha1_of_the_cas_public_key(tmp_path, pki):
+    opts = write_creds(str(tmp_path), "a", pki["ca"], *pki["a_ec"])
+    creds = auth.Credentials(opts["options:certificate"], opts["options:private_key"], opts["options:ca_cert"])
+    spki = pki["ca"].key.public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert creds.certreq() == b"\x04" + hashlib.sha1(spki).digest()
+    assert creds.identity == (m.ID_IPV4_ADDR, bytes([192, 0, 2, 1]))          # SAN first
+    opts = write_creds(str(tmp_path), "b", pki["ca"], *pki["b_rsa"], traditional=True)
+    creds = auth.Credentials(opts["options:certificate"], opts["options:private_key"], opts["options:ca_cert"])
+    assert creds.identity == (m.ID_DER_ASN1_DN, pki["b_rsa"][0].subject.public_bytes())   # no SAN: the DN
+    assert auth.dn_from_der(creds.identity[1]) == "O=fastpath, CN=gw-b"
+
+
+@pytest.mark.parametrize("integ,digest,icv_len", [(m.INTEG_HMAC_SHA2_256_128, hashlib.sha256, 16),
+                                                  (m.INTEG_HMAC_SHA2_384_192, hashlib.sha384, 24),
+                                                  (m.INTEG_HMAC_SHA2_512_256, hashlib.sha512, 32)])
+def test_sk_payload_with_aes_cbc_is_rfc_7296_3_14_and_refuses_tampering(integ, digest, icv_len):
+    sk_e, sk_a = os.urandom(32), os.urandom(icv_len * 2)
+    payloads = [m.Payload(m.PL_NONCE, b"x" * 21)]
+    data = crypto.seal(b"I" * 8, b"R" * 8, m.INFORMATIONAL, m.F_INITIATOR, 3, payloads, sk_e, sk_a, integ)
+    msg = m.decode(data)
+    body = msg.payloads[0].body
+    # IKE header | SK header | IV | ciphertext | ICV over everything before it, truncated
+    assert hmac.new(sk_a, data[:-icv_len], digest).digest()[:icv_len] == data[-icv_len:]
+    dec = Cipher(algorithms.AES(sk_e), modes.CBC(body[:16])).decryptor()
+    plain = dec.update(body[16:-icv_len]) + dec.finalize()
+    assert len(plain) % 16 == 0 and plain[:4 + 21] == struct.pack("!BBH", 0, 0, 25) + b"x" * 21
+    assert plain[-1] == len(plain) - 25 - 1                          # pad length
+    assert [p.body for p in crypto.open_sk(data, msg, sk_e, sk_a, integ)] == [b"x" * 21]
+    for i in (len(data) - 1, 40, len(data) - icv_len - 1):          # ICV, IV, ciphertext
+        bad = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
+        with pytest.raises(crypto.AuthFailed):
+            crypto.open_sk(bad, m.decode(bad), sk_e, sk_a, integ)
+
+
+# ---------------------------------------------------------------- two fastpath gateways
+
+def _cert_sites(tmp_path, pki, a, b, remote_name_a, remote_name_b, ca_b=None, traditional=False):
+    d = str(tmp_path)
+    oa = {**write_creds(d, "a", pki["ca"], *a), "options:remote_name": remote_name_a}
+    ob = {**write_creds(d, "b", ca_b or pki["ca"], *b, traditional=traditional),
+          "options:remote_name": remote_name_b}
+    return Sites(oa, ob, base={})
+
+
+def _carries_traffic(s):
+    got_a = got_b = 0
+    for i in range(10):
+        s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        s.b.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0b:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+        s.step()
+        got_b += len(taken(s.b)["h10"])
+        got_a += len(taken(s.a)["h10"])
+    return got_a, got_b
+
+
+def test_two_gateways_with_ecdsa_certificates(tmp_path, pki):
+    """A's ID is its SAN IP address, B's its SAN DNS name."""
+    s = _cert_sites(tmp_path, pki, pki["a_ec"], pki["b_ec"], "gw-b.example", A_IP)
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
+    assert _carries_traffic(s) == (10, 10)
+    ra, rb = s.a.vpn.show_ike()[0], s.b.vpn.show_ike()[0]
+    assert (ra["local_id"], ra["remote_id"]) == (A_IP, "gw-b.example")
+    assert (rb["local_id"], rb["remote_id"]) == ("gw-b.example", A_IP)
+    assert s.ike(s.a).counters["authentication_failed"] == s.ike(s.b).counters["authentication_failed"] == 0
+    # each side saw the other's RFC 7427 hashes in IKE_SA_INIT, so method 14 was used
+    assert all(sa.peer_hashes == auth.OUR_HASHES for sw in (s.a, s.b) for sa in s.ike(sw).sas)
+
+
+def test_two_gateways_with_rsa_certificates_and_dn_ids(tmp_path, pki):
+    """No SAN: the IDs are the subject DNs; B's key is in the traditional PEM form."""
+    s = _cert_sites(tmp_path, pki, pki["a_rsa"], pki["b_rsa"], "O=fastpath, CN=gw-b", "CN=gw-a, O=fastpath",
+                    traditional=True)
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
+    assert _carries_traffic(s) == (10, 10)
+    assert s.a.vpn.show_ike()[0]["remote_id"] == "O=fastpath, CN=gw-b"
+
+
+@pytest.mark.parametrize("case", ["untrusted_ca", "wrong_remote_name", "expired", "name_not_in_cert"])
+def test_bad_certificates_never_bring_anything_up(tmp_path, pki, case):
+    a, b, name_a, ca_b = pki["a_ec"], pki["b_ec"], "gw-b.example", None
+    if case == "untrusted_ca":
+        b = pki["rogue"].issue("O=fastpath, CN=gw-b", ["gw-b.example"])
+        ca_b = pki["ca"]                                 # B still trusts A's CA
+    elif case == "wrong_remote_name":
+        name_a = "gw-c.example"
+    elif case == "expired":
+        b = pki["ca"].issue("O=fastpath, CN=gw-b", ["gw-b.example"], before=NOW - 10 * DAY, after=NOW - DAY)
+    elif case == "name_not_in_cert":
+        name_a = "O=fastpath, CN=gw-b"                   # B shows its SAN name, not this DN
+    s = _cert_sites(tmp_path, pki, a, b, name_a, A_IP, ca_b=ca_b)
+    s.step(200)
+    for sw in (s.a, s.b):
+        t = next(iter(sw.vpn.tunnels.values()))
+        assert t.out is None and not t.inbound and not s.up(sw)
+        assert not any(r["state"] == ESTABLISHED for r in sw.vpn.show_ike())
+    # A rejects B's certificate; B hears AUTHENTICATION_FAILED
+    assert s.ike(s.a).counters["authentication_failed"] > 0
+    errors = {(e[1], e[2]): e[0] for e in s.a.errors()}
+    assert errors.get(("handshake-input", "authentication_failed"), 0) > 0
+
+
+def test_private_keys_never_in_show_or_saved_config(tmp_path, pki):
+    from fastpath.control import Control
+    s = _cert_sites(tmp_path, pki, pki["a_ec"], pki["b_ec"], "gw-b.example", A_IP)
+    s.step(40)
+    c = Control(s.a)
+    key_pem = pem_key(pki["a_ec"][1])
+    secret = key_pem.splitlines()[1]                    # a line of the key's base64
+    texts = [c.execute(["show"]), c.execute(["show", "ike"]), repr(c.execute(["show", "ike"], fmt="json")),
+             c.config_text(), c.config_text(secrets=True)]
+    assert all(secret not in t and "PRIVATE KEY" not in t for t in texts)
+    assert "ESTABLISHED" in texts[1] and "gw-b.example" in texts[1]
+    assert str(tmp_path / "a-key.pem") in texts[3]      # the path is configuration, not a secret
+
+
+def test_certificate_option_checks(tmp_path, pki):
+    from fastpath.switch import ConfigError
+    d = str(tmp_path)
+    opts = {**write_creds(d, "a", pki["ca"], *pki["a_ec"]), "options:remote_name": B_IP}
+    make_site(A_IP, B_IP, Clock(), opts)                         # complete: fine
+    bad = [{**opts, "options:psk": "both"},                      # psk OR certificate
+           {k: v for k, v in opts.items() if k != "options:remote_name"},
+           {k: v for k, v in opts.items() if k != "options:ca_cert"},
+           {**opts, "options:certificate": d + "/missing.pem"},
+           {**opts, "options:private_key": write_creds(d, "x", pki["ca"], *pki["b_ec"])["options:private_key"]},
+           {**opts, "options:ca_cert": opts["options:private_key"]}]
+    for o in bad:
+        with pytest.raises(ConfigError):
+            make_site(A_IP, B_IP, Clock(), o)
+
+
+@pytest.mark.parametrize("bits,integ,name", [(128, m.INTEG_HMAC_SHA2_256_128, "aes128-sha256"),
+                                             (256, m.INTEG_HMAC_SHA2_384_192, "aes256-sha384"),
+                                             (256, m.INTEG_HMAC_SHA2_512_256, "aes256-sha512")])
+def test_two_gateways_protect_the_ike_sa_with_aes_cbc(bits, integ, name):
+    s = Sites()
+    for sw in (s.a, s.b):
+        c = s.ike(sw).config
+        c.encrs, c.encr_bits, c.integs = (m.ENCR_AES_CBC,), (bits,), (integ,)
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
+    assert s.a.vpn.show_ike()[0]["algorithms"].startswith(name + "-prfsha256")
+    assert _carries_traffic(s) == (10, 10)
+    # the IKE SA keeps working: a CHILD_SA rekey goes through CBC-protected messages
+    assert s.up(s.a)[0].rekey_child(s.clock.t)
+    s.step(20)
+    assert s.ike(s.a).counters["child_rekeys"] >= 1 and s.ike(s.a).counters["integrity_failed"] == 0
+    assert _carries_traffic(s) == (10, 10)
