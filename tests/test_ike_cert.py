@@ -12,12 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
+
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from fastpath.ike import auth, crypto, message as m
 from fastpath.ike.sa import ESTABLISHED
 from l2util import Clock, frame
-from test_ike import Sites
+from test_ike import FP_IP, GUEST_IP, Sites, _strongswan_run
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, make_site, taken
 
@@ -98,6 +100,19 @@ def pki():
 
 # ---------------------------------------------------------------- the RFC formulas
 
+def _der_oid(dotted):
+    """X.690 8.19: the first two arcs in one byte, then base-128 with continuation bits."""
+    arcs = [int(x) for x in dotted.split(".")]
+    out = bytes([40 * arcs[0] + arcs[1]])
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7f]
+        while arc > 0x7f:
+            arc >>= 7
+            chunk.insert(0, 0x80 | (arc & 0x7f))
+        out += bytes(chunk)
+    return bytes([0x06, len(out)]) + out
+
+
 @pytest.mark.parametrize("kind,peer_hashes,method", [
     ("ec", (2, 3, 4), m.AUTH_DIGITAL_SIGNATURE), ("rsa", (4,), m.AUTH_DIGITAL_SIGNATURE),
     ("ec", (), m.AUTH_ECDSA_256), ("rsa", (), m.AUTH_RSA_SIG)])
@@ -112,9 +127,11 @@ def test_signatures_are_rfc_7427_when_both_ends_offer_hashes_else_rfc_7296(tmp_p
     if method == m.AUTH_DIGITAL_SIGNATURE:
         # RFC 7427 3: length of the AlgorithmIdentifier, the AlgorithmIdentifier, the signature
         alg = data[1:1 + data[0]]
+        # ecdsa-with-SHA256 (RFC 5758), sha512WithRSAEncryption (RFC 4055, NULL parameters)
         want_oid = {("ec", 2): "1.2.840.10045.4.3.2", ("rsa", 4): "1.2.840.113549.1.1.13"}[(kind, peer_hashes[0])]
-        oid = x509.ObjectIdentifier(want_oid)
-        assert oid.dotted_string == want_oid and alg[2] == 0x06
+        oid = _der_oid(want_oid)
+        params = b"" if kind == "ec" else b"\x05\x00"
+        assert alg == bytes([0x30, len(oid) + len(params)]) + oid + params
         sig = data[1 + data[0]:]
         h = {2: hashes.SHA256(), 4: hashes.SHA512()}[peer_hashes[0]]
         if kind == "ec":
@@ -210,6 +227,9 @@ def test_two_gateways_with_rsa_certificates_and_dn_ids(tmp_path, pki):
     assert s.up(s.a) and s.up(s.b)
     assert _carries_traffic(s) == (10, 10)
     assert s.a.vpn.show_ike()[0]["remote_id"] == "O=fastpath, CN=gw-b"
+    # RSA-2048 IKE_AUTH messages fit a 1500-byte MTU: no IKE fragmentation needed
+    ike = [len(bytes(Ether(f)[IP])) for f in s.wire if UDP in Ether(f) and Ether(f)[UDP].dport in (500, 4500)]
+    assert 1000 < max(ike) <= 1500, max(ike)
 
 
 @pytest.mark.parametrize("case", ["untrusted_ca", "wrong_remote_name", "expired", "name_not_in_cert"])
@@ -283,3 +303,70 @@ def test_two_gateways_protect_the_ike_sa_with_aes_cbc(bits, integ, name):
     s.step(20)
     assert s.ike(s.a).counters["child_rekeys"] >= 1 and s.ike(s.a).counters["integrity_failed"] == 0
     assert _carries_traffic(s) == (10, 10)
+
+
+# ---------------------------------------------------------------- a real strongSwan in a guest
+
+def swan_cert_auth(ca, cert, key, fp_id, traditional=False):
+    """swanctl.conf's authentication with the guest's certificate (its ID: its SAN address),
+    trusting `ca`, and the PEM files swanctl loads from /etc/swanctl."""
+    return {"local": f"auth = pubkey\n      certs = guest.pem\n      id = {GUEST_IP}",
+            "remote": f'auth = pubkey\n      id = "{fp_id}"', "secrets": "",
+            "files": {"/etc/swanctl/x509ca/ca.pem": pem_cert(ca.cert),
+                      "/etc/swanctl/x509/guest.pem": pem_cert(cert),
+                      "/etc/swanctl/private/guest.pem": pem_key(key, traditional)}}
+
+
+def _fp_cert_options(d, ca, cert, key, traditional=False):
+    return {k: v for k, v in {**write_creds(d, "fp", ca, cert, key, traditional),
+                              "options:remote_name": GUEST_IP}.items() if k != "options:ike"}
+
+
+@pytest.mark.root
+def test_strongswan_ecdsa_certificates_fastpath_initiator(sockdir, pki):
+    """fastpath's ID is its certificate's SAN address; strongSwan answers CERTREQ with its
+    certificate and signs with RFC 7427 ECDSA_WITH_SHA256_DER."""
+    ca = pki["ca"]
+    fp = ca.issue("O=fastpath, CN=fp-gw", [FP_IP])
+    guest = ca.issue("O=strongSwan, CN=guest", [GUEST_IP])
+    counters, ike, console = _strongswan_run(
+        sockdir, "initiator", "aes128gcm16-prfsha256-ecp256", "aes128gcm16-esn", None, 128, True,
+        fp_auth=_fp_cert_options(sockdir, ca, *fp), swan_auth=swan_cert_auth(ca, *guest, FP_IP))
+    assert ike[0]["local_id"] == FP_IP and ike[0]["remote_id"] == GUEST_IP
+    assert "ECDSA_WITH_SHA256_DER successful" in console      # charon verified our signature
+
+
+@pytest.mark.root
+def test_strongswan_rsa_certificates_fastpath_responder(sockdir, pki):
+    """RSA-2048 on both sides, fastpath's ID its subject DN (no SAN), the keys in the
+    traditional PEM form. Each IKE_AUTH (~1.3 kB) fits the 1500-byte MTU unfragmented."""
+    ca = pki["ca"]
+    fp = ca.issue("O=fastpath, CN=fp-gw", kind="rsa")
+    guest = ca.issue("O=strongSwan, CN=guest", [GUEST_IP], kind="rsa")
+    counters, ike, console = _strongswan_run(
+        sockdir, "responder", "aes256gcm16-prfsha384-ecp384", "aes256gcm16", None, 256, False,
+        fp_auth=_fp_cert_options(sockdir, ca, *fp, traditional=True),
+        swan_auth=swan_cert_auth(ca, *guest, "O=fastpath, CN=fp-gw", traditional=True))
+    assert ike[0]["local_id"] == "O=fastpath, CN=fp-gw" and ike[0]["remote_id"] == GUEST_IP
+    assert "RSA_EMSA_PKCS1_SHA2_256 successful" in console
+
+
+@pytest.mark.root
+def test_strongswan_untrusted_certificate_brings_nothing_up(sockdir, pki):
+    """The guest's certificate comes from a CA fastpath does not trust."""
+    ca = pki["ca"]
+    fp = ca.issue("O=fastpath, CN=fp-gw", [FP_IP])
+    guest = pki["rogue"].issue("O=strongSwan, CN=guest", [GUEST_IP])
+    counters, ike, console = _strongswan_run(
+        sockdir, "responder", "aes128gcm16-prfsha256-ecp256", "aes128gcm16", None, 128, False, match=False,
+        fp_auth=_fp_cert_options(sockdir, ca, *fp), swan_auth=swan_cert_auth(ca, *guest, FP_IP))
+    assert "AUTHENTICATION_FAILED" in console
+
+
+@pytest.mark.root
+def test_strongswan_ike_sa_with_aes_cbc(sockdir):
+    """strongSwan proposes only AES-256-CBC with HMAC-SHA2-256-128 for the IKE SA."""
+    counters, ike, console = _strongswan_run(sockdir, "responder", "aes256-sha256-modp2048", "aes128gcm16",
+                                             "a shared secret for IKE", 128, False)
+    assert ike[0]["algorithms"] == "aes256-sha256-prfsha256-modp2048"
+    assert "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048" in console
