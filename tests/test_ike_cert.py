@@ -232,7 +232,8 @@ def test_two_gateways_with_rsa_certificates_and_dn_ids(tmp_path, pki):
     assert 1000 < max(ike) <= 1500, max(ike)
 
 
-@pytest.mark.parametrize("case", ["untrusted_ca", "wrong_remote_name", "expired", "name_not_in_cert"])
+@pytest.mark.parametrize("case", ["untrusted_ca", "wrong_remote_name", "expired", "name_not_in_cert",
+                                  "id_not_in_cert", "stolen_certificate", "ca_name_forged"])
 def test_bad_certificates_never_bring_anything_up(tmp_path, pki, case):
     a, b, name_a, ca_b = pki["a_ec"], pki["b_ec"], "gw-b.example", None
     if case == "untrusted_ca":
@@ -244,7 +245,17 @@ def test_bad_certificates_never_bring_anything_up(tmp_path, pki, case):
         b = pki["ca"].issue("O=fastpath, CN=gw-b", ["gw-b.example"], before=NOW - 10 * DAY, after=NOW - DAY)
     elif case == "name_not_in_cert":
         name_a = "O=fastpath, CN=gw-b"                   # B shows its SAN name, not this DN
+    elif case == "ca_name_forged":                      # the trusted CA's DN, another key
+        b = Ca("C=XX, O=fastpath tests, CN=test CA").issue("O=fastpath, CN=gw-b", ["gw-b.example"])
+        ca_b = pki["ca"]
+    elif case == "id_not_in_cert":
+        name_a = "gw-c.example"                          # what B claims below, not in its cert
     s = _cert_sites(tmp_path, pki, a, b, name_a, A_IP, ca_b=ca_b)
+    hostile = s.ike(s.b).config
+    if case == "id_not_in_cert":
+        hostile.local_id = (m.ID_FQDN, b"gw-c.example")
+    elif case == "stolen_certificate":
+        hostile.credentials.key = ec.generate_private_key(ec.SECP256R1())   # B's cert, another key
     s.step(200)
     for sw in (s.a, s.b):
         t = next(iter(sw.vpn.tunnels.values()))
@@ -275,12 +286,14 @@ def test_certificate_option_checks(tmp_path, pki):
     d = str(tmp_path)
     opts = {**write_creds(d, "a", pki["ca"], *pki["a_ec"]), "options:remote_name": B_IP}
     make_site(A_IP, B_IP, Clock(), opts)                         # complete: fine
+    make_site(A_IP, B_IP, Clock(), {**opts, "options:local_id": "O=fastpath, CN=gw-a"})  # the DN, also in it
     bad = [{**opts, "options:psk": "both"},                      # psk OR certificate
            {k: v for k, v in opts.items() if k != "options:remote_name"},
            {k: v for k, v in opts.items() if k != "options:ca_cert"},
            {**opts, "options:certificate": d + "/missing.pem"},
            {**opts, "options:private_key": write_creds(d, "x", pki["ca"], *pki["b_ec"])["options:private_key"]},
-           {**opts, "options:ca_cert": opts["options:private_key"]}]
+           {**opts, "options:ca_cert": opts["options:private_key"]},
+           {**opts, "options:local_id": "gw-a.example"}]           # an ID not in the certificate
     for o in bad:
         with pytest.raises(ConfigError):
             make_site(A_IP, B_IP, Clock(), o)
@@ -339,7 +352,7 @@ def test_strongswan_ecdsa_certificates_fastpath_initiator(sockdir, pki):
 @pytest.mark.root
 def test_strongswan_rsa_certificates_fastpath_responder(sockdir, pki):
     """RSA-2048 on both sides, fastpath's ID its subject DN (no SAN), the keys in the
-    traditional PEM form. Each IKE_AUTH (~1.3 kB) fits the 1500-byte MTU unfragmented."""
+    traditional PEM form. Each IKE_AUTH (~1.1 kB) fits the 1500-byte MTU unfragmented."""
     ca = pki["ca"]
     fp = ca.issue("O=fastpath, CN=fp-gw", kind="rsa")
     guest = ca.issue("O=strongSwan, CN=guest", [GUEST_IP], kind="rsa")

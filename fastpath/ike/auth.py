@@ -192,6 +192,18 @@ class Credentials:
         self.cas = load_certs(_read(ca_cert, "ca_cert"), "ca_cert")
         self.identity = cert_identity(self.cert)
 
+    def own_identity(self, text):
+        """options:local_id with a certificate: another ID it contains (say its DN rather
+        than its SAN) -> (ID type, data); CredentialError if the certificate lacks it."""
+        if "=" in text:
+            ident = m.ID_DER_ASN1_DN, self.cert.subject.public_bytes()
+        else:
+            from fastpath.ike.sa import parse_identity
+            ident = parse_identity(text)
+        if not (cert_contains(self.cert, ident) and name_matches(text, ident, self.cert)):
+            raise CredentialError(f"options:local_id {text!r} is not in options:certificate")
+        return ident
+
     def certreq(self):
         """RFC 7296 3.7: the SHA-1 of each trusted CA's SubjectPublicKeyInfo."""
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -80,6 +80,8 @@ def config_from_options(o):
         c = IkeConfig(o["local_ip"], o["remote_ip"], str(psk).encode(), esns=esns)
     if o.get("local_id"):
         c.local_id = parse_identity(str(o["local_id"]))
+        if certs:
+            c.local_id = c.credentials.own_identity(str(o["local_id"]))
     if o.get("remote_id"):
         c.remote_id = parse_identity(str(o["remote_id"]))
     try:
