@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import os
 import struct
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -182,6 +183,56 @@ def test_sk_payload_with_aes_cbc_is_rfc_7296_3_14_and_refuses_tampering(integ, d
         bad = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
         with pytest.raises(crypto.AuthFailed):
             crypto.open_sk(bad, m.decode(bad), sk_e, sk_a, integ)
+
+
+def _meaning(p):
+    """What a payload says: AUTH without the three bytes RFC 7296 3.8 reserves; a certificate
+    as its signed part and signature (the BIT STRING's unused-bits count is in neither)."""
+    if p.type == m.PL_AUTH:
+        return p.body[:1] + p.body[4:]
+    try:
+        cert = x509.load_der_x509_certificate(p.body[1:])
+        return p.body[:1], cert.tbs_certificate_bytes, cert.signature
+    except ValueError:
+        return p.body
+
+
+def test_mangled_cert_and_auth_payloads_only_ever_fail_authentication(tmp_path, pki):
+    """Random corruption of a valid CERT and AUTH: AuthFailed with a reason, never another
+    exception (which would escape the IKE SA) and never success."""
+    import random
+    from fastpath.ike.sa import IkeConfig
+    rng = random.Random(7)
+    d = str(tmp_path)
+    opts = write_creds(d, "a", pki["ca"], *pki["a_ec"])
+    mine = auth.Credentials(opts["options:certificate"], opts["options:private_key"], opts["options:ca_cert"])
+    opts = write_creds(d, "b", pki["ca"], *pki["b_rsa"])
+    peer = auth.Credentials(opts["options:certificate"], opts["options:private_key"], opts["options:ca_cert"])
+    config = IkeConfig(A_IP, B_IP, None, credentials=mine, remote_name="O=fastpath, CN=gw-b")
+    octets = os.urandom(300)
+    good = auth.our_payloads(SimpleNamespace(credentials=peer, psk=None), m.PRF_HMAC_SHA2_256, octets,
+                             auth.OUR_HASHES)
+    auth.check_peer(config, m.PRF_HMAC_SHA2_256, peer.identity, good, octets)      # the real one passes
+    for i in range(2000):
+        payloads = [m.Payload(p.type, bytearray(p.body)) for p in good]
+        target = payloads[rng.randrange(2)].body
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0 and target:
+                target[rng.randrange(len(target))] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                del target[rng.randrange(len(target) + 1):]
+            else:
+                target[rng.randrange(len(target) + 1):0] = os.urandom(rng.randrange(1, 8))
+        payloads = [m.Payload(p.type, bytes(p.body)) for p in payloads]
+        if [_meaning(p) for p in payloads] == [_meaning(p) for p in good]:
+            continue
+        try:
+            auth.check_peer(config, m.PRF_HMAC_SHA2_256, peer.identity, payloads, octets)
+        except auth.AuthFailed as e:
+            assert str(e)
+        else:
+            pytest.fail(f"mangled payloads accepted: {[p.body.hex() for p in payloads]}")
 
 
 # ---------------------------------------------------------------- two fastpath gateways

@@ -16,7 +16,7 @@ import ipaddress
 import struct
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
@@ -325,7 +325,15 @@ def our_payloads(config, prf_id, octets, peer_hashes):
 
 
 def check_peer(config, prf_id, ident, payloads, octets):
-    """The peer's ID, CERT and AUTH payloads prove it is who config expects; AuthFailed if not."""
+    """The peer's ID, CERT and AUTH payloads prove it is who config expects; AuthFailed if not,
+    whatever the peer sent (odd keys, curves or encodings included)."""
+    try:
+        _check_peer(config, prf_id, ident, payloads, octets)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise AuthFailed(f"unusable certificate or signature ({e})") from None
+
+
+def _check_peer(config, prf_id, ident, payloads, octets):
     auth = next((p for p in payloads if p.type == m.PL_AUTH), None)
     if auth is None:
         raise AuthFailed("no AUTH payload")
