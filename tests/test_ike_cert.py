@@ -18,7 +18,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from fastpath.ike import auth, crypto, message as m
-from fastpath.ike.sa import ESTABLISHED
+from fastpath.ike.sa import ESTABLISHED, FRAGMENT_LIMIT
 from l2util import Clock, frame
 from test_ike import FP_IP, GUEST_IP, Sites, _strongswan_run
 from test_vhost import sockdir  # noqa: F401 (a fixture)
@@ -31,7 +31,9 @@ DAY = datetime.timedelta(days=1)
 # ---------------------------------------------------------------- a small PKI
 
 def _key(kind):
-    return ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(65537, 3072 if kind == "rsa3072" else 2048)
 
 
 def _name(text):
@@ -233,6 +235,64 @@ def test_mangled_cert_and_auth_payloads_only_ever_fail_authentication(tmp_path, 
             assert str(e)
         else:
             pytest.fail(f"mangled payloads accepted: {[p.body.hex() for p in payloads]}")
+
+
+@pytest.mark.parametrize("integ", [0, m.INTEG_HMAC_SHA2_256_128])
+def test_fragments_are_rfc_7383_skf_and_each_verifies(integ):
+    sk_e, sk_a = os.urandom(36 if not integ else 32), os.urandom(32)
+    if not integ:
+        sk_e = sk_e[:20]
+    payloads = [m.Payload(m.PL_CERT, b"\x04" + os.urandom(1500)), m.Payload(m.PL_AUTH, os.urandom(400))]
+    frags = crypto.seal_fragments(b"I" * 8, b"R" * 8, m.IKE_AUTH, m.F_INITIATOR, 1, payloads, 600, sk_e, sk_a, integ)
+    assert len(frags) == 4 and all(len(f) <= 600 for f in frags)
+    plain = b""
+    for n, f in enumerate(frags, 1):
+        msg = m.decode(f)
+        assert msg.first_payload == m.PL_SKF and msg.payloads[0].body[:4] == struct.pack("!HH", n, 4)
+        number, total, first, part = crypto.open_fragment(f, msg, sk_e, sk_a, integ)
+        assert (number, total, first) == (n, 4, m.PL_CERT if n == 1 else 0)
+        plain += part
+        bad = f[:30] + bytes([f[30] ^ 1]) + f[31:]          # the SKF header is authenticated too
+        with pytest.raises((crypto.AuthFailed, m.MalformedMessage)):
+            crypto.open_fragment(bad, m.decode(bad), sk_e, sk_a, integ)
+    assert m.parse_payloads(m.PL_CERT, plain) == payloads
+
+
+def _ike_datagrams(wire):
+    out = []
+    for f in wire:
+        p = Ether(f)
+        if UDP in p and 500 in (p[UDP].dport, p[UDP].sport) or UDP in p and 4500 in (p[UDP].dport,):
+            out.append((len(bytes(p[IP])), bytes(p[UDP].payload)))
+    return out
+
+
+def test_big_rsa_ike_auth_goes_in_fragments_and_survives_a_lost_one(tmp_path, pki):
+    """RSA-3072 makes each IKE_AUTH message ~1.3 kB: both ends support RFC 7383, so it
+    leaves as SKF fragments in datagrams of at most 1280 bytes. The first copy of one
+    fragment is lost; the retransmission completes the message."""
+    ca = pki["ca"]
+    a = ca.issue("O=fastpath, CN=gw-a", [A_IP], kind="rsa3072")
+    b = ca.issue("O=fastpath, CN=gw-b", [B_IP], kind="rsa3072")
+    dropped = []
+
+    def lose_one(f):
+        p = Ether(f)
+        if not dropped and UDP in p and bytes(p[UDP].payload)[16] == m.PL_SKF:
+            dropped.append(f)
+            return None
+        return f
+    s = _cert_sites(tmp_path, pki, a, b, B_IP, A_IP)
+    s.tap = lose_one
+    s.step(100)
+    assert dropped and s.up(s.a) and s.up(s.b)
+    assert _carries_traffic(s) == (10, 10)
+    ike = _ike_datagrams(s.wire)
+    assert max(n for n, _ in ike) <= 1280
+    skf = [d for _, d in ike if d[16] == m.PL_SKF]
+    assert len(skf) >= 4                                      # two messages of two or more fragments
+    whole = sum(len(d) for d in skf if m.decode(d).message_id == 1 and m.decode(d).is_response)
+    assert whole > FRAGMENT_LIMIT
 
 
 # ---------------------------------------------------------------- two fastpath gateways

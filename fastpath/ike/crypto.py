@@ -2,7 +2,7 @@
 and 31, the PRFs HMAC-SHA2-256/384/512 and prf+ (RFC 7296 2.13), SKEYSEED and the IKE SA
 key schedule (2.14), PSK authentication (2.15), CHILD_SA keying material (2.17), NAT
 detection hashes (2.23) and the SK payload with AES-GCM-16 (RFC 5282) or AES-CBC with an
-HMAC-SHA2 ICV (RFC 7296 3.14, RFC 4868)."""
+HMAC-SHA2 ICV (RFC 7296 3.14, RFC 4868), whole or as RFC 7383 fragments."""
 import hashlib
 import hmac
 import os
@@ -182,29 +182,49 @@ def seal(spi_i, spi_r, exchange, flags, message_id, payloads, sk_e, sk_a=b"", in
     """A protected message: header, SK{payloads}. integ 0: AES-GCM, sk_e = AES key || 4-byte
     salt; otherwise AES-CBC with key sk_e and an HMAC ICV keyed with sk_a."""
     inner_first, plain = m.encode_payloads(payloads)
+    return _seal(spi_i, spi_r, exchange, flags, message_id, m.PL_SK, inner_first, b"", plain, sk_e, sk_a, integ)
+
+
+def seal_fragments(spi_i, spi_r, exchange, flags, message_id, payloads, limit, sk_e, sk_a=b"", integ=0):
+    """RFC 7383: the message as Encrypted Fragment (SKF) messages of at most `limit` bytes
+    each; the first fragment names the first inner payload, the others 0."""
+    inner_first, plain = m.encode_payloads(payloads)
+    overhead = m.HEADER_LEN + 8 + (CBC_BLOCK + CBC_BLOCK + INTEGS[integ][2] if integ else IV_LEN + 1 + ICV_LEN)
+    room = limit - overhead
     if integ:
-        return _seal_cbc(spi_i, spi_r, exchange, flags, message_id, inner_first, plain, sk_e, sk_a, integ)
+        room -= room % CBC_BLOCK                       # whole blocks, the pad-length byte included
+    chunks = [plain[i:i + room] for i in range(0, len(plain), room)] or [b""]
+    if len(chunks) > MAX_FRAGMENTS:
+        raise ValueError(f"message of {len(plain)} bytes needs more than {MAX_FRAGMENTS} fragments")
+    return [_seal(spi_i, spi_r, exchange, flags, message_id, m.PL_SKF, inner_first if n == 1 else 0,
+                  struct.pack("!HH", n, len(chunks)), chunk, sk_e, sk_a, integ)
+            for n, chunk in enumerate(chunks, 1)]
+
+
+MAX_FRAGMENTS = 64
+
+
+def _seal(spi_i, spi_r, exchange, flags, message_id, ptype, inner_first, extra, plain, sk_e, sk_a, integ):
+    """SK or SKF (extra: its Fragment Number and Total Fragments): the AAD, or for CBC the
+    ICV, covers the header through `extra` (RFC 7383 2.5)."""
+    if integ:
+        pad = -(len(plain) + 1) % CBC_BLOCK            # padding and its length fill the last block
+        plain += bytes(pad) + bytes([pad])
+        iv = os.urandom(CBC_BLOCK)
+        enc = Cipher(algorithms.AES(sk_e), modes.CBC(iv)).encryptor()
+        ct = enc.update(plain) + enc.finalize()
+        digest, _, icv_len = INTEGS[integ]
+        sk_len = 4 + len(extra) + CBC_BLOCK + len(ct) + icv_len
+        header = m.encode_header(spi_i, spi_r, ptype, exchange, flags, message_id, m.HEADER_LEN + sk_len)
+        signed = header + struct.pack("!BBH", inner_first, 0, sk_len) + extra + iv + ct
+        return signed + hmac.new(sk_a, signed, digest).digest()[:icv_len]
     plain += b"\x00"                                   # no padding: GCM needs none
     iv = os.urandom(IV_LEN)
-    sk_len = 4 + IV_LEN + len(plain) + ICV_LEN
-    header = m.encode_header(spi_i, spi_r, m.PL_SK, exchange, flags, message_id, m.HEADER_LEN + sk_len)
-    aad = header + struct.pack("!BBH", inner_first, 0, sk_len)
+    sk_len = 4 + len(extra) + IV_LEN + len(plain) + ICV_LEN
+    header = m.encode_header(spi_i, spi_r, ptype, exchange, flags, message_id, m.HEADER_LEN + sk_len)
+    aad = header + struct.pack("!BBH", inner_first, 0, sk_len) + extra
     ct = AESGCM(sk_e[:-4]).encrypt(sk_e[-4:] + iv, plain, aad)
     return aad + iv + ct
-
-
-def _seal_cbc(spi_i, spi_r, exchange, flags, message_id, inner_first, plain, sk_e, sk_a, integ):
-    # padding, then its length, fill the last block; the ICV covers everything before it
-    pad = -(len(plain) + 1) % CBC_BLOCK
-    plain += bytes(pad) + bytes([pad])
-    iv = os.urandom(CBC_BLOCK)
-    enc = Cipher(algorithms.AES(sk_e), modes.CBC(iv)).encryptor()
-    ct = enc.update(plain) + enc.finalize()
-    digest, _, icv_len = INTEGS[integ]
-    sk_len = 4 + CBC_BLOCK + len(ct) + icv_len
-    header = m.encode_header(spi_i, spi_r, m.PL_SK, exchange, flags, message_id, m.HEADER_LEN + sk_len)
-    signed = header + struct.pack("!BBH", inner_first, 0, sk_len) + iv + ct
-    return signed + hmac.new(sk_a, signed, digest).digest()[:icv_len]
 
 
 def open_sk(data, msg, sk_e, sk_a=b"", integ=0):
@@ -213,31 +233,42 @@ def open_sk(data, msg, sk_e, sk_a=b"", integ=0):
     sk = msg.payloads[-1] if msg.payloads else None
     if sk is None or sk.type != m.PL_SK:
         raise m.MalformedMessage("no SK payload")
+    return m.parse_payloads(sk.inner_first, _open(data, sk.body, sk_e, sk_a, integ))
+
+
+def open_fragment(data, msg, sk_e, sk_a=b"", integ=0):
+    """msg's SKF payload -> (fragment number, total, first inner payload type, plaintext).
+    AuthFailed if the ICV does not verify, MalformedMessage if the numbers are nonsense."""
+    skf = msg.payloads[-1] if msg.payloads else None
+    if skf is None or skf.type != m.PL_SKF or len(skf.body) < 4:
+        raise m.MalformedMessage("no SKF payload")
+    number, total = struct.unpack_from("!HH", skf.body)
+    if not 1 <= number <= total <= MAX_FRAGMENTS:
+        raise m.MalformedMessage(f"fragment {number} of {total}")
+    return number, total, skf.inner_first, _open(data, skf.body[4:], sk_e, sk_a, integ)
+
+
+def _open(data, body, sk_e, sk_a, integ):
+    """The plaintext of an SK/SKF payload whose IV..ICV part is body, the last bytes of data."""
     if integ:
-        plain = _open_cbc(data, sk, sk_e, sk_a, integ)
+        digest, _, icv_len = INTEGS[integ]
+        if len(body) < CBC_BLOCK + CBC_BLOCK + icv_len or (len(body) - icv_len) % CBC_BLOCK:
+            raise m.MalformedMessage("SK payload is not IV, whole AES blocks and ICV")
+        signed, icv = data[:len(data) - icv_len], data[len(data) - icv_len:]
+        # the ICV first: nothing unauthenticated reaches the decryption (no padding oracle)
+        if not hmac.compare_digest(hmac.new(sk_a, signed, digest).digest()[:icv_len], icv):
+            raise AuthFailed()
+        dec = Cipher(algorithms.AES(sk_e), modes.CBC(body[:CBC_BLOCK])).decryptor()
+        plain = dec.update(body[CBC_BLOCK:len(body) - icv_len]) + dec.finalize()
     else:
-        if len(sk.body) < IV_LEN + ICV_LEN + 1:
+        if len(body) < IV_LEN + ICV_LEN + 1:
             raise m.MalformedMessage("SK payload too short")
-        aad = data[:len(data) - len(sk.body)]
-        iv, ct = sk.body[:IV_LEN], sk.body[IV_LEN:]
+        aad = data[:len(data) - len(body)]
         try:
-            plain = AESGCM(sk_e[:-4]).decrypt(sk_e[-4:] + iv, ct, aad)
+            plain = AESGCM(sk_e[:-4]).decrypt(sk_e[-4:] + body[:IV_LEN], body[IV_LEN:], aad)
         except InvalidTag:
             raise AuthFailed() from None
     pad = plain[-1]
     if pad + 1 > len(plain):
         raise m.MalformedMessage("SK padding longer than the plaintext")
-    return m.parse_payloads(sk.inner_first, plain[:-1 - pad])
-
-
-def _open_cbc(data, sk, sk_e, sk_a, integ):
-    digest, _, icv_len = INTEGS[integ]
-    body = sk.body
-    if len(body) < CBC_BLOCK + CBC_BLOCK + icv_len or (len(body) - icv_len) % CBC_BLOCK:
-        raise m.MalformedMessage("SK payload is not IV, whole AES blocks and ICV")
-    signed, icv = data[:len(data) - icv_len], data[len(data) - icv_len:]
-    # the ICV first: nothing unauthenticated reaches the decryption (no padding oracle)
-    if not hmac.compare_digest(hmac.new(sk_a, signed, digest).digest()[:icv_len], icv):
-        raise AuthFailed()
-    dec = Cipher(algorithms.AES(sk_e), modes.CBC(body[:CBC_BLOCK])).decryptor()
-    return dec.update(body[CBC_BLOCK:len(body) - icv_len]) + dec.finalize()
+    return plain[:-1 - pad]

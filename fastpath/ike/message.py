@@ -195,8 +195,8 @@ def parse_payloads(first, data):
         critical = bool(flags & 0x80)
         if ptype in KNOWN_PAYLOADS:
             p = Payload(ptype, body, critical)
-            if ptype == PL_SK:
-                p.inner_first = nxt       # the SK payload names its first inner payload
+            if ptype in (PL_SK, PL_SKF):
+                p.inner_first = nxt       # SK (SKF: fragment 1) names its first inner payload
                 out.append(p)
                 if pos + length != len(data):
                     raise MalformedMessage("bytes after the SK payload")

@@ -30,6 +30,9 @@ REKEY_RETRY = 10.0                     # a refused CHILD_SA rekey is tried again
 IKE_REKEY_AT = 0.85                    # of the IKE SA's lifetime
 RESPONDER_REKEY_SLACK = 1.1            # the IKE responder rekeys later: fewer collisions
 NONCE_LEN = 32
+# RFC 7383: a protected message larger than this goes as fragments, when both ends support
+# it: an IPv4 datagram of 1280 bytes, less IP, UDP and the non-ESP marker
+FRAGMENT_LIMIT = 1280 - 20 - 8 - 4
 
 # states
 INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, DEAD = \
@@ -138,6 +141,8 @@ class IkeSa:
         self.last_esp_rx = 0
         self.ike_rekeying = False
         self.peer_hashes = ()          # its SIGNATURE_HASH_ALGORITHMS (RFC 7427)
+        self.fragments = False         # both ends said FRAGMENTATION_SUPPORTED (RFC 7383)
+        self.reassembly = None         # (message ID, response?, total, {number: plaintext}, first)
         self.auth_error = None         # why the peer's AUTH did not verify
 
     def _new_spi(self):
@@ -148,8 +153,17 @@ class IkeSa:
 
     def _protected(self, exchange, response, message_id, payloads):
         flags = (m.F_INITIATOR if self.initiator else 0) | (m.F_RESPONSE if response else 0)
-        return crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads,
-                           *self.keys.sending(self.initiator))
+        keys = self.keys.sending(self.initiator)
+        data = crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads, *keys)
+        if self.fragments and len(data) > FRAGMENT_LIMIT:
+            return crypto.seal_fragments(self.spi_i, self.spi_r, exchange, flags, message_id, payloads,
+                                         FRAGMENT_LIMIT, *keys)
+        return data
+
+    def _send(self, data):
+        """A message, or the list of its fragments."""
+        for d in data if isinstance(data, list) else [data]:
+            self.host.send(self, d)
 
     def _request(self, exchange, payloads, now, data=None):
         """Send a new request and keep it for retransmission until its response."""
@@ -159,12 +173,12 @@ class IkeSa:
             data = self._protected(exchange, False, mid, payloads)
         self.pending = {"id": mid, "exchange": exchange, "data": data, "tries": 1,
                         "next": now + RETRANSMIT_FIRST}
-        self.host.send(self, data)
+        self._send(data)
 
     def _respond(self, exchange, message_id, payloads):
         data = self._protected(exchange, True, message_id, payloads)
         self.last_response = (message_id, data)
-        self.host.send(self, data)
+        self._send(data)
 
     def tick(self, now):
         """Retransmits our outstanding request with backoff; gives up after the last."""
@@ -176,7 +190,7 @@ class IkeSa:
                 return self._die()
             p["tries"] += 1
             p["next"] = now + RETRANSMIT_FIRST * (1 << (p["tries"] - 1))
-            self.host.send(self, p["data"])
+            self._send(p["data"])
         if self.state == INIT_DONE and now - self.created >= HALF_OPEN_TIMEOUT:
             self._die()
         if self.state != ESTABLISHED:
@@ -239,7 +253,8 @@ class IkeSa:
         if creds is None:
             return []
         out = [m.notify_payload(m.N_SIGNATURE_HASH_ALGORITHMS, struct.pack(
-            f"!{len(auth.OUR_HASHES)}H", *auth.OUR_HASHES))]
+            f"!{len(auth.OUR_HASHES)}H", *auth.OUR_HASHES)),
+               m.notify_payload(m.N_FRAGMENTATION_SUPPORTED)]     # certificates make IKE_AUTH big
         return out + ([m.Payload(m.PL_CERTREQ, creds.certreq())] if certreq else [])
 
     def _check_nat(self, msg, spi_r):
@@ -295,6 +310,8 @@ class IkeSa:
                                    self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, self.spi_r)
         self.peer_hashes = auth.hash_algorithms(msg)
+        self.fragments = self.config.credentials is not None and any(
+            n.type == m.N_FRAGMENTATION_SUPPORTED for n in msg.notifies())
         if self.nat_local or self.nat_remote:
             self.local_port = self.remote_port = 4500   # RFC 7296 2.23: float to 4500
         self.pending = None
@@ -440,6 +457,8 @@ class IkeSa:
                                    self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, bytes(8))
         self.peer_hashes = auth.hash_algorithms(msg)
+        self.fragments = self.config.credentials is not None and any(
+            n.type == m.N_FRAGMENTATION_SUPPORTED for n in msg.notifies())
         payloads = [m.Payload(m.PL_SA, m.encode_sa([prop])),
                     m.Payload(m.PL_KE, m.encode_ke(choice.group, self.dh.public)),
                     m.Payload(m.PL_NONCE, self.nr)]
@@ -544,7 +563,7 @@ class IkeSa:
                     self.host.send(self, self.last_response[1])
                 return
             if self._open(data, msg) is not None:      # our response was lost: same answer
-                self.host.send(self, self.last_response[1])
+                self._send(self.last_response[1])
             return
         if msg.message_id != self.peer_next_id:
             return self.host.count("invalid_message_id", f"request {msg.message_id}, expected {self.peer_next_id}")
@@ -587,11 +606,28 @@ class IkeSa:
             self.host.count("invalid_syntax", "protected message before keys")
             return None
         try:
+            if msg.payloads and msg.payloads[-1].type == m.PL_SKF:
+                return self._reassemble(data, msg)
             return crypto.open_sk(data, msg, *self.keys.receiving(self.initiator))
         except crypto.AuthFailed:
             self.host.count("integrity_failed", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} "
                             f"{msg.message_id}: ICV does not verify")
             return None
+
+    def _reassemble(self, data, msg):
+        """RFC 7383 2.6: keep each fragment that verifies; the payloads once all are in, else
+        None. Only authenticated fragments are kept, one message's at a time."""
+        number, total, first, plain = crypto.open_fragment(data, msg, *self.keys.receiving(self.initiator))
+        r = self.reassembly
+        if r is None or r[:3] != (msg.message_id, msg.is_response, total):
+            r = self.reassembly = (msg.message_id, msg.is_response, total, {}, None)
+        r[3][number] = plain
+        if number == 1:
+            r = self.reassembly = r[:4] + (first,)
+        if len(r[3]) < total:
+            return None
+        self.reassembly = None
+        return m.parse_payloads(r[4], b"".join(r[3][n] for n in range(1, total + 1)))
 
     def _on_informational(self, payloads, now):
         reply, gone = [], False
