@@ -462,17 +462,19 @@ def test_strongswan_ecdsa_certificates_fastpath_initiator(sockdir, pki):
 
 @pytest.mark.root
 def test_strongswan_rsa_certificates_fastpath_responder(sockdir, pki):
-    """RSA-2048 on both sides, fastpath's ID its subject DN (no SAN), the keys in the
-    traditional PEM form. Each IKE_AUTH (~1.1 kB) fits the 1500-byte MTU unfragmented."""
+    """RSA-3072 on both sides, fastpath's ID its subject DN (no SAN), the keys in the
+    traditional PEM form. Each IKE_AUTH (~1.3 kB) goes in RFC 7383 fragments, both ways."""
     ca = pki["ca"]
-    fp = ca.issue("O=fastpath, CN=fp-gw", kind="rsa")
-    guest = ca.issue("O=strongSwan, CN=guest", [GUEST_IP], kind="rsa")
+    fp = ca.issue("O=fastpath, CN=fp-gw", kind="rsa3072")
+    guest = ca.issue("O=strongSwan, CN=guest", [GUEST_IP], kind="rsa3072")
     counters, ike, console = _strongswan_run(
         sockdir, "responder", "aes256gcm16-prfsha384-ecp384", "aes256gcm16", None, 256, False,
         fp_auth=_fp_cert_options(sockdir, ca, *fp, traditional=True),
         swan_auth=swan_cert_auth(ca, *guest, "O=fastpath, CN=fp-gw", traditional=True))
     assert ike[0]["local_id"] == "O=fastpath, CN=fp-gw" and ike[0]["remote_id"] == GUEST_IP
     assert "RSA_EMSA_PKCS1_SHA2_256 successful" in console
+    assert "received fragment #2 of 2, reassembled fragmented IKE message" in console
+    assert "splitting IKE message" in console and "EF(2/2)" in console
 
 
 @pytest.mark.root
