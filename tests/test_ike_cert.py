@@ -392,6 +392,22 @@ def test_private_keys_never_in_show_or_saved_config(tmp_path, pki):
     assert str(tmp_path / "a-key.pem") in texts[3]      # the path is configuration, not a secret
 
 
+def test_fastpathctl_takes_the_certificate_options(tmp_path, pki):
+    """add-port with OVS's option names, as a user types them; set interface changes one."""
+    from fastpath.control import CommandError, Control
+    sw = make_site(A_IP, B_IP, Clock(), {"options:psk": "unused", "options:ike": "true"})
+    c = Control(sw)
+    opts = {**write_creds(str(tmp_path), "a", pki["ca"], *pki["a_ec"]), "options:remote_name": "gw-b.example"}
+    c.execute(["del-port", "vpn0"])
+    c.execute(["add-port", "br0", "vpn0", "type=vxlan", f"options:remote_ip={B_IP}", f"options:local_ip={A_IP}",
+               "options:key=5000", *(f"{k}={v}" for k, v in opts.items())])
+    config = next(iter(sw.vpn.tunnels.values())).ike.config
+    assert config.remote_name == "gw-b.example" and config.local_id == (m.ID_IPV4_ADDR, bytes([192, 0, 2, 1]))
+    with pytest.raises(CommandError):
+        c.execute(["add-port", "br0", "vpn1", "type=vxlan", "options:remote_ip=192.0.2.9",
+                   f"options:local_ip={A_IP}", "options:key=5001", "options:ike=true", "options:certificate="])
+
+
 def test_certificate_option_checks(tmp_path, pki):
     from fastpath.switch import ConfigError
     d = str(tmp_path)
