@@ -20,7 +20,7 @@ from scapy.layers.l2 import Ether
 from fastpath.ike import auth, crypto, message as m
 from fastpath.ike.sa import ESTABLISHED, FRAGMENT_LIMIT
 from l2util import Clock, frame
-from test_ike import FP_IP, GUEST_IP, Sites, _strongswan_run
+from test_ike import FP_IP, GUEST_IP, Sites, _replies, _strongswan_run
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, make_site, taken
 
@@ -512,3 +512,34 @@ def test_strongswan_ike_sa_with_aes_cbc(sockdir):
                                              "a shared secret for IKE", 128, False)
     assert ike[0]["algorithms"] == "aes256-sha256-prfsha256-modp2048"
     assert "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048" in console
+
+
+def test_hostile_fragments_are_counted_and_change_nothing(tmp_path, pki):
+    """An established certificate SA; SKF fragments of the peer's next request: forged ones
+    and nonsense numbering are counted, a partial message waits, and the last fragment
+    completes it (an INFORMATIONAL, answered)."""
+    s = _cert_sites(tmp_path, pki, pki["a_ec"], pki["b_ec"], "gw-b.example", A_IP)
+    s.step(40)
+    sa_a, sa_b = s.up(s.a)[0], s.up(s.b)[0]
+    ike_b = s.ike(s.b)
+    flags = m.F_INITIATOR if sa_a.initiator else 0
+    mid = sa_b.peer_next_id
+    frags = crypto.seal_fragments(sa_a.spi_i, sa_a.spi_r, m.INFORMATIONAL, flags, mid,
+                                  [m.Payload(m.PL_VENDOR, os.urandom(500))], 200, *sa_a.keys.sending(sa_a.initiator))
+    assert len(frags) >= 3
+    forged = crypto.seal_fragments(sa_a.spi_i, sa_a.spi_r, m.INFORMATIONAL, flags, mid,
+                                   [m.Payload(m.PL_VENDOR, os.urandom(500))], 200, os.urandom(20))
+    nonsense = frags[0][:32] + struct.pack("!HH", 3, 2) + frags[0][36:]
+    before = dict(ike_b.counters)
+    _replies(s.b)
+    for data in [forged[0], nonsense] + frags[:-1]:
+        ike_b.receive(data, 500, 500, s.clock.t)
+    assert ike_b.counters["integrity_failed"] == before["integrity_failed"] + 1
+    assert ike_b.counters["invalid_syntax"] == before["invalid_syntax"] + 1
+    assert sa_b.peer_next_id == mid and sa_b.state == ESTABLISHED and not _replies(s.b)
+    ike_b.receive(frags[-1], 500, 500, s.clock.t)
+    assert sa_b.peer_next_id == mid + 1 and sa_b.state == ESTABLISHED
+    reply = _replies(s.b)
+    assert len(reply) == 1 and reply[0].exchange == m.INFORMATIONAL and reply[0].is_response
+    assert s.up(s.a) and s.up(s.b)
+
