@@ -443,6 +443,13 @@ def test_two_gateways_protect_the_ike_sa_with_aes_cbc(bits, integ, name):
     s.step(20)
     assert s.ike(s.a).counters["child_rekeys"] >= 1 and s.ike(s.a).counters["integrity_failed"] == 0
     assert _carries_traffic(s) == (10, 10)
+    # and an IKE SA rekey offers, and keeps, the same CBC algorithms
+    assert s.up(s.a)[0].rekey_ike(s.clock.t)
+    s.step(20)
+    assert s.ike(s.a).counters["ike_rekeys"] >= 1
+    up = [r["algorithms"] for r in s.a.vpn.show_ike() if r["state"] == ESTABLISHED]
+    assert len(up) == 1 and up[0].startswith(name + "-prfsha256")
+    assert _carries_traffic(s) == (10, 10)
 
 
 # ---------------------------------------------------------------- a real strongSwan in a guest
