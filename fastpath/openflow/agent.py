@@ -239,7 +239,9 @@ class Agent:
 
     def on_barrier_request(self, ch, xid, body):
         self._empty(body)
-        # every earlier message was carried out before this one was read
+        # every earlier message was carried out before this one was read; the frames of
+        # earlier PACKET_OUTs are queued into the graph: they leave before the reply
+        self.switch.graph.drain_queued()
         self._send(ch, c.message(c.BARRIER_REPLY, xid))
 
     def on_role_request(self, ch, xid, body):
