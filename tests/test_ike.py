@@ -632,15 +632,17 @@ secrets {{
   {auth["secrets"]}
 }}
 EOF2
-{files}/usr/lib/ipsec/charon 2>&1 | sed 's/^/charon: /' &
+{files}/usr/lib/ipsec/charon 2>&1 | tee /tmp/charon.log | sed 's/^/charon: /' &
 i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 /usr/sbin/swanctl --load-all --noprompt
+# (an authentication failure ends the wait early; 5 s more show nothing comes up after it)
 i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
+    if grep -q AUTHENTICATION_FAILED /tmp/charon.log; then sleep 5; break; fi
     sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
 /usr/sbin/swanctl --list-sas
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
-if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+if /usr/sbin/swanctl --list-sas | grep -q INSTALLED && ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
 {SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
 echo FP-DONE
 sleep 1000
