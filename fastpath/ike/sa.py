@@ -1,8 +1,9 @@
 """The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key or
 certificates (fastpath.ike.auth), as initiator or responder, the CHILD_SA those create,
-CREATE_CHILD_SA rekeys of the CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA (2.18), INFORMATIONAL exchanges
-(Delete, notifies, liveness checks when the peer is silent), message IDs with a window of
-1 and retransmission with backoff; with certificates, RFC 7383 fragments for big messages.
+CREATE_CHILD_SA rekeys of the CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA
+(2.18), INFORMATIONAL exchanges (Delete, notifies, liveness checks when the peer is
+silent), message IDs with a window of 1 and retransmission with backoff; with
+certificates, RFC 7383 fragments for big messages.
 
 No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a test) via
   host.send(sa, data)                  a message to the peer, from sa.local_port to sa.remote_port
