@@ -510,11 +510,11 @@ class Switch:
         from fastpath.ike.tunnel import is_ike
         if is_ike(o) and manual:
             raise ConfigError(f"vxlan port {port.name}: options:ike and manual SAs exclude each other")
-        if is_ike(o) and not str(o.get("psk", "")):
-            raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk")
-        if "psk" in o and str(o.get("ike", "true")).lower() == "false":
-            raise ConfigError(f"vxlan port {port.name}: options:psk keys the tunnel with IKEv2; "
-                              f"options:ike=false contradicts it")
+        if is_ike(o) and not str(o.get("psk", "")) and "certificate" not in o:
+            raise ConfigError(f"vxlan port {port.name}: IKEv2 needs options:psk or options:certificate")
+        if ("psk" in o or "certificate" in o) and str(o.get("ike", "true")).lower() == "false":
+            raise ConfigError(f"vxlan port {port.name}: options:psk and options:certificate key the "
+                              f"tunnel with IKEv2; options:ike=false contradicts them")
         if "esn" in o and not manual and not is_ike(o):
             raise ConfigError(f"vxlan port {port.name}: options:esn is for IPsec tunnels (manual "
                               f"SAs or options:psk)")

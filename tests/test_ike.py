@@ -134,10 +134,10 @@ def test_dh_groups_agree_and_refuse_bad_public_values(group):
 # ---------------------------------------------------------------- two fastpath gateways
 
 class Sites:
-    def __init__(self, opts_a=None, opts_b=None, tap=None):
+    def __init__(self, opts_a=None, opts_b=None, tap=None, base=IKE_OPTS):
         self.clock = Clock(1000.0)
-        self.a = make_site(A_IP, B_IP, self.clock, {**IKE_OPTS, **(opts_a or {})})
-        self.b = make_site(B_IP, A_IP, self.clock, {**IKE_OPTS, **(opts_b or {})})
+        self.a = make_site(A_IP, B_IP, self.clock, {**base, **(opts_a or {})})
+        self.b = make_site(B_IP, A_IP, self.clock, {**base, **(opts_b or {})})
         self.wire, self.tap = [], tap
 
     def ike(self, sw):
@@ -541,7 +541,9 @@ def test_ike_option_checks():
 #                                                                     |  IKE, ESP(VXLAN(802.1Q))
 #                      guest eth0 192.0.2.2: charon + swanctl, vxlan100.10 10.10.0.2
 
-SWAN_PLUGINS = ("random", "nonce", "openssl", "kdf", "kernel-netlink", "socket-default", "vici")
+SWAN_PLUGINS = ("random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey", "constraints",
+                "kdf", "kernel-netlink", "socket-default", "vici")
+SWAN_CRED_PLUGINS = "random nonce openssl pem pkcs1 pkcs8 x509 pubkey"     # swanctl reads the PEM files
 # libgcc_s: glibc loads it itself (pthread_cancel at exit), so ldd does not name it
 SWAN_BINARIES = ("/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/lib/x86_64-linux-gnu/libgcc_s.so.1",
                  *(f"/usr/lib/ipsec/plugins/libstrongswan-{p}.so" for p in SWAN_PLUGINS))
@@ -564,10 +566,20 @@ wait $P
 """
 
 
-def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False):
+def swan_psk_auth(psk):
+    """The swanctl.conf authentication of both ends: a PSK and the gateways' addresses."""
+    return {"local": f"auth = psk\n      id = {GUEST_IP}", "remote": f"auth = psk\n      id = {FP_IP}",
+            "secrets": f'ike-fp {{\n    secret = "{psk}"\n  }}', "files": {}}
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False, auth=None):
     """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
     on it, created before any SA; charon; the connection; then, once the CHILD_SA is
-    installed, a ping to the host behind fastpath."""
+    installed, a ping to the host behind fastpath. auth: swanctl.conf's local and remote
+    blocks, its secrets and the files they name (swan_psk_auth, or certificates)."""
+    auth = auth or swan_psk_auth(psk)
+    files = "".join(f"mkdir -p {os.path.dirname(path)}\ncat > {path} <<'EOF2'\n{text.strip()}\nEOF2\n"
+                    for path, text in auth["files"].items())
     return f"""
 IP=/bin/ip
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
@@ -585,7 +597,7 @@ echo 'udp 17 UDP' > /etc/protocols
 echo 'isakmp 500/udp' > /etc/services
 cat > /etc/strongswan.conf <<'EOF2'
 swanctl {{
-  load = random nonce openssl
+  load = {SWAN_CRED_PLUGINS}
 }}
 charon {{
   load = {' '.join(SWAN_PLUGINS)}
@@ -606,12 +618,10 @@ connections {{
     remote_addrs = {FP_IP}
     proposals = {ike_proposal}
     local {{
-      auth = psk
-      id = {GUEST_IP}
+      {auth["local"]}
     }}
     remote {{
-      auth = psk
-      id = {FP_IP}
+      {auth["remote"]}
     }}
     children {{
       vxlan {{
@@ -625,20 +635,20 @@ connections {{
   }}
 }}
 secrets {{
-  ike-fp {{
-    secret = "{psk}"
-  }}
+  {auth["secrets"]}
 }}
 EOF2
-/usr/lib/ipsec/charon 2>&1 | sed 's/^/charon: /' &
+{files}/usr/lib/ipsec/charon 2>&1 | tee /tmp/charon.log | sed 's/^/charon: /' &
 i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 /usr/sbin/swanctl --load-all --noprompt
+# (an authentication failure ends the wait early; 5 s more show nothing comes up after it)
 i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
+    if grep -q AUTHENTICATION_FAILED /tmp/charon.log; then sleep 5; break; fi
     sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
 /usr/sbin/swanctl --list-sas
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
-if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+if /usr/sbin/swanctl --list-sas | grep -q INSTALLED && ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
 {SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
 echo FP-DONE
 sleep 1000
@@ -674,7 +684,10 @@ def test_strongswan_rekeys_under_traffic_lose_nothing(sockdir, role):
     assert len(up) == 1 and len(up[0]["children"]) == 1
 
 
-def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False):
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False,
+                    fp_auth=None, swan_auth=None):
+    """fp_auth: fastpath's authentication options (default the PSK), swan_auth: the guest's
+    (default swan_psk_auth(guest_psk))."""
     from netns import Netns, unique_name, veth_pair
     from test_vhost import Guest, icmp_ping, running, vstats
     from test_vpn_linux_peer import GUEST_MODULES
@@ -692,11 +705,11 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
             start = "trap" if role == "initiator" else "start"
             sw.add_port("br0", "vpn0", type="vxlan", **{
                 "options:remote_ip": GUEST_IP, "options:local_ip": FP_IP, "options:key": VNI,
-                "options:ike": "true", "options:psk": "a shared secret for IKE",
+                "options:ike": "true", **(fp_auth or {"options:psk": "a shared secret for IKE"}),
                 "options:ike_initiate": "true" if role == "initiator" else "false",
                 **({"options:rekey_time": "6"} if rekeys else {})})
             with running(sw):
-                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys),
+                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys, swan_auth),
                           modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
                 try:
                     assert g.wait_line("FP-SA-", timeout=240), g.console()

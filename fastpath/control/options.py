@@ -11,7 +11,8 @@ PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "v
                 "memif-socket", "memif-role", "memif-id", "memif-ring-size", "memif-buffer-size",
                 "mac", "remote_ip", "local_ip", "key", "psk", "spi_out", "spi_in", "key_out",
                 "key_in", "rekey_time", "replay_window", "encap", "esn",
-                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs")
+                "tcp_mss_clamp", "ike", "ike_initiate", "local_id", "remote_id", "dpd_interval", "pfs",
+                "certificate", "private_key", "ca_cert", "remote_name")
 UNIX_PATH_MAX = 107                  # sun_path holds 108 bytes with the final NUL
 HIDDEN = "HIDDEN"                    # a secret `save` left out
 
@@ -88,9 +89,13 @@ def check(key, value):
         return str(integer(value, "options:replay_window", 0, 4096))
     if key in ("esn", "ike", "ike_initiate", "pfs"):
         return boolean(value, f"options:{key}")
-    if key in ("local_id", "remote_id"):
+    if key in ("certificate", "private_key", "ca_cert"):    # PEM files, read by fastpath.ike.auth
+        if not str(value) or "\0" in str(value):
+            raise CommandError(f"options:{key}: {value!r} is not a file path")
+        return str(value)
+    if key in ("local_id", "remote_id", "remote_name"):
         if not str(value) or len(str(value)) > 255:
-            raise CommandError(f"options:{key}: an IPv4 address, FQDN or email address")
+            raise CommandError(f"options:{key}: an IPv4 address, FQDN, email address or DN")
         return str(value)
     if key == "tcp_mss_clamp":
         from fastpath.nodes.mss import parse_clamp
