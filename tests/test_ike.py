@@ -199,6 +199,7 @@ def test_show_ike_names_the_sa_and_never_the_psk():
     c = Control(s.a)
     text = c.execute(["show", "ike"])
     assert "ESTABLISHED" in text and f"{B_IP}[500]" in text and "aes128gcm16-prfsha256-ecp256" in text
+    assert "auth psk" in text
     assert "CHILD_SA aes128gcm16-esn transport" in text
     js = c.execute(["show", "ike"], fmt="json")
     assert "correct horse" not in repr(js) and "correct horse" not in text

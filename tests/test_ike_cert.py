@@ -325,6 +325,7 @@ def test_two_gateways_with_ecdsa_certificates(tmp_path, pki):
     ra, rb = s.a.vpn.show_ike()[0], s.b.vpn.show_ike()[0]
     assert (ra["local_id"], ra["remote_id"]) == (A_IP, "gw-b.example")
     assert (rb["local_id"], rb["remote_id"]) == ("gw-b.example", A_IP)
+    assert ra["auth"] == rb["auth"] == "pubkey"
     assert s.ike(s.a).counters["authentication_failed"] == s.ike(s.b).counters["authentication_failed"] == 0
     # each side saw the other's RFC 7427 hashes in IKE_SA_INIT, so method 14 was used
     assert all(sa.peer_hashes == auth.OUR_HASHES for sw in (s.a, s.b) for sa in s.ike(sw).sas)

@@ -76,7 +76,7 @@ def show_ike(control, args, as_json):
     for r in rows:
         lines.append(f"{r['tunnel']}: {r['local']} <-> {r['peer']}  {r['role']}  {r['state']}")
         lines.append(f"    SPIs {r['spi_i']}_i {r['spi_r']}_r  {r['algorithms'] or '-'}  nat {r['nat']}")
-        lines.append(f"    IDs local {r['local_id']}  remote {r['remote_id']}")
+        lines.append(f"    IDs local {r['local_id']}  remote {r['remote_id']}  auth {r['auth']}")
         if r["established_s"] is not None:
             lines.append(f"    established {r['established_s']:.0f}s ago, expires in {r['expires_s']:.0f}s")
         for ch in r["children"]:

@@ -941,6 +941,7 @@ class IkeSa:
                 "spi_i": self.spi_i.hex(), "spi_r": self.spi_r.hex(),
                 "local_id": format_identity(c.local_id),
                 "remote_id": format_identity(self.peer_id or c.remote_id),
+                "auth": "pubkey" if c.credentials is not None else "psk",    # as swanctl names it
                 "algorithms": str(self.choice) if self.choice else None,
                 "nat": ("local " if self.nat_local else "") + ("remote" if self.nat_remote else "") or "none",
                 "established_s": round(now - self.established_at, 1) if self.established_at else None,
