@@ -1,6 +1,6 @@
 """Fuzz IKEv2 (fastpath.ike): the parser and the responder's (and initiator's) state
 machine of one site's IKE tunnel, directly (IkeTunnel.receive) and through the dataplane
-(uplink -> ip4-input -> ip4-udp-input -> handshake-input -> Vpn.tick), interleaved with
+(uplink -> ip4-input -> ip4-udp-input -> ike-input -> Vpn.tick), interleaved with
 the tunnel's timer.
 
     python fuzz/fuzz_ike.py -atheris_runs=1000000 -max_len=600 -len_control=0 [CORPUS_DIR]
@@ -273,7 +273,7 @@ def _fresh():
     else:
         port.options["ike_initiate"] = "false"
     sw.vpn.tunnels[port.sw_if_index] = vpn.Tunnel(sw.vpn, port)
-    sw.vpn.handshake.queue.clear()
+    sw.vpn.ike_input.queue.clear()
     sw.graph.run_until_idle()
     egress(sw)
     return sw
@@ -427,7 +427,7 @@ def _one_input(data):
             before = snapshot(ike)
             inject(sw, "up", [frame])
             sw.graph.run_until_idle()
-            q = sw.vpn.handshake.queue
+            q = sw.vpn.ike_input.queue
             while q:                                            # Vpn.tick's dispatch, without its timers
                 sw.vpn._dispatch(*q.popleft(), now)
             assert snapshot(ike) == before, "a frame that is not authentic changed an IKE SA"

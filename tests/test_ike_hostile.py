@@ -245,8 +245,8 @@ def test_spoofed_init_flood_engages_cookies_and_the_real_peer_still_comes_up():
     c = ike.counters
     assert c["cookies_sent"] == 300 - threshold and c["ike_sas"] == 0
     errors = {(e[1], e[2]): e[0] for e in s.b.errors()}
-    assert errors[("handshake-input", "cookies_sent")] == c["cookies_sent"]
-    assert errors[("handshake-input", "no_tunnel")] == 100   # the other addresses: no IKE at all
+    assert errors[("ike-input", "cookies_sent")] == c["cookies_sent"]
+    assert errors[("ike-input", "no_tunnel")] == 100   # the other addresses: no IKE at all
     # what a cookie reply is: N(COOKIE) alone, no responder SPI, nothing kept
     _inject_init(s.b, A_IP, inits[0])
     s.b.graph.run_until_idle()
@@ -267,7 +267,7 @@ def test_spoofed_init_flood_engages_cookies_and_the_real_peer_still_comes_up():
     from fastpath.control import Control
     text = Control(s.b).execute(["show", "ike"])
     assert f"cookies_sent {c['cookies_sent']}" in text and f"half_open {threshold}" in text
-    assert f"{c['cookies_sent']}  handshake-input         IKE: IKE_SA_INIT answered with a cookie" in \
+    assert f"{c['cookies_sent']}  ike-input               IKE: IKE_SA_INIT answered with a cookie" in \
         Control(s.b).execute(["show", "errors"])
     # the real peer initiates now: told to bring a cookie, it does, and comes up
     s.ike(s.a).initiate = True
