@@ -18,9 +18,10 @@ ctypedef struct subtable_t:
     int32_t max_priority         # the best any rule here can offer (the early exit)
     uint32_t cap                 # slots, a power of two
     uint32_t used
-    uint64_t *keys               # cap * n_words masked words
-    int32_t *rule                # cap: the rule id, -1 empty
-    int32_t *priority            # cap
+    int32_t stride               # words per slot: 1 + n_words
+    # cap slots of `stride` words, so that a probe reads one place: word 0 holds the rule
+    # id (low half; -1: empty) and its priority (high half), then the masked key words
+    uint64_t *slots
 
 
 cdef class Classifier:

@@ -8,7 +8,7 @@ value the highest priority wins, then the earliest inserted (the order OVS keeps
 """
 from libc.stdint cimport uint64_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 
 DEF MIN_CAP = 8
 
@@ -29,12 +29,29 @@ cdef inline uint64_t hash_key(const subtable_t *s, const uint64_t *key) noexcept
     return h
 
 
+cdef inline uint64_t *slot_at(const subtable_t *s, uint32_t i) noexcept nogil:
+    return s.slots + <uint64_t> i * s.stride
+
+
+cdef inline int32_t slot_rule(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] & 0xffffffffULL)
+
+
+cdef inline int32_t slot_priority(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] >> 32)
+
+
+cdef inline void slot_set(uint64_t *e, int32_t rule, int32_t priority) noexcept nogil:
+    e[0] = (<uint64_t> <uint32_t> priority << 32) | <uint32_t> rule
+
+
 cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept nogil:
     """The same hash, of a slot's stored (already masked, compact) words."""
     cdef uint64_t h = 0x9e3779b97f4a7c15ULL
+    cdef const uint64_t *e = slot_at(s, slot)
     cdef int32_t j
     for j in range(s.n_words):
-        h = mix(h, s.keys[<uint64_t> slot * s.n_words + j])
+        h = mix(h, e[1 + j])
     return h
 
 
@@ -42,60 +59,51 @@ cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h)
     """The slot holding key's masked value, or -(first empty slot) - 1."""
     cdef uint32_t m = s.cap - 1, i = <uint32_t> h & m
     cdef int32_t j, w
-    cdef const uint64_t *stored
-    while s.rule[i] >= 0:
-        stored = s.keys + <uint64_t> i * s.n_words
+    cdef const uint64_t *e = slot_at(s, i)
+    while slot_rule(e) >= 0:
         for j in range(s.n_words):
             w = s.words[j]
-            if stored[j] != (key[w] & s.mask[w]):
+            if e[1 + j] != (key[w] & s.mask[w]):
                 break
         else:
             return i
         i = (i + 1) & m
+        e = slot_at(s, i)
     return -(<long> i) - 1
 
 
 cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     s.cap = cap
     s.used = 0
-    s.keys = <uint64_t *> malloc(<size_t> cap * (s.n_words if s.n_words else 1) * sizeof(uint64_t))
-    s.rule = <int32_t *> malloc(cap * sizeof(int32_t))
-    s.priority = <int32_t *> malloc(cap * sizeof(int32_t))
-    if s.keys == NULL or s.rule == NULL or s.priority == NULL:
+    s.stride = 1 + s.n_words
+    s.slots = <uint64_t *> malloc(<size_t> cap * s.stride * sizeof(uint64_t))
+    if s.slots == NULL:
         return -1
-    memset(s.rule, 0xff, cap * sizeof(int32_t))
+    memset(s.slots, 0xff, <size_t> cap * s.stride * sizeof(uint64_t))    # every rule -1
     return 0
 
 
 cdef void sub_free(subtable_t *s) noexcept nogil:
-    free(s.keys)
-    free(s.rule)
-    free(s.priority)
-    s.keys = NULL
-    s.rule = NULL
-    s.priority = NULL
+    free(s.slots)
+    s.slots = NULL
 
 
 cdef int sub_grow(subtable_t *s) noexcept nogil:
     """Double the slots and re-place every entry."""
     cdef subtable_t old = s[0]
     cdef uint32_t i, k, m
-    cdef int32_t j
     if sub_alloc(s, old.cap * 2) < 0:
         sub_free(s)
         s[0] = old
         return -1
     m = s.cap - 1
     for i in range(old.cap):
-        if old.rule[i] < 0:
+        if slot_rule(slot_at(&old, i)) < 0:
             continue
         k = <uint32_t> hash_stored(&old, i) & m
-        while s.rule[k] >= 0:
+        while slot_rule(slot_at(s, k)) >= 0:
             k = (k + 1) & m
-        for j in range(s.n_words):
-            s.keys[<uint64_t> k * s.n_words + j] = old.keys[<uint64_t> i * s.n_words + j]
-        s.rule[k] = old.rule[i]
-        s.priority[k] = old.priority[i]
+        memcpy(slot_at(s, k), slot_at(&old, i), s.stride * sizeof(uint64_t))
         s.used += 1
     sub_free(&old)
     return 0
@@ -104,21 +112,17 @@ cdef int sub_grow(subtable_t *s) noexcept nogil:
 cdef void sub_delete(subtable_t *s, uint32_t i) noexcept nogil:
     """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
     cdef uint32_t m = s.cap - 1, j = i, home
-    cdef int32_t w
     while True:
         j = (j + 1) & m
-        if s.rule[j] < 0:
+        if slot_rule(slot_at(s, j)) < 0:
             break
         home = <uint32_t> hash_stored(s, j) & m
         # j may move to i only if its home is not cyclically within (i, j]
         if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
             continue
-        for w in range(s.n_words):
-            s.keys[<uint64_t> i * s.n_words + w] = s.keys[<uint64_t> j * s.n_words + w]
-        s.rule[i] = s.rule[j]
-        s.priority[i] = s.priority[j]
+        memcpy(slot_at(s, i), slot_at(s, j), s.stride * sizeof(uint64_t))
         i = j
-    s.rule[i] = -1
+    slot_set(slot_at(s, i), -1, -1)
     s.used -= 1
 
 
@@ -162,9 +166,9 @@ cdef class Classifier:
             if s.max_priority <= best_prio:
                 break          # ordered by max_priority: nothing further can win
             i = find_slot(s, key, hash_key(s, key))
-            if i >= 0 and s.priority[i] > best_prio:
-                best = s.rule[i]
-                best_prio = s.priority[i]
+            if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
+                best = slot_rule(slot_at(s, i))
+                best_prio = slot_priority(slot_at(s, i))
         return best
 
     def lookup_words(self, key):
@@ -252,11 +256,10 @@ cdef class Classifier:
                 slot = find_slot(s, k, hash_key(s, k))
             slot = -slot - 1
             for i in range(s.n_words):
-                s.keys[<uint64_t> slot * s.n_words + i] = k[s.words[i]] & s.mask[s.words[i]]
+                slot_at(s, slot)[1 + i] = k[s.words[i]] & s.mask[s.words[i]]
             s.used += 1
         neg_prio, _, rule = group[0]
-        s.rule[slot] = rule
-        s.priority[slot] = -neg_prio
+        slot_set(slot_at(s, slot), rule, -neg_prio)
 
     def insert(self, int rule, int priority, value, mask):
         """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0."""

@@ -360,6 +360,8 @@ cdef class FlowClassify(L2Node):
         cdef uint64_t key[KEY_WORDS]
         cdef const op_t *aset[N_SLOTS]
         cdef const op_t *o
+        cdef const op_t *ops
+        cdef const rule_t *r
         cdef bint stale, dropped, goto
         cdef void *ft
         cdef pipeline_t *t
@@ -393,12 +395,14 @@ cdef class FlowClassify(L2Node):
                     dropped = True
                     break
                 t.table_counts[(row * N_TABLES + table) * 2 + 1] += 1
-                t.packets[row * t.cap + rid] += 1
-                t.octets[row * t.cap + rid] += self.pool.length[b]
+                t.counts[(row * t.cap + rid) * 2] += 1
+                t.counts[(row * t.cap + rid) * 2 + 1] += self.pool.length[b]
                 goto = False
                 n_write = 0
-                for j in range(t.rules[rid].n_ops):
-                    o = &t.rules[rid].ops[j]
+                r = &t.rules[rid]
+                ops = r.more if r.more != NULL else &r.ops[0]
+                for j in range(r.n_ops):
+                    o = &ops[j]
                     if n_write > 0:
                         aset[o.slot] = o
                         n_write -= 1
