@@ -476,6 +476,10 @@ cdef class FlowTable:
     def __len__(self):
         return len(self._by_id)
 
+    def classifier(self, int table):
+        """Table `table`'s Classifier (for checks and benchmarks)."""
+        return self._classifiers[table]
+
     def in_table(self, int table):
         """The Flows of one table, in no particular order."""
         return list(self._by_table[table].values()) if 0 <= table < N_TABLES else []
