@@ -251,6 +251,14 @@ def bad_flow_mod(**kw):
     return c.flow_mod(0x33, c.FC_ADD, **kw)
 
 
+def raw_flow_mod(match_body=b"", instructions=b""):
+    """A FLOW_MOD ADD whose match (OXMs built by hand) and instructions may lie."""
+    m = struct.pack("!HH", 1, 4 + len(match_body)) + match_body
+    return c.message(c.FLOW_MOD, 0x33, c.FLOW_MOD_FIXED.pack(0, 0, 0, c.FC_ADD, 0, 0, 0x8000, c.NO_BUFFER,
+                                                            c.OFPP_ANY, c.OFPG_ANY, 0)
+                     + m + bytes(-len(m) % 8) + instructions)
+
+
 @pytest.mark.parametrize("msg,err", [
     (bad_flow_mod(table_id=16), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
     (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
@@ -271,6 +279,26 @@ def bad_flow_mod(**kw):
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
     (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
     (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.METER_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.EXPERIMENTER, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_EXPERIMENTER)),
+    # an OXM whose own length runs past the match that holds it
+    (raw_flow_mod(struct.pack("!HBB", c.OXM_BASIC, c.OXM_IN_PORT << 1, 8) + b"\0\0\0\1"),
+     (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),
+    (raw_flow_mod(struct.pack("!HBB", c.OXM_BASIC, c.OXM_ETH_DST << 1, 200) + bytes(6)),
+     (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),
+    # instructions nested where actions belong: apply-actions in apply-actions, goto in
+    # write-actions, apply in write in apply (an instruction type read as an action type)
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 32) + c.apply_actions([("output", 2)])),
+     (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_WRITE_ACTIONS, 16) + c.goto_table(1)),
+     (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 40) + struct.pack("!HH4x", c.IT_WRITE_ACTIONS, 32)
+                  + c.apply_actions([("output", 2)])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=c.apply_actions([("output", 2)]) * 2), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    # bodies shorter than their fixed part, for every message that has one
+    *[(c.message(t, 0x33, bytes(n)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)) for t, n in (
+        (c.GROUP_MOD, 4), (c.PORT_MOD, 10), (c.ROLE_REQUEST, 3), (c.SET_ASYNC, 5), (c.SET_CONFIG, 2),
+        (c.MULTIPART_REQUEST, 2), (c.PACKET_OUT, 10))],
     (c.message(c.TABLE_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),

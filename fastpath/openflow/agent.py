@@ -190,6 +190,8 @@ class Agent:
         try:
             if ch.role == c.ROLE_SLAVE and type in SLAVE_REFUSED:
                 raise c.OFError(c.ET_BAD_REQUEST, c.BRC_IS_SLAVE, "this connection is a slave")
+            if type == c.EXPERIMENTER:          # TS-006 7.5.4: no experimenter is understood here
+                raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_EXPERIMENTER, "experimenter message")
             if handler is None:
                 raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TYPE, f"message type {type}")
             handler(self, ch, xid, body)
