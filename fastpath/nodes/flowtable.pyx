@@ -490,9 +490,10 @@ cdef class FlowTable:
 
     @property
     def is_default(self):
-        flows = list(self._by_id.values())
-        return len(flows) == 1 and ofsyntax.format_flow(flows[0].rule) == \
-            ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
+        if len(self._by_id) != 1:         # asked on every FLOW_MOD: no walk over the rules
+            return False
+        only = next(iter(self._by_id.values()))
+        return ofsyntax.format_flow(only.rule) == ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
 
     def add(self, text):
         """Add a rule (ovs-ofctl add-flow); replaces one with the same match and priority."""
