@@ -10,6 +10,7 @@ from libc.stdint cimport uint64_t, int32_t, uint32_t
 
 cdef enum:
     KEY_WORDS = 10
+    PREFETCH_MIN = 2048          # subtables this big are prefetched (smaller ones stay in cache)
 
 ctypedef struct subtable_t:
     uint64_t mask[KEY_WORDS]
@@ -35,5 +36,6 @@ cdef class Classifier:
     cdef uint64_t _seq
 
     cdef int32_t lookup(self, const uint64_t *key) noexcept nogil
+    cdef void prefetch(self, const uint64_t *key) noexcept nogil
     cdef int _subtable(self, tuple mask) except -1
     cdef void _set_head(self, int idx, tuple key, object group) except *

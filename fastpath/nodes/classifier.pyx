@@ -12,6 +12,9 @@ from libc.string cimport memset, memcpy
 
 DEF MIN_CAP = 8
 
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
 
 cdef inline uint64_t mix(uint64_t h, uint64_t w) noexcept nogil:
     h ^= w
@@ -170,6 +173,16 @@ cdef class Classifier:
                 best = slot_rule(slot_at(s, i))
                 best_prio = slot_priority(slot_at(s, i))
         return best
+
+    cdef void prefetch(self, const uint64_t *key) noexcept nogil:
+        """Start loading the slots lookup(key) will probe first in the big subtables, so
+        that a caller running ahead over a vector overlaps those cache misses."""
+        cdef int32_t k
+        cdef const subtable_t *s
+        for k in range(self.n_live):
+            s = &self.subs[self.order[k]]
+            if s.used >= PREFETCH_MIN:
+                __builtin_prefetch(slot_at(s, <uint32_t> hash_key(s, key) & (s.cap - 1)))
 
     def lookup_words(self, key):
         """lookup() for tests and the control plane: key is KEY_WORDS ints."""

@@ -103,6 +103,7 @@ ctypedef struct pipeline_t:              # what the packet loop reads of a FlowT
     int32_t cap                          # rule ids, and the stride of the counter rows
     uint64_t *counts                     # [(row * cap + rule) * 2 + {0 packets, 1 bytes}]
     uint64_t *table_counts               # [(row * N_TABLES + table) * 2 + {0 lookups, 1 matched}]
+    uint32_t big_tables                  # bit t: table t holds enough rules to prefetch
     int workers
     group_t *groups                      # [MAX_GROUPS], by slot
     uint8_t *live                        # [65536] by sw_if_index: FAST_FAILOVER's liveness

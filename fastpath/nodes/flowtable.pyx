@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 cdef extern from "stdlib.h":
     int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
 from libc.string cimport memset, memcpy
-from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN
 from fastpath import ofsyntax
 
 _ACTION_OPS = {"strip_vlan": (A_POP_VLAN, S_POP), "push_vlan": (A_PUSH_VLAN, S_PUSH),
@@ -142,6 +142,7 @@ cdef class FlowTable:
         self.c.live = NULL
         self.c.group_packets = self.c.group_octets = NULL
         self.c.cap = 0
+        self.c.big_tables = 0
 
     def __init__(self, resolve_port, int workers=1):
         if workers < 1:
@@ -433,6 +434,7 @@ cdef class FlowTable:
         self.c.counts[rid * 2] = flow.n_packets     # worker 0's row carries what it had
         self.c.counts[rid * 2 + 1] = flow.n_bytes
         (<Classifier> self.c.cls[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
+        self._note_size(flow.rule.table)
         flow.id = rid
         flow.seq = next(self._seq)
         self._by_id[rid] = flow
@@ -440,11 +442,19 @@ cdef class FlowTable:
         self._identical[self._key(flow)] = flow
         return old
 
+    def _note_size(self, int table):
+        """flow-classify prefetches ahead in the tables big enough to miss the cache."""
+        if len(self._classifiers[table]) >= PREFETCH_MIN:
+            self.c.big_tables |= 1u << table
+        else:
+            self.c.big_tables &= ~(1u << table)
+
     def uninstall(self, flow):
         """Take an installed Flow out (its counters brought up to date first)."""
         cdef int32_t rid = flow.id
         self._sync(flow)
         (<Classifier> self.c.cls[flow.rule.table]).remove(rid)
+        self._note_size(flow.rule.table)
         free(self.c.rules[rid].more)
         self.c.rules[rid].more = NULL
         self.c.rules[rid].n_ops = 0
