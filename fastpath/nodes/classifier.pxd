@@ -23,6 +23,12 @@ ctypedef struct subtable_t:
     # cap slots of `stride` words, so that a probe reads one place: word 0 holds the rule
     # id (low half; -1: empty) and its priority (high half), then the masked key words
     uint64_t *slots
+    # a one-bit-per-hash filter (4 bits per slot, the hash's high half): a key whose bit is
+    # clear is not here, decided from a few hundred bytes that stay in cache instead of a
+    # probe of the slots. Deletes leave bits set (false positives only) until a rebuild.
+    uint64_t *filter
+    uint32_t filter_mask         # bits - 1
+    uint32_t stale               # deletes since the filter was last rebuilt
 
 
 cdef class Classifier:

@@ -75,12 +75,35 @@ cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h)
     return -(<long> i) - 1
 
 
+cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
+    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
+    return (s.filter[bit >> 6] >> (bit & 63)) & 1
+
+
+cdef inline void filter_add(subtable_t *s, uint64_t h) noexcept nogil:
+    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
+    s.filter[bit >> 6] |= 1ULL << (bit & 63)
+
+
+cdef void filter_rebuild(subtable_t *s) noexcept nogil:
+    cdef uint32_t i
+    memset(s.filter, 0, ((s.filter_mask >> 6) + 1) * sizeof(uint64_t))
+    for i in range(s.cap):
+        if slot_rule(slot_at(s, i)) >= 0:
+            filter_add(s, hash_stored(s, i))
+    s.stale = 0
+
+
 cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
+    cdef uint32_t bits = cap * 4 if cap * 4 >= 64 else 64
     s.cap = cap
     s.used = 0
+    s.stale = 0
     s.stride = 1 + s.n_words
     s.slots = <uint64_t *> malloc(<size_t> cap * s.stride * sizeof(uint64_t))
-    if s.slots == NULL:
+    s.filter = <uint64_t *> calloc(bits >> 6, sizeof(uint64_t))
+    s.filter_mask = bits - 1
+    if s.slots == NULL or s.filter == NULL:
         return -1
     memset(s.slots, 0xff, <size_t> cap * s.stride * sizeof(uint64_t))    # every rule -1
     return 0
@@ -88,7 +111,9 @@ cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
 
 cdef void sub_free(subtable_t *s) noexcept nogil:
     free(s.slots)
+    free(s.filter)
     s.slots = NULL
+    s.filter = NULL
 
 
 cdef int sub_grow(subtable_t *s) noexcept nogil:
@@ -107,6 +132,7 @@ cdef int sub_grow(subtable_t *s) noexcept nogil:
         while slot_rule(slot_at(s, k)) >= 0:
             k = (k + 1) & m
         memcpy(slot_at(s, k), slot_at(&old, i), s.stride * sizeof(uint64_t))
+        filter_add(s, hash_stored(&old, i))
         s.used += 1
     sub_free(&old)
     return 0
@@ -127,6 +153,9 @@ cdef void sub_delete(subtable_t *s, uint32_t i) noexcept nogil:
         i = j
     slot_set(slot_at(s, i), -1, -1)
     s.used -= 1
+    s.stale += 1
+    if s.stale * 4 > s.used + 16:        # amortised: rebuilt after a quarter turned over
+        filter_rebuild(s)
 
 
 cdef class Classifier:
@@ -164,11 +193,15 @@ cdef class Classifier:
         cdef int32_t best = -1, best_prio = -1, k
         cdef const subtable_t *s
         cdef long i
+        cdef uint64_t h
         for k in range(self.n_live):
             s = &self.subs[self.order[k]]
             if s.max_priority <= best_prio:
                 break          # ordered by max_priority: nothing further can win
-            i = find_slot(s, key, hash_key(s, key))
+            h = hash_key(s, key)
+            if not filter_has(s, h):
+                continue
+            i = find_slot(s, key, h)
             if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
                 best = slot_rule(slot_at(s, i))
                 best_prio = slot_priority(slot_at(s, i))
@@ -270,6 +303,7 @@ cdef class Classifier:
             slot = -slot - 1
             for i in range(s.n_words):
                 slot_at(s, slot)[1 + i] = k[s.words[i]] & s.mask[s.words[i]]
+            filter_add(s, hash_key(s, k))
             s.used += 1
         neg_prio, _, rule = group[0]
         slot_set(slot_at(s, slot), rule, -neg_prio)
