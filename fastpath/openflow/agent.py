@@ -58,6 +58,7 @@ class Agent:
         self.next_expiry = 0.0
         self.link_up = {}           # port name -> its link state as last reported
         self.generation_id = None   # ROLE_REQUEST: the last MASTER/SLAVE generation_id seen
+        self.flows_changed = False  # FLOW_MODs read, Switch.apply_flows not yet called
 
     # ---- targets ----
 
@@ -161,11 +162,17 @@ class Agent:
         except c.FramingError as e:
             self._drop(ch, f"garbage stream ({e})")
             return
-        for version, type, xid, msg in msgs:
-            if not ch.open:
-                return
-            self.counters["rx_messages"] += 1
-            self.handle(ch, version, type, xid, msg)
+        try:
+            for version, type, xid, msg in msgs:
+                if not ch.open:
+                    return
+                self.counters["rx_messages"] += 1
+                self.handle(ch, version, type, xid, msg)
+        finally:
+            # one apply for a whole read of FLOW_MODs, before the dispatch loop runs a frame
+            if self.flows_changed:
+                self.flows_changed = False
+                self.switch.apply_flows(self.bridge.name)
         if eof and ch.open:
             log.info("openflow %s: %s closed the connection", self.bridge.name, ch.peer)
             ch.close()
@@ -371,16 +378,17 @@ class Agent:
         if added is not None and (added.idle_timeout or added.hard_timeout):
             self.timed.add(added)
         self._flows_removed([(f, c.RR_DELETE) for f in removed])
-        self.switch.apply_flows(br.name)
+        self.flows_changed = True           # applied once the messages read are done with
 
     def _flows_removed(self, gone):
         """FLOW_REMOVED for each (Flow, reason) whose rule asked for it."""
         now = time.monotonic()
-        ports = tr.Ports(self.bridge)
+        ports = None
         for f, reason in gone:
             self.timed.discard(f)
             if not f.flags & c.FF_SEND_FLOW_REM:
                 continue
+            ports = ports or tr.Ports(self.bridge)
             msg = c.flow_removed(0, f.rule.cookie, f.rule.priority, reason, f.rule.table,
                                  now - f.created, f.idle_timeout, f.hard_timeout, f.n_packets,
                                  f.n_bytes, tr.from_match(f.rule.match, ports))
