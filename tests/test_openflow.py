@@ -430,6 +430,16 @@ def test_hostile_streams_close_and_reconnect_with_backoff(controlled, monkeypatc
         peer2.close()
 
 
+def test_messages_before_garbage_are_answered(controlled):
+    """A BARRIER and an ECHO in the same segment as a header that cannot be framed get
+    their replies before the connection closes (found by fuzz_openflow's stricter check)."""
+    sw, ctl, peer = controlled
+    agent = sw.bridge("br0").agent
+    peer.send(c.message(c.BARRIER_REQUEST, 7) + c.message(c.ECHO_REQUEST, 8, b"hi") + b"\x04\x00\x00\x02garbage!")
+    assert [m[1:3] for m in iter_until_eof(peer)] == [(c.BARRIER_REPLY, 7), (c.ECHO_REPLY, 8)]
+    assert agent.counters["closed_bad_stream"] == 1
+
+
 def iter_until_eof(peer):
     out = []
     try:

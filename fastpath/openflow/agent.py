@@ -157,11 +157,13 @@ class Agent:
         self._update_fail_open()
 
     def _readable(self, ch):
+        garbage = None
         try:
             msgs, eof = ch.receive()
         except c.FramingError as e:
-            self._drop(ch, f"garbage stream ({e})")
-            return
+            # what came whole before the bad header is answered first (a BARRIER among it
+            # gets its reply), then the connection goes
+            msgs, eof, garbage = e.messages, False, e
         try:
             for version, type, xid, msg in msgs:
                 if not ch.open:
@@ -173,6 +175,9 @@ class Agent:
             if self.flows_changed:
                 self.flows_changed = False
                 self.switch.apply_flows(self.bridge.name)
+        if garbage is not None and ch.open:
+            self._drop(ch, f"garbage stream ({garbage})")
+            return
         if eof and ch.open:
             log.info("openflow %s: %s closed the connection", self.bridge.name, ch.peer)
             ch.close()
