@@ -29,15 +29,28 @@ def free_port():
     return port
 
 
+_LOOPS = {}                     # id(switch) -> the thread running its dispatch loop
+
+
 @contextlib.contextmanager
 def running(sw):
     """The dispatch loop (and so the agent) in a thread; frames are sent outside it."""
     t = threading.Thread(target=sw.graph.run, daemon=True)
+    _LOOPS[id(sw)] = t
     t.start()
     try:
         yield
     finally:
         sw.graph.stop()
+        t.join()
+
+
+def stop_loop(sw):
+    """Stop the dispatch loop and wait until it has (stop() only asks): the test may then
+    change the switch from this thread."""
+    sw.graph.stop()
+    t = _LOOPS.get(id(sw))
+    if t is not None:
         t.join()
 
 
@@ -376,8 +389,7 @@ def test_packet_in_out_and_port_status(controlled):
                                              ("output", c.OFPP_CONTROLLER, 32)]), cookie=0x77))
     peer.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
                             priority=0))
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {}
     assert send(sw, "p2", f) == {}
@@ -402,7 +414,7 @@ def test_packet_in_out_and_port_status(controlled):
     assert out == [bytes(frame([(0x8100, 5, 0)], dst=B))]
     with running(sw):
         # PORT_STATUS on add and delete; SET_ASYNC turns them off
-        sw.graph.stop()
+        stop_loop(sw)
     sw.add_port("br0", "p4", type="pg")
     _, t, _, msg = peer.recv()
     assert t == c.PORT_STATUS and msg[8] == c.PR_ADD and c.parse_port(msg, 16)[:1] == (4,)
@@ -410,7 +422,7 @@ def test_packet_in_out_and_port_status(controlled):
         peer.request(c.async_config(c.SET_ASYNC, 3, [3, 0, 0, 0, 0, 0]))
         peer.send(c.message(c.GET_ASYNC_REQUEST, 4))
         assert c.parse_async_config(peer.recv()[3][8:]) == [3, 0, 0, 0, 0, 0]
-        sw.graph.stop()
+        stop_loop(sw)
     sw.del_port("p4")
     with running(sw):
         assert peer.request(c.message(c.ECHO_REQUEST, 5))[0][1] == c.ECHO_REPLY     # no PORT_STATUS
@@ -787,8 +799,7 @@ def test_slave_async_messages_follow_the_slave_masks(two_controllers):
                          priority=0))
     a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
                          flags=c.FF_SEND_FLOW_REM))
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     send(sw, "p1", f)
     sw.add_port("br0", "p4", type="pg")
@@ -804,7 +815,7 @@ def test_slave_async_messages_follow_the_slave_masks(two_controllers):
         b.request(c.async_config(c.SET_ASYNC, 3, [0x3, 0x1, 0x7, 0x0, 0xF, 0x4]))
         a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
                              flags=c.FF_SEND_FLOW_REM))
-        sw.graph.stop()
+        stop_loop(sw)
     send(sw, "p2", f)
     sw.del_port("p4")
     with running(sw):
@@ -843,8 +854,7 @@ def test_port_mod_admin_down_and_no_packet_in(controlled):
     assert not sw.port("p2").admin_up
     # the same again changes nothing: no PORT_STATUS
     assert peer.request(c.port_mod(0x72, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN)) == []
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {}
     down = lambda: sum(n for g in sw.graphs for n, node, reason, _ in g.errors()
@@ -862,7 +872,7 @@ def test_port_mod_admin_down_and_no_packet_in(controlled):
         (_, t, _, msg), = peer.request(c.port_mod(0x75, 3, mac3, c.PC_NO_PACKET_IN, c.PC_NO_PACKET_IN))
         assert c.parse_port(msg, 16)[3] == c.PC_NO_PACKET_IN
         assert port_desc(peer)[3][3] == c.PC_NO_PACKET_IN
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", f) == {"p2": [f]}
     send(sw, "p3", f)
     send(sw, "p2", f)
@@ -925,8 +935,7 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         (c.GT_ALL, 1, [[("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005),
                         ("output", 2, 0)], [("output", 3, 0)]]),
         (c.GT_INDIRECT, 2, [[("output", 3, 0)]])]
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {"p2": [bytes(frame([(0x8100, 5, 0)], dst=B))], "p3": [f]}
     assert send(sw, "p1", f, f)["p3"] == [f, f]
@@ -943,7 +952,7 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
         assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF)
         assert caps == 1 and rest[:4] == [4096] * 4
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", f) == {"p2": [f]}
     with running(sw):
         # DELETE takes the flows that use the group along, with FLOW_REMOVED if asked
@@ -964,7 +973,7 @@ def test_group_buckets_lose_removed_ports(controlled):
     sw, ctl, peer = controlled
     peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)]),
                                                          c.bucket([("output", 3)])]))
-    sw.graph.stop()
+    stop_loop(sw)
     sw.del_port("p3")
     with running(sw):
         assert [[b[3] for b in bk] for _, _, bk in group_desc_of(peer)] == [[[("output", 2, 0)], []]]
@@ -973,7 +982,7 @@ def test_group_buckets_lose_removed_ports(controlled):
 def test_fastpathctl_group_action(controlled):
     sw, ctl, peer = controlled
     peer.request(c.group_mod(1, c.GC_ADD, c.GT_INDIRECT, 7, [c.bucket([("output", 2)])]))
-    sw.graph.stop()
+    stop_loop(sw)
     ctl.execute(["add-flow", "br0", "priority=9,in_port=p1 actions=group:7"])
     assert "in_port=p1 actions=group:7" in ctl.execute(["dump-flows", "br0"])
     f = bytes(frame(dst=B))
@@ -1052,8 +1061,7 @@ def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
                                    c.apply_actions([("group", 1)]))) == []
     (t, gid, bk), = group_desc_of(peer)
     assert t == c.GT_SELECT and [b[0] for b in bk] == [1, 3, 0]
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     where = {}
     for i in range(400):
         f = bytes(frame(src=f"00:00:00:00:{i >> 8:02x}:{i & 0xff:02x}", dst=B))
@@ -1071,7 +1079,7 @@ def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
             2 for i in range(20) if where[i] == "p2")
         # all weights 0: nothing goes out
         peer.request(c.group_mod(3, c.GC_MODIFY, c.GT_SELECT, 1, [c.bucket([("output", 2)])]))
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", bytes(frame(dst=B))) == {}
 
 
@@ -1087,7 +1095,7 @@ def test_group_fast_failover_follows_port_liveness(controlled):
     f = bytes(frame(dst=B))
 
     def sent():
-        sw.graph.stop()
+        stop_loop(sw)
         time.sleep(0.05)
         return send(sw, "p1", f)
     assert sent() == {"p2": [f]}
