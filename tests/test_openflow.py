@@ -1107,3 +1107,17 @@ def test_group_fast_failover_follows_port_liveness(controlled):
     with running(sw):
         peer.request(c.port_mod(4, 2, mac2, 0, c.PC_PORT_DOWN))                 # p2 back
     assert sent() == {"p2": [f]}
+
+
+def test_packet_out_to_table_sees_the_flow_mods_read_with_it(controlled):
+    """FLOW_MOD, PACKET_OUT(OFPP_TABLE) and BARRIER in one write: the frame runs through the
+    new flow (not the default NORMAL, which would flood it), and has left by the reply."""
+    sw, ctl, peer = controlled
+    f = bytes(frame(dst=B))
+    peer.request(c.flow_mod(1, c.FC_DELETE, table_id=c.OFPTT_ALL))
+    peer.send(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions([("output", 3)]),
+                         priority=10)
+              + c.packet_out(3, 1, [("output", c.OFPP_TABLE)], f))
+    assert peer.request(b"") == []
+    tx = {p: sum(int(io[1].tx_packets) for io in sw.port(p).ios) for p in ("p2", "p3")}
+    assert tx == {"p2": 0, "p3": 1}

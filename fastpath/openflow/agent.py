@@ -173,9 +173,7 @@ class Agent:
                 self.handle(ch, version, type, xid, msg)
         finally:
             # one apply for a whole read of FLOW_MODs, before the dispatch loop runs a frame
-            if self.flows_changed:
-                self.flows_changed = False
-                self.switch.apply_flows(self.bridge.name)
+            self._apply_flows()
         if garbage is not None and ch.open:
             self._drop(ch, f"garbage stream ({garbage})")
             return
@@ -183,6 +181,12 @@ class Agent:
             log.info("openflow %s: %s closed the connection", self.bridge.name, ch.peer)
             ch.close()
             self._update_fail_open()
+
+    def _apply_flows(self):
+        """Switch.apply_flows for the FLOW_MODs carried out since the last one."""
+        if self.flows_changed:
+            self.flows_changed = False
+            self.switch.apply_flows(self.bridge.name)
 
     def handle(self, ch, version, type, xid, msg):
         body = msg[c.HEADER.size:]
@@ -256,6 +260,7 @@ class Agent:
         self._empty(body)
         # every earlier message was carried out before this one was read; the frames of
         # earlier PACKET_OUTs are queued into the graph: they leave before the reply
+        self._apply_flows()
         self.switch.graph.drain_queued()
         self._send(ch, c.message(c.BARRIER_REPLY, xid))
 
@@ -455,6 +460,7 @@ class Agent:
                     self._send(ch, msg)
 
     def on_packet_out(self, ch, xid, body):
+        self._apply_flows()                  # OFPP_TABLE sees the FLOW_MODs before it
         buffer_id, in_port, items, frame = c.parse_packet_out(body)
         ports = tr.Ports(self.bridge)
         if buffer_id != c.NO_BUFFER:
