@@ -20,7 +20,7 @@ from fuzzcommon import REGRESSIONS, random_inputs  # noqa: E402
 # inputs per harness, and the longest input (what -max_len is in the long runs)
 BATCH = {"l2": (2500, 4096), "underlay": (2500, 4096),
          "flow": (4000, 400), "control": (1500, 600), "vhost": (2000, 600), "memif": (2000, 600),
-         "ike": (1500, 600)}
+         "ike": (1500, 600), "openflow": (4000, 2048)}
 
 
 def harness(name):

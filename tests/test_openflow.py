@@ -29,15 +29,28 @@ def free_port():
     return port
 
 
+_LOOPS = {}                     # id(switch) -> the thread running its dispatch loop
+
+
 @contextlib.contextmanager
 def running(sw):
     """The dispatch loop (and so the agent) in a thread; frames are sent outside it."""
     t = threading.Thread(target=sw.graph.run, daemon=True)
+    _LOOPS[id(sw)] = t
     t.start()
     try:
         yield
     finally:
         sw.graph.stop()
+        t.join()
+
+
+def stop_loop(sw):
+    """Stop the dispatch loop and wait until it has (stop() only asks): the test may then
+    change the switch from this thread."""
+    sw.graph.stop()
+    t = _LOOPS.get(id(sw))
+    if t is not None:
         t.join()
 
 
@@ -251,6 +264,14 @@ def bad_flow_mod(**kw):
     return c.flow_mod(0x33, c.FC_ADD, **kw)
 
 
+def raw_flow_mod(match_body=b"", instructions=b""):
+    """A FLOW_MOD ADD whose match (OXMs built by hand) and instructions may lie."""
+    m = struct.pack("!HH", 1, 4 + len(match_body)) + match_body
+    return c.message(c.FLOW_MOD, 0x33, c.FLOW_MOD_FIXED.pack(0, 0, 0, c.FC_ADD, 0, 0, 0x8000, c.NO_BUFFER,
+                                                            c.OFPP_ANY, c.OFPG_ANY, 0)
+                     + m + bytes(-len(m) % 8) + instructions)
+
+
 @pytest.mark.parametrize("msg,err", [
     (bad_flow_mod(table_id=16), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_TABLE_ID)),
     (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
@@ -289,6 +310,25 @@ def bad_flow_mod(**kw):
     (bad_flow_mod()[:50] + struct.pack("!H", 40) + bad_flow_mod()[52:], (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),  # match length lies
     (bad_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 64)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
     (c.message(200, 0x33), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
+    (c.message(c.EXPERIMENTER, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_EXPERIMENTER)),
+    # an OXM whose own length runs past the match that holds it
+    (raw_flow_mod(struct.pack("!HBB", c.OXM_BASIC, c.OXM_IN_PORT << 1, 8) + b"\0\0\0\1"),
+     (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),
+    (raw_flow_mod(struct.pack("!HBB", c.OXM_BASIC, c.OXM_ETH_DST << 1, 200) + bytes(6)),
+     (c.ET_BAD_MATCH, c.BMC_BAD_LEN)),
+    # instructions nested where actions belong: apply-actions in apply-actions, goto in
+    # write-actions, apply in write in apply (an instruction type read as an action type)
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 32) + c.apply_actions([("output", 2)])),
+     (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_WRITE_ACTIONS, 16) + c.goto_table(1)),
+     (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=struct.pack("!HH4x", c.IT_APPLY_ACTIONS, 40) + struct.pack("!HH4x", c.IT_WRITE_ACTIONS, 32)
+                  + c.apply_actions([("output", 2)])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),
+    (raw_flow_mod(instructions=c.apply_actions([("output", 2)]) * 2), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    # bodies shorter than their fixed part, for every message that has one
+    *[(c.message(t, 0x33, bytes(n)), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)) for t, n in (
+        (c.GROUP_MOD, 4), (c.PORT_MOD, 10), (c.ROLE_REQUEST, 3), (c.SET_ASYNC, 5), (c.SET_CONFIG, 2),
+        (c.MULTIPART_REQUEST, 2), (c.PACKET_OUT, 10))],
     (c.message(c.TABLE_MOD, 0x33, bytes(8)), (c.ET_BAD_REQUEST, c.BRC_BAD_TYPE)),
     (c.message(c.FEATURES_REQUEST, 0x33, b"extra"), (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (c.multipart_request(0x33, 99), (c.ET_BAD_REQUEST, c.BRC_BAD_MULTIPART)),
@@ -349,8 +389,7 @@ def test_packet_in_out_and_port_status(controlled):
                                              ("output", c.OFPP_CONTROLLER, 32)]), cookie=0x77))
     peer.request(c.flow_mod(1, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
                             priority=0))
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {}
     assert send(sw, "p2", f) == {}
@@ -375,7 +414,7 @@ def test_packet_in_out_and_port_status(controlled):
     assert out == [bytes(frame([(0x8100, 5, 0)], dst=B))]
     with running(sw):
         # PORT_STATUS on add and delete; SET_ASYNC turns them off
-        sw.graph.stop()
+        stop_loop(sw)
     sw.add_port("br0", "p4", type="pg")
     _, t, _, msg = peer.recv()
     assert t == c.PORT_STATUS and msg[8] == c.PR_ADD and c.parse_port(msg, 16)[:1] == (4,)
@@ -383,7 +422,7 @@ def test_packet_in_out_and_port_status(controlled):
         peer.request(c.async_config(c.SET_ASYNC, 3, [3, 0, 0, 0, 0, 0]))
         peer.send(c.message(c.GET_ASYNC_REQUEST, 4))
         assert c.parse_async_config(peer.recv()[3][8:]) == [3, 0, 0, 0, 0, 0]
-        sw.graph.stop()
+        stop_loop(sw)
     sw.del_port("p4")
     with running(sw):
         assert peer.request(c.message(c.ECHO_REQUEST, 5))[0][1] == c.ECHO_REPLY     # no PORT_STATUS
@@ -418,6 +457,16 @@ def test_hostile_streams_close_and_reconnect_with_backoff(controlled, monkeypatc
         assert peer2.recv()[1:3] == (c.ECHO_REPLY, 9)
     finally:
         peer2.close()
+
+
+def test_messages_before_garbage_are_answered(controlled):
+    """A BARRIER and an ECHO in the same segment as a header that cannot be framed get
+    their replies before the connection closes (found by fuzz_openflow's stricter check)."""
+    sw, ctl, peer = controlled
+    agent = sw.bridge("br0").agent
+    peer.send(c.message(c.BARRIER_REQUEST, 7) + c.message(c.ECHO_REQUEST, 8, b"hi") + b"\x04\x00\x00\x02garbage!")
+    assert [m[1:3] for m in iter_until_eof(peer)] == [(c.BARRIER_REPLY, 7), (c.ECHO_REPLY, 8)]
+    assert agent.counters["closed_bad_stream"] == 1
 
 
 def iter_until_eof(peer):
@@ -750,8 +799,7 @@ def test_slave_async_messages_follow_the_slave_masks(two_controllers):
                          priority=0))
     a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
                          flags=c.FF_SEND_FLOW_REM))
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     send(sw, "p1", f)
     sw.add_port("br0", "p4", type="pg")
@@ -767,7 +815,7 @@ def test_slave_async_messages_follow_the_slave_masks(two_controllers):
         b.request(c.async_config(c.SET_ASYNC, 3, [0x3, 0x1, 0x7, 0x0, 0xF, 0x4]))
         a.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 3, None)], c.apply_actions([("output", 1)]),
                              flags=c.FF_SEND_FLOW_REM))
-        sw.graph.stop()
+        stop_loop(sw)
     send(sw, "p2", f)
     sw.del_port("p4")
     with running(sw):
@@ -806,8 +854,7 @@ def test_port_mod_admin_down_and_no_packet_in(controlled):
     assert not sw.port("p2").admin_up
     # the same again changes nothing: no PORT_STATUS
     assert peer.request(c.port_mod(0x72, 2, mac2, c.PC_PORT_DOWN, c.PC_PORT_DOWN)) == []
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {}
     down = lambda: sum(n for g in sw.graphs for n, node, reason, _ in g.errors()
@@ -825,7 +872,7 @@ def test_port_mod_admin_down_and_no_packet_in(controlled):
         (_, t, _, msg), = peer.request(c.port_mod(0x75, 3, mac3, c.PC_NO_PACKET_IN, c.PC_NO_PACKET_IN))
         assert c.parse_port(msg, 16)[3] == c.PC_NO_PACKET_IN
         assert port_desc(peer)[3][3] == c.PC_NO_PACKET_IN
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", f) == {"p2": [f]}
     send(sw, "p3", f)
     send(sw, "p2", f)
@@ -888,8 +935,7 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         (c.GT_ALL, 1, [[("push_vlan", 0x8100), ("set_field", c.OXM_VLAN_VID, 0x1005),
                         ("output", 2, 0)], [("output", 3, 0)]]),
         (c.GT_INDIRECT, 2, [[("output", 3, 0)]])]
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     f = bytes(frame(dst=B))
     assert send(sw, "p1", f) == {"p2": [bytes(frame([(0x8100, 5, 0)], dst=B))], "p3": [f]}
     assert send(sw, "p1", f, f)["p3"] == [f, f]
@@ -906,7 +952,7 @@ def test_group_all_and_indirect_in_the_pipeline(controlled):
         types, caps, *rest = struct.unpack("!II4I4I", c.parse_multipart_reply(r[0][3][8:])[2])
         assert types == (1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF)
         assert caps == 1 and rest[:4] == [4096] * 4
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", f) == {"p2": [f]}
     with running(sw):
         # DELETE takes the flows that use the group along, with FLOW_REMOVED if asked
@@ -927,7 +973,7 @@ def test_group_buckets_lose_removed_ports(controlled):
     sw, ctl, peer = controlled
     peer.request(c.group_mod(1, c.GC_ADD, c.GT_ALL, 1, [c.bucket([("output", 2)]),
                                                          c.bucket([("output", 3)])]))
-    sw.graph.stop()
+    stop_loop(sw)
     sw.del_port("p3")
     with running(sw):
         assert [[b[3] for b in bk] for _, _, bk in group_desc_of(peer)] == [[[("output", 2, 0)], []]]
@@ -936,7 +982,7 @@ def test_group_buckets_lose_removed_ports(controlled):
 def test_fastpathctl_group_action(controlled):
     sw, ctl, peer = controlled
     peer.request(c.group_mod(1, c.GC_ADD, c.GT_INDIRECT, 7, [c.bucket([("output", 2)])]))
-    sw.graph.stop()
+    stop_loop(sw)
     ctl.execute(["add-flow", "br0", "priority=9,in_port=p1 actions=group:7"])
     assert "in_port=p1 actions=group:7" in ctl.execute(["dump-flows", "br0"])
     f = bytes(frame(dst=B))
@@ -1015,8 +1061,7 @@ def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
                                    c.apply_actions([("group", 1)]))) == []
     (t, gid, bk), = group_desc_of(peer)
     assert t == c.GT_SELECT and [b[0] for b in bk] == [1, 3, 0]
-    sw.graph.stop()
-    time.sleep(0.1)
+    stop_loop(sw)
     where = {}
     for i in range(400):
         f = bytes(frame(src=f"00:00:00:00:{i >> 8:02x}:{i & 0xff:02x}", dst=B))
@@ -1034,7 +1079,7 @@ def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
             2 for i in range(20) if where[i] == "p2")
         # all weights 0: nothing goes out
         peer.request(c.group_mod(3, c.GC_MODIFY, c.GT_SELECT, 1, [c.bucket([("output", 2)])]))
-        sw.graph.stop()
+        stop_loop(sw)
     assert send(sw, "p1", bytes(frame(dst=B))) == {}
 
 
@@ -1050,7 +1095,7 @@ def test_group_fast_failover_follows_port_liveness(controlled):
     f = bytes(frame(dst=B))
 
     def sent():
-        sw.graph.stop()
+        stop_loop(sw)
         time.sleep(0.05)
         return send(sw, "p1", f)
     assert sent() == {"p2": [f]}
@@ -1062,3 +1107,17 @@ def test_group_fast_failover_follows_port_liveness(controlled):
     with running(sw):
         peer.request(c.port_mod(4, 2, mac2, 0, c.PC_PORT_DOWN))                 # p2 back
     assert sent() == {"p2": [f]}
+
+
+def test_packet_out_to_table_sees_the_flow_mods_read_with_it(controlled):
+    """FLOW_MOD, PACKET_OUT(OFPP_TABLE) and BARRIER in one write: the frame runs through the
+    new flow (not the default NORMAL, which would flood it), and has left by the reply."""
+    sw, ctl, peer = controlled
+    f = bytes(frame(dst=B))
+    peer.request(c.flow_mod(1, c.FC_DELETE, table_id=c.OFPTT_ALL))
+    peer.send(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.apply_actions([("output", 3)]),
+                         priority=10)
+              + c.packet_out(3, 1, [("output", c.OFPP_TABLE)], f))
+    assert peer.request(b"") == []
+    tx = {p: sum(int(io[1].tx_packets) for io in sw.port(p).ios) for p in ("p2", "p3")}
+    assert tx == {"p2": 0, "p3": 1}

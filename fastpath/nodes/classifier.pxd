@@ -10,6 +10,7 @@ from libc.stdint cimport uint64_t, int32_t, uint32_t
 
 cdef enum:
     KEY_WORDS = 10
+    PREFETCH_MIN = 2048          # subtables this big are prefetched (smaller ones stay in cache)
 
 ctypedef struct subtable_t:
     uint64_t mask[KEY_WORDS]
@@ -18,9 +19,16 @@ ctypedef struct subtable_t:
     int32_t max_priority         # the best any rule here can offer (the early exit)
     uint32_t cap                 # slots, a power of two
     uint32_t used
-    uint64_t *keys               # cap * n_words masked words
-    int32_t *rule                # cap: the rule id, -1 empty
-    int32_t *priority            # cap
+    int32_t stride               # words per slot: 1 + n_words
+    # cap slots of `stride` words, so that a probe reads one place: word 0 holds the rule
+    # id (low half; -1: empty) and its priority (high half), then the masked key words
+    uint64_t *slots
+    # a one-bit-per-hash filter (4 bits per slot, the hash's high half): a key whose bit is
+    # clear is not here, decided from a few hundred bytes that stay in cache instead of a
+    # probe of the slots. Deletes leave bits set (false positives only) until a rebuild.
+    uint64_t *filter
+    uint32_t filter_mask         # bits - 1
+    uint32_t stale               # deletes since the filter was last rebuilt
 
 
 cdef class Classifier:
@@ -34,5 +42,6 @@ cdef class Classifier:
     cdef uint64_t _seq
 
     cdef int32_t lookup(self, const uint64_t *key) noexcept nogil
+    cdef void prefetch(self, const uint64_t *key) noexcept nogil
     cdef int _subtable(self, tuple mask) except -1
     cdef void _set_head(self, int idx, tuple key, object group) except *

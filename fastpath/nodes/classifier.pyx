@@ -8,9 +8,12 @@ value the highest priority wins, then the earliest inserted (the order OVS keeps
 """
 from libc.stdint cimport uint64_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 
 DEF MIN_CAP = 8
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
 
 
 cdef inline uint64_t mix(uint64_t h, uint64_t w) noexcept nogil:
@@ -29,12 +32,29 @@ cdef inline uint64_t hash_key(const subtable_t *s, const uint64_t *key) noexcept
     return h
 
 
+cdef inline uint64_t *slot_at(const subtable_t *s, uint32_t i) noexcept nogil:
+    return s.slots + <uint64_t> i * s.stride
+
+
+cdef inline int32_t slot_rule(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] & 0xffffffffULL)
+
+
+cdef inline int32_t slot_priority(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] >> 32)
+
+
+cdef inline void slot_set(uint64_t *e, int32_t rule, int32_t priority) noexcept nogil:
+    e[0] = (<uint64_t> <uint32_t> priority << 32) | <uint32_t> rule
+
+
 cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept nogil:
     """The same hash, of a slot's stored (already masked, compact) words."""
     cdef uint64_t h = 0x9e3779b97f4a7c15ULL
+    cdef const uint64_t *e = slot_at(s, slot)
     cdef int32_t j
     for j in range(s.n_words):
-        h = mix(h, s.keys[<uint64_t> slot * s.n_words + j])
+        h = mix(h, e[1 + j])
     return h
 
 
@@ -42,60 +62,77 @@ cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h)
     """The slot holding key's masked value, or -(first empty slot) - 1."""
     cdef uint32_t m = s.cap - 1, i = <uint32_t> h & m
     cdef int32_t j, w
-    cdef const uint64_t *stored
-    while s.rule[i] >= 0:
-        stored = s.keys + <uint64_t> i * s.n_words
+    cdef const uint64_t *e = slot_at(s, i)
+    while slot_rule(e) >= 0:
         for j in range(s.n_words):
             w = s.words[j]
-            if stored[j] != (key[w] & s.mask[w]):
+            if e[1 + j] != (key[w] & s.mask[w]):
                 break
         else:
             return i
         i = (i + 1) & m
+        e = slot_at(s, i)
     return -(<long> i) - 1
 
 
+cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
+    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
+    return (s.filter[bit >> 6] >> (bit & 63)) & 1
+
+
+cdef inline void filter_add(subtable_t *s, uint64_t h) noexcept nogil:
+    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
+    s.filter[bit >> 6] |= 1ULL << (bit & 63)
+
+
+cdef void filter_rebuild(subtable_t *s) noexcept nogil:
+    cdef uint32_t i
+    memset(s.filter, 0, ((s.filter_mask >> 6) + 1) * sizeof(uint64_t))
+    for i in range(s.cap):
+        if slot_rule(slot_at(s, i)) >= 0:
+            filter_add(s, hash_stored(s, i))
+    s.stale = 0
+
+
 cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
+    cdef uint32_t bits = cap * 4 if cap * 4 >= 64 else 64
     s.cap = cap
     s.used = 0
-    s.keys = <uint64_t *> malloc(<size_t> cap * (s.n_words if s.n_words else 1) * sizeof(uint64_t))
-    s.rule = <int32_t *> malloc(cap * sizeof(int32_t))
-    s.priority = <int32_t *> malloc(cap * sizeof(int32_t))
-    if s.keys == NULL or s.rule == NULL or s.priority == NULL:
+    s.stale = 0
+    s.stride = 1 + s.n_words
+    s.slots = <uint64_t *> malloc(<size_t> cap * s.stride * sizeof(uint64_t))
+    s.filter = <uint64_t *> calloc(bits >> 6, sizeof(uint64_t))
+    s.filter_mask = bits - 1
+    if s.slots == NULL or s.filter == NULL:
         return -1
-    memset(s.rule, 0xff, cap * sizeof(int32_t))
+    memset(s.slots, 0xff, <size_t> cap * s.stride * sizeof(uint64_t))    # every rule -1
     return 0
 
 
 cdef void sub_free(subtable_t *s) noexcept nogil:
-    free(s.keys)
-    free(s.rule)
-    free(s.priority)
-    s.keys = NULL
-    s.rule = NULL
-    s.priority = NULL
+    free(s.slots)
+    free(s.filter)
+    s.slots = NULL
+    s.filter = NULL
 
 
 cdef int sub_grow(subtable_t *s) noexcept nogil:
     """Double the slots and re-place every entry."""
     cdef subtable_t old = s[0]
     cdef uint32_t i, k, m
-    cdef int32_t j
     if sub_alloc(s, old.cap * 2) < 0:
         sub_free(s)
         s[0] = old
         return -1
     m = s.cap - 1
     for i in range(old.cap):
-        if old.rule[i] < 0:
+        if slot_rule(slot_at(&old, i)) < 0:
             continue
         k = <uint32_t> hash_stored(&old, i) & m
-        while s.rule[k] >= 0:
+        while slot_rule(slot_at(s, k)) >= 0:
             k = (k + 1) & m
-        for j in range(s.n_words):
-            s.keys[<uint64_t> k * s.n_words + j] = old.keys[<uint64_t> i * s.n_words + j]
-        s.rule[k] = old.rule[i]
-        s.priority[k] = old.priority[i]
+        memcpy(slot_at(s, k), slot_at(&old, i), s.stride * sizeof(uint64_t))
+        filter_add(s, hash_stored(&old, i))
         s.used += 1
     sub_free(&old)
     return 0
@@ -104,22 +141,21 @@ cdef int sub_grow(subtable_t *s) noexcept nogil:
 cdef void sub_delete(subtable_t *s, uint32_t i) noexcept nogil:
     """Empty slot i, shifting later entries of its probe run back (no tombstones)."""
     cdef uint32_t m = s.cap - 1, j = i, home
-    cdef int32_t w
     while True:
         j = (j + 1) & m
-        if s.rule[j] < 0:
+        if slot_rule(slot_at(s, j)) < 0:
             break
         home = <uint32_t> hash_stored(s, j) & m
         # j may move to i only if its home is not cyclically within (i, j]
         if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
             continue
-        for w in range(s.n_words):
-            s.keys[<uint64_t> i * s.n_words + w] = s.keys[<uint64_t> j * s.n_words + w]
-        s.rule[i] = s.rule[j]
-        s.priority[i] = s.priority[j]
+        memcpy(slot_at(s, i), slot_at(s, j), s.stride * sizeof(uint64_t))
         i = j
-    s.rule[i] = -1
+    slot_set(slot_at(s, i), -1, -1)
     s.used -= 1
+    s.stale += 1
+    if s.stale * 4 > s.used + 16:        # amortised: rebuilt after a quarter turned over
+        filter_rebuild(s)
 
 
 cdef class Classifier:
@@ -157,15 +193,29 @@ cdef class Classifier:
         cdef int32_t best = -1, best_prio = -1, k
         cdef const subtable_t *s
         cdef long i
+        cdef uint64_t h
         for k in range(self.n_live):
             s = &self.subs[self.order[k]]
             if s.max_priority <= best_prio:
                 break          # ordered by max_priority: nothing further can win
-            i = find_slot(s, key, hash_key(s, key))
-            if i >= 0 and s.priority[i] > best_prio:
-                best = s.rule[i]
-                best_prio = s.priority[i]
+            h = hash_key(s, key)
+            if not filter_has(s, h):
+                continue
+            i = find_slot(s, key, h)
+            if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
+                best = slot_rule(slot_at(s, i))
+                best_prio = slot_priority(slot_at(s, i))
         return best
+
+    cdef void prefetch(self, const uint64_t *key) noexcept nogil:
+        """Start loading the slots lookup(key) will probe first in the big subtables, so
+        that a caller running ahead over a vector overlaps those cache misses."""
+        cdef int32_t k
+        cdef const subtable_t *s
+        for k in range(self.n_live):
+            s = &self.subs[self.order[k]]
+            if s.used >= PREFETCH_MIN:
+                __builtin_prefetch(slot_at(s, <uint32_t> hash_key(s, key) & (s.cap - 1)))
 
     def lookup_words(self, key):
         """lookup() for tests and the control plane: key is KEY_WORDS ints."""
@@ -252,11 +302,11 @@ cdef class Classifier:
                 slot = find_slot(s, k, hash_key(s, k))
             slot = -slot - 1
             for i in range(s.n_words):
-                s.keys[<uint64_t> slot * s.n_words + i] = k[s.words[i]] & s.mask[s.words[i]]
+                slot_at(s, slot)[1 + i] = k[s.words[i]] & s.mask[s.words[i]]
+            filter_add(s, hash_key(s, k))
             s.used += 1
         neg_prio, _, rule = group[0]
-        s.rule[slot] = rule
-        s.priority[slot] = -neg_prio
+        slot_set(slot_at(s, slot), rule, -neg_prio)
 
     def insert(self, int rule, int priority, value, mask):
         """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0."""

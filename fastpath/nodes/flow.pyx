@@ -35,7 +35,7 @@ a DSCP_REMARK band raises the drop precedence of an AF-marked IPv4/IPv6 frame (A
 y + prec_level, at most 3).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from fastpath.graph.buffer cimport BufferPool, OL_CSUM_PARTIAL
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport (rd16, wr16, is_vlan_tpid, mac_u64, vlan_push, vlan_pop,
@@ -52,6 +52,13 @@ cdef enum:
 
 cdef uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL    # SELECT groups' flow hash (a 64-bit mix)
 cdef uint64_t HASH_MUL = 0xff51afd7ed558ccdULL
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
+cdef enum:
+    LOOKAHEAD = 8           # frames run_ahead works ahead of the one being classified
+    RING = 16               # keys kept for them (a power of two above LOOKAHEAD)
 
 cdef enum:
     NEXT_OUTPUT = 1
@@ -375,6 +382,43 @@ cdef class FlowClassify(L2Node):
             return 1
         return 0
 
+    cdef inline void run_ahead(self, uint32_t b, uint64_t *key) noexcept nogil:
+        """A frame LOOKAHEAD places on: its key now, and the slots its lookups will read in
+        the big tables prefetched, so that their cache misses overlap the frames between
+        (VPP's prefetch over the vector; the key is the one table 0 will use)."""
+        cdef void *ft = self.tables.flows[self.pool.bd[b]]
+        cdef pipeline_t *t
+        cdef int table
+        if ft == NULL:
+            return
+        flow_key(self.pool, b, 0, key)
+        t = &(<FlowTable> ft).c
+        if t.big_tables:
+            for table in range(N_TABLES):
+                if t.big_tables >> table & 1:
+                    (<Classifier> t.cls[table]).prefetch(key)
+
+    cdef inline void warm(self, uint32_t b, const uint64_t *key) noexcept nogil:
+        """Half-way there: look the frame up in the big tables (their slots arrived since
+        run_ahead) and prefetch the rules found and their counters. A guess (the frame's
+        actions may change its key later) that costs a lookup and saves cache misses."""
+        cdef void *ft = self.tables.flows[self.pool.bd[b]]
+        cdef pipeline_t *t
+        cdef int table, row
+        cdef int32_t rid
+        if ft == NULL:
+            return
+        t = &(<FlowTable> ft).c
+        if not t.big_tables:
+            return
+        row = self.worker if 0 <= self.worker < t.workers else 0
+        for table in range(N_TABLES):
+            if t.big_tables >> table & 1:
+                rid = (<Classifier> t.cls[table]).lookup(key)
+                if rid >= 0:
+                    __builtin_prefetch(&t.rules[rid])
+                    __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
+
     cdef int meter(self, uint32_t b, meter_t *m, uint64_t now) noexcept nogil:
         """A rule's meter on buffer b. 1: remarked; 0: passed as it is; -1: drop it."""
         cdef int k = meter_apply(m, self.pool.length[b], self.cur_row, now)
@@ -414,14 +458,21 @@ cdef class FlowClassify(L2Node):
         cdef uint32_t b
         cdef uint64_t metadata
         cdef uint64_t key[KEY_WORDS]
+        cdef uint64_t ahead[RING][KEY_WORDS]
         cdef const op_t *aset[N_SLOTS]
         cdef const op_t *o
+        cdef const op_t *ops
+        cdef const rule_t *r
         cdef bint stale, dropped, goto
         cdef void *ft
         cdef pipeline_t *t
         cdef uint64_t now = 0                  # read at the first metered frame
         for i in range(n):
             b = bufs[i]
+            if i + LOOKAHEAD < n:
+                self.run_ahead(bufs[i + LOOKAHEAD], ahead[(i + LOOKAHEAD) % RING])
+            if i + LOOKAHEAD // 2 < n and i + LOOKAHEAD // 2 >= LOOKAHEAD:
+                self.warm(bufs[i + LOOKAHEAD // 2], ahead[(i + LOOKAHEAD // 2) % RING])
             ft = self.tables.flows[self.pool.bd[b]]
             if ft == NULL:
                 self.pool.error[b] = self.err_base + ERR_NO_MATCH
@@ -436,7 +487,10 @@ cdef class FlowClassify(L2Node):
             metadata = 0
             for s in range(N_SLOTS):
                 aset[s] = NULL
-            stale = True
+            # the key run_ahead made (the frame has not changed since), else make it now
+            stale = i < LOOKAHEAD
+            if not stale:
+                memcpy(key, ahead[i % RING], KEY_WORDS * sizeof(uint64_t))
             dropped = False
             table = 0
             while True:
@@ -450,12 +504,14 @@ cdef class FlowClassify(L2Node):
                     dropped = True
                     break
                 t.table_counts[(row * N_TABLES + table) * 2 + 1] += 1
-                t.packets[row * t.cap + rid] += 1
-                t.octets[row * t.cap + rid] += self.pool.length[b]
+                t.counts[(row * t.cap + rid) * 2] += 1
+                t.counts[(row * t.cap + rid) * 2 + 1] += self.pool.length[b]
                 goto = False
                 n_write = 0
-                for j in range(t.rules[rid].n_ops):
-                    o = &t.rules[rid].ops[j]
+                r = &t.rules[rid]
+                ops = r.more if r.more != NULL else &r.ops[0]
+                for j in range(r.n_ops):
+                    o = &ops[j]
                     if n_write > 0:
                         aset[o.slot] = o
                         n_write -= 1

@@ -68,9 +68,13 @@ ctypedef struct op_t:
     uint64_t value         # MAC, address, port, metadata
     uint64_t mask          # write_metadata's mask
 
-ctypedef struct rule_t:
-    op_t *ops
+cdef enum:
+    INLINE_OPS = 2         # ops held in the rule itself: most rules fit, one cache line
+
+ctypedef struct rule_t:                  # 64 bytes, cache-line aligned
     int32_t n_ops
+    op_t *more             # the ops when there are more than INLINE_OPS, else NULL
+    op_t ops[INLINE_OPS]
 
 # groups (OpenFlow 1.3 5.6): each bucket's actions run on a copy of the frame
 cdef enum:
@@ -99,9 +103,9 @@ ctypedef struct pipeline_t:              # what the packet loop reads of a FlowT
     void *cls[N_TABLES]                  # borrowed Classifiers
     rule_t *rules                        # by rule id
     int32_t cap                          # rule ids, and the stride of the counter rows
-    uint64_t *packets                    # [row * cap + rule]
-    uint64_t *octets
+    uint64_t *counts                     # [(row * cap + rule) * 2 + {0 packets, 1 bytes}]
     uint64_t *table_counts               # [(row * N_TABLES + table) * 2 + {0 lookups, 1 matched}]
+    uint32_t big_tables                  # bit t: table t holds enough rules to prefetch
     int workers
     group_t *groups                      # [MAX_GROUPS], by slot
     uint8_t *live                        # [65536] by sw_if_index: FAST_FAILOVER's liveness

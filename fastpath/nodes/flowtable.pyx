@@ -10,8 +10,11 @@ import itertools
 import time
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
+
+cdef extern from "stdlib.h":
+    int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
 from libc.string cimport memset, memcpy
-from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN
 from fastpath.nodes.meter cimport MeterTable
 from fastpath import ofsyntax
 
@@ -139,11 +142,12 @@ cdef class FlowTable:
     """
     def __cinit__(self, resolve_port, int workers=1):
         self.c.rules = NULL
-        self.c.packets = self.c.octets = self.c.table_counts = NULL
+        self.c.counts = self.c.table_counts = NULL
         self.c.groups = NULL
         self.c.live = NULL
         self.c.group_packets = self.c.group_octets = NULL
         self.c.cap = 0
+        self.c.big_tables = 0
 
     def __init__(self, resolve_port, int workers=1):
         if workers < 1:
@@ -185,10 +189,9 @@ cdef class FlowTable:
         cdef int32_t i
         if self.c.rules != NULL:
             for i in range(self.c.cap):
-                free(self.c.rules[i].ops)
+                free(self.c.rules[i].more)
         free(self.c.rules)
-        free(self.c.packets)
-        free(self.c.octets)
+        free(self.c.counts)
         free(self.c.table_counts)
         if self.c.groups != NULL:
             for i in range(MAX_GROUPS):
@@ -214,22 +217,25 @@ cdef class FlowTable:
 
     cdef _grow(self, int32_t cap):
         """Room for cap rules: the counter rows are re-laid at the new stride."""
-        cdef rule_t *r = <rule_t *> realloc(self.c.rules, cap * sizeof(rule_t))
-        cdef uint64_t *pk = <uint64_t *> malloc(self.workers * cap * sizeof(uint64_t))
-        cdef uint64_t *oc = <uint64_t *> malloc(self.workers * cap * sizeof(uint64_t))
+        cdef void *mem = NULL
+        cdef rule_t *r
+        cdef uint64_t *counts = <uint64_t *> calloc(<size_t> self.workers * cap * 2, sizeof(uint64_t))
         cdef int w
-        if r == NULL or pk == NULL or oc == NULL:
+        if posix_memalign(&mem, 64, cap * sizeof(rule_t)) != 0 or counts == NULL:
+            free(mem)
+            free(counts)
             raise MemoryError()
-        memset(r + self.c.cap, 0, (cap - self.c.cap) * sizeof(rule_t))
-        memset(pk, 0, self.workers * cap * sizeof(uint64_t))
-        memset(oc, 0, self.workers * cap * sizeof(uint64_t))
+        r = <rule_t *> mem
+        memset(r, 0, cap * sizeof(rule_t))
+        if self.c.cap:
+            memcpy(r, self.c.rules, self.c.cap * sizeof(rule_t))
         for w in range(self.workers):
             if self.c.cap:
-                memcpy(pk + w * cap, self.c.packets + w * self.c.cap, self.c.cap * sizeof(uint64_t))
-                memcpy(oc + w * cap, self.c.octets + w * self.c.cap, self.c.cap * sizeof(uint64_t))
-        free(self.c.packets)
-        free(self.c.octets)
-        self.c.rules, self.c.packets, self.c.octets = r, pk, oc
+                memcpy(counts + <size_t> w * cap * 2, self.c.counts + <size_t> w * self.c.cap * 2,
+                       self.c.cap * 2 * sizeof(uint64_t))
+        free(self.c.rules)
+        free(self.c.counts)
+        self.c.rules, self.c.counts = r, counts
         self._free_ids.extend(range(cap - 1, self.c.cap - 1, -1))
         self.c.cap = cap
 
@@ -417,15 +423,20 @@ cdef class FlowTable:
         return out
 
     cdef _set_ops(self, int32_t rid, list ops):
-        cdef op_t *o = <op_t *> malloc((len(ops) or 1) * sizeof(op_t))
+        cdef rule_t *r = &self.c.rules[rid]
+        cdef op_t *o = &r.ops[0]
         cdef int i
-        if o == NULL:
-            raise MemoryError()
+        free(r.more)
+        r.more = NULL
+        r.n_ops = 0
+        if len(ops) > INLINE_OPS:
+            o = <op_t *> malloc(len(ops) * sizeof(op_t))
+            if o == NULL:
+                raise MemoryError()
+            r.more = o
         for i, (kind, slot, arg, value, mask) in enumerate(ops):
             o[i].kind, o[i].slot, o[i].arg, o[i].value, o[i].mask = kind, slot, arg, value, mask
-        free(self.c.rules[rid].ops)
-        self.c.rules[rid].ops = o
-        self.c.rules[rid].n_ops = len(ops)
+        r.n_ops = len(ops)
 
     # ---- installing ----
 
@@ -447,11 +458,12 @@ cdef class FlowTable:
         cdef int w
         self._set_ops(rid, self._ops(flow))
         for w in range(self.workers):
-            self.c.packets[w * self.c.cap + rid] = 0
-            self.c.octets[w * self.c.cap + rid] = 0
-        self.c.packets[rid] = flow.n_packets       # worker 0's row carries what it had
-        self.c.octets[rid] = flow.n_bytes
+            self.c.counts[(w * self.c.cap + rid) * 2] = 0
+            self.c.counts[(w * self.c.cap + rid) * 2 + 1] = 0
+        self.c.counts[rid * 2] = flow.n_packets     # worker 0's row carries what it had
+        self.c.counts[rid * 2 + 1] = flow.n_bytes
         (<Classifier> self.c.cls[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
+        self._note_size(flow.rule.table)
         flow.id = rid
         flow.seq = next(self._seq)
         self._by_id[rid] = flow
@@ -459,13 +471,21 @@ cdef class FlowTable:
         self._identical[self._key(flow)] = flow
         return old
 
+    def _note_size(self, int table):
+        """flow-classify prefetches ahead in the tables big enough to miss the cache."""
+        if len(self._classifiers[table]) >= PREFETCH_MIN:
+            self.c.big_tables |= 1u << table
+        else:
+            self.c.big_tables &= ~(1u << table)
+
     def uninstall(self, flow):
         """Take an installed Flow out (its counters brought up to date first)."""
         cdef int32_t rid = flow.id
         self._sync(flow)
         (<Classifier> self.c.cls[flow.rule.table]).remove(rid)
-        free(self.c.rules[rid].ops)
-        self.c.rules[rid].ops = NULL
+        self._note_size(flow.rule.table)
+        free(self.c.rules[rid].more)
+        self.c.rules[rid].more = NULL
         self.c.rules[rid].n_ops = 0
         del self._by_id[rid]
         del self._by_table[flow.rule.table][rid]
@@ -495,6 +515,10 @@ cdef class FlowTable:
     def __len__(self):
         return len(self._by_id)
 
+    def classifier(self, int table):
+        """Table `table`'s Classifier (for checks and benchmarks)."""
+        return self._classifiers[table]
+
     def in_table(self, int table):
         """The Flows of one table, in no particular order."""
         return list(self._by_table[table].values()) if 0 <= table < N_TABLES else []
@@ -505,9 +529,10 @@ cdef class FlowTable:
 
     @property
     def is_default(self):
-        flows = list(self._by_id.values())
-        return len(flows) == 1 and ofsyntax.format_flow(flows[0].rule) == \
-            ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
+        if len(self._by_id) != 1:         # asked on every FLOW_MOD: no walk over the rules
+            return False
+        only = next(iter(self._by_id.values()))
+        return ofsyntax.format_flow(only.rule) == ofsyntax.format_flow(ofsyntax.parse_flow(DEFAULT_FLOW))
 
     def add(self, text):
         """Add a rule (ovs-ofctl add-flow); replaces one with the same match and priority."""
@@ -567,8 +592,8 @@ cdef class FlowTable:
         cdef uint64_t p = 0, o = 0
         cdef int w
         for w in range(self.workers):
-            p += self.c.packets[w * self.c.cap + rid]
-            o += self.c.octets[w * self.c.cap + rid]
+            p += self.c.counts[(w * self.c.cap + rid) * 2]
+            o += self.c.counts[(w * self.c.cap + rid) * 2 + 1]
         flow.n_packets, flow.n_bytes = p, o
 
     def counters(self, flow):

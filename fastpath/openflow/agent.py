@@ -59,6 +59,7 @@ class Agent:
         self.next_expiry = 0.0
         self.link_up = {}           # port name -> its link state as last reported
         self.generation_id = None   # ROLE_REQUEST: the last MASTER/SLAVE generation_id seen
+        self.flows_changed = False  # FLOW_MODs read, Switch.apply_flows not yet called
 
     # ---- targets ----
 
@@ -157,20 +158,35 @@ class Agent:
         self._update_fail_open()
 
     def _readable(self, ch):
+        garbage = None
         try:
             msgs, eof = ch.receive()
         except c.FramingError as e:
-            self._drop(ch, f"garbage stream ({e})")
+            # what came whole before the bad header is answered first (a BARRIER among it
+            # gets its reply), then the connection goes
+            msgs, eof, garbage = e.messages, False, e
+        try:
+            for version, type, xid, msg in msgs:
+                if not ch.open:
+                    return
+                self.counters["rx_messages"] += 1
+                self.handle(ch, version, type, xid, msg)
+        finally:
+            # one apply for a whole read of FLOW_MODs, before the dispatch loop runs a frame
+            self._apply_flows()
+        if garbage is not None and ch.open:
+            self._drop(ch, f"garbage stream ({garbage})")
             return
-        for version, type, xid, msg in msgs:
-            if not ch.open:
-                return
-            self.counters["rx_messages"] += 1
-            self.handle(ch, version, type, xid, msg)
         if eof and ch.open:
             log.info("openflow %s: %s closed the connection", self.bridge.name, ch.peer)
             ch.close()
             self._update_fail_open()
+
+    def _apply_flows(self):
+        """Switch.apply_flows for the FLOW_MODs carried out since the last one."""
+        if self.flows_changed:
+            self.flows_changed = False
+            self.switch.apply_flows(self.bridge.name)
 
     def handle(self, ch, version, type, xid, msg):
         body = msg[c.HEADER.size:]
@@ -191,6 +207,8 @@ class Agent:
         try:
             if ch.role == c.ROLE_SLAVE and type in SLAVE_REFUSED:
                 raise c.OFError(c.ET_BAD_REQUEST, c.BRC_IS_SLAVE, "this connection is a slave")
+            if type == c.EXPERIMENTER:          # TS-006 7.5.4: no experimenter is understood here
+                raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_EXPERIMENTER, "experimenter message")
             if handler is None:
                 raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BAD_TYPE, f"message type {type}")
             handler(self, ch, xid, body)
@@ -242,6 +260,7 @@ class Agent:
         self._empty(body)
         # every earlier message was carried out before this one was read; the frames of
         # earlier PACKET_OUTs are queued into the graph: they leave before the reply
+        self._apply_flows()
         self.switch.graph.drain_queued()
         self._send(ch, c.message(c.BARRIER_REPLY, xid))
 
@@ -422,16 +441,17 @@ class Agent:
         if added is not None and (added.idle_timeout or added.hard_timeout):
             self.timed.add(added)
         self._flows_removed([(f, c.RR_DELETE) for f in removed])
-        self.switch.apply_flows(br.name)
+        self.flows_changed = True           # applied once the messages read are done with
 
     def _flows_removed(self, gone):
         """FLOW_REMOVED for each (Flow, reason) whose rule asked for it."""
         now = time.monotonic()
-        ports = tr.Ports(self.bridge)
+        ports = None
         for f, reason in gone:
             self.timed.discard(f)
             if not f.flags & c.FF_SEND_FLOW_REM:
                 continue
+            ports = ports or tr.Ports(self.bridge)
             msg = c.flow_removed(0, f.rule.cookie, f.rule.priority, reason, f.rule.table,
                                  now - f.created, f.idle_timeout, f.hard_timeout, f.n_packets,
                                  f.n_bytes, tr.from_match(f.rule.match, ports))
@@ -440,6 +460,7 @@ class Agent:
                     self._send(ch, msg)
 
     def on_packet_out(self, ch, xid, body):
+        self._apply_flows()                  # OFPP_TABLE sees the FLOW_MODs before it
         buffer_id, in_port, items, frame = c.parse_packet_out(body)
         ports = tr.Ports(self.bridge)
         if buffer_id != c.NO_BUFFER:

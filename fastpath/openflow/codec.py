@@ -88,7 +88,12 @@ class OFError(Exception):
 
 
 class FramingError(Exception):
-    """The byte stream cannot be split into messages any more: the connection must close."""
+    """The byte stream cannot be split into messages any more: the connection must close.
+    `messages`: the whole ones that came before the bad header, still to be answered."""
+
+    def __init__(self, why, messages=()):
+        super().__init__(why)
+        self.messages = list(messages)
 
 
 def _need(body, n, type, code):
@@ -116,7 +121,7 @@ def split(buf):
     while len(buf) >= HEADER.size:
         version, type, length, xid = HEADER.unpack_from(buf)
         if length < HEADER.size:
-            raise FramingError(f"message length {length} is shorter than a header")
+            raise FramingError(f"message length {length} is shorter than a header", out)
         if len(buf) < length:
             break
         out.append((version, type, xid, bytes(buf[:length])))
