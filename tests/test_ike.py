@@ -957,3 +957,33 @@ def test_strongswan_tcp_underlay_and_restarts_of_either_side(sockdir):
     up = [r for r in seen["after_fp"] if r["state"] == "ESTABLISHED"]
     assert len(up) == 1 and up[0]["role"] == "initiator" and up[0]["children"]
     assert seen["fp_recovered_s"] < 20, seen["fp_recovered_s"]
+
+
+@pytest.mark.parametrize("lose_first_init", [False, True])
+def test_both_gateways_initiating_at_once_lose_no_frame(lose_first_init):
+    """Both ends initiate when the tunnel comes up, each IKE_AUTH with INITIAL_CONTACT; with
+    A's first IKE_SA_INIT lost (and resent) both IKE SAs complete. Neither end takes the
+    other's sibling SA for a stale one: frames sent every step from the first outbound SA
+    on all arrive."""
+    state = {"dropped": False}
+
+    def tap(f):
+        p = Ether(f)
+        if (lose_first_init and not state["dropped"] and UDP in p and p[UDP].dport == 500
+                and p[IP].src == A_IP):
+            state["dropped"] = True
+            return None
+        return f
+    s = Sites(tap=tap)
+    sent = got_a = got_b = 0
+    for i in range(300):
+        ta, tb = (next(iter(sw.vpn.tunnels.values())) for sw in (s.a, s.b))
+        if ta.out and tb.out:
+            s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+            s.b.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0b:01", payload=i.to_bytes(4, "big") + bytes(42)))])
+            sent += 1
+        s.step()
+        got_b += len(taken(s.b).get("h10", []))
+        got_a += len(taken(s.a).get("h10", []))
+    assert sent > 200 and (got_a, got_b) == (sent, sent)
+    assert s.up(s.a) and s.up(s.b)

@@ -167,8 +167,11 @@ class IkeTunnel:
         log.info("%s: IKE SA up with %s as %s, %s (SPIs %s/%s)", self.name, self.config.remote_ip,
                  "initiator" if sa.initiator else "responder", sa.choice, sa.spi_i.hex(), sa.spi_r.hex())
         if sa.initial_contact:
-            # the peer (re)started: whatever we had with it is stale (RFC 7296 2.4)
-            for old in [s for s in self.sas if s is not sa and s.state == ESTABLISHED]:
+            # the peer (re)started: what it had with us before it began this SA is stale
+            # (RFC 7296 2.4). An SA that came up while this one was being made is the
+            # sibling of both ends initiating at once, and may already carry frames: kept.
+            for old in [s for s in self.sas if s is not sa and s.state == ESTABLISHED
+                        and s.established_at is not None and s.established_at < sa.created]:
                 old._die()
 
     def child_up(self, sa, child):
@@ -177,8 +180,14 @@ class IkeTunnel:
         sa_in = SecurityAssociation(child.spi_in, child.key_in, direction="in", **common)
         sa_out = SecurityAssociation(child.spi_out, child.key_out, direction="out", **common)
         t.install_inbound(sa_in)
-        t.use_outbound(sa_out)
         self.child_sas[child.spi_in] = (sa, child, sa_in, sa_out)
+        if t.out is None or sa.initiator:
+            t.use_outbound(sa_out)
+        else:
+            # a second CHILD_SA (both ends initiated at once) whose responder we are: the
+            # initiator has its keys only once our IKE_AUTH response arrives, so frames
+            # stay on the working SA until the peer sends on this one
+            self.switch_on_traffic[child.spi_in] = sa_out
         self.counters["child_sas"] += 1
         log.info("%s: CHILD_SA up with %s: aes%dgcm16 esn %s, in 0x%08x out 0x%08x", self.name,
                  self.config.remote_ip, child.encr_bits, "on" if child.esn else "off",
