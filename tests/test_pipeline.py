@@ -129,6 +129,23 @@ def test_set_fields_fix_checksums():
     assert Ether(bytes(u))[UDP].chksum == s
 
 
+def test_set_ports_on_ipv6_fix_checksums():
+    sw = pipeline("tcp6 actions=mod_tp_src:4000,mod_tp_dst:8080,output:2",
+                  "udp6 actions=set_field:99->udp_dst,output:2")
+    f = Ether(send(sw, "p1", Ether() / IPv6(src="10::1", dst="20::2") / TCP(sport=1234, dport=80)
+                   / (b"x" * 10))["p2"][0])
+    assert (f[TCP].sport, f[TCP].dport) == (4000, 8080)
+    s = f[TCP].chksum
+    del f[TCP].chksum
+    assert Ether(bytes(f))[TCP].chksum == s
+    u = Ether(send(sw, "p1", Ether() / IPv6(src="10::1", dst="20::2") / UDP(sport=7, dport=53)
+                   / (b"q" * 9))["p2"][0])
+    assert (u[UDP].sport, u[UDP].dport) == (7, 99)
+    s = u[UDP].chksum
+    del u[UDP].chksum
+    assert Ether(bytes(u))[UDP].chksum == s
+
+
 def test_dec_ttl_drops_at_one():
     sw = pipeline("ip actions=dec_ttl,output:2")
     assert send(sw, "p1", tcp(ttl=1)) == {}

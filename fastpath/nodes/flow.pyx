@@ -329,6 +329,8 @@ cdef class FlowClassify(L2Node):
                 ip[7] -= 1
                 return 1
             return 0
+        if etype == ETH_P_IPV6:
+            return self.set_port6(b, o, ip, <int> self.pool.length[b] - l3, partial)
         if etype != ETH_P_IP or self.pool.length[b] < <uint32_t> l3 + 20:
             return 0
         hl = (ip[0] & 15) * 4
@@ -351,6 +353,26 @@ cdef class FlowClassify(L2Node):
                 csum_replace(cs, old16, <uint16_t> o.value, False)
             return 1
         return 0
+
+    cdef int set_port6(self, uint32_t b, const op_t *o, uint8_t *ip, int avail,
+                       bint partial) noexcept nogil:
+        """set_field tcp/udp src/dst on IPv6: the port right after the fixed header (no
+        extension headers), the checksum updated as for IPv4 (the ports are not in the
+        pseudo-header, so nothing else moves)."""
+        cdef int k
+        cdef uint16_t old16
+        cdef uint8_t *cs = NULL
+        if o.kind != A_SET_TP_SRC and o.kind != A_SET_TP_DST:
+            return 0
+        if not ((ip[6] == 6 and avail >= 40 + 18) or (ip[6] == 17 and avail >= 40 + 8)):
+            return 0
+        k = 40 if o.kind == A_SET_TP_SRC else 42
+        old16 = rd16(ip + k)
+        wr16(ip + k, <uint16_t> o.value)
+        cs = ip + 56 if ip[6] == 6 else ip + 46
+        if not partial and (ip[6] == 6 or rd16(cs) != 0):
+            csum_replace(cs, old16, <uint16_t> o.value, False)
+        return 1
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i, j, s, table, row, rc, n_write
