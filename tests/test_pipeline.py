@@ -5,6 +5,7 @@ import random
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
+from scapy.layers.sctp import SCTP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from fastpath.nodes.classifier import Classifier
@@ -50,6 +51,8 @@ MATCHES = [
     ("ipv6,ipv6_src=2001:db8::/32", Ether() / IPv6(src="2001:db8::1"), Ether() / IPv6(src="2001:db9::1")),
     ("ipv6,ipv6_dst=2001:db8::2", Ether() / IPv6(dst="2001:db8::2"), Ether() / IPv6(dst="2001:db8::3")),
     ("tcp6,tp_dst=22", Ether() / IPv6() / TCP(dport=22), Ether() / IPv6() / TCP(dport=23)),
+    ("ip,nw_proto=132,tp_dst=5000", Ether() / IP() / SCTP(dport=5000), Ether() / IP() / SCTP(dport=5001)),
+    ("ipv6,nw_proto=132,tp_src=7", Ether() / IPv6() / SCTP(sport=7), Ether() / IPv6() / SCTP(sport=8)),
     ("vlan_tci=0x1000/0x1000", tcp(vlan=5), tcp()),                       # any tagged frame
     ("vlan_tci=0x0000/0x1000", tcp(), tcp(vlan=5)),                       # untagged
     ("dl_vlan=5,tcp,tp_dst=80", tcp(vlan=5), tcp(vlan=6)),               # L4 under a tag

@@ -97,7 +97,7 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
         key[4] = (<uint64_t> rd32(ip + 12) << 32) | rd32(ip + 16)
         # ports only in a first fragment (offset 0) that holds them
         if (rd16(ip + 6) & 0x1fff) == 0 and avail >= hl + 4:
-            if proto == 6 or proto == 17:
+            if proto == 6 or proto == 17 or proto == 132:
                 key[5] = (<uint64_t> rd16(ip + hl) << 48) | (<uint64_t> rd16(ip + hl + 2) << 32)
             elif proto == 1:
                 key[5] = (<uint64_t> ip[hl] << 48) | (<uint64_t> ip[hl + 1] << 32)
@@ -107,7 +107,7 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
         key[7] = rd64(ip + 16)
         key[8] = rd64(ip + 24)
         key[9] = rd64(ip + 32)
-        if (proto == 6 or proto == 17) and avail >= 44:
+        if (proto == 6 or proto == 17 or proto == 132) and avail >= 44:
             key[5] = (<uint64_t> rd16(ip + 40) << 48) | (<uint64_t> rd16(ip + 42) << 32)
         elif proto == 58 and avail >= 42:
             key[5] = (<uint64_t> ip[40] << 48) | (<uint64_t> ip[41] << 32)
