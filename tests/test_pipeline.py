@@ -53,6 +53,12 @@ MATCHES = [
     ("tcp6,tp_dst=22", Ether() / IPv6() / TCP(dport=22), Ether() / IPv6() / TCP(dport=23)),
     ("ip,nw_proto=132,tp_dst=5000", Ether() / IP() / SCTP(dport=5000), Ether() / IP() / SCTP(dport=5001)),
     ("ipv6,nw_proto=132,tp_src=7", Ether() / IPv6() / SCTP(sport=7), Ether() / IPv6() / SCTP(sport=8)),
+    ("ip,ip_dscp=8", Ether() / IP(tos=33) / TCP(), Ether() / IP(tos=64) / TCP()),   # 33: dscp 8, ecn 1
+    ("ip,ip_dscp=8,ip_ecn=1", Ether() / IP(tos=33) / TCP(), Ether() / IP(tos=32) / TCP()),
+    ("ipv6,ip_dscp=8", Ether() / IPv6(tc=32), Ether() / IPv6(tc=64)),
+    ("ipv6,nw_ecn=3", Ether() / IPv6(tc=35), Ether() / IPv6(tc=34)),
+    ("ipv6,ipv6_label=100", Ether() / IPv6(fl=100), Ether() / IPv6(fl=203)),
+    ("ipv6,ipv6_label=0x60/0xffff0", Ether() / IPv6(fl=100), Ether() / IPv6(fl=0x100)),
     ("vlan_tci=0x1000/0x1000", tcp(vlan=5), tcp()),                       # any tagged frame
     ("vlan_tci=0x0000/0x1000", tcp(), tcp(vlan=5)),                       # untagged
     ("dl_vlan=5,tcp,tp_dst=80", tcp(vlan=5), tcp(vlan=6)),               # L4 under a tag

@@ -101,6 +101,7 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
                 key[5] = (<uint64_t> rd16(ip + hl) << 48) | (<uint64_t> rd16(ip + hl + 2) << 32)
             elif proto == 1:
                 key[5] = (<uint64_t> ip[hl] << 48) | (<uint64_t> ip[hl + 1] << 32)
+        key[5] |= <uint64_t> ip[1] << 24     # TOS: DSCP and ECN
     elif etype == ETH_P_IPV6 and avail >= 40:
         proto = ip[6]
         key[6] = rd64(ip + 8)
@@ -111,6 +112,8 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
             key[5] = (<uint64_t> rd16(ip + 40) << 48) | (<uint64_t> rd16(ip + 42) << 32)
         elif proto == 58 and avail >= 42:
             key[5] = (<uint64_t> ip[40] << 48) | (<uint64_t> ip[41] << 32)
+        # traffic class (DSCP and ECN) where IPv4 has its TOS, then the flow label
+        key[5] |= (<uint64_t> (rd16(ip) >> 4 & 0xff) << 24) | (rd32(ip) & 0xfffff)
     elif etype == ETH_P_ARP and avail >= 28:
         proto = rd16(ip + 6) & 0xff          # arp_op, where OVS keeps it (nw_proto)
         key[4] = (<uint64_t> rd32(ip + 14) << 32) | rd32(ip + 24)
