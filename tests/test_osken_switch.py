@@ -48,10 +48,11 @@ PORTS = (1, 2, 3)
 # sends 2 Mbit/s of PACKET_OUTs for 30 s each, ~8 minutes for the 15) that os-ken's sender
 # cannot keep up on this machine with either switch as the target; they run by hand.
 CI_CASES = ["action", "match", "meter"]
-# cases of CI_CASES that passed when this was recorded, less a margin of 3: about one case
-# in 200 sees its PACKET_IN arrive after the tester's 3 s wait on a loaded machine (seen
-# with both switches as the target); fewer than this is a regression
-CI_MIN_PASS = 0
+# 359 of CI_CASES passed when this was recorded (2026-12-08; 359 of all 991); this leaves
+# a margin of 9 for the ~1 % of cases whose frame fastpath delivers to the tester but whose
+# PACKET_IN the tester does not see within its 3 s wait (different cases each run: 4 to 10
+# per run here). Fewer than this is a regression: one lost match field costs 12 or more.
+CI_MIN_PASS = 350
 
 
 def suite_dir():
