@@ -59,6 +59,10 @@ MATCHES = [
     ("ipv6,nw_ecn=3", Ether() / IPv6(tc=35), Ether() / IPv6(tc=34)),
     ("ipv6,ipv6_label=100", Ether() / IPv6(fl=100), Ether() / IPv6(fl=203)),
     ("ipv6,ipv6_label=0x60/0xffff0", Ether() / IPv6(fl=100), Ether() / IPv6(fl=0x100)),
+    ("arp,arp_sha=12:11:11:11:11:11", Ether() / ARP(hwsrc="12:11:11:11:11:11"),
+     Ether() / ARP(hwsrc="12:11:11:11:11:12")),
+    ("arp,arp_tha=22:22:00:22:22:22/ff:ff:00:ff:ff:ff", Ether() / ARP(hwdst="22:22:22:22:22:22"),
+     Ether() / ARP(hwdst="22:22:22:22:22:23")),
     ("vlan_tci=0x1000/0x1000", tcp(vlan=5), tcp()),                       # any tagged frame
     ("vlan_tci=0x0000/0x1000", tcp(), tcp(vlan=5)),                       # untagged
     ("dl_vlan=5,tcp,tp_dst=80", tcp(vlan=5), tcp(vlan=6)),               # L4 under a tag

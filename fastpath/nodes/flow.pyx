@@ -117,6 +117,8 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
     elif etype == ETH_P_ARP and avail >= 28:
         proto = rd16(ip + 6) & 0xff          # arp_op, where OVS keeps it (nw_proto)
         key[4] = (<uint64_t> rd32(ip + 14) << 32) | rd32(ip + 24)
+        key[6] = mac_u64(ip + 8) << 16       # sha, tha: where IPv6 keeps its source
+        key[7] = mac_u64(ip + 18) << 16
     key[1] |= <uint64_t> proto << 8
 
 

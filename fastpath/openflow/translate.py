@@ -4,7 +4,7 @@
 Matches: in_port, metadata, eth_src/eth_dst (masks), eth_type, vlan_vid (a VID with
 OFPVID_PRESENT, OFPVID_NONE for untagged, any mask: 0x1000/0x1000 is "tagged"),
 vlan_pcp, ip_proto, ip_dscp, ip_ecn, ipv4_src/dst (masks), tcp/udp/sctp ports, icmpv4
-type/code, arp_op, arp_spa/tpa (masks), ipv6_src/dst (masks), ipv6_flabel (masks), icmpv6
+type/code, arp_op, arp_spa/tpa/sha/tha (masks), ipv6_src/dst (masks), ipv6_flabel (masks), icmpv6
 type/code, each with its prerequisites checked (BAD_PREREQ). Actions: output (a port, IN_PORT, NORMAL, FLOOD, ALL, CONTROLLER),
 push_vlan, pop_vlan, dec_nw_ttl, set_field eth_src/eth_dst/vlan_vid/vlan_pcp/
 ipv4_src/ipv4_dst/tcp and udp ports, group (an existing group; not in PACKET_OUT nor,
@@ -26,6 +26,7 @@ OXM_METADATA, OXM_IP_PROTO, OXM_IPV4_SRC, OXM_IPV4_DST = 2, 10, 11, 12
 OXM_TCP_SRC, OXM_TCP_DST, OXM_UDP_SRC, OXM_UDP_DST = 13, 14, 15, 16
 OXM_SCTP_SRC, OXM_SCTP_DST = 17, 18
 OXM_IP_DSCP, OXM_IP_ECN, OXM_IPV6_FLABEL = 8, 9, 28
+OXM_ARP_SHA, OXM_ARP_THA = 24, 25
 OXM_ICMPV4_TYPE, OXM_ICMPV4_CODE, OXM_ARP_OP, OXM_ARP_SPA, OXM_ARP_TPA = 19, 20, 21, 22, 23
 OXM_IPV6_SRC, OXM_IPV6_DST, OXM_ICMPV6_TYPE, OXM_ICMPV6_CODE = 26, 27, 29, 30
 AT_DEC_NW_TTL = 24
@@ -33,7 +34,8 @@ IP, ARP, IPV6 = 0x0800, 0x0806, 0x86DD
 # fields that take a mask, with their width in bits
 _MASKABLE = {OXM_METADATA: 64, c.OXM_ETH_DST: 48, c.OXM_ETH_SRC: 48, c.OXM_VLAN_VID: 13,
              OXM_IPV4_SRC: 32, OXM_IPV4_DST: 32, OXM_ARP_SPA: 32, OXM_ARP_TPA: 32,
-             OXM_IPV6_SRC: 128, OXM_IPV6_DST: 128, OXM_IPV6_FLABEL: 20}
+             OXM_IPV6_SRC: 128, OXM_IPV6_DST: 128, OXM_IPV6_FLABEL: 20,
+             OXM_ARP_SHA: 48, OXM_ARP_THA: 48}
 # field -> (ofsyntax attribute, its prerequisite: eth_types, ip_protos or None)
 _FIELDS = {
     OXM_IP_PROTO: ("nw_proto", (IP, IPV6), None),
@@ -47,6 +49,7 @@ _FIELDS = {
     OXM_ICMPV6_TYPE: ("tp_src", (IPV6,), 58), OXM_ICMPV6_CODE: ("tp_dst", (IPV6,), 58),
     OXM_ARP_OP: ("nw_proto", (ARP,), None),
     OXM_ARP_SPA: ("nw_src", (ARP,), None), OXM_ARP_TPA: ("nw_dst", (ARP,), None),
+    OXM_ARP_SHA: ("arp_sha", (ARP,), None), OXM_ARP_THA: ("arp_tha", (ARP,), None),
     OXM_IPV6_SRC: ("ipv6_src", (IPV6,), None), OXM_IPV6_DST: ("ipv6_dst", (IPV6,), None),
 }
 _SUPPORTED = {c.OXM_IN_PORT, OXM_METADATA, c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_ETH_TYPE,
@@ -167,7 +170,8 @@ def from_match(m, ports):
     for fields, value in (((OXM_ARP_SPA, OXM_IPV4_SRC), m.nw_src),
                           ((OXM_ARP_TPA, OXM_IPV4_DST), m.nw_dst),
                           ((OXM_IPV6_SRC,), m.ipv6_src), ((OXM_IPV6_DST,), m.ipv6_dst),
-                          ((OXM_IPV6_FLABEL,), m.ipv6_label)):
+                          ((OXM_IPV6_FLABEL,), m.ipv6_label), ((OXM_ARP_SHA,), m.arp_sha),
+                          ((OXM_ARP_THA,), m.arp_tha)):
         if value is not None:
             field = fields[0] if arp or len(fields) == 1 else fields[1]
             full = (1 << _MASKABLE[field]) - 1
