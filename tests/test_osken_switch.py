@@ -11,7 +11,7 @@ flows on it, and the tester reports whatever comes back to it as a PACKET_IN (or
 own PACKET_IN, or table stats for table-miss cases). Every case runs in one namespace; the
 controller, both switches and the veths live there.
 
-In CI the test runs CI_CASES (all but the group cases, about 3 minutes) and asserts that at
+In CI the test runs CI_CASES (all but the group cases, about 4 minutes) and asserts that at
 least CI_MIN_PASS cases pass; the summary (pass count, every failure with its reason) goes
 to the test output and to $OSKEN_SWITCH_SUMMARY (default osken-switch-summary.txt in the
 test's tmp dir). The whole suite by hand (about 12 minutes; --target-ovs runs the same cases
@@ -48,11 +48,9 @@ PORTS = (1, 2, 3)
 # sends 2 Mbit/s of PACKET_OUTs for 30 s each, ~8 minutes for the 15) that os-ken's sender
 # cannot keep up on this machine with either switch as the target; they run by hand.
 CI_CASES = ["action", "match", "meter"]
-# 359 of CI_CASES passed when this was recorded (2026-12-08; 359 of all 991); this leaves
-# a margin of 9 for the ~1 % of cases whose frame fastpath delivers to the tester but whose
-# PACKET_IN the tester does not see within its 3 s wait (different cases each run: 4 to 10
-# per run here). Fewer than this is a regression: one lost match field costs 12 or more.
-CI_MIN_PASS = 350
+# cases of CI_CASES that passed, or were lost by the tester's own switch (LOST_BY_TESTER),
+# when this was recorded (2026-12-08); fewer is a regression
+CI_MIN_PASS = 393
 
 
 def suite_dir():
@@ -164,6 +162,8 @@ def run_suite(cases, workdir, timeout, target="fastpath"):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            m = re.search(r"^drop_action_of_pipeline .* total: (\d+)$", ovs.appctl("coverage/show"), re.M)
+            tester_drops = int(m.group(1)) if m else 0
             if os.environ.get("OSKEN_SWITCH_KEEP"):     # by hand: both switches' view
                 with open(os.path.join(workdir, "ports.txt"), "w") as f:
                     if fp is not None:
@@ -173,27 +173,45 @@ def run_suite(cases, workdir, timeout, target="fastpath"):
                         f.write(subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", br],
                                                capture_output=True, text=True, env=ovs.env).stdout)
         text = open(log).read()
-    return parse_report(text), text
+    return parse_report(text), text, tester_drops
 
 
-def summary(results):
+# The tester's verdict when its own switch got the frame from fastpath (its port counter
+# moved) but sent it no PACKET_IN. Open vSwitch dropped those frames in its own pipeline
+# (its coverage counter drop_action_of_pipeline counts each one): between the tester's
+# delete-all and re-add of its one flow at the start of every case, OVS's datapath flow
+# cache can be revalidated against the empty table and keep a drop flow for a moment.
+# Captured on the link, fastpath forwarded each such frame within 5 ms. 4 to 21 cases per
+# run here, different ones each time, more under load.
+LOST_BY_TESTER = "Receiving timeout: increment in rx_packets in tester."
+
+
+def summary(results, tester_drops):
     ok = sorted(d for d, (r, _) in results.items() if r == "OK")
     bad = sorted((d, why) for d, (r, why) in results.items() if r != "OK")
-    lines = [f"os-ken OpenFlow 1.3 switch tests: {len(ok)} of {len(results)} pass"]
+    lost = sum(1 for _, why in bad if why == LOST_BY_TESTER)
+    lines = [f"os-ken OpenFlow 1.3 switch tests: {len(ok)} of {len(results)} pass, and {lost} "
+             f"more whose frame the tester switch dropped itself (OVS drop_action_of_pipeline: "
+             f"{tester_drops})"]
     lines += [f"  FAIL {f} | {d}: {why}" for (f, d), why in bad]
-    return "\n".join(lines), len(ok)
+    return "\n".join(lines), len(ok), lost
 
 
 def test_osken_switch_suite(tmp_path, capsys):
-    results, text = run_suite(CI_CASES, str(tmp_path), timeout=400)
+    results, text, tester_drops = run_suite(CI_CASES, str(tmp_path), timeout=400)
     assert "---  Test end  ---" in text, f"the tester did not finish:\n{text[-4000:]}"
-    report, passed = summary(results)
+    report, passed, lost = summary(results, tester_drops)
     out = os.environ.get("OSKEN_SWITCH_SUMMARY", str(tmp_path / "osken-switch-summary.txt"))
     with open(out, "w") as f:
         f.write(report + "\n")
     with capsys.disabled():                 # the count in CI's log, captured or not
         print(f"\n{report.splitlines()[0]} (CI cases; every failure in {out})")
-    assert passed >= CI_MIN_PASS, report
+    # the refusals (an OpenFlow error for what fastpath does not do) are in README; show the rest
+    odd = [line for line in report.splitlines()[1:] if "OFPErrorMsg" not in line]
+    why = "\n".join([report.splitlines()[0], *odd, f"(all in {out})"])
+    # every case lost that way must be one the tester's switch counted as its own drop
+    assert lost <= tester_drops, why
+    assert passed + lost >= CI_MIN_PASS, why
 
 
 if __name__ == "__main__":
@@ -206,8 +224,8 @@ if __name__ == "__main__":
     with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="osken-switch.")) as d:
         os.makedirs(d, exist_ok=True)
         t0 = time.monotonic()
-        results, text = run_suite(cases, d, timeout=4 * 3600, target=target)
-        report, _ = summary(results)
+        results, text, tester_drops = run_suite(cases, d, timeout=4 * 3600, target=target)
+        report, _, _ = summary(results, tester_drops)
         print(report)
         if os.environ.get("OSKEN_SWITCH_SUMMARY"):
             with open(os.environ["OSKEN_SWITCH_SUMMARY"], "w") as f:
