@@ -181,7 +181,7 @@ def run_suite(cases, workdir, timeout, target="fastpath"):
 # (its coverage counter drop_action_of_pipeline counts each one): between the tester's
 # delete-all and re-add of its one flow at the start of every case, OVS's datapath flow
 # cache can be revalidated against the empty table and keep a drop flow for a moment.
-# Captured on the link, fastpath forwarded each such frame within 5 ms. 4 to 21 cases per
+# Captured on the link, fastpath forwarded each such frame within 5 ms. 4 to 29 cases per
 # run here, different ones each time, more under load.
 LOST_BY_TESTER = "Receiving timeout: increment in rx_packets in tester."
 
