@@ -21,8 +21,12 @@ the same run (the ratio is fastpath's speed divided by the baseline's: > 1 is fa
                the Linux bridge and Open vSwitch's userspace datapath (netdev, AF_PACKET),
                the latter also with every offload off on the veths (its best setting)
   vpn-tcp      iperf3 TCP (1 stream, hosts at MTU 1500, default offloads) from site A to site
-               B through the VPN and plain VXLAN with tcp_mss_clamp=auto (bench/vpn_sites.py,
-               root, iperf3) vs the raw veth pair between the two hosts, and VPN vs VXLAN
+               B through the IKEv2-keyed VPN, manual-key ESP and plain VXLAN with
+               tcp_mss_clamp=auto (bench/vpn_sites.py, root, iperf3) vs the raw veth pair
+               between the two hosts, the ESP paths vs VXLAN, and the VPN vs manual keys
+  ike          IKEv2 setup (bench/ike.py): handshakes per second as responder vs the same
+               handshakes' initiator and vs ECP-256 keygen + exchange; and (root) the time
+               from add-port to the first ESP between two gateways vs manual keys
   esp          ESP AES-GCM-128 encrypt and decrypt at vector 256, Mpps vs the straightforward
                per-packet loop over the `cryptography` package (bench/test_esp_bench.py)
   vm           vhost-user and memif, 64 B, Mpps vs DPDK's own vhost and memif backends
@@ -64,13 +68,14 @@ for _p in (REPO, BENCH):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-SECTIONS = ("graph", "l2", "e2e", "tcp", "vpn-tcp", "esp", "vm", "scaling", "scaling-e2e")
+SECTIONS = ("graph", "l2", "e2e", "tcp", "vpn-tcp", "ike", "esp", "vm", "scaling", "scaling-e2e")
 TITLES = {
     "graph": "Graph dispatch in memory (ns per packet per node)",
     "l2": "L2 switching in memory",
     "e2e": "L2 switching end to end through veth",
     "tcp": "TCP and ping RTT between two hosts, default offloads",
-    "vpn-tcp": "TCP between two sites: VXLAN in ESP and plain VXLAN, MSS clamped",
+    "vpn-tcp": "TCP between two sites: VXLAN in ESP (IKEv2, manual keys) and plain VXLAN, MSS clamped",
+    "ike": "IKEv2 setup: handshakes per second, add-port to first ESP",
     "esp": "ESP AES-GCM-128 encrypt / decrypt in memory",
     "vm": "vhost-user and memif",
     "scaling": "Scaling with workers, in memory",
@@ -103,11 +108,22 @@ METHODS = {
            "reported as 0 Gbit/s, and a ratio against it as inf.",
     "vpn-tcp": "`bench/vpn_sites.py --tcp-only`: two fastpath gateways (both on core 1) joined by "
                "an underlay Linux bridge; iperf3 TCP, one stream, from a VLAN 10 host at site A to one "
-               "at site B, both at MTU 1500 with default offloads, through VXLAN in ESP (AES-GCM, PSK "
-               "handshake) and through plain VXLAN, the tunnel ports with "
-               "`options:tcp_mss_clamp=auto`; best of the rounds, the paths taking turns. Baseline: "
-               "the two hosts on one veth pair (the raw veth ceiling), and for the VPN also plain "
-               "VXLAN. Ratio: the tunnel's Gbit/s divided by the baseline's.",
+               "at site B, both at MTU 1500 with default offloads, through VXLAN in ESP keyed by IKEv2 "
+               "(AES-GCM, `options:psk`), through VXLAN in ESP with manual keys and through plain "
+               "VXLAN, the tunnel ports with `options:tcp_mss_clamp=auto`; best of the rounds, the "
+               "paths taking turns. Baseline: the two hosts on one veth pair (the raw veth ceiling); "
+               "for the ESP paths also plain VXLAN, and for the IKEv2-keyed VPN manual-key ESP. "
+               "Ratio: the tunnel's Gbit/s divided by the baseline's.",
+    "ike": "`bench/ike.py`. Handshakes: IKE_SA_INIT + IKE_AUTH with a PSK and its CHILD_SA "
+           "between two `fastpath.ike` IkeSa objects in one process (no sockets, no dataplane); "
+           "handshakes per second from the time inside the responder's calls. Baselines: the "
+           "initiator's side of the same handshakes, and one ECP-256 key generation plus one "
+           "exchange (`cryptography`) per second, the DH a responder cannot avoid. First ESP "
+           "(root): two `fastpath run` gateways on one veth, a VLAN 10 host behind site B "
+           "sending a frame every ms; from the start of site B's `fastpathctl add-port` (site A's "
+           "port already there) to the first ESP frame at site A, median of the trials. Baseline: "
+           "the same with manual keys, trials alternating. Ratio: the baseline's time divided by "
+           "IKE's (< 1: IKE is slower).",
     "esp": "ESP transport mode, AES-GCM-128 (intel-ipsec-mb, and the OpenSSL EVP engine next to it), IPv4 packets carrying VXLAN: "
            "pg-input → esp-encrypt → pg-output and pg-input → esp-decrypt → pg-output at vector "
            "256 (`bench/test_esp_bench.py`). Baseline: the straightforward per-packet loop with "
@@ -653,7 +669,8 @@ def section_tcp(ctx):
 # ---------------------------------------------------------------- vpn-tcp (root, iperf3)
 
 VPN_TCP_NAMES = {"ceiling": "raw veth pair between the hosts (no gateways)",
-                 "vxlan": "plain VXLAN, tcp_mss_clamp=auto"}
+                 "vxlan": "plain VXLAN, tcp_mss_clamp=auto",
+                 "esp": "VXLAN in ESP with manual keys, tcp_mss_clamp=auto"}
 
 
 def vpn_tcp_section(rep):
@@ -662,16 +679,20 @@ def vpn_tcp_section(rep):
     if not by.get("vpn") and not by.get("vxlan"):
         raise RuntimeError("no tunnel gave a TCP result")
     rows = []
-    for path, what, label in (("vpn", "iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP, "
-                               "tcp_mss_clamp=auto, hosts at MTU 1500", "VPN"),
+    short = {"ceiling": "veth", "vxlan": "VXLAN", "esp": "manual ESP"}
+    versus = {"vpn": ("ceiling", "vxlan", "esp"), "esp": ("ceiling", "vxlan"), "vxlan": ("ceiling",)}
+    for path, what, label in (("vpn", "iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP keyed by "
+                               "IKEv2, tcp_mss_clamp=auto, hosts at MTU 1500", "VPN"),
+                              ("esp", "iperf3 TCP, 1 stream, site A → site B over VXLAN in ESP with manual "
+                               "keys, tcp_mss_clamp=auto, hosts at MTU 1500", "ESP"),
                               ("vxlan", "iperf3 TCP, 1 stream, site A → site B over plain VXLAN, "
                                "tcp_mss_clamp=auto, hosts at MTU 1500", "VXLAN")):
         if path not in by:
             continue
-        for base, short in (("ceiling", "veth"), ("vxlan", "VXLAN")):
-            if base == path or base not in by:
+        for base in versus[path]:
+            if base not in by:
                 continue
-            rows.append(row(f"{what}, vs {VPN_TCP_NAMES[base]}", f"{label} vs {short}", by[path]["gbps"],
+            rows.append(row(f"{what}, vs {VPN_TCP_NAMES[base]}", f"{label} vs {short[base]}", by[path]["gbps"],
                             VPN_TCP_NAMES[base], by[base]["gbps"], "Gbit/s"))
     m = rep.get("meta", {})
     notes = [f"{m.get('trials', '?')} round(s), iperf3 for {m.get('tcp_seconds', '?')} s per run, best "
@@ -693,6 +714,40 @@ def section_vpn_tcp(ctx):
     import vpn_sites
     args = vpn_sites.parse_args(["--tcp-only", "--nice", str(ctx.nice)] + (["--short"] if ctx.quick else []))
     return vpn_tcp_section(call_tool(vpn_sites.run, args))
+
+
+def ike_section(rep):
+    """The ike section from bench/ike.py's figures: {"handshakes", "ecdh_p256", and with
+    root "first_esp"}."""
+    h, dh = rep["handshakes"], rep["ecdh_p256"]
+    what = "IKE_SA_INIT + IKE_AUTH (PSK, one CHILD_SA) as responder, in memory"
+    rows = [row(f"{what}, vs the same handshakes' initiator side", "handshakes/s vs initiator",
+                h["responder_per_s"], "initiator", h["initiator_per_s"], "handshakes/s"),
+            row(f"{what}, vs ECP-256 keygen + exchange", "handshakes/s vs ECDH", h["responder_per_s"],
+                "one ECP-256 keygen + exchange per handshake (`cryptography`)", dh["per_s"], "handshakes/s")]
+    notes = [f"{h['handshakes']} handshakes: responder {h['responder_ms']:.2f} ms, initiator "
+             f"{h['initiator_ms']:.2f} ms each"]
+    fe = rep.get("first_esp")
+    if fe:
+        rows.append(row("add-port (the second site's) to the first ESP frame between two gateways, IKEv2 "
+                        "(PSK), median", "first ESP vs manual keys", fe["ike_median"],
+                        "manual keys", fe["manual_median"], "s", lower_is_better=True))
+        notes.append("add-port to first ESP, every trial: IKEv2 "
+                     + ", ".join(f"{1000 * t:.0f}" for t in fe["ike"]) + " ms; manual keys "
+                     + ", ".join(f"{1000 * t:.0f}" for t in fe["manual"]) + " ms")
+    else:
+        notes.append("add-port to first ESP: not measured (needs root)")
+    return {"rows": rows, "notes": notes, "raw": rep}
+
+
+def section_ike(ctx):
+    import ike
+    n = 50 if ctx.quick else 500
+    rep = {"handshakes": ike.handshakes(n), "ecdh_p256": ike.ecdh_p256(n)}
+    from netns import can_run
+    if can_run():
+        rep["first_esp"] = ike.first_esp(2 if ctx.quick else 7)
+    return ike_section(rep)
 
 
 # ---------------------------------------------------------------- vm (root, dpdk-testpmd)
@@ -838,7 +893,7 @@ def section_scaling_e2e(ctx):
 
 
 RUNNERS = {"graph": section_graph, "l2": section_l2, "e2e": section_e2e, "tcp": section_tcp,
-           "vpn-tcp": section_vpn_tcp, "esp": section_esp,
+           "vpn-tcp": section_vpn_tcp, "ike": section_ike, "esp": section_esp,
            "vm": section_vm, "scaling": section_scaling, "scaling-e2e": section_scaling_e2e}
 
 

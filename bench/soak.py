@@ -3,7 +3,7 @@
     python3 -m bench.soak --duration SECONDS [--nice N] [--report FILE]     (root)
 
 Two `fastpath run` daemons (site A and site B), each in a namespace of its own, joined
-by a VPN (VXLAN + ESP, options:psk, a short options:rekey_time so that the sites rekey
+by a VPN (VXLAN + ESP keyed by IKEv2, options:psk, a short options:rekey_time so that the sites rekey
 every rekey_time seconds) over a veth underlay. Site A's bridge br0 has access ports (tag
 10, 10, 20), a trunk (trunks 10,20), a "churn" port and a memif port (the "VM": a
 fastpath.memif.client peer in a process of its own that disconnects and reconnects every
@@ -42,16 +42,16 @@ At every check (both daemons, under load) and at every checkpoint:
                   no_output (vlan-output is fed only by l2-fwd and l2-flood); copies the
                   pool could not give (l2-flood no_buffer) never existed and are reported
                   apart
-  control_frames  frames the control plane built and sent (ARP requests, VPN handshakes;
+  control_frames  frames the control plane built and sent (ARP requests, IKE messages;
                   `show pool`)
   tx, tx_drops    sum of tx_packets and of tx_drops (the output node's drops by reason:
                   ring full, too big, link down, not connected...) over every interface
   dropped         `show errors`, less the counters of interface nodes (already rx_drops /
                   tx_drops), the no_buffer copies and the control plane's verdicts on
-                  handshake messages it was punted (handshake-input auth_failed, replayed,
-                  bad_message, no_tunnel: the same frames again, already "punted"): every
-                  frame error-drop freed, by node and reason, including what the control
-                  plane consumed (ARP "consumed", handshake "punted"). It must also equal
+                  IKE messages it was punted (ike-input no_tunnel and IKE's reasons, such as
+                  invalid_syntax: the same frames again, already "punted"): every frame
+                  error-drop freed, by node and reason, including what the control plane
+                  consumed (ARP "consumed", ike-input "punted"). It must also equal
                   error-drop's packet count in `show runtime`.
   in_flight       buffers between two dispatch loops: 0, or a control frame just queued.
 
@@ -95,6 +95,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 from netns import Netns, can_run, unique_name, veth_pair
 from bench.trials import exit_on_signals, read_json_line, stop_process
+from fastpath.ike.tunnel import ERRORS as IKE_ERRORS
 
 PY = sys.executable
 ETHERTYPE = 0x88B5
@@ -104,9 +105,9 @@ PSK = "soak: one shared secret for both sites"
 # show errors counters that are not frames error-drop freed:
 # copies a flood (or a flow's output) could not make, the pool being empty -- no frame
 NO_BUFFER = {("l2-flood", "no_buffer"), ("flow-classify", "no_buffer")}
-# the control plane's verdict on a handshake message already counted (and freed) as
-# handshake-input "punted": a second count of the same frame
-VERDICTS = {("handshake-input", r) for r in ("auth_failed", "replayed", "bad_message", "no_tunnel")}
+# the control plane's verdict on an IKE message already counted (and freed) as ike-input
+# "punted": a second count of the same frame
+VERDICTS = {("ike-input", r) for r in ("no_tunnel", *(name for name, _ in IKE_ERRORS))}
 MB = 1024 * 1024
 
 
@@ -904,7 +905,7 @@ class Soak:
 
     def quiet_snapshot(self, d, where, timeout=60.0):
         """Two snapshots 0.3 s apart that agree: the generators have stopped and every
-        frame they sent has been dealt with (the handshake timers may send a frame at any
+        frame they sent has been dealt with (IKE's timers may send a frame at any
         time: then try again)."""
         end = time.monotonic() + timeout
         s1 = self.snapshot(d)[0]
@@ -1003,7 +1004,7 @@ class Soak:
                               f"({f['slope_per_hour']:+.1f} MB/h; tolerance {cfg.rss_tolerance_mb} MB)")
             # descriptors: exactly the same count at every checkpoint (same state: every
             # port there, the VM connected; grouped by the VM's state in case it could not
-            # connect); under load no upward trend (a handshake or a port in the middle of
+            # connect); under load no upward trend (an IKE exchange or a port in the middle of
             # being changed holds a few more or fewer): the highest count of the second
             # half of the checks at most fd_slack (2) above the first half's
             by_state = {}

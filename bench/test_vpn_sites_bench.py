@@ -1,23 +1,25 @@
 """Site to site through two fastpath gateways (bench/vpn_sites.py) under pytest-benchmark:
 fastpath's packet generator on site A's VLAN 10 host blasts 64 B and 1400 B frames at
-site B's VLAN 10 host, and the sink there counts what arrives -- over VXLAN in ESP
-(AES-GCM, PSK handshake), over plain VXLAN, and host to host over one veth pair (the raw
-ceiling), all in one topology built once for the module.
+site B's VLAN 10 host, and the sink there counts what arrives -- over VXLAN in ESP keyed
+by IKEv2 (AES-GCM, options:psk), over VXLAN in ESP with manual keys, over plain VXLAN, and
+host to host over one veth pair (the raw ceiling), all in one topology built once for the
+module.
 
 With --benchmark-enable: 3 s per figure (a contended trial is repeated, as in bench/e2e.py);
 extra_info carries packets (delivered), mpps, gbps, offered_mpps, loss and, for the
-tunnels, ratio_to_ceiling (and ratio_to_vxlan for the VPN) against baselines measured in
-the same run. With --benchmark-disable (the suite's default) the same paths run for 1 s
+tunnels, ratio_to_ceiling (ratio_to_vxlan for the ESP paths, ratio_to_manual_esp for the
+IKEv2-keyed VPN) against baselines measured in the same run. With --benchmark-disable (the suite's default) the same paths run for 1 s
 each. Either way the checks are structural, never about speed: frames went through, each
-one byte for byte what was sent, untagged, and over the VPN every one was decrypted by an
+one byte for byte what was sent, untagged, and over ESP every one was decrypted by an
 SA at site B.
 
 TCP: iperf3, one stream, for 1 s (3 s with --benchmark-enable), from a VLAN 10 host at site A
-to one at site B, both at MTU 1500 with default offloads, over the VPN and over plain VXLAN
-(tunnel ports with options:tcp_mss_clamp=auto) and over the hosts' own veth pair (the
-ceiling); extra_info carries gbps, packets (frames the gateways took from the hosts, a
-super-frame counted once), the sender's MSS, the clamped SYNs and the ratios to the ceiling
-(and the VPN's to plain VXLAN). The checks: TCP flows, and through a tunnel the gateways
+to one at site B, both at MTU 1500 with default offloads, over the IKEv2-keyed VPN, over
+manual-key ESP and over plain VXLAN (tunnel ports with options:tcp_mss_clamp=auto) and over
+the hosts' own veth pair (the ceiling); extra_info carries gbps, packets (frames the
+gateways took from the hosts, a super-frame counted once), the sender's MSS, the clamped
+SYNs and the ratios to the ceiling, to plain VXLAN (ESP paths) and to manual-key ESP (the
+IKEv2-keyed VPN). The checks: TCP flows, and through a tunnel the gateways
 clamped the SYNs so that the sender's MSS fits the tunnel.
 """
 import pytest
@@ -74,9 +76,10 @@ def figure(benchmark, sites, path, size):
         info["ratio_to_ceiling"] = round(pps / ceil["delivered_pps"], 4) if ceil["delivered_pps"] else None
         info["gateways"] = {g: {"cpu": v.get("cpu"), "errors": v["errors"]}
                             for g, v in r["extra"]["gateways"].items()}
-    if path == "vpn":
-        vx = baseline(sites, "vxlan", size)
-        info["ratio_to_vxlan"] = round(pps / vx["delivered_pps"], 4) if vx["delivered_pps"] else None
+    for base, key in vpn_sites.VERSUS.get(path, ()):
+        b = baseline(sites, base, size)
+        info[key] = round(pps / b["delivered_pps"], 4) if b["delivered_pps"] else None
+    if path in ("vpn", "esp"):
         # every delivered frame was decrypted by an inbound SA at site B
         assert r["extra"]["esp_in_at_b"] >= r["received"], r["extra"]
     return r
@@ -90,7 +93,11 @@ def test_vxlan_site_to_site_64b(benchmark, sites):
     figure(benchmark, sites, "vxlan", 64)
 
 
-def test_vpn_site_to_site_64b(benchmark, sites):
+def test_manual_esp_site_to_site_64b(benchmark, sites):
+    figure(benchmark, sites, "esp", 64)
+
+
+def test_ikev2_vpn_site_to_site_64b(benchmark, sites):
     figure(benchmark, sites, "vpn", 64)
 
 
@@ -102,7 +109,11 @@ def test_vxlan_site_to_site_1400b(benchmark, sites):
     figure(benchmark, sites, "vxlan", 1400)
 
 
-def test_vpn_site_to_site_1400b(benchmark, sites):
+def test_manual_esp_site_to_site_1400b(benchmark, sites):
+    figure(benchmark, sites, "esp", 1400)
+
+
+def test_ikev2_vpn_site_to_site_1400b(benchmark, sites):
     figure(benchmark, sites, "vpn", 1400)
 
 
@@ -132,10 +143,10 @@ def tcp_figure(benchmark, sites, path):
         ceil = tcp_baseline(sites, "ceiling")
         info["ceiling_gbps"] = round(ceil["gbps"], 4)
         info["ratio_to_ceiling"] = round(r["gbps"] / ceil["gbps"], 4) if ceil["gbps"] else None
-    if path == "vpn":
-        vx = tcp_baseline(sites, "vxlan")
-        info["vxlan_gbps"] = round(vx["gbps"], 4)
-        info["ratio_to_vxlan"] = round(r["gbps"] / vx["gbps"], 4) if vx["gbps"] else None
+    for base, key in vpn_sites.VERSUS.get(path, ()):
+        b = tcp_baseline(sites, base)
+        info[f"{base}_gbps"] = round(b["gbps"], 4)
+        info[key] = round(r["gbps"] / b["gbps"], 4) if b["gbps"] else None
     return r
 
 
@@ -147,5 +158,9 @@ def test_tcp_vxlan_site_to_site_mss_clamp(benchmark, sites):
     tcp_figure(benchmark, sites, "vxlan")
 
 
-def test_tcp_vpn_site_to_site_mss_clamp(benchmark, sites):
+def test_tcp_manual_esp_site_to_site_mss_clamp(benchmark, sites):
+    tcp_figure(benchmark, sites, "esp")
+
+
+def test_tcp_ikev2_vpn_site_to_site_mss_clamp(benchmark, sites):
     tcp_figure(benchmark, sites, "vpn")

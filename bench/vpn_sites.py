@@ -1,33 +1,37 @@
 """Site to site through two fastpath gateways: how many frames a VLAN 10 host at site A
-gets to a VLAN 10 host at site B, over VXLAN in ESP (AES-GCM, PSK handshake), next to
-the same sites over plain VXLAN and the raw veth ceiling.
+gets to a VLAN 10 host at site B, over VXLAN in ESP keyed by IKEv2 (AES-GCM, options:psk),
+next to the same sites over VXLAN in ESP with manual keys, over plain VXLAN and the raw
+veth ceiling.
 
     python3 -m bench.vpn_sites [--short] [--sizes 64,1400] [--seconds N] [--trials N]
-                               [--peers ceiling,vxlan,vpn] [--gw-cores 1,1] [--nice -10]
+                               [--peers ceiling,vxlan,esp,vpn] [--gw-cores 1,1] [--nice -10]
                                [--tcp | --tcp-only] [--tcp-seconds S]
                                [--json OUT]                                      (root)
 
 Topology (every namespace made here, IPv6 off, every veth with its default offloads):
 
     vgen* --veth-- vsa* [fastpath site A] --veth-- vun* (Linux bridge) --veth-- [fastpath site B] vsb* --veth-- vsnk*
-    (generator)      br0: tag=10 + vpn0 (VXLAN VNI 100 in ESP, options:psk)                  br0: tag=10 + vpn0    (sink)
+    (generator)      br0: tag=10 + vpn0 (VXLAN VNI 100 in ESP, options:psk: IKEv2)           br0: tag=10 + vpn0    (sink)
                      br1: tag=10 + vx0  (plain VXLAN, VNI 200)                                br1: tag=10 + vx0
+                     br2: tag=10 + esp0 (VXLAN VNI 300 in ESP, manual keys)                   br2: tag=10 + esp0
 
-Both tunnels share the gateways and their uplinks (192.0.2.1 and .2 on a Linux bridge in
+The tunnels share the gateways and their uplinks (192.0.2.1 and .2 on a Linux bridge in
 the underlay namespace); each has its own host veths, so the peers stay up and trials are
 interleaved, as in bench/e2e.py, whose trial machinery (fastpath.afpacket.pktgen generator
 and counting sink, run queue and foreign-CPU accounting, retries of contended trials) this
 reuses. Peers:
   ceiling   the generator's veth paired directly with the sink's (no gateways)
   vxlan     site A -> plain VXLAN -> site B
-  vpn       site A -> VXLAN in ESP (AES-256-GCM keys from the PSK handshake) -> site B
+  esp       site A -> VXLAN in ESP (AES-128-GCM, ESN, manual keys: options:spi_*/key_*) -> site B
+  vpn       site A -> VXLAN in ESP (the CHILD_SA IKEv2 negotiates: AES-128-GCM, ESN) -> site B
 Frame sizes count the FCS the way RFC 2544 does ("64" sends 60 bytes, "1400" 1396); the
 sink checks every frame it counts byte for byte against what was sent, and Gbit/s are
-delivered frames x size x 8. The generator and the sink run on --gen-core, both gateways
+delivered frames x size x 8. The two ESP paths differ only in where their keys come from.
+The generator and the sink run on --gen-core, both gateways
 on --gw-cores (default: both on core 1, so the pair of gateways has one core to itself on
 a 2-core machine and the generator's core also pays for the first veth hop and the
 delivery into the sink). Every figure is reported as a ratio to the ceiling (and to plain
-VXLAN) measured in the same run.
+VXLAN; the IKEv2-keyed VPN's also to manual-key ESP) measured in the same run.
 
 TCP (--tcp, or --tcp-only for nothing else): iperf3, one stream, from a VLAN 10 host at site
 A to one at site B, both at MTU 1500 with default offloads, in namespaces of their own (vta*,
@@ -35,8 +39,8 @@ vtb*; one veth pair per path, 10.3.<path>.1 and .2), through the same gateways a
 each tunnel port with options:tcp_mss_clamp=auto for the measurement (set back to off after
 it, as the packet trials run without it); the hosts' ports join the tunnel's bridge (tag=10)
 only for their turn, so the packet trials never see them. The ceiling path is the two TCP
-hosts on one veth pair. Each TCP figure is reported as a ratio to the ceiling (and the
-VPN's to plain VXLAN) measured in the same run.
+hosts on one veth pair. Each TCP figure is reported as a ratio to the ceiling (and the ESP
+paths' to plain VXLAN, the IKEv2-keyed VPN's to manual-key ESP) measured in the same run.
 """
 import argparse
 import contextlib
@@ -58,14 +62,34 @@ from trials import (FastpathRun, default_by_mode, default_method, finish_meta,  
                     heading_end, loadavg, log, proc_cpu_seconds, proc_run_delay, rounds,
                     run_and_print)
 
-ALL_PEERS = ("ceiling", "vxlan", "vpn")
+ALL_PEERS = ("ceiling", "vxlan", "esp", "vpn")
 SITE_IPS = ("192.0.2.1", "192.0.2.2")
 PSK = "fastpath bench: two sites, one secret"
-TUNNELS = {"vpn": ("br0", "vpn0", 100, True), "vxlan": ("br1", "vx0", 200, False)}
-TCP_SUBNETS = {"vpn": "10.3.1", "vxlan": "10.3.2", "ceiling": "10.3.3"}   # .1 site A, .2 site B
+# kind -> (bridge, tunnel port, VNI, keying: None, "ike" or "manual")
+TUNNELS = {"vpn": ("br0", "vpn0", 100, "ike"), "vxlan": ("br1", "vx0", 200, None),
+           "esp": ("br2", "esp0", 300, "manual")}
+# the manual SAs of the esp path, as site A sees them (site B: swapped); AES-128-GCM and
+# ESN, what IKE negotiates between two fastpath gateways
+MANUAL = {"spi_out": "0x1001", "spi_in": "0x2001", "key_out": "0x" + "1a" * 20, "key_in": "0x" + "2b" * 20,
+          "esn": "true"}
+TCP_SUBNETS = {"vpn": "10.3.1", "vxlan": "10.3.2", "ceiling": "10.3.3", "esp": "10.3.4"}   # .1 site A, .2 site B
+LABELS = {"vxlan": "site to site, plain VXLAN",
+          "esp": "site to site, VXLAN in ESP AES-GCM, manual keys",
+          "vpn": "site to site, VXLAN in ESP AES-GCM keyed by IKEv2 (PSK)"}
 TCP_LABELS = {"ceiling": "raw veth ceiling (no gateways)",
-              "vxlan": "site to site, plain VXLAN, tcp_mss_clamp=auto",
-              "vpn": "site to site, VXLAN in ESP AES-GCM (PSK), tcp_mss_clamp=auto"}
+              **{k: v + ", tcp_mss_clamp=auto" for k, v in LABELS.items()}}
+# which same-run figure each path is also reported against, besides the ceiling
+VERSUS = {"esp": (("vxlan", "ratio_to_vxlan"),),
+          "vpn": (("vxlan", "ratio_to_vxlan"), ("esp", "ratio_to_manual_esp"))}
+
+
+def manual_options(site):
+    """options: of the esp path's manual SAs at site 0 (A) or 1 (B)."""
+    o = dict(MANUAL)
+    if site:
+        o["spi_out"], o["spi_in"] = o["spi_in"], o["spi_out"]
+        o["key_out"], o["key_in"] = o["key_in"], o["key_out"]
+    return [f"options:{k}={v}" for k, v in o.items()]
 
 
 class Gateway(FastpathRun):
@@ -105,18 +129,23 @@ class Sites:
 
     def add_tunnel(self, kind):
         """Bridge and tunnel port of one kind on both gateways (the host ports come later)."""
-        br, port, vni, ipsec = TUNNELS[kind]
+        br, port, vni, keying = TUNNELS[kind]
         self.tunnels.add(kind)
-        for gw, peer in zip(self.gw, reversed(self.gw)):
+        for i, (gw, peer) in enumerate(zip(self.gw, reversed(self.gw))):
             gw.ctl("add-br", br)
             opts = [f"options:remote_ip={peer.ip}", f"options:local_ip={gw.ip}", f"options:key={vni}"]
-            if ipsec:
+            if keying == "ike":
                 opts.append(f"options:psk={PSK}")
+            elif keying == "manual":
+                opts += manual_options(i)
             gw.ctl("add-port", br, port, "type=vxlan", *opts)
 
-    def wait_sas(self, timeout=60):
+    def wait_sas(self, kind="vpn", timeout=60):
+        """Until both gateways have an outbound SA on kind's tunnel port."""
+        port = TUNNELS[kind][1]
         deadline = time.monotonic() + timeout
-        while not all(any(r["direction"] == "out" for r in gw.ctl("show", "sa", fmt="json")) for gw in self.gw):
+        while not all(any(r["direction"] == "out" and r["tunnel"] == port for r in gw.ctl("show", "sa", fmt="json"))
+                      for gw in self.gw):
             if time.monotonic() > deadline:
                 raise RuntimeError("IPsec SAs did not come up:\n" + self.gw[0].ctl("show", "errors")
                                    + self.gw[0].tail_log())
@@ -130,8 +159,8 @@ class SitePeer(e2e.Peer):
         super().__init__(args, gen_ns, sink_ns)
         self.sites, self.kind = sites, kind
         self.name = kind
-        self.label = ("site to site, VXLAN in ESP AES-GCM (PSK)" if kind == "vpn"
-                      else "site to site, plain VXLAN")
+        self.label = LABELS[kind]
+        self.ipsec = TUNNELS[kind][3] is not None
 
     def setup(self, stack):
         self.sites.setup(stack)
@@ -142,8 +171,8 @@ class SitePeer(e2e.Peer):
         self.b_if, self.sink_if = link(stack, b.ns, self.sink_ns, "vs" + self.kind[:2])
         a.ctl("add-port", br, self.a_if, "type=afpacket", f"tag={VLAN}")
         b.ctl("add-port", br, self.b_if, "type=afpacket", f"tag={VLAN}")
-        if self.kind == "vpn":
-            self.sites.wait_sas()
+        if self.ipsec:
+            self.sites.wait_sas(self.kind)
 
     @staticmethod
     def errors(gw):
@@ -151,11 +180,13 @@ class SitePeer(e2e.Peer):
         return {f"{r['node']} {r['reason']}": r["count"] for r in gw.ctl("show", "errors", fmt="json")}
 
     def sa_packets(self):
-        """{(gateway, direction, spi): packets} of the SAs now."""
+        """{(gateway, direction, spi): packets} of this path's SAs now."""
         out = {}
+        port = TUNNELS[self.kind][1]
         for gw in self.sites.gw:
             for r in gw.ctl("show", "sa", fmt="json"):
-                out[(gw.name, r["direction"], r["spi"])] = r["packets"]
+                if r["tunnel"] == port:
+                    out[(gw.name, r["direction"], r["spi"])] = r["packets"]
         return out
 
     def before_trial(self):
@@ -166,7 +197,7 @@ class SitePeer(e2e.Peer):
             self.err0.append(self.errors(gw))
             self.cpu0.append(proc_cpu_seconds(gw.proc.pid))
             self.wait0.append(proc_run_delay(gw.proc.pid))
-        self.sa0 = self.sa_packets() if self.kind == "vpn" else {}
+        self.sa0 = self.sa_packets() if self.ipsec else {}
         self.t0 = time.monotonic()
 
     def after_trial(self):
@@ -188,7 +219,7 @@ class SitePeer(e2e.Peer):
             out["gateways"][gw.name] = g
         if waits:
             out["switch_wait"] = round(max(waits), 4)
-        if self.kind == "vpn":
+        if self.ipsec:
             sa1 = self.sa_packets()
             out["sa_packets"] = {f"{k[0]} {k[1]} 0x{k[2]:08x}": v - self.sa0.get(k, 0)
                                  for k, v in sa1.items() if v - self.sa0.get(k, 0)}
@@ -250,8 +281,8 @@ class TcpPaths:
         out = {"path": path, "label": TCP_LABELS[path], "seconds": seconds, "loadavg": loadavg()[0]}
         with contextlib.ExitStack() as turn:
             if path != "ceiling":
-                if path == "vpn":
-                    self.sites.wait_sas()
+                if TUNNELS[path][3]:
+                    self.sites.wait_sas(path)
                 br, port = TUNNELS[path][:2]
                 for gw, ifname in zip(self.sites.gw, (pa, pb)):
                     gw.ctl("set", "interface", port, "options:tcp_mss_clamp=auto")
@@ -276,8 +307,8 @@ class TcpPaths:
 
 
 def tcp_summary(results):
-    """Best Gbit/s per path over the rounds, with ratios to the ceiling and (the VPN) to
-    plain VXLAN."""
+    """Best Gbit/s per path over the rounds, with ratios to the ceiling and to the paths of
+    VERSUS."""
     rows = []
     by = {}
     for r in results:
@@ -292,8 +323,8 @@ def tcp_summary(results):
         for k in ("mss", "packets", "clamped", "retransmits", "error"):
             if b.get(k) is not None:
                 row[k] = b[k]
-        for base, key in (("ceiling", "ratio_to_ceiling"), ("vxlan", "ratio_to_vxlan")):
-            if path not in (base, "ceiling") and base in best and (base != "vxlan" or path == "vpn"):
+        for base, key in ((("ceiling", "ratio_to_ceiling"),) if path != "ceiling" else ()) + VERSUS.get(path, ()):
+            if base in best:
                 row[key] = tcp.ratio(b["gbps"], best[base]["gbps"])
         rows.append(row)
     return rows
@@ -301,13 +332,14 @@ def tcp_summary(results):
 
 def tcp_markdown(rows):
     lines = ["| iperf3 TCP, 1 stream, VLAN 10 host A -> host B, MTU 1500 | Gbit/s (best) | sender MSS | "
-             "ratio to ceiling | ratio to plain VXLAN | runs |",
-             "|---|---:|---:|---:|---:|---|"]
+             "ratio to ceiling | ratio to plain VXLAN | ratio to manual-key ESP | runs |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         rc = f"{r['ratio_to_ceiling']:.3f}" if r.get("ratio_to_ceiling") is not None else "–"
         rv = f"{r['ratio_to_vxlan']:.2f}" if r.get("ratio_to_vxlan") is not None else "–"
+        rm = f"{r['ratio_to_manual_esp']:.2f}" if r.get("ratio_to_manual_esp") is not None else "–"
         runs = ", ".join(f"{g:.2f}" for g in r["gbps_all"])
-        lines.append(f"| {r['label']} | {r['gbps']:.2f} | {r.get('mss', '–')} | {rc} | {rv} | {runs} |")
+        lines.append(f"| {r['label']} | {r['gbps']:.2f} | {r.get('mss', '–')} | {rc} | {rv} | {rm} | {runs} |")
     return "\n".join(lines)
 
 
@@ -325,30 +357,32 @@ def make_peers(args, gen_ns, sink_ns):
 
 
 def summarize(results, peers, sizes):
-    """e2e's medians and ratio to the ceiling, plus Mpps, Gbit/s and the ratio to plain VXLAN."""
+    """e2e's medians and ratio to the ceiling, plus Mpps, Gbit/s and the ratios of VERSUS."""
     rows = e2e.summarize(results, peers, sizes)
-    vx = {r["size"]: r["delivered_pps"] for r in rows if r["peer"] == "vxlan" and "delivered_pps" in r}
+    pps = {(r["peer"], r["size"]): r["delivered_pps"] for r in rows if "delivered_pps" in r}
     for r in rows:
         if "delivered_pps" not in r:
             continue
         r["mpps"] = r["delivered_pps"] / 1e6
         r["gbps"] = r["delivered_pps"] * r["size"] * 8 / 1e9
-        if r["peer"] == "vpn" and vx.get(r["size"]):
-            r["ratio_to_vxlan"] = r["delivered_pps"] / vx[r["size"]]
+        for base, key in VERSUS.get(r["peer"], ()):
+            if pps.get((base, r["size"])):
+                r[key] = r["delivered_pps"] / pps[(base, r["size"])]
     return rows
 
 
 def markdown(rows):
     lines = ["| path | frame | offered pps | delivered pps | Gbit/s | loss % | ratio to ceiling | "
-             "ratio to plain VXLAN | delivered range (trials) | load avg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "ratio to plain VXLAN | ratio to manual-key ESP | delivered range (trials) | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         if "delivered_pps" not in r:
             continue
         rc = f"{r['ratio_to_ceiling']:.3f}" if "ratio_to_ceiling" in r else "–"
         rv = f"{r['ratio_to_vxlan']:.2f}" if "ratio_to_vxlan" in r else "–"
+        rm = f"{r['ratio_to_manual_esp']:.2f}" if "ratio_to_manual_esp" in r else "–"
         lines.append(f"| {r['label']} | {r['size']} B | {r['offered_pps']:,.0f} | {r['delivered_pps']:,.0f} | "
-                     f"{r['gbps']:.3f} | {100 * r['loss']:.1f} | {rc} | {rv} | "
+                     f"{r['gbps']:.3f} | {100 * r['loss']:.1f} | {rc} | {rv} | {rm} | "
                      f"{r['delivered_min']:,.0f}–{r['delivered_max']:,.0f} ({r['trials']}) | {r['loadavg']:.2f} |")
     return "\n".join(lines)
 

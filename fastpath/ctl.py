@@ -46,13 +46,18 @@ def request(argv, fmt="text", path=None, timeout=30.0):
         except PermissionError as e:
             raise NotRunning(f"cannot connect to {path}: {e.strerror} (the control socket is "
                              "root-only)") from None
-        s.sendall(json.dumps({"argv": list(argv), "format": fmt}).encode() + b"\n")
         buf = bytearray()
+        try:
+            s.sendall(json.dumps({"argv": list(argv), "format": fmt}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass            # the daemon went away (a refused start): no reply, said below
         while b"\n" not in buf:
             try:
                 chunk = s.recv(1 << 16)
             except socket.timeout:
                 raise NotRunning(f"no reply from {path} within {timeout:g} s") from None
+            except ConnectionResetError:
+                break
             if not chunk:
                 break
             buf += chunk

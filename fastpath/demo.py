@@ -1,8 +1,10 @@
 """fastpath demo: the main job. A real topology of network namespaces (hosts on two
-VLANs and a trunk), the daemon driven by fastpathctl, traffic, what happened, cleanup."""
+VLANs and a trunk, and a second site across an IPsec VPN keyed by IKEv2), the daemons
+driven by fastpathctl, traffic, what happened, cleanup."""
 import contextlib
 import ctypes
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -263,12 +265,62 @@ def _sh(*cmd, check=True):
     return r
 
 
+class UplinkSniffer:
+    """Every frame on an interface in a namespace, both directions (a packet socket that
+    sees what fastpath's own sockets send and receive there)."""
+
+    def __init__(self, ns, ifname):
+        with in_netns(ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            self.sock.bind((ifname, 0))
+        self.sock.settimeout(0.2)
+        self.frames = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                self.frames.append(self.sock.recv(65536))
+            except socket.timeout:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def underlay_kinds(frames):
+    """({"ARP"|"IKE"|"ESP": count}, frames of any other kind)"""
+    kinds, other = {}, 0
+    for f in frames:
+        kind = None
+        if f[12:14] == b"\x08\x06":
+            kind = "ARP"
+        elif f[12:14] == b"\x08\x00" and len(f) >= 38:
+            at = 14 + (f[14] & 0xf) * 4
+            if f[23] == 50:
+                kind = "ESP"
+            elif f[23] == 17 and struct.unpack("!H", f[at + 2:at + 4])[0] in (500, 4500):
+                kind = "IKE"
+        if kind:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        else:
+            other += 1
+    return kinds, other
+
+
 class Demo:
     HOSTS = {   # name: (vlan, ip, mac)
         "h1": (10, "192.0.2.1", "02:fd:00:00:00:01"),
         "h2": (10, "192.0.2.2", "02:fd:00:00:00:02"),
         "h3": (20, "192.0.2.3", "02:fd:00:00:00:03"),
     }
+    REMOTE = {"hb": (10, "192.0.2.11", "02:fd:00:00:00:11")}    # at site B, behind the VPN
+    UNDERLAY = {"a": "198.51.100.1", "b": "198.51.100.2"}       # the sites' uplinks
+    PSK = "fastpath demo: a secret both sites share"
     TRUNK_MAC = "02:fd:00:00:00:04"
     TRUNK_IP = {10: "192.0.2.101", 20: "192.0.2.102", 30: "192.0.2.103"}
 
@@ -276,11 +328,14 @@ class Demo:
         tag = f"fpd{os.getpid() % 100000}"
         self.sw_ns = f"{tag}-sw"
         self.ns = {h: f"{tag}-{h}" for h in ("h1", "h2", "h3", "trunk")}
+        self.siteb_ns, self.hb_ns = f"{tag}-swb", f"{tag}-hb"
         self.created = []
-        self.daemon = None
+        self.daemon = self.daemon_b = None
         self.tmp = tempfile.mkdtemp(prefix="fastpath-demo-")
         self.control = os.path.join(self.tmp, "fastpath.sock")
         self.daemon_log = os.path.join(self.tmp, "fastpath.log")
+        self.control_b = os.path.join(self.tmp, "site-b.sock")
+        self.daemon_b_log = os.path.join(self.tmp, "site-b.log")
         self.out = out
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -309,19 +364,64 @@ class Demo:
             _sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
             _sh("ip", "netns", "exec", self.sw_ns, "ip", "link", "set", sw_if, "up")
 
-    def start_daemon(self):
-        logf = open(self.daemon_log, "w")
-        self.daemon = subprocess.Popen(
-            ["ip", "netns", "exec", self.sw_ns, sys.executable, "-m", "fastpath.cli", "run",
-             "--control", self.control], stdout=logf, stderr=subprocess.STDOUT, env=self.env)
+    def build_site_b(self):
+        """Site B's switch and its VLAN 10 host; the sites' uplinks joined by a veth."""
+        self.add_ns(self.siteb_ns)
+        self.add_ns(self.hb_ns)
+        _sh("ip", "link", "add", "up-a", "netns", self.sw_ns, "type", "veth",
+            "peer", "name", "up-b", "netns", self.siteb_ns)
+        _sh("ip", "link", "add", "veth-hb", "netns", self.siteb_ns, "type", "veth",
+            "peer", "name", "eth0", "netns", self.hb_ns)
+        _, ip, mac = self.REMOTE["hb"]
+        _sh("ip", "netns", "exec", self.hb_ns, "ip", "link", "set", "eth0", "address", mac)
+        _sh("ip", "netns", "exec", self.hb_ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        _sh("ip", "netns", "exec", self.hb_ns, "ip", "link", "set", "eth0", "up")
+        for ns, ifs in ((self.sw_ns, ("up-a",)), (self.siteb_ns, ("up-b", "veth-hb"))):
+            for i in ifs:
+                _sh("ip", "netns", "exec", ns, "ip", "link", "set", i, "up")
+
+    def configure_vpn(self):
+        """Each site: its uplink's address and the tunnel to the other, keyed by IKEv2
+        with a PSK (and TCP's MSS clamped to what fits in it: the hosts' MTU is 1500).
+        Then wait for the ESP SAs; the seconds that took."""
+        self.ctl("add-ip", "up-a", f"{self.UNDERLAY['a']}/24")
+        self.ctl("add-port", "br0", "vpn0", "type=vxlan", f"options:remote_ip={self.UNDERLAY['b']}",
+                 f"options:local_ip={self.UNDERLAY['a']}", "options:key=100", f"options:psk={self.PSK}",
+                 "options:tcp_mss_clamp=auto")
+        b = self.control_b
+        self.ctl("add-ip", "up-b", f"{self.UNDERLAY['b']}/24", control=b)
+        self.ctl("add-br", "br0", control=b)
+        self.ctl("add-port", "br0", "veth-hb", f"tag={self.REMOTE['hb'][0]}", control=b)
+        self.ctl("add-port", "br0", "vpn0", "type=vxlan", f"options:remote_ip={self.UNDERLAY['a']}",
+                 f"options:local_ip={self.UNDERLAY['b']}", "options:key=100", f"options:psk={self.PSK}",
+                 "options:tcp_mss_clamp=auto", control=b)
+        t0 = time.monotonic()
+        while not all(any(r["direction"] == "out" for r in
+                          json.loads(self.ctl("--format", "json", "show", "sa", show=False, control=c)))
+                      for c in (self.control, b)):
+            if time.monotonic() - t0 > 20:
+                raise RuntimeError("IKE brought up no SA within 20 s:\n" + self.log_text())
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    def start_daemon(self, ns=None, control=None, log_path=None):
+        ns, control = ns or self.sw_ns, control or self.control
+        logf = open(log_path or self.daemon_log, "w")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "fastpath.cli", "run",
+             "--control", control], stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         logf.close()
+        if ns == self.sw_ns:
+            self.daemon = proc
+        else:
+            self.daemon_b = proc
         from fastpath.ctl import NotRunning, request
         deadline = time.monotonic() + 20
         while True:
-            if self.daemon.poll() is not None:
-                raise RuntimeError(f"the daemon exited ({self.daemon.returncode}):\n" + self.log_text())
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({proc.returncode}):\n" + self.log_text())
             try:
-                request(["version"], path=self.control, timeout=2)
+                request(["version"], path=control, timeout=2)
                 return
             except NotRunning:
                 if time.monotonic() > deadline:
@@ -335,28 +435,34 @@ class Demo:
         except OSError:
             return ""
 
-    def ctl(self, *argv, show=True, check=True):
-        """Run `fastpathctl ARGV` (the real client, as a subprocess)."""
+    def ctl(self, *argv, show=True, check=True, control=None):
+        """Run `fastpathctl ARGV` (the real client, as a subprocess); at site B with
+        control=self.control_b."""
         if show:
-            self.out("$ fastpathctl " + " ".join(a if " " not in a else repr(a) for a in argv))
-        r = subprocess.run([sys.executable, "-m", "fastpath.ctl", "--control", self.control, *argv],
+            self.out(("(site B) " if control else "") + "$ fastpathctl "
+                     + " ".join(a if " " not in a else repr(a) for a in argv))
+        r = subprocess.run([sys.executable, "-m", "fastpath.ctl", "--control", control or self.control, *argv],
                            capture_output=True, text=True, env=self.env)
         if check and r.returncode != 0:
             raise RuntimeError(f"fastpathctl {' '.join(argv)}: {r.stderr.strip()}")
         return r.stdout.rstrip("\n")
 
     def stop_daemon(self):
-        if self.daemon is None:
-            return None
-        if self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-        rc, self.daemon = self.daemon.returncode, None
-        return rc
+        """Stop both sites' daemons; site A's exit status, or the first bad one."""
+        rcs = []
+        for proc in (self.daemon, self.daemon_b):
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            rcs.append(proc.returncode)
+        self.daemon = self.daemon_b = None
+        return next((rc for rc in rcs if rc != 0), rcs[0]) if rcs else None
 
     def cleanup(self):
         try:
@@ -379,13 +485,16 @@ class Demo:
         H = self.HOSTS
 
         def host(src, dst):
-            return lambda: ping(self.ns[src], H[dst][1], count=3) > 0
+            return lambda: ping(self.ns[src], {**H, **self.REMOTE}[dst][1], count=3) > 0
 
         def trunk(vlan, dst):
             return lambda: t.ping(vlan, self.TRUNK_IP[vlan], H[dst][1])
 
         return [
             ("10", "h1", "h2", True, host("h1", "h2")),
+            ("10 VPN", "h1", "hb", True, host("h1", "hb")),
+            ("10 VPN", "h2", "hb", True, host("h2", "hb")),
+            ("20->10", "h3", "hb", False, host("h3", "hb")),
             ("10", "h2", "h1", True, host("h2", "h1")),
             ("10", "trunk.10", "h1", True, trunk(10, "h1")),
             ("10", "trunk.10", "h2", True, trunk(10, "h2")),
@@ -436,19 +545,29 @@ class Demo:
 
     def run(self):
         out = self.out
-        out("fastpath demo: one switch, three access hosts on two VLANs, one trunk host\n")
+        out("fastpath demo: one switch, three access hosts on two VLANs, one trunk host; a second "
+            "site over an IPsec VPN\n")
         out(f"  switch   namespace {self.sw_ns}: `fastpath run`, driven by fastpathctl")
         for h, (vlan, ip, mac) in self.HOSTS.items():
             out(f"  {h:<8} namespace {self.ns[h]}: {ip}/24 {mac}, access port veth-{h}, VLAN {vlan}")
         out(f"  trunk    namespace {self.ns['trunk']}: {self.TRUNK_MAC}, trunk port veth-trunk "
-            "(VLANs 10,20), tagged frames over a raw socket\n")
+            "(VLANs 10,20), tagged frames over a raw socket")
+        vlan, ip, mac = self.REMOTE["hb"]
+        out(f"  site B   namespace {self.siteb_ns}: a second `fastpath run`; uplinks up-a {self.UNDERLAY['a']} "
+            f"and up-b {self.UNDERLAY['b']} on one veth, a VXLAN tunnel in ESP keyed by IKEv2 (PSK)")
+        out(f"  hb       namespace {self.hb_ns}: {ip}/24 {mac}, access port veth-hb at site B, VLAN {vlan}\n")
         t0 = time.monotonic()
         self.build()
+        self.build_site_b()
         self.start_daemon()
+        self.start_daemon(self.siteb_ns, self.control_b, self.daemon_b_log)
         self.ctl("add-br", "br0", "other_config:mac-aging-time=300")
         for h, (vlan, _, _) in self.HOSTS.items():
             self.ctl("add-port", "br0", f"veth-{h}", "type=afpacket", f"tag={vlan}")
         self.ctl("add-port", "br0", "veth-trunk", "type=afpacket", "trunks=10,20")
+        underlay = UplinkSniffer(self.sw_ns, "up-a")         # (pcap is for bridge ports)
+        ike_secs = self.configure_vpn()
+        out(f"IKEv2 brought up the ESP SAs {ike_secs:.1f} s after site B's tunnel port was added")
         cap = os.path.join(self.tmp, "trunk.pcap")
         self.ctl("pcap", "start", "veth-trunk", cap)
         out(self.ctl("show", show=False))
@@ -457,6 +576,15 @@ class Demo:
         out("sending traffic (ICMP echo through the switch; ARP first)...")
         results = self.run_probes()
         out(self.ctl("pcap", "stop", "veth-trunk"))
+        out("")
+        vsize = 16 << 20
+        out(f"TCP from h1 to hb (VLAN 10, across the VPN), {vsize >> 20} MiB with checked content...")
+        try:
+            vmoved, vsecs = tcp_transfer(self.ns["h1"], self.hb_ns, self.REMOTE["hb"][1], vsize)
+        except OSError as e:
+            vmoved, vsecs = 0, 0.0
+            out(f"  error: {e}")
+        underlay.stop()
         out("")
         size = 64 << 20
         out(f"TCP from h1 to h2 (VLAN 10), {size >> 20} MiB with checked content, the veths' "
@@ -468,7 +596,8 @@ class Demo:
             out(f"  error: {e}")
         out("")
 
-        for cmd in (("fdb/show", "br0"), ("show", "interfaces"), ("show", "runtime"), ("show", "errors")):
+        for cmd in (("fdb/show", "br0"), ("show", "interfaces"), ("show", "ike"), ("show", "sa"),
+                    ("show", "runtime"), ("show", "errors")):
             out(f"$ fastpathctl {' '.join(cmd)}")
             out(self.ctl(*cmd, show=False))
             out("")
@@ -482,7 +611,8 @@ class Demo:
             else:
                 res, good = ("reachable" if got else "blocked"), got == expected
             ok &= good
-            dst_txt = f"{dst} {self.HOSTS[dst][1]}"
+            dst_ip = {**self.HOSTS, **self.REMOTE}[dst][1]
+            dst_txt = f"{dst} {dst_ip}"
             out(f"  {vlan:<8}{src:<10}{dst_txt:<16}{'reachable' if expected else 'blocked':<11}"
                 f"{res:<11}{'ok' if good else 'FAIL'}")
         good = moved == size
@@ -490,8 +620,18 @@ class Demo:
         rate = f"{moved * 8 / secs / 1e9:.2f} Gbit/s" if good and secs else "-"
         out(f"  {'10':<8}{'h1':<10}{'h2 TCP':<16}{f'{size >> 20} MiB':<11}"
             f"{f'{moved >> 20} MiB':<11}{'ok' if good else 'FAIL'}  {rate}")
+        good = vmoved == vsize
+        ok &= good
+        rate = f"{vmoved * 8 / vsecs / 1e9:.2f} Gbit/s" if good and vsecs else "-"
+        out(f"  {'10 VPN':<8}{'h1':<10}{'hb TCP':<16}{f'{vsize >> 20} MiB':<11}"
+            f"{f'{vmoved >> 20} MiB':<11}{'ok' if good else 'FAIL'}  {rate}")
         from fastpath.graph.pcap import read_pcap
         from fastpath.graph.trace import decode_ethernet
+        kinds, clear = underlay_kinds(underlay.frames)
+        good = clear == 0 and kinds.get("ESP", 0) > 0 and kinds.get("IKE", 0) > 0
+        ok &= good
+        out("\nThe underlay (up-a) carried: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+            + f"; anything else: {clear}  {'ok' if good else 'FAIL'}")
         frames = list(read_pcap(cap))
         out(f"\nThe trunk port's capture (first {min(8, len(frames))} of {len(frames)} frames, "
             "both directions):")

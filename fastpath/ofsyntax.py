@@ -14,7 +14,7 @@ mod_dl_src, mod_dl_dst, mod_nw_src, mod_nw_dst, mod_tp_src, mod_tp_dst, dec_ttl,
 set_field:VALUE->FIELD (eth_src, eth_dst, vlan_vid, vlan_pcp, ipv4_src, ipv4_dst,
 tcp/udp_src/dst), output:PORT (or a bare port number), normal, flood, all, in_port,
 controller[:MAX_LEN] (or output:CONTROLLER) and drop; and the instructions
-clear_actions, write_actions(ACTIONS), write_metadata:VALUE[/MASK], goto_table:N.
+meter:N, clear_actions, write_actions(ACTIONS), write_metadata:VALUE[/MASK], goto_table:N.
 
 The counters that ``ovs-ofctl dump-flows`` prints (duration, n_packets,
 n_bytes, idle_age, hard_age) are accepted and ignored, as OVS does, so the
@@ -62,7 +62,7 @@ _NOARG_ACTIONS = {"strip_vlan": "strip_vlan", "pop_vlan": "strip_vlan",
 _NOARG_ACTIONS.update(dec_ttl="dec_ttl", clear_actions="clear_actions")
 _ARG_ACTIONS = ("push_vlan", "mod_vlan_vid", "mod_vlan_pcp", "output", "controller",
                 "mod_dl_src", "mod_dl_dst", "mod_nw_src", "mod_nw_dst", "mod_tp_src",
-                "mod_tp_dst", "set_field", "goto_table", "write_metadata", "group")
+                "mod_tp_dst", "set_field", "goto_table", "write_metadata", "group", "meter")
 # set_field's OXM names -> the mod_* action that does it
 _SET_FIELDS = {"eth_src": "mod_dl_src", "eth_dst": "mod_dl_dst", "vlan_vid": "mod_vlan_vid",
                "vlan_pcp": "mod_vlan_pcp", "ipv4_src": "mod_nw_src", "ipv4_dst": "mod_nw_dst",
@@ -128,6 +128,7 @@ class FlowRule:
     write_actions: list | None = None              # into the action set
     clear_actions: bool = False
     write_metadata: tuple | None = None            # (value, mask)
+    meter: int | None = None                       # meter:N, run before the actions
 
 
 # ---------------------------------------------------------------- helpers
@@ -365,6 +366,8 @@ def parse_actions(text: str) -> list:
             actions.append(Action(kind, _parse_int(arg, "goto_table", 0, N_TABLES - 1)))
         elif kind == "group":
             actions.append(Action(kind, _parse_int(arg, "group", 0, 0xFFFFFF00)))
+        elif kind == "meter":
+            actions.append(Action(kind, _parse_int(arg, "meter", 1, 0xFFFF0000)))
         elif kind == "write_metadata":
             actions.append(Action(kind, _parse_masked(64)(arg, kind) or (0, 0)))
         elif kind == "set_field":
@@ -412,6 +415,10 @@ def parse_flow(text: str, *, need_actions: bool = True) -> FlowRule:
             rule.clear_actions = True
         elif a.kind == "write_actions":
             rule.write_actions = a.arg
+        elif a.kind == "meter":
+            if rule.meter is not None:
+                raise FlowSyntaxError("one meter per flow")
+            rule.meter = a.arg
         else:
             rule.actions.append(a)
     return rule
@@ -510,6 +517,8 @@ def format_actions(actions, rule=None) -> str:
     """Canonical action list, with a rule's other instructions after it as OVS prints
     them; nothing at all prints as ``drop``."""
     parts = [_format_action(a) for a in actions if a.kind != "drop"]
+    if rule is not None and rule.meter is not None:
+        parts.insert(0, f"meter:{rule.meter}")        # first, as OVS prints it
     if rule is not None:
         if rule.clear_actions:
             parts.append("clear_actions")

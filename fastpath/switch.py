@@ -42,7 +42,7 @@ from fastpath.nodes.vxlan import VxlanEncap, VxlanInput, encap_overhead
 from fastpath.nodes.mss import MssClampInput, MssClampOutput, clamp_values, parse_clamp
 from fastpath.nodes.arp import ArpInput, arp_frame
 from fastpath.nodes.esp import EspDecrypt, EspEncrypt
-from fastpath.nodes.handshake import HandshakeInput
+from fastpath.nodes.ike_input import IkeInput
 from fastpath.nodes.packet_in import PacketIn
 from fastpath import ports as port_types
 
@@ -93,7 +93,7 @@ def build_graph(graph, tables, worker=0):
                  L2Learn(tables), L2Forward(tables), L2Flood(tables), VlanOutput(tables),
                  InterfaceOutput(), Gso(),
                  Ip4Input(), ArpInput(), Ip4UdpInput(), VxlanInput(), VxlanEncap(),
-                 EspEncrypt(), EspDecrypt(), HandshakeInput(), MssClampInput(), MssClampOutput(),
+                 EspEncrypt(), EspDecrypt(), IkeInput(), MssClampInput(), MssClampOutput(),
                  PacketIn(tables)):
         graph.add(node)
 
@@ -496,6 +496,8 @@ class Switch:
         if remote == local or remote.is_multicast or remote.is_unspecified:
             raise ConfigError(f"vxlan port {port.name}: bad remote_ip {remote}")
         for t in self.tunnels():
+            if t.name == port.name:             # itself, being reconfigured
+                continue
             if t.options["remote_ip"] == str(remote) and int(t.options["key"]) == vni:
                 raise ConfigError(f"vxlan port {port.name}: tunnel {t.name} already uses "
                                   f"remote_ip {remote} key {vni}")
@@ -508,11 +510,14 @@ class Switch:
         from fastpath.ike.tunnel import is_ike
         if is_ike(o) and manual:
             raise ConfigError(f"vxlan port {port.name}: options:ike and manual SAs exclude each other")
-        if is_ike(o) and not str(o.get("psk", "")):
-            raise ConfigError(f"vxlan port {port.name}: options:ike=true needs options:psk")
+        if is_ike(o) and not str(o.get("psk", "")) and "certificate" not in o:
+            raise ConfigError(f"vxlan port {port.name}: IKEv2 needs options:psk or options:certificate")
+        if ("psk" in o or "certificate" in o) and str(o.get("ike", "true")).lower() == "false":
+            raise ConfigError(f"vxlan port {port.name}: options:psk and options:certificate key the "
+                              f"tunnel with IKEv2; options:ike=false contradicts them")
         if "esn" in o and not manual and not is_ike(o):
-            raise ConfigError(f"vxlan port {port.name}: options:esn is for manual SAs (the PSK "
-                              f"handshake always uses extended sequence numbers)")
+            raise ConfigError(f"vxlan port {port.name}: options:esn is for IPsec tunnels (manual "
+                              f"SAs or options:psk)")
         from fastpath.vpn import uses_esn
         if uses_esn(o) and str(o.get("replay_window", "")) == "0":
             # the kernel refuses it too: ESN infers the high bits from the window
@@ -523,7 +528,7 @@ class Switch:
                 o["tcp_mss_clamp"] = str(parse_clamp(o["tcp_mss_clamp"]))
             except ValueError as e:
                 raise ConfigError(f"vxlan port {port.name}: {e}") from None
-        port.ipsec = bool(manual) or "psk" in o
+        port.ipsec = bool(manual) or is_ike(o)
         port.sa_index = 0
         port.uplink = None
 
@@ -546,6 +551,26 @@ class Switch:
         if port.ipsec:
             from fastpath import vpn
             vpn.stop(self, port)
+
+    @under_barrier
+    def set_tunnel_options(self, ifname, options):
+        """ovs-vsctl set interface TUNNEL options:KEY=VALUE...: the tunnel stops (its IKE SAs
+        deleted towards the peer, its ESP SAs gone) and starts again with the options
+        changed, keyed afresh; the port stays in its bridge with its flows and MAC entries.
+        Options the checks refuse change nothing."""
+        port = self.port(ifname)
+        if port.type != "vxlan":
+            raise ConfigError(f"set interface {ifname}: only a tunnel (vxlan) port's options can "
+                              f"change; del-port and add-port for a {port.type} port")
+        new = {**port.options, **{k.replace("options:", ""): str(v) for k, v in options.items()}}
+        probe = Port(port.name, port.type, port.sw_if_index, port.ofport, port.bridge)
+        probe.options = new
+        self._check_tunnel(probe)              # raises before anything changed
+        self._stop_tunnel(port)
+        port.options = probe.options
+        self._check_tunnel(port)
+        self._start_tunnel(port)
+        self._apply_port(port)
 
     def _free_sw_if_index(self):
         used = {p.sw_if_index for p in (*self.ports.values(), *self.uplinks.values())}
@@ -768,7 +793,7 @@ class Switch:
                 encap.set_next_hop(t.sw_if_index, mac)
 
     def send_frame(self, port, frame):
-        """Send a frame the control plane built (ARP, handshakes) out of a port."""
+        """Send a frame the control plane built (ARP, IKE) out of a port."""
         pool = self.graph.pool
         bufs = pool.alloc_py(1)
         if len(bufs) == 0:
@@ -896,7 +921,11 @@ class Switch:
                  "port": {p.name: p.settings() for p in br.ports.values()}}
             if not br.flows.is_default:
                 from fastpath import ofsyntax
-                b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows]
+                # groups and meters come only from a controller, which installs them (and
+                # the flows that use them) again when it connects: such flows cannot load
+                b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows
+                              if f.rule.meter is None and not any(
+                                  a.kind == "group" for a in list(f.rule.actions) + list(f.rule.write_actions or ()))]
             if br.controllers:
                 b["controller"] = list(br.controllers)
             if br.fail_mode != "standalone":

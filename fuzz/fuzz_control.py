@@ -97,7 +97,7 @@ SETTINGS = [
     "options:spi_out=255", "options:spi_in=0x1000", "options:spi_in=0x1001", "options:spi_in=0x100000000",
     f"options:key_out={KEY20}", f"options:key_in={KEY36}", "options:key_in=0x00", "options:key_out=zz",
     "options:encap=udp", "options:encap=none", "options:encap=tcp", "options:replay_window=4096",
-    "options:replay_window=4097", "options:rekey_time=1", "options:rekey_packets=0",
+    "options:replay_window=4097", "options:rekey_time=1", "options:rekey_packets=0", "options:ike=false",
     "options:vhost-socket=sock", "options:fanout_group=7", "options:bogus=1", "gw=192.0.2.254",
     "gw=10.0.0.1", "gw=x", "=x", "x", "noeq", "options:", "type=pg=x"]
 VALUES = ["192.0.2.2/24", "192.0.2.5/24", "192.0.2.0/24", "10.0.0.1/32", "1.2.3.4", "300.1.1.1/8", "",

@@ -1,6 +1,6 @@
 """Fuzz the VPN underlay: what arrives on the L3 uplink of an in-memory VPN site
 (tests/vpnutil.make_site): ethernet-input -> ip4-input -> arp-input | esp-decrypt |
-ip4-udp-input -> vxlan-input | handshake-input, and what the bridge sends into the tunnels
+ip4-udp-input -> vxlan-input | ike-input, and what the bridge sends into the tunnels
 (vxlan-encap -> esp-encrypt).
 
     python fuzz/fuzz_underlay.py -atheris_runs=1000000 [CORPUS_DIR]
@@ -11,7 +11,7 @@ the inbound SAs are made anew for every input, so an input means the same thing 
 runs. An input is 1-4 frames, each one of:
   0  raw bytes on the uplink;
   1  a valid packet built with scapy (ESP and ESP-in-UDP carrying VXLAN, cleartext VXLAN, ARP,
-     a handshake message, a NAT-T keepalive, IP options, a fragment, nested ESP, ...) with
+     an IKE message, a NAT-T keepalive, IP options, a fragment, nested ESP, ...) with
      byte-level mutations (overwrite, insert, cut, pad) and optionally the IPv4 checksum,
      total length or UDP length fixed up afterwards, so the mutation reaches past them;
   2  a packet built from fields: every IPv4 header field and options, ESP or ESP-in-UDP or
@@ -225,8 +225,10 @@ def templates():
     out.append((bytes(Ether(src="02:00:00:00:00:09", dst="02:00:00:00:00:02")
                       / ARP(op=2, hwsrc="02:00:00:00:00:09", psrc="192.0.2.9", hwdst="02:00:00:00:00:02",
                             pdst=SITE)), {}))
-    hs = struct.pack("!IBBHI", 0, 1, 1, 0, VNI["vpn0"]) + bytes(60)
-    add(bytes(SIP(src=PEER0, dst=SITE) / SUDP(sport=4500, dport=4500) / Raw(hs)))
+    # an IKE_SA_INIT header after the non-ESP marker, and on UDP 500 (no IKE tunnel here)
+    ike = struct.pack("!8s8sBBBBII", b"S" * 8, bytes(8), 33, 0x20, 34, 8, 0, 28)
+    add(bytes(SIP(src=PEER0, dst=SITE) / SUDP(sport=4500, dport=4500) / Raw(bytes(4) + ike)))
+    add(bytes(SIP(src=PEER0, dst=SITE) / SUDP(sport=500, dport=500) / Raw(ike)))
     add(bytes(SIP(src=PEER1, dst=SITE) / SUDP(sport=4500, dport=4500) / Raw(b"\xff")))
     ipo = encrypted("vpn0", SIP(src=PEER0, dst=SITE, options=[IPOption_Router_Alert()]) / inner("vpn0", 10, 3))
     add(ipo, {esp_blob(ipo): ["vpn0"]})
@@ -476,7 +478,7 @@ def one_input(data):
         for port, f in host:
             inject(sw, port, [f])
         g.run_until_idle()
-        sw.vpn.tick(sw.clock())                      # handshake-input's queue (no PSK tunnels)
+        sw.vpn.tick(sw.clock())                      # ike-input's queue (no IKE tunnels)
         g.pool.check_accounting(0)
         after = sa_packets(sw)
         accepted = {k: after[k] - before[k] for k in after}
@@ -485,7 +487,7 @@ def one_input(data):
         errs = {g.error_names[k][:2]: int(d[k]) for k in d.nonzero()[0]}
         learned = {row["port"] for row in sw.fdb_rows("br0")}
         check(frames, host, blobs, out, accepted, errs, learned)
-        assert not sw.graph["handshake-input"].queue
+        assert not sw.graph["ike-input"].queue
         return out, accepted, errs
 
     _twin.run(run)

@@ -181,6 +181,7 @@ def blast(sock, frames, count, batch=256):
 
 VNI = 5000
 NAT_T = 4500
+IKE = 500
 
 
 def ip4_checksum(header):
@@ -223,15 +224,37 @@ def esp_offset(frame):
     return None
 
 
-def handshake_payload(frame):
-    """The handshake message (after UDP) of a frame to UDP 4500 with the non-ESP marker."""
+def ike_payload(frame):
+    """(UDP port, IKE message) of a frame to UDP 500, or to UDP 4500 with the non-ESP
+    marker (stripped), else None."""
     if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
         return None
     hlen = (frame[14] & 0xf) * 4
     udp = 14 + hlen
-    if frame[udp + 2:udp + 4] != b"\x11\x94" or frame[udp + 8:udp + 12] != b"\0\0\0\0":
-        return None
-    return frame[udp + 8:]
+    dport = struct.unpack("!H", frame[udp + 2:udp + 4])[0]
+    if dport == IKE:
+        return dport, frame[udp + 8:]
+    if dport == NAT_T and frame[udp + 8:udp + 12] == b"\0\0\0\0":
+        return dport, frame[udp + 12:]
+    return None
+
+
+def ike_frame(dst_mac, src_mac, src_ip, dst_ip, port, msg):
+    """msg as IKE on UDP port (500, or 4500 after the non-ESP marker)."""
+    if port == NAT_T:
+        msg = b"\0\0\0\0" + msg
+    return ip4_udp_frame(dst_mac, src_mac, src_ip, dst_ip, msg, sport=port, dport=port)
+
+
+def ike_requests_to(frames):
+    """The protected IKE requests (not IKE_SA_INIT, not responses) among frames, as (port,
+    message)."""
+    out = []
+    for f in frames:
+        p = ike_payload(f)
+        if p and len(p[1]) >= 28 and p[1][18] != 34 and not p[1][19] & 0x20:
+            out.append(p)
+    return out
 
 
 def esp_seq(frame):
@@ -279,21 +302,28 @@ def with_src_ip(frame, ip):
     return with_checksum(f)
 
 
-def k_auth(psk, vni=VNI):
-    from cryptography.hazmat.primitives.hashes import SHA256
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    return HKDF(algorithm=SHA256(), length=32, salt=b"fastpath-vpn-v1 auth",
-                info=struct.pack("!I", vni)).derive(psk.encode())
-
-
-def forged_init(key, rng, vni=VNI, ts=None):
-    """A well-formed INIT (72 bytes) MACed with `key` (a wrong PSK's K_auth)."""
-    import hashlib
-    import hmac
-    ts = time.time_ns() + 10 ** 12 if ts is None else ts
-    body = (struct.pack("!IBBHI", 0, 1, 1, 0, vni) + struct.pack("!I", rng.randrange(256, 1 << 32))
-            + rng.randbytes(32) + struct.pack("!Q", ts))
-    return body + hmac.new(key, body, hashlib.sha256).digest()[:16]
+def ike_junk(rng, requests, peer_ip, other_ip, n=10):
+    """What an attacker sends a gateway's IKE, made of random bytes and of the genuine
+    protected requests it received ((port, message), from peer_ip): a list of (source
+    address, port, message, reasons), reasons being those of ike-input one of which counts
+    it, or () where it may be answered from the IKE SA's last response instead (a replay)."""
+    out = []
+    for _ in range(n):
+        port = rng.choice((IKE, NAT_T))
+        out.append((peer_ip, port, rng.randbytes(rng.randrange(0, 28)), ("invalid_syntax",)))
+        # a well-formed INFORMATIONAL request for IKE SPIs nobody has
+        hdr = struct.pack("!8s8sBBBBII", rng.randbytes(8), rng.randbytes(8), 0, 0x20, 37, 0x08, 0, 28)
+        out.append((peer_ip, port, hdr, ("unknown_spi",)))
+        out.append((other_ip, port, hdr, ("no_tunnel",)))
+    for port, msg in requests:
+        cut = rng.randrange(28, len(msg))
+        out.append((peer_ip, port, msg[:cut], ("invalid_syntax",)))       # header length disagrees
+        flipped = bytearray(msg)
+        flipped[rng.randrange(len(msg) - 16, len(msg))] ^= 1 << rng.randrange(8)
+        # the ICV refuses it, or its message ID is older than the last answered one
+        out.append((peer_ip, port, bytes(flipped), ("integrity_failed", "invalid_message_id")))
+        out += [(peer_ip, port, msg, ())] * 2
+    return out
 
 
 def bit_flips(frame):
@@ -321,18 +351,18 @@ HA2, HB2 = "00:00:00:00:0a:02", "00:00:00:00:0b:02"        # hosts on VLAN 20
 
 
 class VpnLab:
-    """Two in-memory gateways (tests/vpnutil.py) with a PSK tunnel, stepped 50 ms at a
+    """Two in-memory gateways (tests/vpnutil.py) with an IKEv2 PSK tunnel, stepped 50 ms at a
     time. A numbered stream flows each way (A h10 -> B h10: "ab", B h20 -> A h20: "ba");
     `attack(dst, frames) -> frames` decides what reaches a gateway's uplink in place of
     the genuine frames of a step (it may add, reorder around, never drop them)."""
     PSK = "a long shared secret"
 
-    def __init__(self, encap=None, hs_queue=None, **options):
+    def __init__(self, encap=None, ike_queue=None, **options):
         from l2util import Clock
         from vpnutil import A_IP, B_IP
         self.A_IP, self.B_IP = A_IP, B_IP
         self.clock = Clock(1000.0)
-        self.hs_queue = hs_queue                 # a smaller handshake queue: a smaller flood
+        self.ike_queue = ike_queue               # a smaller IKE queue: a smaller flood
         self.options = {"options:psk": self.PSK, **options}
         if encap:
             self.options["options:encap"] = encap
@@ -347,8 +377,8 @@ class VpnLab:
         from vpnutil import make_site
         local, remote = (self.A_IP, self.B_IP) if name == "a" else (self.B_IP, self.A_IP)
         sw = make_site(local, remote, self.clock, self.options)
-        if self.hs_queue:
-            sw.graph["handshake-input"].limit = self.hs_queue
+        if self.ike_queue:
+            sw.graph["ike-input"].limit = self.ike_queue
         return sw
 
     def site(self, name):
@@ -429,10 +459,21 @@ class VpnLab:
     def up(self, steps=40):
         for _ in range(steps):
             self.step(0)
-            if all(self.tunnel(x).out for x in "ab") and not any(
-                    self.tunnel(x).responded or self.tunnel(x).pending for x in "ab"):
+            if all(self.tunnel(x).out for x in "ab") and self.settled():
                 return
         raise AssertionError("the tunnel did not come up")
+
+    def settled(self):
+        """One established IKE SA each side, with no exchange in progress. (Both sides
+        initiate at first; the lower address's IKE SA wins, the other's request leaves a
+        half-open responder SA there until it times out.)"""
+        up = [s for x in "ab" for s in self.tunnel(x).ike.sas if s.state == "ESTABLISHED"]
+        return len(up) == 2 and all(s.pending is None for s in up)
+
+    def ike_state(self, name):
+        """What IKE holds: its SAs (SPIs, state, message IDs) and their CHILD_SAs."""
+        return [(s.spi_i, s.spi_r, s.state, s.my_next_id, s.peer_next_id,
+                 sorted((c.spi_in, c.spi_out) for c in s.children)) for s in self.tunnel(name).ike.sas]
 
     def sa_rows(self, name):
         return self.ctl(name, "show", "sa")

@@ -274,7 +274,9 @@ def test_demo():
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, out + err
     for text in ("$ fastpathctl fdb/show br0", "$ fastpathctl show runtime",
-                 "$ fastpathctl show interfaces", "Per-VLAN reachability", "PASS"):
+                 "$ fastpathctl show interfaces", "Per-VLAN reachability", "PASS",
+                 "IKEv2 brought up the ESP SAs", "$ fastpathctl show ike", "ESTABLISHED",
+                 "The underlay (up-a) carried: "):
         assert text in out
     assert "FAIL" not in out
     # everything it made is gone

@@ -1,7 +1,8 @@
 """Faucet (PyPI `faucet`, in its own virtualenv: scripts/setup.sh makes it) drives a fastpath
 bridge over OpenFlow 1.3, with hosts in network namespaces on veths (AF_PACKET ports) on two
 VLANs: hosts in one VLAN reach each other and hosts in different VLANs do not, Faucet learns
-the hosts through PACKET_IN (its Prometheus `learned_l2_port`), a port whose link goes
+the hosts through PACKET_IN (its Prometheus `learned_l2_port`), an ACL meter limits one
+port's ICMP, a port whose link goes
 down reaches it as PORT_STATUS (`port_status` 0), and fastpath reconnects by itself after
 Faucet restarts."""
 import os
@@ -25,12 +26,30 @@ HOSTS = [  # (ofport, VLAN, address, MAC); not 0e:00:00:00:00:01, which is Fauce
     (3, 200, "10.0.0.3", "0e:00:00:00:01:03"),
     (4, 200, "10.0.0.4", "0e:00:00:00:01:04"),
 ]
+METERED_PORT = 4            # its ICMP goes through Faucet's meter: 2 packets a second
 CONFIG = """
 vlans:
   office:
     vid: 100
   guest:
     vid: 200
+meters:
+  icmp_slow:
+    meter_id: 1
+    entry:
+      flags: "PKTPS"
+      bands: [{type: "DROP", rate: 2}]
+acls:
+  icmp_metered:
+    - rule:
+        dl_type: 0x800
+        nw_proto: 1
+        actions:
+          meter: icmp_slow
+          allow: 1
+    - rule:
+        actions:
+          allow: 1
 dps:
   fp1:
     dp_id: 0x1
@@ -38,7 +57,8 @@ dps:
     interfaces:
 """ + "".join(f"""      {port}:
         native_vlan: {"office" if vlan == 100 else "guest"}
-""" for port, vlan, _, _ in HOSTS)
+""" + ("""        acls_in: [icmp_metered]
+""" if port == METERED_PORT else "") for port, vlan, _, _ in HOSTS)
 
 
 def free_port(ns):
@@ -170,6 +190,14 @@ def test_faucet_drives_a_bridge_with_two_vlans(tmp_path):
             # different VLANs: never
             assert not ping(h1, "10.0.0.3")
             assert not ping(h4, "10.0.0.2")
+
+            # Faucet's ACL meter (METER_MOD, meter:1 in its ACL table): a burst of pings
+            # from the metered port gets about 2 a second through
+            assert "meter:1" in fp.do("dump-flows", "br0")
+            r = h4.run(["ping", "-c", "40", "-i", "0.01", "-W", "1", "10.0.0.3"], check=False)
+            received = int(r.stdout.split(" received")[0].rsplit(" ", 1)[1])
+            assert 1 <= received <= 6, r.stdout
+            assert "meter band dropped" in fp.do("show", "errors")
 
             # Faucet learned each host on its port through PACKET_IN
             for port, vlan, _, mac in HOSTS:

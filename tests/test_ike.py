@@ -18,7 +18,7 @@ from l2util import Clock, frame
 from test_vhost import sockdir  # noqa: F401 (a fixture)
 from vpnutil import A_IP, B_IP, exchange, make_site, taken
 
-IKE_OPTS = {"options:psk": "correct horse battery", "options:ike": "true"}
+IKE_OPTS = {"options:psk": "correct horse battery"}      # options:psk alone means IKEv2
 
 
 # ---------------------------------------------------------------- codec
@@ -134,10 +134,10 @@ def test_dh_groups_agree_and_refuse_bad_public_values(group):
 # ---------------------------------------------------------------- two fastpath gateways
 
 class Sites:
-    def __init__(self, opts_a=None, opts_b=None, tap=None):
+    def __init__(self, opts_a=None, opts_b=None, tap=None, base=IKE_OPTS):
         self.clock = Clock(1000.0)
-        self.a = make_site(A_IP, B_IP, self.clock, {**IKE_OPTS, **(opts_a or {})})
-        self.b = make_site(B_IP, A_IP, self.clock, {**IKE_OPTS, **(opts_b or {})})
+        self.a = make_site(A_IP, B_IP, self.clock, {**base, **(opts_a or {})})
+        self.b = make_site(B_IP, A_IP, self.clock, {**base, **(opts_b or {})})
         self.wire, self.tap = [], tap
 
     def ike(self, sw):
@@ -199,6 +199,7 @@ def test_show_ike_names_the_sa_and_never_the_psk():
     c = Control(s.a)
     text = c.execute(["show", "ike"])
     assert "ESTABLISHED" in text and f"{B_IP}[500]" in text and "aes128gcm16-prfsha256-ecp256" in text
+    assert "auth psk" in text
     assert "CHILD_SA aes128gcm16-esn transport" in text
     js = c.execute(["show", "ike"], fmt="json")
     assert "correct horse" not in repr(js) and "correct horse" not in text
@@ -213,7 +214,7 @@ def test_wrong_psk_never_brings_anything_up():
         assert t.out is None and not t.inbound and not s.up(sw)
         assert t.ike.counters["authentication_failed"] > 0
     errors = {(e[1], e[2]): e[0] for e in s.a.errors()}
-    assert errors.get(("handshake-input", "authentication_failed"), 0) > 0
+    assert errors.get(("ike-input", "authentication_failed"), 0) > 0
 
 
 @pytest.mark.parametrize("esn_a,esn_b,want", [("true", None, True), ("false", None, False),
@@ -524,6 +525,12 @@ def test_ike_option_checks():
     from fastpath.switch import ConfigError
     with pytest.raises(ConfigError):
         make_site(A_IP, B_IP, Clock(), {"options:ike": "true"})
+    with pytest.raises(ConfigError, match="ike=false contradicts"):
+        make_site(A_IP, B_IP, Clock(), {**IKE_OPTS, "options:ike": "false"})
+    # options:ike=true, from configs written before options:psk implied it, still works
+    s = Sites(opts_a={"options:ike": "true"})
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
     with pytest.raises(ConfigError):
         make_site(A_IP, B_IP, Clock(), {**IKE_OPTS, "options:spi_out": "0x1001", "options:spi_in": "0x2001",
                                         "options:key_out": "0x" + "11" * 20, "options:key_in": "0x" + "22" * 20})
@@ -535,7 +542,9 @@ def test_ike_option_checks():
 #                                                                     |  IKE, ESP(VXLAN(802.1Q))
 #                      guest eth0 192.0.2.2: charon + swanctl, vxlan100.10 10.10.0.2
 
-SWAN_PLUGINS = ("random", "nonce", "openssl", "kdf", "kernel-netlink", "socket-default", "vici")
+SWAN_PLUGINS = ("random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey", "constraints",
+                "kdf", "kernel-netlink", "socket-default", "vici")
+SWAN_CRED_PLUGINS = "random nonce openssl pem pkcs1 pkcs8 x509 pubkey"     # swanctl reads the PEM files
 # libgcc_s: glibc loads it itself (pthread_cancel at exit), so ldd does not name it
 SWAN_BINARIES = ("/usr/lib/ipsec/charon", "/usr/sbin/swanctl", "/lib/x86_64-linux-gnu/libgcc_s.so.1",
                  *(f"/usr/lib/ipsec/plugins/libstrongswan-{p}.so" for p in SWAN_PLUGINS))
@@ -558,10 +567,20 @@ wait $P
 """
 
 
-def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False):
+def swan_psk_auth(psk):
+    """The swanctl.conf authentication of both ends: a PSK and the gateways' addresses."""
+    return {"local": f"auth = psk\n      id = {GUEST_IP}", "remote": f"auth = psk\n      id = {FP_IP}",
+            "secrets": f'ike-fp {{\n    secret = "{psk}"\n  }}', "files": {}}
+
+
+def swan_script(start_action, ike_proposal, esp_proposal, psk, rekeys=False, auth=None):
     """The guest: VXLAN (from and to UDP 4789, so its packets match [udp/4789]) with VLAN 10
     on it, created before any SA; charon; the connection; then, once the CHILD_SA is
-    installed, a ping to the host behind fastpath."""
+    installed, a ping to the host behind fastpath. auth: swanctl.conf's local and remote
+    blocks, its secrets and the files they name (swan_psk_auth, or certificates)."""
+    auth = auth or swan_psk_auth(psk)
+    files = "".join(f"mkdir -p {os.path.dirname(path)}\ncat > {path} <<'EOF2'\n{text.strip()}\nEOF2\n"
+                    for path, text in auth["files"].items())
     return f"""
 IP=/bin/ip
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
@@ -579,7 +598,7 @@ echo 'udp 17 UDP' > /etc/protocols
 echo 'isakmp 500/udp' > /etc/services
 cat > /etc/strongswan.conf <<'EOF2'
 swanctl {{
-  load = random nonce openssl
+  load = {SWAN_CRED_PLUGINS}
 }}
 charon {{
   load = {' '.join(SWAN_PLUGINS)}
@@ -600,12 +619,10 @@ connections {{
     remote_addrs = {FP_IP}
     proposals = {ike_proposal}
     local {{
-      auth = psk
-      id = {GUEST_IP}
+      {auth["local"]}
     }}
     remote {{
-      auth = psk
-      id = {FP_IP}
+      {auth["remote"]}
     }}
     children {{
       vxlan {{
@@ -619,20 +636,20 @@ connections {{
   }}
 }}
 secrets {{
-  ike-fp {{
-    secret = "{psk}"
-  }}
+  {auth["secrets"]}
 }}
 EOF2
-/usr/lib/ipsec/charon 2>&1 | sed 's/^/charon: /' &
+{files}/usr/lib/ipsec/charon 2>&1 | tee /tmp/charon.log | sed 's/^/charon: /' &
 i=0; while [ ! -S /var/run/charon.vici ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
 /usr/sbin/swanctl --load-all --noprompt
+# (an authentication failure ends the wait early; 5 s more show nothing comes up after it)
 i=0; while ! /usr/sbin/swanctl --list-sas 2>/dev/null | grep -q INSTALLED; do
+    if grep -q AUTHENTICATION_FAILED /tmp/charon.log; then sleep 5; break; fi
     sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done
 /usr/sbin/swanctl --list-sas
 if /usr/sbin/swanctl --list-sas | grep -q INSTALLED; then echo FP-SA-UP; else echo FP-SA-NONE; fi
 $IP -s xfrm state | grep -E '^src|aead|flag'
-if ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
+if /usr/sbin/swanctl --list-sas | grep -q INSTALLED && ping -c 3 -w 20 {HOST_IP}; then echo FP-PING-OK; else echo FP-PING-FAIL; fi
 {SWAN_REKEYS.format(host=HOST_IP) if rekeys else ""}
 echo FP-DONE
 sleep 1000
@@ -668,7 +685,10 @@ def test_strongswan_rekeys_under_traffic_lose_nothing(sockdir, role):
     assert len(up) == 1 and len(up[0]["children"]) == 1
 
 
-def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False):
+def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, esn, match=True, rekeys=False,
+                    fp_auth=None, swan_auth=None):
+    """fp_auth: fastpath's authentication options (default the PSK), swan_auth: the guest's
+    (default swan_psk_auth(guest_psk))."""
     from netns import Netns, unique_name, veth_pair
     from test_vhost import Guest, icmp_ping, running, vstats
     from test_vpn_linux_peer import GUEST_MODULES
@@ -686,11 +706,11 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
             start = "trap" if role == "initiator" else "start"
             sw.add_port("br0", "vpn0", type="vxlan", **{
                 "options:remote_ip": GUEST_IP, "options:local_ip": FP_IP, "options:key": VNI,
-                "options:ike": "true", "options:psk": "a shared secret for IKE",
+                "options:ike": "true", **(fp_auth or {"options:psk": "a shared secret for IKE"}),
                 "options:ike_initiate": "true" if role == "initiator" else "false",
                 **({"options:rekey_time": "6"} if rekeys else {})})
             with running(sw):
-                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys),
+                g = Guest(sockdir, sock, swan_script(start, ike_proposal, esp_proposal, guest_psk, rekeys, swan_auth),
                           modules=GUEST_MODULES, binaries=("/bin/ip", *SWAN_BINARIES)).start()
                 try:
                     assert g.wait_line("FP-SA-", timeout=240), g.console()
@@ -724,3 +744,35 @@ def _strongswan_run(sockdir, role, ike_proposal, esp_proposal, guest_psk, bits, 
         assert counters["authentication_failed"] > 0
         assert delivered == 0
     return counters, ike, console
+
+
+def test_reconfiguring_a_tunnel_renegotiates_and_a_refused_change_keeps_it():
+    """set interface TUNNEL options:...: a new PSK on one side tears its SAs down and the
+    renegotiation fails until the other side has it too; then traffic flows again over
+    new SPIs. A change the checks refuse leaves the tunnel up as it was."""
+    from fastpath.control import CommandError, Control
+    s = Sites()
+    s.step(40)
+    assert s.up(s.a) and s.up(s.b)
+    ta, tb = (next(iter(sw.vpn.tunnels.values())) for sw in (s.a, s.b))
+    old_spi = ta.out[1].spi
+    ca, cb = Control(s.a), Control(s.b)
+    with pytest.raises(CommandError):
+        ca.execute(["set", "interface", "vpn0", "options:remote_ip=224.0.0.1"])
+    with pytest.raises(CommandError):
+        ca.execute(["set", "interface", "vpn0", "options:psk=x", "tag=5"])
+    assert s.up(s.a) and ta.out[1].spi == old_spi            # refused: nothing changed
+    ca.execute(["set", "interface", "vpn0", "options:psk=a new secret"])
+    ta = next(iter(s.a.vpn.tunnels.values()))
+    s.step(60)
+    assert not s.up(s.a) and ta.ike.counters["authentication_failed"] > 0
+    assert not s.up(s.b)                                     # told with a DELETE
+    cb.execute(["set", "interface", "vpn0", "options:psk=a new secret"])
+    s.step(200)
+    assert s.up(s.a) and s.up(s.b)
+    ta = next(iter(s.a.vpn.tunnels.values()))
+    assert ta.out[1].spi != old_spi
+    s.a.port("h10").io[0].add([bytes(frame(src="02:00:00:00:0a:01", payload=bytes(46)))])
+    s.step(5)
+    assert len(taken(s.b)["h10"]) == 1
+    assert "a new secret" not in ca.execute(["show"]) and "a new secret" not in ca.execute(["show", "ike"])

@@ -260,7 +260,25 @@ def bad_flow_mod(**kw):
     (bad_flow_mod(match_fields=[(c.OXM_VLAN_PCP, 3, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),
     (bad_flow_mod(instructions=c.goto_table(0)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),  # not later
     (bad_flow_mod(instructions=c.goto_table(16)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),
-    (bad_flow_mod(instructions=struct.pack("!HH4xI4x", c.IT_METER, 16, 1)), (c.ET_BAD_INSTRUCTION, c.BIC_UNSUP_INST)),
+    (bad_flow_mod(instructions=struct.pack("!HH4xI4x", c.IT_METER, 16, 1)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_LEN)),
+    (bad_flow_mod(instructions=c.meter_instruction(7)), (c.ET_METER_MOD_FAILED, c.MMFC_UNKNOWN_METER)),
+    (bad_flow_mod(instructions=c.meter_instruction(c.OFPM_CONTROLLER)), (c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS | c.MF_KBPS, 1, [c.meter_band(c.MBT_DROP, 10)]),
+     (c.ET_METER_MOD_FAILED, c.MMFC_BAD_FLAGS)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, 1, []), (c.ET_METER_MOD_FAILED, c.MMFC_BAD_BAND)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, 1, [c.meter_band(c.MBT_DROP, 0)]), (c.ET_METER_MOD_FAILED, c.MMFC_BAD_RATE)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, 1, [c.meter_band(3, 10)]), (c.ET_METER_MOD_FAILED, c.MMFC_BAD_BAND)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, 1, [c.meter_band(c.MBT_DROP, 10)[:12]]),
+     (c.ET_METER_MOD_FAILED, c.MMFC_BAD_BAND)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, c.OFPM_SLOWPATH, [c.meter_band(c.MBT_DROP, 10)]),
+     (c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER)),
+    (c.meter_mod(0x33, c.MC_MODIFY, c.MF_PKTPS, 9, [c.meter_band(c.MBT_DROP, 10)]),
+     (c.ET_METER_MOD_FAILED, c.MMFC_UNKNOWN_METER)),
+    (c.meter_mod(0x33, 7, c.MF_PKTPS, 9, [c.meter_band(c.MBT_DROP, 10)]), (c.ET_METER_MOD_FAILED, c.MMFC_BAD_COMMAND)),
+    (c.meter_mod(0x33, c.MC_ADD, c.MF_PKTPS, 1, [c.meter_band(c.MBT_DROP, 10)] * 9),
+     (c.ET_METER_MOD_FAILED, c.MMFC_OUT_OF_BANDS)),
+    (c.message(c.MULTIPART_REQUEST, 0x33, struct.pack("!HH4x", c.MP_METER, 0) + bytes(4)),
+     (c.ET_BAD_REQUEST, c.BRC_BAD_LEN)),
     (bad_flow_mod(instructions=c.apply_actions([("raw", 11, bytes(4))])), (c.ET_BAD_ACTION, c.BAC_BAD_TYPE)),  # copy_ttl_out
     (bad_flow_mod(instructions=c.apply_actions([("output", 9)])), (c.ET_BAD_ACTION, c.BAC_BAD_OUT_PORT)),
     (bad_flow_mod(instructions=c.apply_actions([("push_vlan", 0x0800)])), (c.ET_BAD_ACTION, c.BAC_BAD_ARGUMENT)),
@@ -351,8 +369,8 @@ def test_packet_in_out_and_port_status(controlled):
         peer.request(c.packet_out(2, c.OFPP_CONTROLLER, [("push_vlan", 0x8100),
                                                          ("set_field", c.OXM_VLAN_VID, 0x1005),
                                                          ("output", 3)], f))
-        # the frame is queued into the graph; the loop sends it on its next round
-        assert wait(lambda: sum(io[1].tx_packets for io in sw.port("p3").ios) >= 1)
+        # the barrier's reply comes after the frame has left (OpenFlow 1.3 6.2)
+        assert sum(io[1].tx_packets for io in sw.port("p3").ios) == 1
     out = [x for io in sw.port("p3").ios for x in io[1].take()]
     assert out == [bytes(frame([(0x8100, 5, 0)], dst=B))]
     with running(sw):

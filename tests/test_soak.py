@@ -33,7 +33,7 @@ def _snap():
             {"node": "arp-input", "reason": "consumed", "count": 1},
             {"node": "vm0-input", "reason": "desc_bad_length", "count": 3},   # = vm0 rx_drops
             {"node": "l2-flood", "reason": "no_buffer", "count": 4},          # copies never made
-            {"node": "handshake-input", "reason": "replayed", "count": 2}],   # verdicts, not frames
+            {"node": "ike-input", "reason": "invalid_syntax", "count": 2}],   # verdicts, not frames
         "runtime": [
             {"name": "p1-input", "packets": 100}, {"name": "l2-fwd", "packets": 95},
             {"name": "l2-flood", "packets": 95}, {"name": "vlan-output", "packets": 190},

@@ -3,6 +3,7 @@
 In memory: the L2 conformance suite against a two-worker switch, ESP sequence numbers
 that never repeat when two workers encrypt for one SA, and worker threads learning and
 forwarding through one MAC table while the control thread reconfigures everything.
+An OpenFlow controller programming a two-table pipeline while both workers forward.
 For real: `fastpath run --workers 2` over veth, flows spread over both workers by
 AF_PACKET fanout, every frame delivered once and in order within its flow.
 """
@@ -317,3 +318,82 @@ def test_daemon_two_workers_spread_flows_and_keep_their_order(tmp_path):
         finally:
             assert fp.stop() == 0, fp.log_text()
         assert "2 workers" in fp.log_text()
+
+
+# ---- OpenFlow with two workers ----
+
+def test_openflow_controller_drives_two_workers_without_losing_a_frame():
+    """A controller (over TCP) programs a two-table pipeline while both workers forward:
+    a FLOW_MOD that moves the output from p2 to p3 mid-stream loses and duplicates no
+    frame; PACKET_INs come from both workers' table misses; FLOW stats sum both workers'
+    counters."""
+    from fastpath.control import Control
+    from fastpath.openflow import codec as c
+    from test_openflow import Controller, wait
+    sw = Switch(n_buffers=4096, workers=2)
+    sw.add_br("br0")
+    for name in ("p1", "p2", "p3"):
+        sw.add_port("br0", name, type="pg", **{"options:keep": False})
+    peer = Controller()
+    Control(sw).execute(["set-controller", "br0", f"tcp:127.0.0.1:{peer.port}"])
+    known, unknown = "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+    per_worker, misses = 200_000, 25
+    inputs = [sw.port("p1").ios[w][0] for w in range(2)]
+    got = {}
+
+    def controller():
+        """The controller's side, while this (the control) thread runs worker 0."""
+        try:
+            peer.accept()
+            dst = lambda mac: [(c.OXM_ETH_DST, int(mac.replace(":", ""), 16), None)]
+            peer.request(c.flow_mod(1, c.FC_DELETE, table_id=c.OFPTT_ALL))
+            peer.request(c.flow_mod(2, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)], c.goto_table(1)))
+            peer.request(c.flow_mod(3, c.FC_ADD, dst(known), c.apply_actions([("output", 2)]),
+                                    table_id=1, priority=100))
+            peer.request(c.flow_mod(4, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 64)]),
+                                    table_id=1, priority=0))
+            f = bytes(frame(src="02:00:00:00:00:01", dst=known))
+            for inp in inputs:
+                inp.load([f], loop=True, limit=per_worker)
+            assert wait(lambda: inputs[1].limit < per_worker * 3 // 4, timeout=30)
+            peer.request(c.flow_mod(5, c.FC_MODIFY_STRICT, dst(known), c.apply_actions([("output", 3)]),
+                                    table_id=1, priority=100))
+            assert wait(lambda: not any(inp.limit for inp in inputs), timeout=60)
+            for w, inp in enumerate(inputs):            # table misses on both workers
+                inp.load([bytes(frame(src="02:00:00:00:00:01", dst=unknown,
+                                      payload=bytes(44) + bytes([w, k]))) for k in range(misses)])
+            got["packet_ins"] = []
+            while len(got["packet_ins"]) < 2 * misses:
+                m = peer.recv()
+                if m[1] == c.PACKET_IN:
+                    got["packet_ins"].append(c.parse_packet_in(m[3][8:]))
+            got["stats"] = peer.request(c.multipart_request(6, c.MP_FLOW, c.flow_stats_request(table_id=1)))
+        except BaseException as e:
+            got["error"] = e
+        finally:
+            sw.graph.stop()
+
+    sw.start_workers()
+    t = threading.Thread(target=controller, daemon=True)
+    t.start()
+    try:
+        sw.graph.run()                  # worker 0, and the agent, in the control thread
+    finally:
+        sw.stop_workers()
+        t.join(10)
+        peer.close()
+    if "error" in got:
+        raise got["error"]
+    tx = {p: sum(int(io[1].tx_packets) for io in sw.port(p).ios) for p in ("p2", "p3")}
+    assert tx["p2"] + tx["p3"] == 2 * per_worker, tx          # none lost, none twice
+    assert tx["p2"] > 0 and tx["p3"] > 0, tx                  # the change landed mid-stream
+    assert all(pi[2] == c.R_NO_MATCH for pi in got["packet_ins"])
+    senders = {pi[6][-2] for pi in got["packet_ins"]}
+    assert senders == {0, 1}, "PACKET_IN from both workers"
+    body = b"".join(c.parse_multipart_reply(m[3][8:])[2] for m in got["stats"] if m[1] == c.MULTIPART_REPLY)
+    counts = {prio: n for prio, _cookie, n, _m, _i in c.parse_flow_stats(body)}
+    assert counts == {100: 2 * per_worker, 0: 2 * misses}, counts
+    for g in sw.graphs:
+        g.run_until_idle()
+        g.pool.check_accounting(0)
+    sw.close()

@@ -471,6 +471,15 @@ cdef class Graph:
         self.drain()
         return got
 
+    def drain_queued(self):
+        """Run what the control plane queued (inject) to completion now, as the dispatch
+        loop would on its next round: an OpenFlow BARRIER's reply follows the frames of
+        the PACKET_OUTs before it. Call it from the thread that runs this graph."""
+        cdef int n
+        with nogil:
+            n = self.drain()
+        return n
+
     def run_once(self):
         """Poll each input once and run every queued vector to completion, without the
         GIL where no Python is involved. Returns how many frames the inputs produced."""

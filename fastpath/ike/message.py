@@ -33,16 +33,18 @@ PROTO_IKE, PROTO_AH, PROTO_ESP = 1, 2, 3
 
 # transform types and the ids fastpath knows
 T_ENCR, T_PRF, T_INTEG, T_DH, T_ESN = 1, 2, 3, 4, 5
-ENCR_AES_GCM_16 = 20
+ENCR_AES_CBC, ENCR_AES_GCM_16 = 12, 20
 PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_512 = 5, 6, 7
-INTEG_NONE = 0
+INTEG_NONE, INTEG_HMAC_SHA2_256_128, INTEG_HMAC_SHA2_384_192, INTEG_HMAC_SHA2_512_256 = 0, 12, 13, 14
 ESN_NO, ESN_YES = 0, 1
 ATTR_KEY_LENGTH = 14
 
 # identification types
 ID_IPV4_ADDR, ID_FQDN, ID_RFC822_ADDR, ID_IPV6_ADDR, ID_DER_ASN1_DN, ID_KEY_ID = 1, 2, 3, 5, 9, 11
 
-AUTH_SHARED_KEY_MIC = 2
+AUTH_RSA_SIG, AUTH_SHARED_KEY_MIC, AUTH_ECDSA_256, AUTH_ECDSA_384, AUTH_ECDSA_521 = 1, 2, 9, 10, 11
+AUTH_DIGITAL_SIGNATURE = 14            # RFC 7427
+CERT_X509_SIGNATURE = 4
 
 # notify message types: errors below 16384, status from 16384
 N_UNSUPPORTED_CRITICAL_PAYLOAD = 1
@@ -193,8 +195,8 @@ def parse_payloads(first, data):
         critical = bool(flags & 0x80)
         if ptype in KNOWN_PAYLOADS:
             p = Payload(ptype, body, critical)
-            if ptype == PL_SK:
-                p.inner_first = nxt       # the SK payload names its first inner payload
+            if ptype in (PL_SK, PL_SKF):
+                p.inner_first = nxt       # SK (SKF: fragment 1) names its first inner payload
                 out.append(p)
                 if pos + length != len(data):
                     raise MalformedMessage("bytes after the SK payload")

@@ -4,9 +4,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from fastpath.ike import message as m
-from fastpath.ike.crypto import GROUP_NAMES, PRF_NAMES
+from fastpath.ike.crypto import GROUP_NAMES, INTEG_NAMES, PRF_NAMES
 
 IKE_ENCR_BITS = (128, 256)
+IKE_ENCRS = (m.ENCR_AES_GCM_16, m.ENCR_AES_CBC)     # in order of preference
+IKE_INTEGS = (m.INTEG_HMAC_SHA2_256_128, m.INTEG_HMAC_SHA2_384_192, m.INTEG_HMAC_SHA2_512_256)
 IKE_PRFS = (m.PRF_HMAC_SHA2_256, m.PRF_HMAC_SHA2_384, m.PRF_HMAC_SHA2_512)
 IKE_GROUPS = (19, 20, 31, 14)
 ESP_ENCR_BITS = (128, 256)
@@ -18,8 +20,13 @@ class IkeChoice:
     encr_bits: int
     prf: int
     group: int
+    encr: int = m.ENCR_AES_GCM_16
+    integ: int = 0                     # with AES-CBC; 0 with GCM
 
     def __str__(self):
+        if self.integ:
+            return (f"aes{self.encr_bits}-{INTEG_NAMES[self.integ]}-{PRF_NAMES[self.prf]}-"
+                    f"{GROUP_NAMES[self.group]}")
         return f"aes{self.encr_bits}gcm16-{PRF_NAMES[self.prf]}-{GROUP_NAMES[self.group]}"
 
 
@@ -42,6 +49,46 @@ def ike_proposal(encr_bits, prfs, groups, spi=b""):
     return m.Proposal(1, m.PROTO_IKE, spi, ts)
 
 
+def ike_proposals(encr_bits, prfs, groups, encrs=IKE_ENCRS, integs=IKE_INTEGS, spi=b""):
+    """AES-GCM and AES-CBC+HMAC in separate proposals: RFC 7296 3.3 keeps AEAD ciphers
+    out of proposals with integrity algorithms."""
+    out = []
+    for encr in encrs:
+        if encr == m.ENCR_AES_GCM_16:
+            p = ike_proposal(encr_bits, prfs, groups, spi)
+        elif integs and any(integs):
+            ts = [m.Transform(m.T_ENCR, m.ENCR_AES_CBC, bits) for bits in encr_bits]
+            ts += [m.Transform(m.T_PRF, p) for p in prfs]
+            ts += [m.Transform(m.T_INTEG, i) for i in integs if i]
+            ts += [m.Transform(m.T_DH, g) for g in groups]
+            p = m.Proposal(1, m.PROTO_IKE, spi, ts)
+        else:
+            continue
+        p.num = len(out) + 1
+        out.append(p)
+    return out
+
+
+def choice_proposals(choice, spi):
+    """An IKE SA rekey offers exactly the algorithms of the SA it replaces."""
+    return ike_proposals((choice.encr_bits,), (choice.prf,), (choice.group,), (choice.encr,),
+                         (choice.integ,), spi)
+
+
+def _ike_cipher(prop, encr_bits, encrs, integs):
+    """-> (ENCR transform, INTEG transform or None) acceptable in prop, or None."""
+    if _aead_only(prop):
+        if m.ENCR_AES_GCM_16 not in encrs:
+            return None
+        encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_GCM_16 and t.key_length in encr_bits)
+        return (encr, None) if encr else None
+    if m.ENCR_AES_CBC not in encrs:
+        return None
+    encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_CBC and t.key_length in encr_bits)
+    integ = _first(prop, m.T_INTEG, lambda t: t.id in integs and t.id)
+    return (encr, integ) if encr and integ else None
+
+
 def esp_proposal(encr_bits, esns, spi, group=0):
     ts = [m.Transform(m.T_ENCR, m.ENCR_AES_GCM_16, bits) for bits in encr_bits]
     if group:
@@ -59,41 +106,45 @@ def _first(prop, ttype, accept):
     return next((t for t in prop.of_type(ttype) if accept(t)), None)
 
 
-def choose_ike(proposals, encr_bits, prfs, groups, ke_group=None):
+def choose_ike(proposals, encr_bits, prfs, groups, ke_group=None, encrs=IKE_ENCRS, integs=IKE_INTEGS):
     """The responder's choice -> (Proposal echoing it, IkeChoice), or None. Among a
     proposal's DH groups the one the peer's KE already uses is taken when acceptable,
     sparing a round trip of INVALID_KE_PAYLOAD."""
     for prop in proposals:
         if prop.protocol != m.PROTO_IKE or len(prop.spi) not in (0, 8):
             continue
-        if not _aead_only(prop):
-            continue
-        encr = _first(prop, m.T_ENCR, lambda t: t.id == m.ENCR_AES_GCM_16 and t.key_length in encr_bits)
+        cipher = _ike_cipher(prop, encr_bits, encrs, integs)
         prf = _first(prop, m.T_PRF, lambda t: t.id in prfs)
         dhs = [t for t in prop.of_type(m.T_DH) if t.id in groups]
-        if not (encr and prf and dhs):
+        if not (cipher and prf and dhs):
             continue
+        encr, integ = cipher
         dh = next((t for t in dhs if t.id == ke_group), dhs[0])
-        chosen = [encr, prf, dh] + ([m.Transform(m.T_INTEG, m.INTEG_NONE)] if prop.of_type(m.T_INTEG) else [])
+        if integ:
+            chosen = [encr, prf, integ, dh]
+        else:
+            chosen = [encr, prf, dh] + ([m.Transform(m.T_INTEG, m.INTEG_NONE)] if prop.of_type(m.T_INTEG) else [])
         return (m.Proposal(prop.num, m.PROTO_IKE, b"", chosen),
-                IkeChoice(encr.key_length, prf.id, dh.id))
+                IkeChoice(encr.key_length, prf.id, dh.id, encr.id, integ.id if integ else 0))
     return None
 
 
-def check_ike_reply(proposals, encr_bits, prfs, groups):
+def check_ike_reply(proposals, encr_bits, prfs, groups, encrs=IKE_ENCRS, integs=IKE_INTEGS):
     """The initiator checks the responder's one proposal is one it offered -> IkeChoice or None."""
     if len(proposals) != 1:
         return None
     prop = proposals[0]
-    if prop.protocol != m.PROTO_IKE or not _aead_only(prop):
+    if prop.protocol != m.PROTO_IKE:
         return None
     e, p, d = prop.of_type(m.T_ENCR), prop.of_type(m.T_PRF), prop.of_type(m.T_DH)
-    if len(e) != 1 or len(p) != 1 or len(d) != 1:
+    i = [t for t in prop.of_type(m.T_INTEG) if t.id]
+    if len(e) != 1 or len(p) != 1 or len(d) != 1 or len(i) > 1:
         return None
-    if e[0].id != m.ENCR_AES_GCM_16 or e[0].key_length not in encr_bits \
-            or p[0].id not in prfs or d[0].id not in groups:
+    cipher = _ike_cipher(prop, encr_bits, encrs, integs)
+    if cipher is None or cipher[0] is not e[0] or p[0].id not in prfs or d[0].id not in groups:
         return None
-    return IkeChoice(e[0].key_length, p[0].id, d[0].id)
+    integ = cipher[1].id if cipher[1] else 0
+    return IkeChoice(e[0].key_length, p[0].id, d[0].id, e[0].id, integ)
 
 
 def choose_esp(proposals, encr_bits, esns, groups=None, ke_group=None):

@@ -1,8 +1,9 @@
-"""The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key,
-as initiator or responder, the CHILD_SA those create, CREATE_CHILD_SA rekeys of the
-CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA (2.18), INFORMATIONAL exchanges
-(Delete, notifies, liveness checks when the peer is silent), message IDs with a window of
-1 and retransmission with backoff.
+"""The IKE SA state machine (RFC 7296): IKE_SA_INIT and IKE_AUTH with a pre-shared key or
+certificates (fastpath.ike.auth), as initiator or responder, the CHILD_SA those create,
+CREATE_CHILD_SA rekeys of the CHILD_SA (2.8, 2.8.1, optional PFS) and of the IKE SA
+(2.18), INFORMATIONAL exchanges (Delete, notifies, liveness checks when the peer is
+silent), message IDs with a window of 1 and retransmission with backoff; with
+certificates, RFC 7383 fragments for big messages.
 
 No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a test) via
   host.send(sa, data)                  a message to the peer, from sa.local_port to sa.remote_port
@@ -16,13 +17,12 @@ No I/O here: an IkeSa talks to its host (fastpath.ike.tunnel.IkeTunnel, or a tes
 A message that does not verify (bad ICV, unknown SPI, wrong message ID) is counted and
 changes nothing.
 """
-import hmac
 import ipaddress
 import os
 import struct
 from dataclasses import dataclass, field
 
-from fastpath.ike import crypto, message as m, proposals as pr
+from fastpath.ike import auth, crypto, message as m, proposals as pr
 
 RETRANSMIT_FIRST = 1.0                 # then 2, 4, 8, 16 s: RFC 7296 2.1's exponential backoff
 RETRANSMIT_TRIES = 6
@@ -31,6 +31,9 @@ REKEY_RETRY = 10.0                     # a refused CHILD_SA rekey is tried again
 IKE_REKEY_AT = 0.85                    # of the IKE SA's lifetime
 RESPONDER_REKEY_SLACK = 1.1            # the IKE responder rekeys later: fewer collisions
 NONCE_LEN = 32
+# RFC 7383: a protected message larger than this goes as fragments, when both ends support
+# it: an IPv4 datagram of 1280 bytes, less IP, UDP and the non-ESP marker
+FRAGMENT_LIMIT = 1280 - 20 - 8 - 4
 
 # states
 INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, DEAD = \
@@ -41,10 +44,14 @@ INIT_SENT, AUTH_SENT, INIT_DONE, ESTABLISHED, DEAD = \
 class IkeConfig:
     local_ip: str
     remote_ip: str
-    psk: bytes
+    psk: bytes                         # None with certificates
     local_id: tuple = None             # (ID type, data); default ID_IPV4_ADDR of local_ip
     remote_id: tuple = None            # what the peer must show; default ID_IPV4_ADDR of remote_ip
+    credentials: object = None         # auth.Credentials instead of a PSK; local_id from its cert
+    remote_name: str = None            # with credentials: the peer's ID (IP, FQDN, email or DN)
     encr_bits: tuple = pr.IKE_ENCR_BITS
+    encrs: tuple = pr.IKE_ENCRS        # IKE SA protection: AES-GCM-16, AES-CBC (+ integs)
+    integs: tuple = pr.IKE_INTEGS
     prfs: tuple = pr.IKE_PRFS
     groups: tuple = pr.IKE_GROUPS
     esp_encr_bits: tuple = pr.ESP_ENCR_BITS
@@ -55,6 +62,8 @@ class IkeConfig:
     pfs: bool = False                  # a new KE in CHILD_SA rekeys (the IKE SA's group)
 
     def __post_init__(self):
+        if self.local_id is None and self.credentials is not None:
+            self.local_id = self.credentials.identity
         if self.local_id is None:
             self.local_id = (m.ID_IPV4_ADDR, ipaddress.IPv4Address(self.local_ip).packed)
         if self.remote_id is None:
@@ -77,6 +86,8 @@ def format_identity(ident):
         return str(ipaddress.IPv4Address(data))
     if id_type in (m.ID_FQDN, m.ID_RFC822_ADDR):
         return data.decode(errors="replace")
+    if id_type == m.ID_DER_ASN1_DN:
+        return auth.dn_from_der(data)
     return f"type {id_type}: {data.hex()}"
 
 
@@ -130,6 +141,10 @@ class IkeSa:
         self.last_rx = now             # when the peer last said something (DPD)
         self.last_esp_rx = 0
         self.ike_rekeying = False
+        self.peer_hashes = ()          # its SIGNATURE_HASH_ALGORITHMS (RFC 7427)
+        self.fragments = False         # both ends said FRAGMENTATION_SUPPORTED (RFC 7383)
+        self.reassembly = None         # (message ID, response?, total, {number: plaintext}, first)
+        self.auth_error = None         # why the peer's AUTH did not verify
 
     def _new_spi(self):
         spi = os.urandom(8)
@@ -139,8 +154,17 @@ class IkeSa:
 
     def _protected(self, exchange, response, message_id, payloads):
         flags = (m.F_INITIATOR if self.initiator else 0) | (m.F_RESPONSE if response else 0)
-        sk_e = self.keys.sk_ei if self.initiator else self.keys.sk_er
-        return crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads, sk_e)
+        keys = self.keys.sending(self.initiator)
+        data = crypto.seal(self.spi_i, self.spi_r, exchange, flags, message_id, payloads, *keys)
+        if self.fragments and len(data) > FRAGMENT_LIMIT:
+            return crypto.seal_fragments(self.spi_i, self.spi_r, exchange, flags, message_id, payloads,
+                                         FRAGMENT_LIMIT, *keys)
+        return data
+
+    def _send(self, data):
+        """A message, or the list of its fragments."""
+        for d in data if isinstance(data, list) else [data]:
+            self.host.send(self, d)
 
     def _request(self, exchange, payloads, now, data=None):
         """Send a new request and keep it for retransmission until its response."""
@@ -150,12 +174,12 @@ class IkeSa:
             data = self._protected(exchange, False, mid, payloads)
         self.pending = {"id": mid, "exchange": exchange, "data": data, "tries": 1,
                         "next": now + RETRANSMIT_FIRST}
-        self.host.send(self, data)
+        self._send(data)
 
     def _respond(self, exchange, message_id, payloads):
         data = self._protected(exchange, True, message_id, payloads)
         self.last_response = (message_id, data)
-        self.host.send(self, data)
+        self._send(data)
 
     def tick(self, now):
         """Retransmits our outstanding request with backoff; gives up after the last."""
@@ -167,7 +191,7 @@ class IkeSa:
                 return self._die()
             p["tries"] += 1
             p["next"] = now + RETRANSMIT_FIRST * (1 << (p["tries"] - 1))
-            self.host.send(self, p["data"])
+            self._send(p["data"])
         if self.state == INIT_DONE and now - self.created >= HALF_OPEN_TIMEOUT:
             self._die()
         if self.state != ESTABLISHED:
@@ -207,9 +231,9 @@ class IkeSa:
         self.group = group or c.groups[0]
         self.dh = crypto.DhKey(self.group)
         self.ni = os.urandom(NONCE_LEN)
-        payloads = [m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal(c.encr_bits, c.prfs, c.groups)])),
+        payloads = [m.Payload(m.PL_SA, m.encode_sa(pr.ike_proposals(c.encr_bits, c.prfs, c.groups, c.encrs, c.integs))),
                     m.Payload(m.PL_KE, m.encode_ke(self.group, self.dh.public)),
-                    m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8))
+                    m.Payload(m.PL_NONCE, self.ni)] + self._nat_payloads(bytes(8)) + self._cert_init_payloads()
         if self.cookie is not None:
             payloads.insert(0, m.notify_payload(m.N_COOKIE, self.cookie))
         self.msg1 = m.encode(m.Message(self.spi_i, bytes(8), m.IKE_SA_INIT, m.F_INITIATOR, 0, payloads))
@@ -223,6 +247,16 @@ class IkeSa:
         dst = crypto.nat_hash(self.spi_i, spi_r, ipaddress.IPv4Address(c.remote_ip).packed, self.remote_port)
         return [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
                 m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+
+    def _cert_init_payloads(self, certreq=False):
+        """With certificates: the RFC 7427 hashes we sign with, and (responder) CERTREQ."""
+        creds = self.config.credentials
+        if creds is None:
+            return []
+        out = [m.notify_payload(m.N_SIGNATURE_HASH_ALGORITHMS, struct.pack(
+            f"!{len(auth.OUR_HASHES)}H", *auth.OUR_HASHES)),
+               m.notify_payload(m.N_FRAGMENTATION_SUPPORTED)]     # certificates make IKE_AUTH big
+        return out + ([m.Payload(m.PL_CERTREQ, creds.certreq())] if certreq else [])
 
     def _check_nat(self, msg, spi_r):
         """NAT detection (RFC 7296 2.23): does what the peer saw match our addresses?"""
@@ -260,7 +294,7 @@ class IkeSa:
         sa, ke, nonce = msg.get(m.PL_SA), msg.get(m.PL_KE), msg.get(m.PL_NONCE)
         if not (sa and ke and nonce) or msg.spi_r == bytes(8):
             raise m.MalformedMessage("IKE_SA_INIT response without SA, KE or Nonce")
-        choice = pr.check_ike_reply(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups)
+        choice = pr.check_ike_reply(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, c.encrs, c.integs)
         group, peer_pub = m.decode_ke(ke.body)
         if choice is None or choice.group != self.group or group != self.group:
             self.host.count("no_proposal_chosen", "IKE_SA_INIT response chose what we did not offer")
@@ -274,8 +308,11 @@ class IkeSa:
             return self._die()
         self.spi_r, self.nr, self.msg2, self.choice = msg.spi_r, nonce.body, data, choice
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
-                                   self.spi_i, self.spi_r)
+                                   self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, self.spi_r)
+        self.peer_hashes = auth.hash_algorithms(msg)
+        self.fragments = self.config.credentials is not None and any(
+            n.type == m.N_FRAGMENTATION_SUPPORTED for n in msg.notifies())
         if self.nat_local or self.nat_remote:
             self.local_port = self.remote_port = 4500   # RFC 7296 2.23: float to 4500
         self.pending = None
@@ -285,12 +322,14 @@ class IkeSa:
         c = self.config
         self.child_spi = self.host.new_spi()
         id_body = m.encode_id(*c.local_id)
-        auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, self.msg1, self.nr, self.keys.sk_pi, id_body))
+        proof = auth.our_payloads(c, self.choice.prf, crypto.signed_octets(
+            self.choice.prf, self.msg1, self.nr, self.keys.sk_pi, id_body), self.peer_hashes)
         payloads = [m.Payload(m.PL_IDI, id_body)]
         if self.host.first_contact(self):
             payloads.append(m.notify_payload(m.N_INITIAL_CONTACT))
-        payloads += [m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, auth)),
+        if c.credentials is not None:
+            payloads.append(m.Payload(m.PL_CERTREQ, c.credentials.certreq()))
+        payloads += proof + [
                      m.notify_payload(m.N_USE_TRANSPORT_MODE),
                      m.Payload(m.PL_SA, m.encode_sa([pr.esp_proposal(
                          c.esp_encr_bits, c.esns, struct.pack("!I", self.child_spi))])),
@@ -308,15 +347,15 @@ class IkeSa:
         if m.N_AUTHENTICATION_FAILED in errors:
             self.host.count("authentication_failed", "the peer refused our AUTH (PSK or ID mismatch?)")
             return self._die()
-        idr, auth = _get(payloads, m.PL_IDR), _get(payloads, m.PL_AUTH)
-        if not (idr and auth):
+        idr, proof = _get(payloads, m.PL_IDR), _get(payloads, m.PL_AUTH)
+        if not (idr and proof):
             if errors:
                 name = m.NOTIFY_NAMES.get(errors[0], str(errors[0]))
                 self.host.count(name.lower(), f"IKE_AUTH refused by the peer: {name}")
                 return self._die()
             raise m.MalformedMessage("IKE_AUTH response without IDr or AUTH")
-        if not self._auth_ok(idr.body, auth.body, self.msg2, self.ni, self.keys.sk_pr):
-            self.host.count("authentication_failed", "the peer's AUTH or ID does not verify (PSK mismatch?)")
+        if not self._auth_ok(idr.body, payloads, self.msg2, self.ni, self.keys.sk_pr):
+            self.host.count("authentication_failed", f"the peer's AUTH does not verify: {self.auth_error}")
             # RFC 7296 2.21.2: tell the responder, which deletes what it installed
             self._request(m.INFORMATIONAL, [m.notify_payload(m.N_AUTHENTICATION_FAILED)], now)
             self.pending = None
@@ -370,17 +409,17 @@ class IkeSa:
         return ChildSa(spi_in, spi_out, key_in, key_out, choice.esn, choice.encr_bits, ts_local, ts_remote,
                        created=now, nonces=(ni, nr))
 
-    def _auth_ok(self, id_body, auth_body, real_message, nonce, sk_p):
-        """The peer's ID is the one configured and its AUTH is the PSK MIC."""
-        c = self.config
-        id_type, id_data = m.decode_id(id_body)
-        method, value = m.decode_auth(auth_body)
-        self.peer_id = (id_type, id_data)
-        if method != m.AUTH_SHARED_KEY_MIC or (id_type, id_data) != tuple(c.remote_id):
+    def _auth_ok(self, id_body, payloads, real_message, nonce, sk_p):
+        """The peer's ID is the one configured and its AUTH (and certificate) prove it;
+        if not, self.auth_error says why."""
+        self.peer_id = m.decode_id(id_body)
+        try:
+            auth.check_peer(self.config, self.choice.prf, self.peer_id, payloads, crypto.signed_octets(
+                self.choice.prf, real_message, nonce, sk_p, id_body))
+            return True
+        except auth.AuthFailed as e:
+            self.auth_error = str(e)
             return False
-        want = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, real_message, nonce, sk_p, id_body))
-        return hmac.compare_digest(want, value)
 
     # ---- responder ----
 
@@ -393,7 +432,8 @@ class IkeSa:
         if not (sa and ke and nonce) or not 16 <= len(nonce.body) <= 256:
             raise m.MalformedMessage("IKE_SA_INIT without SA, KE or Nonce")
         group, peer_pub = m.decode_ke(ke.body)
-        chosen = pr.choose_ike(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, ke_group=group)
+        chosen = pr.choose_ike(m.decode_sa(sa.body), c.encr_bits, c.prfs, c.groups, ke_group=group,
+                                encrs=c.encrs, integs=c.integs)
 
         def refuse(ntype, data=b""):
             host.send_reply(m.encode(m.Message(msg.spi_i, bytes(8), m.IKE_SA_INIT, m.F_RESPONSE, 0,
@@ -415,15 +455,18 @@ class IkeSa:
         self.spi_i, self.spi_r = msg.spi_i, self._new_spi()
         self.ni, self.nr, self.choice, self.msg1 = nonce.body, os.urandom(NONCE_LEN), choice, data
         self.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, self.ni, self.nr,
-                                   self.spi_i, self.spi_r)
+                                   self.spi_i, self.spi_r, integ=choice.integ)
         self._check_nat(msg, bytes(8))
+        self.peer_hashes = auth.hash_algorithms(msg)
+        self.fragments = self.config.credentials is not None and any(
+            n.type == m.N_FRAGMENTATION_SUPPORTED for n in msg.notifies())
         payloads = [m.Payload(m.PL_SA, m.encode_sa([prop])),
                     m.Payload(m.PL_KE, m.encode_ke(choice.group, self.dh.public)),
                     m.Payload(m.PL_NONCE, self.nr)]
         src = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.local_ip).packed, local_port)
         dst = crypto.nat_hash(self.spi_i, self.spi_r, ipaddress.IPv4Address(c.remote_ip).packed, remote_port)
         payloads += [m.notify_payload(m.N_NAT_DETECTION_SOURCE_IP, src),
-                     m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)]
+                     m.notify_payload(m.N_NAT_DETECTION_DESTINATION_IP, dst)] + self._cert_init_payloads(True)
         self.msg2 = m.encode(m.Message(self.spi_i, self.spi_r, m.IKE_SA_INIT, m.F_RESPONSE, 0, payloads))
         self.state, self.peer_next_id = INIT_DONE, 1
         self.last_response = (0, self.msg2)
@@ -432,19 +475,18 @@ class IkeSa:
 
     def _on_auth_request(self, payloads, now):
         c = self.config
-        idi, auth = _get(payloads, m.PL_IDI), _get(payloads, m.PL_AUTH)
-        if not (idi and auth):
+        idi, proof = _get(payloads, m.PL_IDI), _get(payloads, m.PL_AUTH)
+        if not (idi and proof):
             raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", "IKE_AUTH request without IDi or AUTH")
-        if not self._auth_ok(idi.body, auth.body, self.msg1, self.nr, self.keys.sk_pi):
+        if not self._auth_ok(idi.body, payloads, self.msg1, self.nr, self.keys.sk_pi):
             self.host.count("authentication_failed", f"IKE_AUTH from {c.remote_ip} "
-                            f"({format_identity(self.peer_id)}) does not verify (PSK or ID mismatch?)")
+                            f"({format_identity(self.peer_id)}) does not verify: {self.auth_error}")
             self._respond_next(m.IKE_AUTH, [m.notify_payload(m.N_AUTHENTICATION_FAILED)])
             return self._die()
         notes = [m.decode_notify(p.body) for p in payloads if p.type == m.PL_NOTIFY]
         id_body = m.encode_id(*c.local_id)
-        my_auth = crypto.psk_auth(self.choice.prf, c.psk, crypto.signed_octets(
-            self.choice.prf, self.msg2, self.ni, self.keys.sk_pr, id_body))
-        reply = [m.Payload(m.PL_IDR, id_body), m.Payload(m.PL_AUTH, m.encode_auth(m.AUTH_SHARED_KEY_MIC, my_auth))]
+        reply = [m.Payload(m.PL_IDR, id_body)] + auth.our_payloads(c, self.choice.prf, crypto.signed_octets(
+            self.choice.prf, self.msg2, self.ni, self.keys.sk_pr, id_body), self.peer_hashes)
         child = None
         try:
             child, child_payloads = self._child_for_request(payloads, notes)
@@ -522,7 +564,7 @@ class IkeSa:
                     self.host.send(self, self.last_response[1])
                 return
             if self._open(data, msg) is not None:      # our response was lost: same answer
-                self.host.send(self, self.last_response[1])
+                self._send(self.last_response[1])
             return
         if msg.message_id != self.peer_next_id:
             return self.host.count("invalid_message_id", f"request {msg.message_id}, expected {self.peer_next_id}")
@@ -564,13 +606,29 @@ class IkeSa:
         if self.keys is None:
             self.host.count("invalid_syntax", "protected message before keys")
             return None
-        sk_e = self.keys.sk_er if self.initiator else self.keys.sk_ei
         try:
-            return crypto.open_sk(data, msg, sk_e)
+            if msg.payloads and msg.payloads[-1].type == m.PL_SKF:
+                return self._reassemble(data, msg)
+            return crypto.open_sk(data, msg, *self.keys.receiving(self.initiator))
         except crypto.AuthFailed:
             self.host.count("integrity_failed", f"{m.EXCHANGES.get(msg.exchange, msg.exchange)} "
                             f"{msg.message_id}: ICV does not verify")
             return None
+
+    def _reassemble(self, data, msg):
+        """RFC 7383 2.6: keep each fragment that verifies; the payloads once all are in, else
+        None. Only authenticated fragments are kept, one message's at a time."""
+        number, total, first, plain = crypto.open_fragment(data, msg, *self.keys.receiving(self.initiator))
+        r = self.reassembly
+        if r is None or r[:3] != (msg.message_id, msg.is_response, total):
+            r = self.reassembly = (msg.message_id, msg.is_response, total, {}, None)
+        r[3][number] = plain
+        if number == 1:
+            r = self.reassembly = r[:4] + (first,)
+        if len(r[3]) < total:
+            return None
+        self.reassembly = None
+        return m.parse_payloads(r[4], b"".join(r[3][n] for n in range(1, total + 1)))
 
     def _on_informational(self, payloads, now):
         reply, gone = [], False
@@ -786,7 +844,7 @@ class IkeSa:
         ch = self.choice                  # the same algorithms again
         spi, ni, dh = self._new_spi(), os.urandom(NONCE_LEN), crypto.DhKey(ch.group)
         self._request(m.CREATE_CHILD_SA, [
-            m.Payload(m.PL_SA, m.encode_sa([pr.ike_proposal((ch.encr_bits,), (ch.prf,), (ch.group,), spi)])),
+            m.Payload(m.PL_SA, m.encode_sa(pr.choice_proposals(ch, spi))),
             m.Payload(m.PL_NONCE, ni), m.Payload(m.PL_KE, m.encode_ke(ch.group, dh.public))], now)
         self.pending.update(handler=self._on_ike_rekey_response, spi=spi, ni=ni, dh=dh)
 
@@ -805,7 +863,8 @@ class IkeSa:
         if not (sa and nonce and ke) or not 16 <= len(nonce.body) <= 256:
             return fail("invalid_syntax", "response without SA, Nonce or KE")
         props = m.decode_sa(sa.body)
-        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,))
+        choice = pr.check_ike_reply(props, (self.choice.encr_bits,), (self.choice.prf,), (self.choice.group,),
+                                    (self.choice.encr,), (self.choice.integ,))
         if choice is None or len(props[0].spi) != 8 or props[0].spi == bytes(8):
             return fail("no_proposal_chosen", "the peer chose what we did not offer")
         group, pub = m.decode_ke(ke.body)
@@ -824,7 +883,8 @@ class IkeSa:
     def _successor(self, initiator, spi_i, spi_r, ni, nr, choice, shared, now):
         new = IkeSa(self.config, self.host, initiator, now, self.local_port, self.remote_port)
         new.spi_i, new.spi_r, new.ni, new.nr, new.choice = spi_i, spi_r, ni, nr, choice
-        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys)
+        new.keys = crypto.IkeKeys(choice.prf, choice.encr_bits, shared, ni, nr, spi_i, spi_r, old=self.keys,
+                                  integ=choice.integ)
         new.state, new.established_at, new.peer_id = ESTABLISHED, now, self.peer_id
         new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
         new.children, self.children = self.children, []
@@ -842,7 +902,8 @@ class IkeSa:
             raise IkeError(m.N_TEMPORARY_FAILURE, "temporary_failure", "IKE SA rekey while ours is outstanding")
         group, pub = m.decode_ke(ke.body)
         proposals = m.decode_sa(sa.body)
-        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group)
+        chosen = pr.choose_ike(proposals, c.encr_bits, c.prfs, c.groups, ke_group=group,
+                                encrs=c.encrs, integs=c.integs)
         peer_prop = next((q for q in proposals if chosen and q.num == chosen[0].num
                           and q.protocol == m.PROTO_IKE), None)
         if chosen is None or peer_prop is None or len(peer_prop.spi) != 8 or peer_prop.spi == bytes(8):
@@ -880,6 +941,7 @@ class IkeSa:
                 "spi_i": self.spi_i.hex(), "spi_r": self.spi_r.hex(),
                 "local_id": format_identity(c.local_id),
                 "remote_id": format_identity(self.peer_id or c.remote_id),
+                "auth": "pubkey" if c.credentials is not None else "psk",    # as swanctl names it
                 "algorithms": str(self.choice) if self.choice else None,
                 "nat": ("local " if self.nat_local else "") + ("remote" if self.nat_remote else "") or "none",
                 "established_s": round(now - self.established_at, 1) if self.established_at else None,

@@ -1,16 +1,19 @@
 """IKEv2 for one tunnel port: its IKE SAs, the ESP SAs their CHILD_SAs install, and the
 choice of when to initiate.
 
-Options (on a vxlan port with options:ike=true): psk (required), local_id/remote_id
-(default: the gateways' addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
+Options (on a vxlan port with options:psk or options:certificate): psk, or certificates
+as in OVS: certificate, private_key and ca_cert (PEM file paths) with remote_name (the
+peer's ID: an IPv4 address, FQDN, email or DN, which its certificate must contain; our ID
+comes from our certificate); local_id/remote_id with a PSK (default: the gateways'
+addresses, ID_IPV4_ADDR, as strongSwan expects), esn (true:
 offer/accept only ESN, false: only 32-bit sequence numbers; default either, ESN
 preferred), ike_initiate (default true: initiate when the tunnel comes up and whenever
 no IKE SA is up or being set up; false: wait for the peer), rekey_time (CHILD_SA rekey
 period in seconds, default 3600), pfs (true: a new KE in our CHILD_SA rekeys; default
 false), dpd_interval (liveness check after this many silent seconds, default 30).
 
-Messages reach it from fastpath.vpn.Vpn's dispatch of handshake-input's queue (UDP 500,
-and UDP 4500 after the non-ESP marker). Refused messages are counted in handshake-input
+Messages reach it from fastpath.vpn.Vpn's dispatch of ike-input's queue (UDP 500,
+and UDP 4500 after the non-ESP marker). Refused messages are counted in ike-input
 (`show errors`) and in `show ike`, with one log line each.
 """
 import ipaddress
@@ -19,7 +22,7 @@ import os
 import struct
 
 from fastpath.crypto.sa import SecurityAssociation
-from fastpath.ike import message as m
+from fastpath.ike import auth, message as m
 from fastpath.ike.proposals import VXLAN_PORT
 from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_SENT, IkeConfig, IkeSa, parse_identity
 
@@ -29,9 +32,9 @@ RETRY_FIRST, RETRY_MAX = 2.0, 60.0     # re-initiation after a failure: doubling
 OLD_SA_GRACE = 2.0                     # a deleted CHILD_SA's inbound SA: for frames in flight
 NON_ESP_MARKER = bytes(4)
 
-# what handshake-input counts for IKE (show errors), by reason
+# what ike-input counts for IKE (show errors), by reason
 ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSEN)"),
-          ("authentication_failed", "IKE: authentication failed (PSK or ID mismatch?)"),
+          ("authentication_failed", "IKE: authentication failed (PSK, certificate or ID mismatch?)"),
           ("invalid_ke_payload", "IKE: DH group mismatch (INVALID_KE_PAYLOAD)"),
           ("invalid_syntax", "IKE: malformed message (INVALID_SYNTAX)"),
           ("unsupported_critical_payload", "IKE: unknown critical payload"),
@@ -48,20 +51,40 @@ ERRORS = (("no_proposal_chosen", "IKE: no acceptable proposal (NO_PROPOSAL_CHOSE
 
 
 def is_ike(options):
-    return str(options.get("ike", "false")).lower() == "true"
+    """options:psk or options:certificate means IKEv2; options:ike=true, from older
+    configs, says so again."""
+    return ("psk" in options or "certificate" in options
+            or str(options.get("ike", "false")).lower() == "true")
+
+
+CERT_OPTIONS = ("certificate", "private_key", "ca_cert", "remote_name")
 
 
 def config_from_options(o):
     psk = o.get("psk")
-    if psk is None or not str(psk):
-        raise ValueError("options:ike=true needs a non-empty options:psk")
+    certs = [k for k in CERT_OPTIONS if o.get(k)]
+    if certs and psk is not None:
+        raise ValueError("a tunnel takes options:psk or options:certificate, not both")
+    if certs and len(certs) != len(CERT_OPTIONS):
+        raise ValueError("options:certificate needs options:" + ", options:".join(
+            k for k in CERT_OPTIONS if k not in certs))
+    if not certs and (psk is None or not str(psk)):
+        raise ValueError("IKEv2 needs a non-empty options:psk, or options:certificate, "
+                         "private_key, ca_cert and remote_name")
     esn = str(o.get("esn", "")).lower()
     esns = {"true": (True,), "false": (False,), "": (True, False)}.get(esn)
     if esns is None:
         raise ValueError(f"options:esn must be true or false, not {o['esn']!r}")
-    c = IkeConfig(o["local_ip"], o["remote_ip"], str(psk).encode(), esns=esns)
+    if certs:
+        creds = auth.Credentials(str(o["certificate"]), str(o["private_key"]), str(o["ca_cert"]))
+        c = IkeConfig(o["local_ip"], o["remote_ip"], None, esns=esns, credentials=creds,
+                      remote_name=str(o["remote_name"]))
+    else:
+        c = IkeConfig(o["local_ip"], o["remote_ip"], str(psk).encode(), esns=esns)
     if o.get("local_id"):
         c.local_id = parse_identity(str(o["local_id"]))
+        if certs:
+            c.local_id = c.credentials.own_identity(str(o["local_id"]))
     if o.get("remote_id"):
         c.remote_id = parse_identity(str(o["remote_id"]))
     try:
@@ -210,7 +233,7 @@ class IkeTunnel:
 
     def count(self, reason, text):
         self.counters[reason] = self.counters.get(reason, 0) + 1
-        node = self.tunnel.vpn.handshake
+        node = self.tunnel.vpn.ike_input
         if reason in node.error_names():
             node.count(reason)
         log.warning("%s: IKE with %s: %s", self.name, self.config.remote_ip, text)

@@ -28,7 +28,11 @@ next: interface-output (output, in_port, flood, all), vlan-input (normal), packe
 (controller: tx_if carries max_len and aux the rule's id, for the agent's PACKET_IN).
 errors: no_match (table miss), flow_drop (rule with no output), in_port_output (an
 output to the input port, which OpenFlow skips), no_buffer (a copy the pool could not
-give), no_headroom, ttl_expired.
+give), no_headroom, ttl_expired, meter_drop (a meter's DROP band).
+
+Meters (meter.pxd): a rule's meter:N runs before its actions; a DROP band drops the frame,
+a DSCP_REMARK band raises the drop precedence of an AF-marked IPv4/IPv6 frame (AFxy:
+y + prec_level, at most 3).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.string cimport memset
@@ -40,6 +44,8 @@ from fastpath.nodes.ip4 cimport rd32, wr32, rd64
 from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
 from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
 from fastpath.nodes.flowtable cimport *
+from fastpath.nodes.meter cimport meter_t, meter_apply, MB_DROP, MB_DSCP_REMARK
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef enum:
     ETH_P_IPV6 = 0x86dd
@@ -59,6 +65,7 @@ cdef enum:
     ERR_NO_BUFFER = 3
     ERR_NO_HEADROOM = 4
     ERR_TTL_EXPIRED = 5
+    ERR_METER_DROP = 6
 
 
 # ---------------------------------------------------------------- the flow key
@@ -151,6 +158,21 @@ cdef inline uint8_t *l4_csum(uint8_t *ip, int avail, int hl) noexcept nogil:
 
 # ---------------------------------------------------------------- the node
 
+cdef inline uint8_t af_remark(uint8_t dscp, uint32_t prec) noexcept nogil:
+    """AFxy -> AFx(y+prec), y at most 3 (RFC 2597); any other code point stays."""
+    cdef uint32_t cls = dscp >> 3, y = (dscp >> 1) & 3
+    if cls < 1 or cls > 4 or (dscp & 1) or y == 0:
+        return dscp
+    y = y + prec if y + prec < 3 else 3
+    return <uint8_t> ((cls << 3) | (y << 1))
+
+
+cdef inline uint64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t> ts.tv_sec * 1000000000ULL + <uint64_t> ts.tv_nsec
+
+
 cdef class FlowClassify(L2Node):
     node_name = "flow-classify"
     cdef public int worker               # which row of the flow counters this copy counts in
@@ -166,7 +188,8 @@ cdef class FlowClassify(L2Node):
               ("in_port_output", "output to the input port skipped"),
               ("no_buffer", "flow output copy lost: buffer pool empty"),
               ("no_headroom", "no headroom to push a tag"),
-              ("ttl_expired", "dec_ttl: TTL or hop limit exhausted"))
+              ("ttl_expired", "dec_ttl: TTL or hop limit exhausted"),
+              ("meter_drop", "a meter band dropped it (over its rate)"))
 
     cdef inline void flush(self, uint32_t b) noexcept nogil:
         """The pending output takes a copy of the frame as it is now (before it changes)."""
@@ -379,6 +402,39 @@ cdef class FlowClassify(L2Node):
             csum_replace(cs, old16, <uint16_t> o.value, False)
         return 1
 
+    cdef int meter(self, uint32_t b, meter_t *m, uint64_t now) noexcept nogil:
+        """A rule's meter on buffer b. 1: remarked; 0: passed as it is; -1: drop it."""
+        cdef int k = meter_apply(m, self.pool.length[b], self.cur_row, now)
+        cdef uint8_t *p
+        cdef uint8_t *ip
+        cdef uint16_t etype, old16
+        cdef uint8_t dscp, new
+        cdef int l3
+        if k < 0:
+            return 0
+        if m.bands[k].type == MB_DROP:
+            self.pool.error[b] = self.err_base + ERR_METER_DROP
+            return -1
+        p = self.pool.frame(b)
+        l3 = l3_offset(p, self.pool.length[b], &etype)
+        ip = p + l3
+        if etype == ETH_P_IP and self.pool.length[b] >= <uint32_t> l3 + 20:
+            dscp = ip[1] >> 2
+            new = af_remark(dscp, m.bands[k].prec_level)
+            if new != dscp:
+                old16 = rd16(ip)
+                ip[1] = (new << 2) | (ip[1] & 3)
+                csum_replace(ip + 10, old16, rd16(ip), False)
+                return 1
+        elif etype == ETH_P_IPV6 and self.pool.length[b] >= <uint32_t> l3 + 40:
+            dscp = ((ip[0] & 15) << 2) | (ip[1] >> 6)
+            new = af_remark(dscp, m.bands[k].prec_level)
+            if new != dscp:
+                ip[0] = (ip[0] & 0xf0) | (new >> 2)
+                ip[1] = (ip[1] & 0x3f) | ((new & 3) << 6)
+                return 1
+        return 0
+
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i, j, s, table, row, rc, n_write
         cdef int32_t rid
@@ -390,6 +446,7 @@ cdef class FlowClassify(L2Node):
         cdef bint stale, dropped, goto
         cdef void *ft
         cdef pipeline_t *t
+        cdef uint64_t now = 0                  # read at the first metered frame
         for i in range(n):
             b = bufs[i]
             ft = self.tables.flows[self.pool.bd[b]]
@@ -440,6 +497,15 @@ cdef class FlowClassify(L2Node):
                     elif o.kind == I_GOTO:
                         table = o.arg
                         goto = True
+                    elif o.kind == I_METER:
+                        if now == 0:
+                            now = monotonic_ns()
+                        rc = self.meter(b, &t.meters[o.arg], now)
+                        if rc < 0:
+                            dropped = True
+                            break
+                        if rc > 0:
+                            stale = True
                     else:
                         rc = self.act(b, o, rid)
                         if rc < 0:

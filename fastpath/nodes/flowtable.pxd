@@ -13,6 +13,7 @@ goto-table). The key the classifiers look up is KEY_WORDS 64-bit words:
   6-7: IPv6 source; 8-9: IPv6 destination
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from fastpath.nodes.meter cimport MeterTable, meter_t
 
 cdef enum:
     N_TABLES = 16
@@ -41,6 +42,7 @@ cdef enum:
     I_WRITE = 21          # the next `arg` ops go into the action set
     I_METADATA = 22
     I_GOTO = 23
+    I_METER = 24          # arg: the meter's slot (pipeline_t.meters); first of a rule's ops
 
 # the action set: one slot per kind, executed in slot order (OpenFlow 1.3 5.10)
 cdef enum:
@@ -105,6 +107,7 @@ ctypedef struct pipeline_t:              # what the packet loop reads of a FlowT
     uint8_t *live                        # [65536] by sw_if_index: FAST_FAILOVER's liveness
     uint64_t *group_packets              # [row * MAX_GROUPS + slot]
     uint64_t *group_octets
+    meter_t *meters                      # [MAX_METERS], by slot (the MeterTable's)
 
 
 cdef class FlowTable:
@@ -117,6 +120,7 @@ cdef class FlowTable:
     cdef object _seq
     cdef public object resolve_port
     cdef readonly int workers
+    cdef readonly MeterTable meter_table
 
     cdef _grow(self, int32_t cap)
     cdef _set_ops(self, int32_t rid, list ops)

@@ -12,6 +12,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath.nodes.meter cimport MeterTable
 from fastpath import ofsyntax
 
 _ACTION_OPS = {"strip_vlan": (A_POP_VLAN, S_POP), "push_vlan": (A_PUSH_VLAN, S_PUSH),
@@ -132,6 +133,10 @@ def _uses_group(flow, group_id):
                for a in list(flow.rule.actions) + list(flow.rule.write_actions or ()))
 
 
+def _uses_meter(flow, meter_id):
+    return flow.rule.meter == meter_id
+
+
 def _uses_port(flow, int sw_if_index):
     return flow.in_port == sw_if_index or sw_if_index in flow.out_ports.values()
 
@@ -181,6 +186,8 @@ cdef class FlowTable:
             raise MemoryError()
         for t in range(MAX_GROUPS):
             self.c.groups[t].type = G_NONE
+        self.meter_table = MeterTable(workers)
+        self.c.meters = self.meter_table.meters
         self.c.table_counts = <uint64_t *> malloc(workers * N_TABLES * 2 * sizeof(uint64_t))
         memset(self.c.table_counts, 0, workers * N_TABLES * 2 * sizeof(uint64_t))
         self._grow(64)
@@ -255,6 +262,8 @@ cdef class FlowTable:
                 outs[a.arg] = self.resolve_port(a.arg)
             elif a.kind == "group" and a.arg not in self._groups:
                 raise ValueError(f"group:{a.arg}: no such group")
+        if rule.meter is not None and self.meter_table.get(rule.meter) is None:
+            raise ValueError(f"meter:{rule.meter}: no such meter")
         flow = Flow(rule, in_port, outs)
         flow.value, flow.mask = match_words(m, in_port)
         return flow
@@ -264,6 +273,8 @@ cdef class FlowTable:
         out = []
         action = lambda a: self._op(a, flow.out_ports)
         r = flow.rule
+        if r.meter is not None:               # the meter instruction comes first (5.9)
+            out.append((I_METER, 0, self.meter_table.get(r.meter).slot, 0, 0))
         out.extend(action(a) for a in r.actions)
         if r.clear_actions:
             out.append((I_CLEAR, 0, 0, 0, 0))
@@ -362,6 +373,24 @@ cdef class FlowTable:
             self.c.group_octets[w * MAX_GROUPS + g.slot] = 0
         self._free_slots.append(g.slot)
         return gone
+
+    # ---- meters ----
+
+    def set_meter(self, meter_id, int flags, bands):
+        """Add or change a meter (MeterTable.set; ValueError/OverflowError say why)."""
+        return self.meter_table.set(meter_id, flags, bands)
+
+    def delete_meter(self, meter_id):
+        """Take a meter out, and the flows that use it (returned, for FLOW_REMOVED)."""
+        if self.meter_table.get(meter_id) is None:
+            return []
+        gone = [f for f in self._by_id.values() if _uses_meter(f, meter_id)]
+        self.remove(gone)
+        self.meter_table.delete(meter_id)
+        return gone
+
+    def meter_flow_count(self, meter_id):
+        return sum(1 for f in self._by_id.values() if _uses_meter(f, meter_id))
 
     def group(self, group_id):
         return self._groups.get(group_id)

@@ -5,9 +5,9 @@ ip4-input     frames from an L3 (uplink) port: ARP -> arp-input; IPv4 addressed 
               errors: not_ip, bad_header, bad_length, bad_checksum, not_for_us, fragment
               (outer fragments are not reassembled: tunnels set DF and frames too large
               for the uplink are dropped and counted at encapsulation), unknown_protocol.
-ip4-udp-input by UDP destination port: 4789 -> vxlan-input; 500 (IKE) -> handshake-input;
+ip4-udp-input by UDP destination port: 4789 -> vxlan-input; 500 (IKE) -> ike-input;
               4500 -> esp-decrypt (ESP in UDP, RFC 3948) or, with the non-ESP marker,
-              handshake-input (IKE after its move to 4500, or the PSK handshake);
+              ike-input (IKE after its move to 4500);
               errors: bad_udp, nat_keepalive, port_unreachable.
 """
 import ipaddress
@@ -113,12 +113,12 @@ cdef enum:
 cdef enum:
     UDP_NEXT_VXLAN = 1
     UDP_NEXT_ESP = 2
-    UDP_NEXT_HANDSHAKE = 3
+    UDP_NEXT_IKE = 3
 
 
 cdef class Ip4UdpInput(Node):
     node_name = "ip4-udp-input"
-    next_nodes = ("vxlan-input", "esp-decrypt", "handshake-input")
+    next_nodes = ("vxlan-input", "esp-decrypt", "ike-input")
     errors = (("bad_udp", "UDP header or length malformed"),
               ("nat_keepalive", "NAT-T keepalive (consumed)"),
               ("port_unreachable", "no service on this UDP port"))
@@ -144,12 +144,12 @@ cdef class Ip4UdpInput(Node):
                 if dport == VXLAN_PORT:
                     self.pool.next[b] = UDP_NEXT_VXLAN
                 elif dport == IKE_PORT:
-                    self.pool.next[b] = UDP_NEXT_HANDSHAKE
+                    self.pool.next[b] = UDP_NEXT_IKE
                 elif dport == UDP_PORT_NAT_T:
                     if nat_t_is_keepalive(udp + UDP_HLEN, avail):
                         r = UDP_ERR_NAT_KEEPALIVE
                     elif nat_t_is_non_esp(udp + UDP_HLEN, avail):
-                        self.pool.next[b] = UDP_NEXT_HANDSHAKE
+                        self.pool.next[b] = UDP_NEXT_IKE
                     else:
                         self.pool.next[b] = UDP_NEXT_ESP
                 else:

@@ -52,6 +52,7 @@ class Agent:
         self.targets = []
         self.counters = dict.fromkeys(("connections", "rx_messages", "tx_messages", "errors_sent",
                                        "closed_bad_stream", "packet_in", "packet_in_dropped",
+                                       "packet_in_metered",
                                        "flow_mods"), 0)
         self.fail_open = False
         self.timed = set()          # Flows with a timeout, for expire()
@@ -239,7 +240,9 @@ class Agent:
 
     def on_barrier_request(self, ch, xid, body):
         self._empty(body)
-        # every earlier message was carried out before this one was read
+        # every earlier message was carried out before this one was read; the frames of
+        # earlier PACKET_OUTs are queued into the graph: they leave before the reply
+        self.switch.graph.drain_queued()
         self._send(ch, c.message(c.BARRIER_REPLY, xid))
 
     def on_role_request(self, ch, xid, body):
@@ -359,6 +362,56 @@ class Agent:
             flows.set_group(group_id, self.GROUP_TYPES[gtype], compiled, weights, watches)
         except ValueError as e:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
+        self.switch.apply_flows(br.name)
+
+    METER_BANDS = {c.MBT_DROP: "drop", c.MBT_DSCP_REMARK: "dscp_remark"}
+    METER_BAND_NUMBERS = {v: k for k, v in METER_BANDS.items()}
+
+    def on_meter_mod(self, ch, xid, body):
+        """METER_MOD ADD/MODIFY/DELETE (OpenFlow 1.3 7.3.4.5): DROP and DSCP_REMARK bands,
+        KBPS or PKTPS, with or without BURST. Meters 1..OFPM_MAX serve flows (meter:N);
+        OFPM_CONTROLLER meters the PACKET_INs. A deleted meter takes the flows that use
+        it along (FLOW_REMOVED DELETE: 1.3 has no METER_DELETE reason)."""
+        command, flags, meter_id, bands = c.parse_meter_mod(body)
+        br, flows = self.bridge, self.bridge.flows
+        meters = flows.meter_table
+        if command not in (c.MC_ADD, c.MC_MODIFY, c.MC_DELETE):
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_COMMAND, f"command {command}")
+        if command == c.MC_DELETE:
+            if meter_id == c.OFPM_ALL:
+                ids = [m.meter_id for m in meters.all]
+            elif meter_id == 0 or (meter_id > c.OFPM_MAX and meter_id != c.OFPM_CONTROLLER):
+                raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER, f"meter {meter_id:#x}")
+            else:
+                ids = [meter_id]            # deleting a meter that is not there is no error
+            gone = [f for mid in ids for f in flows.delete_meter(mid)]
+            self._flows_removed([(f, c.RR_DELETE) for f in gone])
+            self.switch.apply_flows(br.name)
+            return
+        if meter_id == 0 or (meter_id > c.OFPM_MAX and meter_id != c.OFPM_CONTROLLER):
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER, f"meter {meter_id:#x}")
+        rate_flags = flags & (c.MF_KBPS | c.MF_PKTPS)
+        if flags & ~(c.MF_KBPS | c.MF_PKTPS | c.MF_BURST | c.MF_STATS) or \
+                rate_flags not in (c.MF_KBPS, c.MF_PKTPS):
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_FLAGS, f"flags {flags:#x}")
+        exists = meters.get(meter_id) is not None
+        if command == c.MC_ADD and exists:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_METER_EXISTS, f"meter {meter_id}")
+        if command == c.MC_MODIFY and not exists:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_UNKNOWN_METER, f"meter {meter_id}")
+        if not bands:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_BAND, "a meter needs a band")
+        if len(bands) > meters.max_bands:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_OUT_OF_BANDS, f"{len(bands)} bands")
+        if any(rate == 0 for _, rate, _, _ in bands):
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_RATE, "band rate 0")
+        try:
+            flows.set_meter(meter_id, flags, [(self.METER_BANDS[t], rate, burst, prec)
+                                              for t, rate, burst, prec in bands])
+        except OverflowError as e:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_OUT_OF_METERS, str(e)) from None
+        except ValueError as e:
+            raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_BAND_VALUE, str(e)) from None
         self.switch.apply_flows(br.name)
 
     def on_flow_mod(self, ch, xid, body):
@@ -559,6 +612,31 @@ class Agent:
         return [c.group_features(1 << c.GT_ALL | 1 << c.GT_SELECT | 1 << c.GT_INDIRECT | 1 << c.GT_FF,
                                  1, (4096, 4096, 4096, 4096), (acts, acts, acts, acts))]
 
+    def _meters(self, req):
+        meter_id = c.parse_meter_request(req)
+        return [m for m in self.bridge.flows.meter_table.all if meter_id in (c.OFPM_ALL, m.meter_id)]
+
+    def mp_meter(self, req):
+        flows, now = self.bridge.flows, time.monotonic()
+        out = []
+        for m in self._meters(req):
+            packets, octets, bands = flows.meter_table.counters(m)
+            out.append(c.meter_stats(m.meter_id, flows.meter_flow_count(m.meter_id), packets, octets,
+                                     now - m.created, bands))
+        return out
+
+    def mp_meter_config(self, req):
+        return [c.meter_config(m.flags, m.meter_id,
+                               [c.meter_band(self.METER_BAND_NUMBERS[kind], rate, burst, prec)
+                                for kind, rate, burst, prec in m.bands])
+                for m in self._meters(req)]
+
+    def mp_meter_features(self, req):
+        self._empty(req)
+        meters = self.bridge.flows.meter_table
+        return [c.meter_features(meters.max_meters, 1 << c.MBT_DROP | 1 << c.MBT_DSCP_REMARK,
+                                 c.MF_KBPS | c.MF_PKTPS | c.MF_BURST | c.MF_STATS, meters.max_bands)]
+
     def mp_table(self, req):
         self._empty(req)
         return [c.table_stats(*row) for row in self.bridge.flows.table_stats()]
@@ -592,7 +670,7 @@ class Agent:
         setters = (c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_VLAN_VID, c.OXM_VLAN_PCP, tr.OXM_IPV4_SRC,
                    tr.OXM_IPV4_DST, tr.OXM_TCP_SRC, tr.OXM_TCP_DST, tr.OXM_UDP_SRC, tr.OXM_UDP_DST)
         instructions = [c.IT_GOTO_TABLE, c.IT_WRITE_METADATA, c.IT_WRITE_ACTIONS,
-                        c.IT_APPLY_ACTIONS, c.IT_CLEAR_ACTIONS]
+                        c.IT_APPLY_ACTIONS, c.IT_CLEAR_ACTIONS, c.IT_METER]
         return [c.table_features(t, f"table{t}", 1 << 20, instructions,
                                  [c.AT_OUTPUT, c.AT_PUSH_VLAN, c.AT_POP_VLAN, tr.AT_DEC_NW_TTL,
                                   c.AT_SET_FIELD, c.AT_GROUP], fields, setters)
@@ -609,6 +687,9 @@ class Agent:
 
     def packet_in(self, in_sw_if_index, frame, cookie, table_miss, max_len, table_id=0):
         reason = c.R_NO_MATCH if table_miss else c.R_ACTION
+        if self.bridge.flows.meter_table.meter_frame(c.OFPM_CONTROLLER, len(frame)) == "drop":
+            self.counters["packet_in_metered"] += 1
+            return
         src = self.bridge.port_by_index(in_sw_if_index)
         sent = False
         for ch in self.channels() if src is None or not src.no_packet_in else ():
@@ -628,12 +709,13 @@ class Agent:
                 c.BARRIER_REQUEST: on_barrier_request, c.FLOW_MOD: on_flow_mod,
                 c.PACKET_OUT: on_packet_out, c.MULTIPART_REQUEST: on_multipart_request,
                 c.ROLE_REQUEST: on_role_request, c.PORT_MOD: on_port_mod,
-                c.GROUP_MOD: on_group_mod}
+                c.GROUP_MOD: on_group_mod, c.METER_MOD: on_meter_mod}
     MULTIPART = {c.MP_DESC: mp_desc, c.MP_PORT_DESC: mp_port_desc, c.MP_FLOW: mp_flow,
                  c.MP_AGGREGATE: mp_aggregate, c.MP_TABLE: mp_table,
                  c.MP_PORT_STATS: mp_port_stats, c.MP_TABLE_FEATURES: mp_table_features,
                  c.MP_GROUP: mp_group, c.MP_GROUP_DESC: mp_group_desc,
-                 c.MP_GROUP_FEATURES: mp_group_features}
+                 c.MP_GROUP_FEATURES: mp_group_features, c.MP_METER: mp_meter,
+                 c.MP_METER_CONFIG: mp_meter_config, c.MP_METER_FEATURES: mp_meter_features}
 
 
 # ---------------------------------------------------------------- the switch's side

@@ -338,8 +338,12 @@ def parse_instructions(data):
             if ilen != 24:
                 raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, "write_metadata is 24 bytes")
             out.append((itype, struct.unpack_from("!QQ", body, 8)))
-        elif itype in (IT_CLEAR_ACTIONS, IT_METER):
+        elif itype == IT_CLEAR_ACTIONS:
             out.append((itype, None))
+        elif itype == IT_METER:
+            if ilen != 8:
+                raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, "meter is 8 bytes")
+            out.append((itype, struct.unpack_from("!I", body, 4)[0]))
         elif itype == IT_EXPERIMENTER:
             raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_EXPERIMENTER, "experimenter instruction")
         else:
@@ -717,3 +721,109 @@ def parse_group_stats(body):
 
 def group_features(types, capabilities, max_groups, actions_):
     return struct.pack("!II4I4I", types, capabilities, *max_groups, *actions_)
+
+
+# ---------------------------------------------------------------- meters (TS-006 7.3.4.5)
+
+ET_METER_MOD_FAILED = 12
+(MMFC_UNKNOWN, MMFC_METER_EXISTS, MMFC_INVALID_METER, MMFC_UNKNOWN_METER, MMFC_BAD_COMMAND,
+ MMFC_BAD_FLAGS, MMFC_BAD_RATE, MMFC_BAD_BURST, MMFC_BAD_BAND, MMFC_BAD_BAND_VALUE,
+ MMFC_OUT_OF_METERS, MMFC_OUT_OF_BANDS) = range(12)
+MC_ADD, MC_MODIFY, MC_DELETE = 0, 1, 2
+MF_KBPS, MF_PKTPS, MF_BURST, MF_STATS = 1, 2, 4, 8
+MBT_DROP, MBT_DSCP_REMARK, MBT_EXPERIMENTER = 1, 2, 0xFFFF
+OFPM_MAX, OFPM_SLOWPATH, OFPM_CONTROLLER, OFPM_ALL = 0xFFFF0000, 0xFFFFFFFD, 0xFFFFFFFE, 0xFFFFFFFF
+MP_METER, MP_METER_CONFIG, MP_METER_FEATURES = 9, 10, 11
+METER_MOD_FIXED = struct.Struct("!HHI")
+METER_BAND = struct.Struct("!HHII")                      # then 4 bytes: prec_level or pad
+METER_STATS = struct.Struct("!IH6xIQQII")
+METER_CONFIG = struct.Struct("!HHI")
+
+
+def meter_instruction(meter_id):
+    return struct.pack("!HHI", IT_METER, 8, meter_id)
+
+
+def parse_meter_bands(data):
+    """-> [(type, rate, burst_size, prec_level)]; an experimenter band is refused."""
+    out, pos = [], 0
+    while pos < len(data):
+        if len(data) - pos < METER_BAND.size:
+            raise OFError(ET_METER_MOD_FAILED, MMFC_BAD_BAND, "meter band cut short")
+        btype, blen, rate, burst = METER_BAND.unpack_from(data, pos)
+        if blen != 16 or pos + blen > len(data):
+            raise OFError(ET_METER_MOD_FAILED, MMFC_BAD_BAND, f"meter band of length {blen}")
+        if btype not in (MBT_DROP, MBT_DSCP_REMARK):
+            raise OFError(ET_METER_MOD_FAILED, MMFC_BAD_BAND, f"meter band type {btype}")
+        prec = data[pos + 12] if btype == MBT_DSCP_REMARK else 0
+        out.append((btype, rate, burst, prec))
+        pos += blen
+    return out
+
+
+def meter_band(btype, rate, burst_size=0, prec_level=0):
+    return METER_BAND.pack(btype, 16, rate, burst_size) + struct.pack("!B3x", prec_level)
+
+
+def parse_meter_mod(body):
+    """-> (command, flags, meter_id, bands)."""
+    _need(body, METER_MOD_FIXED.size, ET_BAD_REQUEST, BRC_BAD_LEN)
+    command, flags, meter_id = METER_MOD_FIXED.unpack_from(body)
+    return command, flags, meter_id, parse_meter_bands(body[METER_MOD_FIXED.size:])
+
+
+def meter_mod(xid, command, flags, meter_id, bands=()):
+    """bands: bytes from meter_band() each."""
+    return message(METER_MOD, xid, METER_MOD_FIXED.pack(command, flags, meter_id) + b"".join(bands))
+
+
+def parse_meter_request(body):
+    """METER and METER_CONFIG requests: the meter id (OFPM_ALL: every one)."""
+    if len(body) != 8:
+        raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "a meter request is 8 bytes")
+    return struct.unpack_from("!I", body)[0]
+
+
+def meter_request(meter_id=OFPM_ALL):
+    return struct.pack("!I4x", meter_id)
+
+
+def meter_stats(meter_id, flow_count, packets, octets, duration, band_counts):
+    sec = int(duration)
+    bands = b"".join(struct.pack("!QQ", p, b) for p, b in band_counts)
+    return METER_STATS.pack(meter_id, METER_STATS.size + len(bands), flow_count, packets, octets,
+                            sec, int((duration - sec) * 1e9)) + bands
+
+
+def parse_meter_stats(body):
+    """-> [(meter_id, flow_count, packets, bytes, [(band packets, bytes)])]."""
+    out, pos = [], 0
+    while pos + METER_STATS.size <= len(body):
+        mid, length, flows, p, b, _s, _ns = METER_STATS.unpack_from(body, pos)
+        if length < METER_STATS.size or (length - METER_STATS.size) % 16 or pos + length > len(body):
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "meter stats entry length")
+        bands = [struct.unpack_from("!QQ", body, o) for o in range(pos + METER_STATS.size, pos + length, 16)]
+        out.append((mid, flows, p, b, bands))
+        pos += length
+    return out
+
+
+def meter_config(flags, meter_id, bands):
+    body = b"".join(bands)
+    return METER_CONFIG.pack(METER_CONFIG.size + len(body), flags, meter_id) + body
+
+
+def parse_meter_config(body):
+    """-> [(flags, meter_id, bands)]."""
+    out, pos = [], 0
+    while pos + METER_CONFIG.size <= len(body):
+        length, flags, mid = METER_CONFIG.unpack_from(body, pos)
+        if length < METER_CONFIG.size or pos + length > len(body):
+            raise OFError(ET_BAD_REQUEST, BRC_BAD_LEN, "meter config entry length")
+        out.append((flags, mid, parse_meter_bands(body[pos + METER_CONFIG.size:pos + length])))
+        pos += length
+    return out
+
+
+def meter_features(max_meter, band_types, capabilities, max_bands, max_color=0):
+    return struct.pack("!IIIBB2x", max_meter, band_types, capabilities, max_bands, max_color)

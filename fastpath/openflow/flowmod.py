@@ -77,6 +77,8 @@ def flow_mod(flows, ports, fm):
         flows.remove(gone)
         return None, gone
     rule = tr.to_rule(fm.table_id, fm.priority, fm.cookie, fm.instructions, match, ports, n_tables)
+    if rule.meter is not None and flows.meter_table.get(rule.meter) is None:
+        raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_UNKNOWN_METER, f"meter {rule.meter}")
     if fm.buffer_id != c.NO_BUFFER:
         raise c.OFError(c.ET_BAD_REQUEST, c.BRC_BUFFER_UNKNOWN, "no buffers here")
     try:
@@ -96,7 +98,7 @@ def flow_mod(flows, ports, fm):
                         fm.cookie_mask):
             new = ofsyntax.FlowRule(f.rule.priority, f.rule.match, rule.actions, f.rule.cookie,
                                     f.rule.table, rule.goto, rule.write_actions,
-                                    rule.clear_actions, rule.write_metadata)
+                                    rule.clear_actions, rule.write_metadata, rule.meter)
             flows.set_actions(f, new)
             wire = getattr(f, "wire", None)
             if wire is not None:

@@ -272,7 +272,8 @@ def from_actions(actions, ports):
 
 
 def to_rule(table, priority, cookie, instructions, match, ports, n_tables):
-    """FLOW_MOD instructions -> an ofsyntax.FlowRule (apply, clear, write, metadata, goto)."""
+    """FLOW_MOD instructions -> an ofsyntax.FlowRule (meter, apply, clear, write, metadata,
+    goto)."""
     rule = ofsyntax.FlowRule(priority, match, [], cookie, table)
     seen = set()
     for itype, payload in instructions:
@@ -287,6 +288,10 @@ def to_rule(table, priority, cookie, instructions, match, ports, n_tables):
             rule.clear_actions = True
         elif itype == c.IT_WRITE_METADATA:
             rule.write_metadata = payload
+        elif itype == c.IT_METER:
+            if not 1 <= payload <= c.OFPM_MAX:
+                raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER, f"meter {payload:#x}")
+            rule.meter = payload
         elif itype == c.IT_GOTO_TABLE:
             if not table < payload < n_tables:
                 raise c.OFError(c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID,
@@ -298,7 +303,8 @@ def to_rule(table, priority, cookie, instructions, match, ports, n_tables):
 
 
 def instructions_of(rule, ports):
-    out = c.apply_actions(from_actions(rule.actions, ports))
+    out = c.meter_instruction(rule.meter) if rule.meter is not None else b""
+    out += c.apply_actions(from_actions(rule.actions, ports))
     if rule.clear_actions:
         out += c.clear_actions()
     if rule.write_actions:

@@ -1,9 +1,7 @@
-"""handshake-input: punts key exchange packets -- IKE (UDP 500, and UDP 4500 with the
-non-ESP marker) and the PSK handshake (UDP 4500 with the marker) -- to the control
-plane's queue, where fastpath.vpn and fastpath.ike answer them off the packet path.
+"""ike-input: queues IKE messages -- UDP 500, and UDP 4500 with the non-ESP marker -- for
+the control plane (fastpath.vpn, fastpath.ike), which answers them off the packet path.
 errors: punted (handed to the control plane), queue_full; and what the control plane then
-refused (counted through count()): auth_failed, replayed, bad_message, no_tunnel for the
-PSK handshake, and IKE's reasons (fastpath.ike.tunnel.ERRORS)."""
+refused (counted through count()): no_tunnel, and IKE's reasons (fastpath.ike.tunnel.ERRORS)."""
 from collections import deque
 
 import numpy as np
@@ -12,14 +10,11 @@ from fastpath.graph.node import Node
 from fastpath.ike.tunnel import ERRORS as IKE_ERRORS
 
 
-class HandshakeInput(Node):
-    node_name = "handshake-input"
-    errors = (("punted", "handshake packet handed to the control plane"),
-              ("queue_full", "handshake queue full"),
-              ("auth_failed", "handshake message failed authentication (wrong PSK?)"),
-              ("replayed", "handshake message replayed, reflected, or for no exchange in progress"),
-              ("bad_message", "malformed handshake message"),
-              ("no_tunnel", "handshake message from an address or VNI without a PSK tunnel"),
+class IkeInput(Node):
+    node_name = "ike-input"
+    errors = (("punted", "IKE message handed to the control plane"),
+              ("queue_full", "IKE queue full"),
+              ("no_tunnel", "IKE message from an address without an IKE tunnel"),
               *IKE_ERRORS)
 
     def __init__(self, name=None, limit=1024):
