@@ -11,7 +11,7 @@ flows on it, and the tester reports whatever comes back to it as a PACKET_IN (or
 own PACKET_IN, or table stats for table-miss cases). Every case runs in one namespace; the
 controller, both switches and the veths live there.
 
-In CI the test runs CI_CASES (all but the group cases, about 4 minutes) and asserts that at
+In CI the test runs CI_CASES (the action and match cases, about 4 minutes) and asserts that at
 least CI_MIN_PASS cases pass or were lost by the tester's own switch (LOST_BY_TESTER); the
 summary (pass count, every failure with its reason) goes to the test output and to
 $OSKEN_SWITCH_SUMMARY (default osken-switch-summary.txt in the test's tmp dir). The whole suite by hand (about 12 minutes; --target-ovs runs the same cases
@@ -44,10 +44,11 @@ FAUCET_VENV = os.environ.get("FAUCET_VENV", "/opt/faucet-venv")
 TARGET_DPID, TESTER_DPID = 1, 2
 PORTS = (1, 2, 3)
 
-# What CI runs: every case but group/. The group cases are throughput cases (the tester
-# sends 2 Mbit/s of PACKET_OUTs for 30 s each, ~8 minutes for the 15) that os-ken's sender
-# cannot keep up on this machine with either switch as the target; they run by hand.
-CI_CASES = ["action", "match", "meter"]
+# What CI runs: the action and match cases. The group and meter cases are throughput cases
+# (the tester sends PACKET_OUTs at a set rate for 30 s each: ~8 minutes for the 15 group
+# cases, ~20 for the 36 meter ones) and os-ken's sender does not reach 2 Mbit/s on this
+# machine with either switch as the target; they run by hand.
+CI_CASES = ["action", "match"]
 # cases of CI_CASES that passed, or were lost by the tester's own switch (LOST_BY_TESTER),
 # when this was recorded (2026-12-08); fewer is a regression
 CI_MIN_PASS = 393
