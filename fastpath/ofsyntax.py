@@ -4,7 +4,8 @@ Supported match fields: priority, cookie, table (0..254; the pipeline has fewer)
 dl_src, dl_dst (with optional MAC masks), dl_type, dl_vlan (0..4095 or 0xffff for "no
 802.1Q header"), dl_vlan_pcp, vlan_tci (VALUE[/MASK], OpenFlow's vlan_vid bits with
 0x1000 meaning "tagged"), metadata (VALUE[/MASK]), nw_proto, nw_src/nw_dst (IPv4, /LEN or
-/MASK), ipv6_src/ipv6_dst (/LEN), tp_src/tp_dst; the aliases tcp_src, udp_dst, ... (tp_*),
+/MASK), ipv6_src/ipv6_dst (/LEN), ip_dscp (0..63), ip_ecn (0..3; alias nw_ecn), ipv6_label
+(VALUE[/MASK], 20 bits), arp_sha/arp_tha (MAC masks), tp_src/tp_dst; the aliases tcp_src, udp_dst, ... (tp_*),
 icmp_type/icmp_code (tp_src/tp_dst), arp_op (nw_proto), arp_spa/arp_tpa (nw_src/nw_dst),
 as OVS keeps them; and the shorthands ``arp``, ``ip``, ``ipv6``, ``tcp``, ``udp``,
 ``icmp``, ``tcp6``, ``udp6``, ``icmp6``.
@@ -44,13 +45,14 @@ _PROTO_SHORTHAND_BY_PAIR = {v: k for k, v in _PROTO_SHORTHANDS.items()}
 _IGNORED_FIELDS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age"}
 _MATCH_FIELDS = ("in_port", "dl_src", "dl_dst", "dl_type", "dl_vlan", "dl_vlan_pcp",
                  "vlan_tci", "metadata", "nw_proto", "nw_src", "nw_dst", "ipv6_src",
-                 "ipv6_dst", "tp_src", "tp_dst")
+                 "ipv6_dst", "ip_dscp", "ip_ecn", "ipv6_label", "arp_sha", "arp_tha", "tp_src",
+                 "tp_dst")
 # other names for the same fields, as OVS keeps them
 _ALIASES = {"tcp_src": "tp_src", "tcp_dst": "tp_dst", "udp_src": "tp_src", "udp_dst": "tp_dst",
             "icmp_type": "tp_src", "icmp_code": "tp_dst", "arp_op": "nw_proto",
             "arp_spa": "nw_src", "arp_tpa": "nw_dst", "ip_proto": "nw_proto",
             "ipv4_src": "nw_src", "ipv4_dst": "nw_dst", "eth_src": "dl_src", "eth_dst": "dl_dst",
-            "eth_type": "dl_type"}
+            "eth_type": "dl_type", "nw_ecn": "ip_ecn"}
 N_TABLES = 255              # what the syntax takes; the pipeline itself has fewer
 
 # Action kinds.  'drop' is represented by an empty action list, as in OVS.
@@ -99,6 +101,11 @@ class Match:
     nw_dst: tuple | None = None
     ipv6_src: tuple | None = None
     ipv6_dst: tuple | None = None
+    ip_dscp: int | None = None      # IPv4 TOS / IPv6 traffic class, upper 6 bits
+    ip_ecn: int | None = None       # ... and lower 2
+    ipv6_label: tuple | None = None # (value, mask), 20 bits
+    arp_sha: tuple | None = None    # (value, mask), as dl_src
+    arp_tha: tuple | None = None
     tp_src: int | None = None       # TCP/UDP port; ICMP: type
     tp_dst: int | None = None       # ICMP: code
 
@@ -228,6 +235,11 @@ _FIELD_PARSERS = {
     "nw_dst": _parse_ipv4,
     "ipv6_src": _parse_ipv6,
     "ipv6_dst": _parse_ipv6,
+    "ip_dscp": lambda raw, name: _parse_int(raw, name, 0, 63),
+    "ip_ecn": lambda raw, name: _parse_int(raw, name, 0, 3),
+    "ipv6_label": _parse_masked(20),
+    "arp_sha": _parse_mac_field,
+    "arp_tha": _parse_mac_field,
     "tp_src": lambda raw, name: _parse_int(raw, name, 0, 0xFFFF),
     "tp_dst": lambda raw, name: _parse_int(raw, name, 0, 0xFFFF),
 }
@@ -277,6 +289,9 @@ def _parse_fields(text: str, allow_cookie: bool):
             table = int(raw)
         else:
             setattr(match, name, _FIELD_PARSERS[name](raw, name))
+    # the key keeps ARP's hardware addresses where IPv6's addresses go: one or the other
+    if (match.arp_sha or match.arp_tha) and (match.ipv6_src or match.ipv6_dst):
+        raise FlowSyntaxError("arp_sha/arp_tha and ipv6_src/ipv6_dst cannot match together")
     return match, priority, cookie, table
 
 
@@ -460,6 +475,15 @@ def format_match(m: Match) -> str:
             cls = ipaddress.IPv4Network if name.startswith("nw") else ipaddress.IPv6Network
             net = cls((value[0], bin(value[1]).count("1")))
             parts.append(f"{name}={net.network_address if net.prefixlen == net.max_prefixlen else net}")
+    for name in ("ip_dscp", "ip_ecn"):
+        if getattr(m, name) is not None:
+            parts.append(f"{name}={getattr(m, name)}")
+    for name in ("arp_sha", "arp_tha"):
+        if getattr(m, name) is not None:
+            parts.append(_format_mac(name, getattr(m, name)))
+    if m.ipv6_label is not None:
+        v, mask = m.ipv6_label
+        parts.append(f"ipv6_label=0x{v:05x}" + ("" if mask == 0xFFFFF else f"/0x{mask:05x}"))
     for name in ("tp_src", "tp_dst"):
         if getattr(m, name) is not None:
             parts.append(f"{name}={getattr(m, name)}")

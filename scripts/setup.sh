@@ -85,7 +85,10 @@ PYEOF
 # Faucet, for tests/test_faucet.py: in a virtual environment of its own (it pins os-ken,
 # eventlet and prometheus_client versions that would clash with ours), made once; the test
 # finds it at $FAUCET_VENV or /opt/faucet-venv. pytricia, one of its dependencies, compiles
-# against the Python headers checked for above.
+# against the Python headers checked for above. The os-ken it brings (osken-manager, and
+# os_ken/tests/switch/: the switch tester and its cases) also runs
+# tests/test_osken_switch.py and tests/test_osken_learning_switch.py, with Open vSwitch
+# (above) as the tester switch.
 FAUCET_VENV=${FAUCET_VENV:-/opt/faucet-venv}
 if ! [ -x "$FAUCET_VENV/bin/faucet" ]; then
     "$PY" -m venv --clear "$FAUCET_VENV"

@@ -277,7 +277,7 @@ def raw_flow_mod(match_body=b"", instructions=b""):
     (c.flow_mod(0x33, 9), (c.ET_FLOW_MOD_FAILED, c.FMFC_BAD_COMMAND)),
     (bad_flow_mod(match_fields=[(10, 6, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),      # ip_proto, no eth_type
     (bad_flow_mod(match_fields=[(c.OXM_ETH_TYPE, 0x800, 0xff00)]), (c.ET_BAD_MATCH, c.BMC_BAD_MASK)),
-    (bad_flow_mod(match_fields=[(28, 1, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # ipv6_flabel
+    (bad_flow_mod(match_fields=[(38, 1, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_FIELD)),       # tunnel_id
     (bad_flow_mod(match_fields=[(c.OXM_VLAN_PCP, 3, None)]), (c.ET_BAD_MATCH, c.BMC_BAD_PREREQ)),
     (bad_flow_mod(instructions=c.goto_table(0)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),  # not later
     (bad_flow_mod(instructions=c.goto_table(16)), (c.ET_BAD_INSTRUCTION, c.BIC_BAD_TABLE_ID)),

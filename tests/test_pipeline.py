@@ -5,6 +5,7 @@ import random
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
+from scapy.layers.sctp import SCTP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from fastpath.nodes.classifier import Classifier
@@ -50,6 +51,18 @@ MATCHES = [
     ("ipv6,ipv6_src=2001:db8::/32", Ether() / IPv6(src="2001:db8::1"), Ether() / IPv6(src="2001:db9::1")),
     ("ipv6,ipv6_dst=2001:db8::2", Ether() / IPv6(dst="2001:db8::2"), Ether() / IPv6(dst="2001:db8::3")),
     ("tcp6,tp_dst=22", Ether() / IPv6() / TCP(dport=22), Ether() / IPv6() / TCP(dport=23)),
+    ("ip,nw_proto=132,tp_dst=5000", Ether() / IP() / SCTP(dport=5000), Ether() / IP() / SCTP(dport=5001)),
+    ("ipv6,nw_proto=132,tp_src=7", Ether() / IPv6() / SCTP(sport=7), Ether() / IPv6() / SCTP(sport=8)),
+    ("ip,ip_dscp=8", Ether() / IP(tos=33) / TCP(), Ether() / IP(tos=64) / TCP()),   # 33: dscp 8, ecn 1
+    ("ip,ip_dscp=8,ip_ecn=1", Ether() / IP(tos=33) / TCP(), Ether() / IP(tos=32) / TCP()),
+    ("ipv6,ip_dscp=8", Ether() / IPv6(tc=32), Ether() / IPv6(tc=64)),
+    ("ipv6,nw_ecn=3", Ether() / IPv6(tc=35), Ether() / IPv6(tc=34)),
+    ("ipv6,ipv6_label=100", Ether() / IPv6(fl=100), Ether() / IPv6(fl=203)),
+    ("ipv6,ipv6_label=0x60/0xffff0", Ether() / IPv6(fl=100), Ether() / IPv6(fl=0x100)),
+    ("arp,arp_sha=12:11:11:11:11:11", Ether() / ARP(hwsrc="12:11:11:11:11:11"),
+     Ether() / ARP(hwsrc="12:11:11:11:11:12")),
+    ("arp,arp_tha=22:22:00:22:22:22/ff:ff:00:ff:ff:ff", Ether() / ARP(hwdst="22:22:22:22:22:22"),
+     Ether() / ARP(hwdst="22:22:22:22:22:23")),
     ("vlan_tci=0x1000/0x1000", tcp(vlan=5), tcp()),                       # any tagged frame
     ("vlan_tci=0x0000/0x1000", tcp(), tcp(vlan=5)),                       # untagged
     ("dl_vlan=5,tcp,tp_dst=80", tcp(vlan=5), tcp(vlan=6)),               # L4 under a tag
@@ -126,6 +139,23 @@ def test_set_fields_fix_checksums():
     assert (u[IP].dst, u[UDP].dport) == ("10.1.1.1", 99)
     s = u[UDP].chksum
     del u[IP].chksum, u[UDP].chksum
+    assert Ether(bytes(u))[UDP].chksum == s
+
+
+def test_set_ports_on_ipv6_fix_checksums():
+    sw = pipeline("tcp6 actions=mod_tp_src:4000,mod_tp_dst:8080,output:2",
+                  "udp6 actions=set_field:99->udp_dst,output:2")
+    f = Ether(send(sw, "p1", Ether() / IPv6(src="10::1", dst="20::2") / TCP(sport=1234, dport=80)
+                   / (b"x" * 10))["p2"][0])
+    assert (f[TCP].sport, f[TCP].dport) == (4000, 8080)
+    s = f[TCP].chksum
+    del f[TCP].chksum
+    assert Ether(bytes(f))[TCP].chksum == s
+    u = Ether(send(sw, "p1", Ether() / IPv6(src="10::1", dst="20::2") / UDP(sport=7, dport=53)
+                   / (b"q" * 9))["p2"][0])
+    assert (u[UDP].sport, u[UDP].dport) == (7, 99)
+    s = u[UDP].chksum
+    del u[UDP].chksum
     assert Ether(bytes(u))[UDP].chksum == s
 
 

@@ -111,23 +111,28 @@ cdef void flow_key(BufferPool pool, uint32_t b, uint64_t metadata, uint64_t *key
         key[4] = (<uint64_t> rd32(ip + 12) << 32) | rd32(ip + 16)
         # ports only in a first fragment (offset 0) that holds them
         if (rd16(ip + 6) & 0x1fff) == 0 and avail >= hl + 4:
-            if proto == 6 or proto == 17:
+            if proto == 6 or proto == 17 or proto == 132:
                 key[5] = (<uint64_t> rd16(ip + hl) << 48) | (<uint64_t> rd16(ip + hl + 2) << 32)
             elif proto == 1:
                 key[5] = (<uint64_t> ip[hl] << 48) | (<uint64_t> ip[hl + 1] << 32)
+        key[5] |= <uint64_t> ip[1] << 24     # TOS: DSCP and ECN
     elif etype == ETH_P_IPV6 and avail >= 40:
         proto = ip[6]
         key[6] = rd64(ip + 8)
         key[7] = rd64(ip + 16)
         key[8] = rd64(ip + 24)
         key[9] = rd64(ip + 32)
-        if (proto == 6 or proto == 17) and avail >= 44:
+        if (proto == 6 or proto == 17 or proto == 132) and avail >= 44:
             key[5] = (<uint64_t> rd16(ip + 40) << 48) | (<uint64_t> rd16(ip + 42) << 32)
         elif proto == 58 and avail >= 42:
             key[5] = (<uint64_t> ip[40] << 48) | (<uint64_t> ip[41] << 32)
+        # traffic class (DSCP and ECN) where IPv4 has its TOS, then the flow label
+        key[5] |= (<uint64_t> (rd16(ip) >> 4 & 0xff) << 24) | (rd32(ip) & 0xfffff)
     elif etype == ETH_P_ARP and avail >= 28:
         proto = rd16(ip + 6) & 0xff          # arp_op, where OVS keeps it (nw_proto)
         key[4] = (<uint64_t> rd32(ip + 14) << 32) | rd32(ip + 24)
+        key[6] = mac_u64(ip + 8) << 16       # sha, tha: where IPv6 keeps its source
+        key[7] = mac_u64(ip + 18) << 16
     key[1] |= <uint64_t> proto << 8
 
 
@@ -359,6 +364,8 @@ cdef class FlowClassify(L2Node):
                 ip[7] -= 1
                 return 1
             return 0
+        if etype == ETH_P_IPV6:
+            return self.set_port6(b, o, ip, <int> self.pool.length[b] - l3, partial)
         if etype != ETH_P_IP or self.pool.length[b] < <uint32_t> l3 + 20:
             return 0
         hl = (ip[0] & 15) * 4
@@ -418,6 +425,26 @@ cdef class FlowClassify(L2Node):
                 if rid >= 0:
                     __builtin_prefetch(&t.rules[rid])
                     __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
+
+    cdef int set_port6(self, uint32_t b, const op_t *o, uint8_t *ip, int avail,
+                       bint partial) noexcept nogil:
+        """set_field tcp/udp src/dst on IPv6: the port right after the fixed header (no
+        extension headers), the checksum updated as for IPv4 (the ports are not in the
+        pseudo-header, so nothing else moves)."""
+        cdef int k
+        cdef uint16_t old16
+        cdef uint8_t *cs = NULL
+        if o.kind != A_SET_TP_SRC and o.kind != A_SET_TP_DST:
+            return 0
+        if not ((ip[6] == 6 and avail >= 40 + 18) or (ip[6] == 17 and avail >= 40 + 8)):
+            return 0
+        k = 40 if o.kind == A_SET_TP_SRC else 42
+        old16 = rd16(ip + k)
+        wr16(ip + k, <uint16_t> o.value)
+        cs = ip + 56 if ip[6] == 6 else ip + 46
+        if not partial and (ip[6] == 6 or rd16(cs) != 0):
+            csum_replace(cs, old16, <uint16_t> o.value, False)
+        return 1
 
     cdef int meter(self, uint32_t b, meter_t *m, uint64_t now) noexcept nogil:
         """A rule's meter on buffer b. 1: remarked; 0: passed as it is; -1: drop it."""

@@ -68,6 +68,18 @@ def match_words(m, int in_port):
         put(4, 0, 32, m.nw_dst[0], m.nw_dst[1])
     if m.tp_src is not None:
         put(5, 48, 16, m.tp_src)
+    # the low half of the L4 word holds the IP TOS / traffic class byte and the flow label
+    if m.ip_dscp is not None:
+        put(5, 26, 6, m.ip_dscp)
+    if m.ip_ecn is not None:
+        put(5, 24, 2, m.ip_ecn)
+    if m.ipv6_label is not None:
+        put(5, 0, 20, m.ipv6_label[0], m.ipv6_label[1])
+    # ARP's hardware addresses in the words of IPv6's source address (never both)
+    if m.arp_sha is not None:
+        put(6, 16, 48, m.arp_sha[0], m.arp_sha[1])
+    if m.arp_tha is not None:
+        put(7, 16, 48, m.arp_tha[0], m.arp_tha[1])
     if m.tp_dst is not None:
         put(5, 32, 16, m.tp_dst)
     for word, value in ((6, m.ipv6_src), (8, m.ipv6_dst)):

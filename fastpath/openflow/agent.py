@@ -454,7 +454,7 @@ class Agent:
             ports = ports or tr.Ports(self.bridge)
             msg = c.flow_removed(0, f.rule.cookie, f.rule.priority, reason, f.rule.table,
                                  now - f.created, f.idle_timeout, f.hard_timeout, f.n_packets,
-                                 f.n_bytes, tr.from_match(f.rule.match, ports))
+                                 f.n_bytes, flowmod.match_of(f, ports))
             for ch in self.channels():
                 if self._wants(ch, 2, reason):
                     self._send(ch, msg)
@@ -594,7 +594,7 @@ class Agent:
         now = time.monotonic()
         return [c.flow_stats(f.rule.table, now - f.created, f.rule.priority, f.idle_timeout,
                              f.hard_timeout, f.flags, f.rule.cookie, f.n_packets, f.n_bytes,
-                             tr.from_match(f.rule.match, ports), tr.instructions_of(f.rule, ports))
+                             flowmod.match_of(f, ports), flowmod.instructions_of(f, ports))
                 for f in flows]
 
     def mp_aggregate(self, req):

@@ -397,7 +397,7 @@ FLOW_MOD_FIXED = struct.Struct("!QQBBHHHIIIH2x")          # after the header: 40
 class FlowMod:
     __slots__ = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout",
                  "hard_timeout", "priority", "buffer_id", "out_port", "out_group", "flags",
-                 "match", "instructions")
+                 "match", "instructions", "raw_instructions")
 
 
 def parse_flow_mod(body):
@@ -406,7 +406,8 @@ def parse_flow_mod(body):
     (fm.cookie, fm.cookie_mask, fm.table_id, fm.command, fm.idle_timeout, fm.hard_timeout,
      fm.priority, fm.buffer_id, fm.out_port, fm.out_group, fm.flags) = FLOW_MOD_FIXED.unpack_from(body)
     fm.match, used = parse_match(body, FLOW_MOD_FIXED.size)
-    fm.instructions = parse_instructions(body[FLOW_MOD_FIXED.size + used:])
+    fm.raw_instructions = bytes(body[FLOW_MOD_FIXED.size + used:])
+    fm.instructions = parse_instructions(fm.raw_instructions)
     return fm
 
 

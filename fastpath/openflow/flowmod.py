@@ -91,6 +91,7 @@ def flow_mod(flows, ports, fm):
                         raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_OVERLAP, "overlapping flow")
             flow.idle_timeout, flow.hard_timeout, flow.flags = \
                 fm.idle_timeout, fm.hard_timeout, fm.flags
+            flow.wire = (rule, list(fm.match), fm.raw_instructions)
             flows.install(flow)
             return flow, []
         for f in select(flows, ports, fm.table_id, match, strict, fm.priority, fm.cookie,
@@ -99,9 +100,31 @@ def flow_mod(flows, ports, fm):
                                     f.rule.table, rule.goto, rule.write_actions,
                                     rule.clear_actions, rule.write_metadata, rule.meter)
             flows.set_actions(f, new)
+            wire = getattr(f, "wire", None)
+            if wire is not None:
+                f.wire = (new, wire[1], fm.raw_instructions)
     except ValueError as e:                 # a port vanished between check and compile
         raise c.OFError(c.ET_FLOW_MOD_FAILED, c.FMFC_UNKNOWN, str(e)) from None
     return None, []
+
+
+def _wire(flow):
+    wire = getattr(flow, "wire", None)
+    return wire if wire is not None and wire[0] is flow.rule else None
+
+
+def match_of(flow, ports):
+    """The flow's match as its controller gave it (field order, explicit masks), which a
+    controller compares against what it sent; rebuilt from the rule for flows that came
+    from fastpathctl or were changed by it since."""
+    wire = _wire(flow)
+    return wire[1] if wire else tr.from_match(flow.rule.match, ports)
+
+
+def instructions_of(flow, ports):
+    """Likewise the instructions, byte for byte (an output's max_len, empty lists)."""
+    wire = _wire(flow)
+    return wire[2] if wire else tr.instructions_of(flow.rule, ports)
 
 
 def expire(flows, timed, now=None):

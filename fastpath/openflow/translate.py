@@ -3,9 +3,9 @@
 
 Matches: in_port, metadata, eth_src/eth_dst (masks), eth_type, vlan_vid (a VID with
 OFPVID_PRESENT, OFPVID_NONE for untagged, any mask: 0x1000/0x1000 is "tagged"),
-vlan_pcp, ip_proto, ipv4_src/dst (masks), tcp/udp ports, icmpv4 type/code, arp_op,
-arp_spa/tpa (masks), ipv6_src/dst (masks), icmpv6 type/code, each with its prerequisites
-checked (BAD_PREREQ). Actions: output (a port, IN_PORT, NORMAL, FLOOD, ALL, CONTROLLER),
+vlan_pcp, ip_proto, ip_dscp, ip_ecn, ipv4_src/dst (masks), tcp/udp/sctp ports, icmpv4
+type/code, arp_op, arp_spa/tpa/sha/tha (masks), ipv6_src/dst (masks), ipv6_flabel (masks), icmpv6
+type/code, each with its prerequisites checked (BAD_PREREQ). Actions: output (a port, IN_PORT, NORMAL, FLOOD, ALL, CONTROLLER),
 push_vlan, pop_vlan, dec_nw_ttl, set_field eth_src/eth_dst/vlan_vid/vlan_pcp/
 ipv4_src/ipv4_dst/tcp and udp ports, group (an existing group; not in PACKET_OUT nor,
 as chaining, in a bucket). Instructions: apply-actions, clear-actions,
@@ -24,6 +24,9 @@ _OUT_RESERVED = {v: k for k, v in _RESERVED_OUT.items()}
 # OXM field numbers beyond codec's first few (TS-006 7.2.3.7)
 OXM_METADATA, OXM_IP_PROTO, OXM_IPV4_SRC, OXM_IPV4_DST = 2, 10, 11, 12
 OXM_TCP_SRC, OXM_TCP_DST, OXM_UDP_SRC, OXM_UDP_DST = 13, 14, 15, 16
+OXM_SCTP_SRC, OXM_SCTP_DST = 17, 18
+OXM_IP_DSCP, OXM_IP_ECN, OXM_IPV6_FLABEL = 8, 9, 28
+OXM_ARP_SHA, OXM_ARP_THA = 24, 25
 OXM_ICMPV4_TYPE, OXM_ICMPV4_CODE, OXM_ARP_OP, OXM_ARP_SPA, OXM_ARP_TPA = 19, 20, 21, 22, 23
 OXM_IPV6_SRC, OXM_IPV6_DST, OXM_ICMPV6_TYPE, OXM_ICMPV6_CODE = 26, 27, 29, 30
 AT_DEC_NW_TTL = 24
@@ -31,19 +34,26 @@ IP, ARP, IPV6 = 0x0800, 0x0806, 0x86DD
 # fields that take a mask, with their width in bits
 _MASKABLE = {OXM_METADATA: 64, c.OXM_ETH_DST: 48, c.OXM_ETH_SRC: 48, c.OXM_VLAN_VID: 13,
              OXM_IPV4_SRC: 32, OXM_IPV4_DST: 32, OXM_ARP_SPA: 32, OXM_ARP_TPA: 32,
-             OXM_IPV6_SRC: 128, OXM_IPV6_DST: 128}
+             OXM_IPV6_SRC: 128, OXM_IPV6_DST: 128, OXM_IPV6_FLABEL: 20,
+             OXM_ARP_SHA: 48, OXM_ARP_THA: 48}
 # field -> (ofsyntax attribute, its prerequisite: eth_types, ip_protos or None)
 _FIELDS = {
     OXM_IP_PROTO: ("nw_proto", (IP, IPV6), None),
+    OXM_IP_DSCP: ("ip_dscp", (IP, IPV6), None), OXM_IP_ECN: ("ip_ecn", (IP, IPV6), None),
+    OXM_IPV6_FLABEL: ("ipv6_label", (IPV6,), None),
     OXM_IPV4_SRC: ("nw_src", (IP,), None), OXM_IPV4_DST: ("nw_dst", (IP,), None),
     OXM_TCP_SRC: ("tp_src", (IP, IPV6), 6), OXM_TCP_DST: ("tp_dst", (IP, IPV6), 6),
     OXM_UDP_SRC: ("tp_src", (IP, IPV6), 17), OXM_UDP_DST: ("tp_dst", (IP, IPV6), 17),
+    OXM_SCTP_SRC: ("tp_src", (IP, IPV6), 132), OXM_SCTP_DST: ("tp_dst", (IP, IPV6), 132),
     OXM_ICMPV4_TYPE: ("tp_src", (IP,), 1), OXM_ICMPV4_CODE: ("tp_dst", (IP,), 1),
     OXM_ICMPV6_TYPE: ("tp_src", (IPV6,), 58), OXM_ICMPV6_CODE: ("tp_dst", (IPV6,), 58),
     OXM_ARP_OP: ("nw_proto", (ARP,), None),
     OXM_ARP_SPA: ("nw_src", (ARP,), None), OXM_ARP_TPA: ("nw_dst", (ARP,), None),
+    OXM_ARP_SHA: ("arp_sha", (ARP,), None), OXM_ARP_THA: ("arp_tha", (ARP,), None),
     OXM_IPV6_SRC: ("ipv6_src", (IPV6,), None), OXM_IPV6_DST: ("ipv6_dst", (IPV6,), None),
 }
+_SUPPORTED = {c.OXM_IN_PORT, OXM_METADATA, c.OXM_ETH_DST, c.OXM_ETH_SRC, c.OXM_ETH_TYPE,
+              c.OXM_VLAN_VID, c.OXM_VLAN_PCP} | set(_FIELDS)
 # set_field: field -> the mod_* action
 _SET_FIELDS = {c.OXM_ETH_SRC: "mod_dl_src", c.OXM_ETH_DST: "mod_dl_dst",
                OXM_IPV4_SRC: "mod_nw_src", OXM_IPV4_DST: "mod_nw_dst",
@@ -75,6 +85,8 @@ def to_match(fields, ports):
     m = ofsyntax.Match()
     got = {f: (v, mask) for f, v, mask in fields}
     for field, (value, mask) in got.items():
+        if field not in _SUPPORTED:         # before its mask: the field is what is missing
+            raise c.OFError(c.ET_BAD_MATCH, c.BMC_BAD_FIELD, f"OXM field {field} is not supported")
         if mask is not None and field not in _MASKABLE:
             raise c.OFError(c.ET_BAD_MATCH, c.BMC_BAD_MASK, f"OXM field {field} is not maskable")
         if mask is not None and value & ~mask:
@@ -116,8 +128,9 @@ def to_match(fields, ports):
                 mask = full if mask is None else mask
                 if mask:
                     setattr(m, name, (value & mask, mask))
-            elif field == OXM_ARP_OP and value > 0xFF:
-                raise c.OFError(c.ET_BAD_MATCH, c.BMC_BAD_VALUE, f"arp_op {value}")
+            elif field == OXM_ARP_OP and value > 0xFF or field == OXM_IP_DSCP and value > 63 \
+                    or field == OXM_IP_ECN and value > 3:
+                raise c.OFError(c.ET_BAD_MATCH, c.BMC_BAD_VALUE, f"OXM field {field}: {value}")
             else:
                 setattr(m, name, value)
         else:
@@ -151,15 +164,21 @@ def from_match(m, ports):
     arp = m.dl_type == ARP
     if m.nw_proto is not None:
         out.append((OXM_ARP_OP if arp else OXM_IP_PROTO, m.nw_proto, None))
+    for field, value in ((OXM_IP_DSCP, m.ip_dscp), (OXM_IP_ECN, m.ip_ecn)):
+        if value is not None:
+            out.append((field, value, None))
     for fields, value in (((OXM_ARP_SPA, OXM_IPV4_SRC), m.nw_src),
                           ((OXM_ARP_TPA, OXM_IPV4_DST), m.nw_dst),
-                          ((OXM_IPV6_SRC,), m.ipv6_src), ((OXM_IPV6_DST,), m.ipv6_dst)):
+                          ((OXM_IPV6_SRC,), m.ipv6_src), ((OXM_IPV6_DST,), m.ipv6_dst),
+                          ((OXM_IPV6_FLABEL,), m.ipv6_label), ((OXM_ARP_SHA,), m.arp_sha),
+                          ((OXM_ARP_THA,), m.arp_tha)):
         if value is not None:
             field = fields[0] if arp or len(fields) == 1 else fields[1]
             full = (1 << _MASKABLE[field]) - 1
             out.append((field, value[0], None if value[1] == full else value[1]))
     l4 = {6: (OXM_TCP_SRC, OXM_TCP_DST), 17: (OXM_UDP_SRC, OXM_UDP_DST),
-          1: (OXM_ICMPV4_TYPE, OXM_ICMPV4_CODE), 58: (OXM_ICMPV6_TYPE, OXM_ICMPV6_CODE)}
+          1: (OXM_ICMPV4_TYPE, OXM_ICMPV4_CODE), 58: (OXM_ICMPV6_TYPE, OXM_ICMPV6_CODE),
+          132: (OXM_SCTP_SRC, OXM_SCTP_DST)}
     for i, value in enumerate((m.tp_src, m.tp_dst)):
         if value is not None and m.nw_proto in l4:
             out.append((l4[m.nw_proto][i], value, None))
