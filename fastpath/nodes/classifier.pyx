@@ -314,8 +314,8 @@ cdef class Classifier:
             raise KeyError(f"rule {rule} is already in the classifier")
         if not 0 <= priority <= 0x7fffffff:
             raise ValueError(f"priority {priority}")
-        mask = tuple(int(m) for m in mask)
-        key = tuple(int(v) & m for v, m in zip(value, mask))
+        mask = tuple([int(m) for m in mask])           # (comprehensions: inlined, unlike
+        key = tuple([int(v) & m for v, m in zip(value, mask)])    # generators)
         idx = self._subtable(mask)
         self._seq += 1
         group = self._groups.setdefault((idx, key), [])

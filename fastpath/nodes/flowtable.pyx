@@ -265,16 +265,18 @@ cdef class FlowTable:
     def _ops(self, flow):
         """The rule's instructions as (kind, slot, arg, value, mask) tuples, in spec order."""
         out = []
-        action = lambda a: self._op(a, flow.out_ports)
         r = flow.rule
+        out_ports = flow.out_ports
         if r.meter is not None:               # the meter instruction comes first (5.9)
             out.append((I_METER, 0, self.meter_table.get(r.meter).slot, 0, 0))
-        out.extend(action(a) for a in r.actions)
+        for a in r.actions:
+            out.append(self._op(a, out_ports))
         if r.clear_actions:
             out.append((I_CLEAR, 0, 0, 0, 0))
         if r.write_actions:
             out.append((I_WRITE, 0, len(r.write_actions), 0, 0))
-            out.extend(action(a) for a in r.write_actions)
+            for a in r.write_actions:
+                out.append(self._op(a, out_ports))
         if r.write_metadata is not None:
             out.append((I_METADATA, 0, 0, r.write_metadata[0], r.write_metadata[1]))
         if r.goto is not None:
@@ -449,7 +451,8 @@ cdef class FlowTable:
 
     def install(self, flow):
         """Put a compiled Flow in its table, replacing an identical one (returned)."""
-        old = self._identical.get(self._key(flow))
+        key = self._key(flow)
+        old = self._identical.get(key)
         if old is not None:
             self.uninstall(old)
         if not self._free_ids:
@@ -468,7 +471,7 @@ cdef class FlowTable:
         flow.seq = next(self._seq)
         self._by_id[rid] = flow
         self._by_table[flow.rule.table][rid] = flow
-        self._identical[self._key(flow)] = flow
+        self._identical[key] = flow
         return old
 
     def _note_size(self, int table):
