@@ -105,6 +105,7 @@ cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     s.filter_mask = bits - 1
     if s.slots == NULL or s.filter == NULL:
         return -1
+    hugepage_hint(s.slots, <size_t> cap * s.stride * sizeof(uint64_t))
     memset(s.slots, 0xff, <size_t> cap * s.stride * sizeof(uint64_t))    # every rule -1
     return 0
 

@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 cdef extern from "stdlib.h":
     int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
 from libc.string cimport memset, memcpy
-from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN, hugepage_hint
 from fastpath.nodes.meter cimport MeterTable
 from fastpath import ofsyntax
 
@@ -226,6 +226,8 @@ cdef class FlowTable:
             free(counts)
             raise MemoryError()
         r = <rule_t *> mem
+        hugepage_hint(r, cap * sizeof(rule_t))
+        hugepage_hint(counts, <size_t> self.workers * cap * 2 * sizeof(uint64_t))
         memset(r, 0, cap * sizeof(rule_t))
         if self.c.cap:
             memcpy(r, self.c.rules, self.c.cap * sizeof(rule_t))
