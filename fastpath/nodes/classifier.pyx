@@ -200,7 +200,9 @@ cdef class Classifier:
             if s.max_priority <= best_prio:
                 break          # ordered by max_priority: nothing further can win
             h = hash_key(s, key)
-            if not filter_has(s, h):
+            # the filter spares a probe of the slots; in a big subtable those were
+            # prefetched (prefetch()) while its filter word was not: probe them directly
+            if s.used < PREFETCH_MIN and not filter_has(s, h):
                 continue
             i = find_slot(s, key, h)
             if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
