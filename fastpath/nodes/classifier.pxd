@@ -6,7 +6,22 @@ table from masked key to the best rule with that masked value. A lookup probes s
 from the highest priority they hold down and stops as soon as no remaining subtable can
 beat the best hit so far, so the cost is the number of distinct masks, not of rules.
 """
-from libc.stdint cimport uint64_t, int32_t, uint32_t
+from libc.stdint cimport uint64_t, int32_t, uint32_t, uintptr_t
+
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+
+
+cdef inline void hugepage_hint(void *p, size_t n) noexcept nogil:
+    """Ask for 2 MB pages under the whole 2 MB pages of [p, p + n), before it is first
+    written. A lookup in a table of 100 000 rules lands on a random 4 KB page of several
+    MB: each one a TLB miss, and a slow page walk in a VM. (A hint: where transparent huge
+    pages are off it does nothing.)"""
+    cdef uintptr_t lo = (<uintptr_t> p + 0x1fffff) & ~(<uintptr_t> 0x1fffff)
+    cdef uintptr_t hi = (<uintptr_t> p + n) & ~(<uintptr_t> 0x1fffff)
+    if p != NULL and hi > lo:
+        madvise(<void *> lo, hi - lo, MADV_HUGEPAGE)
 
 cdef enum:
     KEY_WORDS = 10

@@ -105,6 +105,7 @@ cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     s.filter_mask = bits - 1
     if s.slots == NULL or s.filter == NULL:
         return -1
+    hugepage_hint(s.slots, <size_t> cap * s.stride * sizeof(uint64_t))
     memset(s.slots, 0xff, <size_t> cap * s.stride * sizeof(uint64_t))    # every rule -1
     return 0
 
@@ -199,7 +200,9 @@ cdef class Classifier:
             if s.max_priority <= best_prio:
                 break          # ordered by max_priority: nothing further can win
             h = hash_key(s, key)
-            if not filter_has(s, h):
+            # the filter spares a probe of the slots; in a big subtable those were
+            # prefetched (prefetch()) while its filter word was not: probe them directly
+            if s.used < PREFETCH_MIN and not filter_has(s, h):
                 continue
             i = find_slot(s, key, h)
             if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
@@ -314,8 +317,8 @@ cdef class Classifier:
             raise KeyError(f"rule {rule} is already in the classifier")
         if not 0 <= priority <= 0x7fffffff:
             raise ValueError(f"priority {priority}")
-        mask = tuple(int(m) for m in mask)
-        key = tuple(int(v) & m for v, m in zip(value, mask))
+        mask = tuple([int(m) for m in mask])           # (comprehensions: inlined, unlike
+        key = tuple([int(v) & m for v, m in zip(value, mask)])    # generators)
         idx = self._subtable(mask)
         self._seq += 1
         group = self._groups.setdefault((idx, key), [])

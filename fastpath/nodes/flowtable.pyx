@@ -14,7 +14,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 cdef extern from "stdlib.h":
     int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
 from libc.string cimport memset, memcpy
-from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN
+from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN, hugepage_hint
 from fastpath.nodes.meter cimport MeterTable
 from fastpath import ofsyntax
 
@@ -238,6 +238,8 @@ cdef class FlowTable:
             free(counts)
             raise MemoryError()
         r = <rule_t *> mem
+        hugepage_hint(r, cap * sizeof(rule_t))
+        hugepage_hint(counts, <size_t> self.workers * cap * 2 * sizeof(uint64_t))
         memset(r, 0, cap * sizeof(rule_t))
         if self.c.cap:
             memcpy(r, self.c.rules, self.c.cap * sizeof(rule_t))
@@ -277,16 +279,18 @@ cdef class FlowTable:
     def _ops(self, flow):
         """The rule's instructions as (kind, slot, arg, value, mask) tuples, in spec order."""
         out = []
-        action = lambda a: self._op(a, flow.out_ports)
         r = flow.rule
+        out_ports = flow.out_ports
         if r.meter is not None:               # the meter instruction comes first (5.9)
             out.append((I_METER, 0, self.meter_table.get(r.meter).slot, 0, 0))
-        out.extend(action(a) for a in r.actions)
+        for a in r.actions:
+            out.append(self._op(a, out_ports))
         if r.clear_actions:
             out.append((I_CLEAR, 0, 0, 0, 0))
         if r.write_actions:
             out.append((I_WRITE, 0, len(r.write_actions), 0, 0))
-            out.extend(action(a) for a in r.write_actions)
+            for a in r.write_actions:
+                out.append(self._op(a, out_ports))
         if r.write_metadata is not None:
             out.append((I_METADATA, 0, 0, r.write_metadata[0], r.write_metadata[1]))
         if r.goto is not None:
@@ -461,7 +465,8 @@ cdef class FlowTable:
 
     def install(self, flow):
         """Put a compiled Flow in its table, replacing an identical one (returned)."""
-        old = self._identical.get(self._key(flow))
+        key = self._key(flow)
+        old = self._identical.get(key)
         if old is not None:
             self.uninstall(old)
         if not self._free_ids:
@@ -480,7 +485,7 @@ cdef class FlowTable:
         flow.seq = next(self._seq)
         self._by_id[rid] = flow
         self._by_table[flow.rule.table][rid] = flow
-        self._identical[self._key(flow)] = flow
+        self._identical[key] = flow
         return old
 
     def _note_size(self, int table):

@@ -118,14 +118,18 @@ def split(buf):
     """Take the complete messages off the front of bytearray buf: [(version, type, xid,
     whole message)]. A length under 8 cannot be framed: FramingError."""
     out = []
-    while len(buf) >= HEADER.size:
-        version, type, length, xid = HEADER.unpack_from(buf)
-        if length < HEADER.size:
-            raise FramingError(f"message length {length} is shorter than a header", out)
-        if len(buf) < length:
-            break
-        out.append((version, type, xid, bytes(buf[:length])))
-        del buf[:length]
+    pos, end = 0, len(buf)
+    try:
+        while end - pos >= 8:
+            version, type, length, xid = HEADER.unpack_from(buf, pos)
+            if length < 8:
+                raise FramingError(f"message length {length} is shorter than a header", out)
+            if end - pos < length:
+                break
+            out.append((version, type, xid, bytes(buf[pos:pos + length])))
+            pos += length
+    finally:
+        del buf[:pos]                   # once, not once a message
     return out
 
 
@@ -201,37 +205,45 @@ def parse_async_config(body):
 
 # ---------------------------------------------------------------- OXM match
 
+_HH = struct.Struct("!HH")
+_OXM_HEADER = struct.Struct("!HBB")
+_from_bytes = int.from_bytes
+
+
 def parse_match(data, off=0):
     """ofp_match at data[off:] -> ([(field, value, mask or None)], bytes used incl. pad)."""
-    _need(data[off:], 4, ET_BAD_MATCH, BMC_BAD_LEN)
-    mtype, mlen = struct.unpack_from("!HH", data, off)
+    if len(data) - off < 4:
+        raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, f"{max(len(data) - off, 0)} bytes where 4 are needed")
+    mtype, mlen = _HH.unpack_from(data, off)
     if mtype != 1:
         raise OFError(ET_BAD_MATCH, BMC_BAD_TYPE, f"match type {mtype} is not OXM")
     if mlen < 4 or off + _pad8(mlen) > len(data):
         raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, f"match length {mlen} past the message")
-    fields, seen = [], set()
+    fields, seen = [], 0                # seen: a bit per field number
     pos, end = off + 4, off + mlen
     while pos < end:
         if end - pos < 4:
             raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, "OXM header cut short")
-        cls, fh, flen = struct.unpack_from("!HBB", data, pos)
-        field, hasmask = fh >> 1, fh & 1
-        if pos + 4 + flen > end:
+        cls, fh, flen = _OXM_HEADER.unpack_from(data, pos)
+        field = fh >> 1
+        pos += 4
+        if pos + flen > end:
             raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, "OXM past the match's length")
         if cls != OXM_BASIC or field >= len(OXM_SIZES):
             raise OFError(ET_BAD_MATCH, BMC_BAD_FIELD, f"OXM class {cls:#x} field {field}")
         size = OXM_SIZES[field]
-        if flen != size * (2 if hasmask else 1):
+        if flen != (size << 1 if fh & 1 else size):
             raise OFError(ET_BAD_MATCH, BMC_BAD_LEN, f"OXM field {field} of {flen} bytes")
-        if field in seen:
+        if seen >> field & 1:
             raise OFError(ET_BAD_MATCH, BMC_DUP_FIELD, f"OXM field {field} twice")
-        seen.add(field)
-        raw = data[pos + 4:pos + 4 + flen]
-        value = int.from_bytes(raw[:size], "big")
-        mask = int.from_bytes(raw[size:], "big") if hasmask else None
-        fields.append((field, value, mask))
-        pos += 4 + flen
-    return fields, _pad8(mlen)
+        seen |= 1 << field
+        if fh & 1:
+            fields.append((field, _from_bytes(data[pos:pos + size], "big"),
+                           _from_bytes(data[pos + size:pos + flen], "big")))
+        else:
+            fields.append((field, _from_bytes(data[pos:pos + size], "big"), None))
+        pos += flen
+    return fields, (mlen + 7) & ~7
 
 
 def oxm(field, value, mask=None):
@@ -249,23 +261,29 @@ def match(fields=()):
 
 # ---------------------------------------------------------------- actions
 
-def parse_actions(data):
-    """A list of actions -> [("output", port, max_len) | ("push_vlan", ethertype) |
-    ("pop_vlan",) | ("set_field", field, value) | ("unsupported", type)]."""
-    out, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < 4:
+_OUTPUT_ARGS = struct.Struct("!IH")
+
+
+def parse_actions(data, pos=0, end=None):
+    """A list of actions (data[pos:end]) -> [("output", port, max_len) | ("push_vlan",
+    ethertype) | ("pop_vlan",) | ("set_field", field, value) | ("unsupported", type)]."""
+    out = []
+    end = len(data) if end is None else end
+    while pos < end:
+        if end - pos < 4:
             raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "action header cut short")
-        atype, alen = struct.unpack_from("!HH", data, pos)
-        if alen < 8 or alen % 8 or pos + alen > len(data):
+        atype, alen = _HH.unpack_from(data, pos)
+        if alen < 8 or alen % 8 or pos + alen > end:
             raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, f"action {atype} of length {alen}")
-        a = data[pos:pos + alen]
-        if atype == AT_OUTPUT:
+        if atype == AT_OUTPUT:          # the common one, read in place
             if alen != 16:
                 raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "output action not 16 bytes")
-            port, max_len = struct.unpack_from("!IH", a, 4)
+            port, max_len = _OUTPUT_ARGS.unpack_from(data, pos + 4)
             out.append(("output", port, max_len))
-        elif atype == AT_PUSH_VLAN:
+            pos += 16
+            continue
+        a = data[pos:pos + alen]
+        if atype == AT_PUSH_VLAN:
             if alen != 8:
                 raise OFError(ET_BAD_ACTION, BAC_BAD_LEN, "push_vlan action not 8 bytes")
             out.append(("push_vlan", struct.unpack_from("!H", a, 4)[0]))
@@ -324,20 +342,22 @@ def actions(items):
 
 # ---------------------------------------------------------------- instructions
 
-def parse_instructions(data):
-    """-> [(type, payload)]: APPLY/WRITE_ACTIONS carry parsed actions, GOTO_TABLE its table,
-    the others None."""
-    out, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < 4:
+def parse_instructions(data, pos=0):
+    """data[pos:] -> [(type, payload)]: APPLY/WRITE_ACTIONS carry parsed actions,
+    GOTO_TABLE its table, the others None."""
+    out, end = [], len(data)
+    while pos < end:
+        if end - pos < 4:
             raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, "instruction header cut short")
-        itype, ilen = struct.unpack_from("!HH", data, pos)
-        if ilen < 8 or ilen % 8 or pos + ilen > len(data):
+        itype, ilen = _HH.unpack_from(data, pos)
+        if ilen < 8 or ilen % 8 or pos + ilen > end:
             raise OFError(ET_BAD_INSTRUCTION, BIC_BAD_LEN, f"instruction {itype} of length {ilen}")
+        if itype == IT_APPLY_ACTIONS or itype == IT_WRITE_ACTIONS:
+            out.append((itype, parse_actions(data, pos + 8, pos + ilen)))
+            pos += ilen
+            continue
         body = data[pos:pos + ilen]
-        if itype in (IT_APPLY_ACTIONS, IT_WRITE_ACTIONS):
-            out.append((itype, parse_actions(body[8:])))
-        elif itype == IT_GOTO_TABLE:
+        if itype == IT_GOTO_TABLE:
             out.append((itype, body[4]))
         elif itype == IT_WRITE_METADATA:
             if ilen != 24:
@@ -406,8 +426,8 @@ def parse_flow_mod(body):
     (fm.cookie, fm.cookie_mask, fm.table_id, fm.command, fm.idle_timeout, fm.hard_timeout,
      fm.priority, fm.buffer_id, fm.out_port, fm.out_group, fm.flags) = FLOW_MOD_FIXED.unpack_from(body)
     fm.match, used = parse_match(body, FLOW_MOD_FIXED.size)
-    fm.raw_instructions = bytes(body[FLOW_MOD_FIXED.size + used:])
-    fm.instructions = parse_instructions(fm.raw_instructions)
+    fm.raw_instructions = bytes(body[FLOW_MOD_FIXED.size + used:])      # flow stats give them back
+    fm.instructions = parse_instructions(body, FLOW_MOD_FIXED.size + used)
     return fm
 
 
