@@ -354,11 +354,19 @@ def test_openflow_controller_drives_two_workers_without_losing_a_frame():
                                     table_id=1, priority=0))
             f = bytes(frame(src="02:00:00:00:00:01", dst=known))
             for inp in inputs:
-                inp.load([f], loop=True, limit=per_worker)
-            assert wait(lambda: inputs[1].limit < per_worker * 3 // 4, timeout=30)
-            peer.request(c.flow_mod(5, c.FC_MODIFY_STRICT, dst(known), c.apply_actions([("output", 3)]),
-                                    table_id=1, priority=100))
+                inp.load([f], loop=True, limit=0)
+            chunk = 10_000
+            for k in range(per_worker // chunk):
+                # each worker's input gets another chunk once it sent the last (a worker only
+                # lowers limit, by what it read: topping it up at 0 races nothing)
+                for inp in inputs:
+                    assert wait(lambda: inp.limit == 0, timeout=30)
+                    inp.limit = chunk
+                if k == per_worker // chunk // 2:     # half-way, while both keep forwarding
+                    peer.send(c.flow_mod(5, c.FC_MODIFY_STRICT, dst(known),
+                                         c.apply_actions([("output", 3)]), table_id=1, priority=100))
             assert wait(lambda: not any(inp.limit for inp in inputs), timeout=60)
+            assert peer.request(b"") == []               # the modify's reply: none (no error)
             for w, inp in enumerate(inputs):            # table misses on both workers
                 inp.load([bytes(frame(src="02:00:00:00:00:01", dst=unknown,
                                       payload=bytes(44) + bytes([w, k]))) for k in range(misses)])
