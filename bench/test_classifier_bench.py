@@ -16,6 +16,7 @@ from fastpath import ofsyntax
 from fastpath.nodes.classifier import Classifier
 from fastpath.nodes.flowtable import match_words
 from fastpath.switch import Switch
+from test_openflow_bench import run_rounds
 
 LOOKUPS = 256 * 400
 SIZES = (1, 1_000, 100_000)
@@ -111,22 +112,6 @@ def frames_to_hosts(n):
     rng = random.Random(2)
     return [bytes(Ether(src="02:00:00:00:00:01", dst=ofsyntax.int_to_mac(host_mac(rng.randrange(n))))
                   / Dot1Q(vlan=VLAN) / bytes(42)) for _ in range(256)]
-
-
-def run_rounds(benchmark, sw, p1, p2, frames, packets=256 * 100):
-    p1.io[0].load(frames, loop=True, limit=0)
-    sent = p2.io[1].tx_packets
-    rounds = []
-
-    def round_():
-        p1.io[0].limit = packets
-        sw.graph.run_until_idle()
-        rounds.append(1)
-
-    benchmark.pedantic(round_, rounds=10, warmup_rounds=1)
-    assert p2.io[1].tx_packets - sent == len(rounds) * packets
-    assert sw.graph.errors() == []
-    return packets
 
 
 def test_normal_path_same_frames(benchmark):

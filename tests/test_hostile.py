@@ -438,8 +438,18 @@ def test_vpn_daemons_under_attack(tmp_path):
             warm = Stream(hosts, host_rx, b"WRM").start(200)
             warm.wait()
             assert warm.got("b") == list(range(200)) and warm.got("a") == list(range(200))
-            time.sleep(1.5)                        # the IKE exchanges are over
-            spis = {x: sorted((r["direction"], r["spi"]) for r in d[x].json("show", "sa")) for x in "ab"}
+            # the IKE exchanges are over: both ends may have initiated at once, and a second
+            # IKE SA (its INIT retransmitted) can come up seconds later and take the traffic;
+            # the SA set is taken once it held still for longer than a retired SA lingers
+            def sa_rows():
+                return {x: sorted((r["direction"], r["spi"]) for r in d[x].json("show", "sa")) for x in "ab"}
+            spis, still_since, deadline = sa_rows(), time.monotonic(), time.monotonic() + 30
+            while time.monotonic() - still_since < 3.0:
+                assert time.monotonic() < deadline, f"the SAs never held still: {spis}"
+                time.sleep(0.25)
+                now_rows = sa_rows()
+                if now_rows != spis:
+                    spis, still_since = now_rows, time.monotonic()
             errors0 = {x: d[x].errors() for x in "ab"}
             ifs0 = {x: d[x].interfaces() for x in "ab"}
             expect = collections.Counter()
@@ -449,13 +459,15 @@ def test_vpn_daemons_under_attack(tmp_path):
                 hu.send_paced(inject[side], frames)
 
             def esp_to(side):
-                """Genuine ESP the other gateway sent to side, as captured."""
+                """Genuine ESP the other gateway sent to side, as captured, on the SAs side
+                has now (not on an IKE SA's duplicate deleted before the attack)."""
                 other = "b" if side == "a" else "a"
-                return [f for f in sniff[other].frames if hu.esp_offset(f)]
+                live = {spi for direction, spi in spis[side] if direction == "in"}
+                return [f for f in sniff[other].frames if hu.esp_offset(f) and hu.esp_spi(f) in live]
 
             stream = Stream(hosts, host_rx, b"ATK").start(1500)
             deadline = time.monotonic() + 20        # enough history: old packets to work on
-            while min(max(hu.esp_seq(f) for f in esp_to(x)) for x in "ab") < 4 * WINDOW + 100:
+            while min(max((hu.esp_seq(f) for f in esp_to(x)), default=0) for x in "ab") < 4 * WINDOW + 100:
                 assert time.monotonic() < deadline and stream.thread.is_alive()
                 time.sleep(0.1)
             for side in "ab":

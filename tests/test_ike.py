@@ -987,3 +987,23 @@ def test_both_gateways_initiating_at_once_lose_no_frame(lose_first_init):
         got_a += len(taken(s.a).get("h10", []))
     assert sent > 200 and (got_a, got_b) == (sent, sent)
     assert s.up(s.a) and s.up(s.b)
+
+
+def test_duplicate_ike_sas_from_both_ends_initiating_end_as_one():
+    """With A's first IKE_SA_INIT lost both IKE SAs complete; the one with the lowest nonce
+    is deleted by its initiator, on both ends the same one, and one CHILD_SA pair is left."""
+    state = {"dropped": False}
+
+    def tap(f):
+        p = Ether(f)
+        if not state["dropped"] and UDP in p and p[UDP].dport == 500 and p[IP].src == A_IP:
+            state["dropped"] = True
+            return None
+        return f
+    s = Sites(tap=tap)
+    s.step(300)
+    ua, ub = s.up(s.a), s.up(s.b)
+    assert len(ua) == len(ub) == 1
+    assert (ua[0].spi_i, ua[0].spi_r) == (ub[0].spi_i, ub[0].spi_r)
+    ta, tb = (next(iter(sw.vpn.tunnels.values())) for sw in (s.a, s.b))
+    assert ta.out[1].spi in tb.inbound and tb.out[1].spi in ta.inbound

@@ -24,7 +24,6 @@ import contextlib
 import glob
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from fastpathd import Fastpathd  # noqa: E402
 from netns import Netns, unique_name, veth_pair  # noqa: E402
+from test_faucet import free_port  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -58,15 +58,6 @@ def suite_dir():
     found = glob.glob(f"{FAUCET_VENV}/lib/python3*/site-packages/os_ken/tests/switch")
     assert found, f"no os-ken at {FAUCET_VENV}: run scripts/setup.sh (or set FAUCET_VENV)"
     return found[0]
-
-
-def free_port(ns):
-    with ns.entered():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def parse_report(text):

@@ -367,8 +367,31 @@ class IkeTunnel:
 
     # ---- time ----
 
+    def _drop_duplicate(self, now):
+        """Both ends initiated at once and both IKE SAs came up: the one holding the lowest
+        of the four nonces is redundant (the rule of RFC 7296 2.8.1 for rekey collisions,
+        which both ends compute alike); its initiator moves its frames to the other's
+        CHILD_SA, then deletes it."""
+        up = [s for s in self.sas if s.state == ESTABLISHED and s.children and s.pending is None
+              and not getattr(s, "deleting", False)]
+        if len(up) < 2:
+            return
+        a, b = up[:2]
+        lowest = lambda s: min(int.from_bytes(s.ni, "big"), int.from_bytes(s.nr, "big"))
+        redundant, keep = (a, b) if lowest(a) < lowest(b) else (b, a)
+        if not redundant.initiator:
+            return                                  # the peer deletes it
+        entry = next((e for e in self.child_sas.values() if e[0] is keep), None)
+        if entry is not None:
+            self.switch_on_traffic.pop(entry[1].spi_in, None)
+            self.tunnel.use_outbound(entry[3])
+        log.info("%s: IKE SA %s/%s duplicates %s/%s (both ends initiated): deleting it", self.name,
+                 redundant.spi_i.hex(), redundant.spi_r.hex(), keep.spi_i.hex(), keep.spi_r.hex())
+        redundant.delete(now)
+
     def tick(self, now):
         t = self.tunnel
+        self._drop_duplicate(now)
         for spi, sa_out in list(self.switch_on_traffic.items()):
             entry = self.child_sas.get(spi)
             if entry is None:
