@@ -32,6 +32,7 @@ from fastpath.ike.sa import ESTABLISHED, DEAD, INIT_DONE, INIT_SENT, IkeConfig, 
 log = logging.getLogger("fastpath.ike")
 
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0     # re-initiation after a failure: doubling, capped
+DUPLICATE_WAIT = 2.0                   # a duplicate IKE SA's survivor: its keys surely at the peer
 OLD_SA_GRACE = 2.0                     # a deleted CHILD_SA's inbound SA: for frames in flight
 NON_ESP_MARKER = bytes(4)
 
@@ -382,6 +383,9 @@ class IkeTunnel:
         if not redundant.initiator:
             return                                  # the peer deletes it
         entry = next((e for e in self.child_sas.values() if e[0] is keep), None)
+        if (entry is not None and not keep.initiator and entry[2].stats()["packets"] == 0
+                and now - keep.established_at < DUPLICATE_WAIT):
+            return        # the peer may not have keep's keys yet (our response is on its way)
         if entry is not None:
             self.switch_on_traffic.pop(entry[1].spi_in, None)
             self.tunnel.use_outbound(entry[3])
