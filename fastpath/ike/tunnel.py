@@ -175,20 +175,24 @@ class IkeTunnel:
                         and s.established_at is not None and s.established_at < sa.created]:
                 old._die()
 
-    def child_up(self, sa, child):
+    def _install(self, sa, child, switch):
+        """child's ESP SAs: inbound at once; outbound now (switch) or once the peer sends
+        on child (tick)."""
         t = self.tunnel
         common = dict(esn=child.esn, replay_window=t.replay_window or 64, encap=t.encap)
         sa_in = SecurityAssociation(child.spi_in, child.key_in, direction="in", **common)
         sa_out = SecurityAssociation(child.spi_out, child.key_out, direction="out", **common)
         t.install_inbound(sa_in)
         self.child_sas[child.spi_in] = (sa, child, sa_in, sa_out)
-        if t.out is None or sa.initiator:
+        if switch:
             t.use_outbound(sa_out)
         else:
-            # a second CHILD_SA (both ends initiated at once) whose responder we are: the
-            # initiator has its keys only once our IKE_AUTH response arrives, so frames
-            # stay on the working SA until the peer sends on this one
             self.switch_on_traffic[child.spi_in] = sa_out
+
+    def child_up(self, sa, child):
+        # a second CHILD_SA (both ends initiated at once) whose responder we are waits: the
+        # initiator has its keys only once our IKE_AUTH response arrives
+        self._install(sa, child, self.tunnel.out is None or sa.initiator)
         self.counters["child_sas"] += 1
         log.info("%s: CHILD_SA up with %s: aes%dgcm16 esn %s, in 0x%08x out 0x%08x", self.name,
                  self.config.remote_ip, child.encr_bits, "on" if child.esn else "off",
@@ -202,16 +206,7 @@ class IkeTunnel:
         """new replaces old: its inbound SA at once; its outbound now (switch: we
         initiated the rekey, the peer has the keys) or when the peer uses it or deletes
         old. old stays until its Delete."""
-        t = self.tunnel
-        common = dict(esn=new.esn, replay_window=t.replay_window or 64, encap=t.encap)
-        sa_in = SecurityAssociation(new.spi_in, new.key_in, direction="in", **common)
-        sa_out = SecurityAssociation(new.spi_out, new.key_out, direction="out", **common)
-        t.install_inbound(sa_in)
-        self.child_sas[new.spi_in] = (sa, new, sa_in, sa_out)
-        if switch:
-            t.use_outbound(sa_out)
-        else:
-            self.switch_on_traffic[new.spi_in] = sa_out
+        self._install(sa, new, switch)
         self.counters["child_rekeys"] = self.counters.get("child_rekeys", 0) + 1
         log.info("%s: CHILD_SA in 0x%08x out 0x%08x rekeyed (%s): in 0x%08x out 0x%08x", self.name,
                  old.spi_in, old.spi_out, "ours" if switch else "the peer's", new.spi_in, new.spi_out)
