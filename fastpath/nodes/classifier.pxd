@@ -46,17 +46,112 @@ ctypedef struct subtable_t:
     uint32_t stale               # deletes since the filter was last rebuilt
 
 
+ctypedef struct cls_t:             # what the packet side reads of a Classifier
+    subtable_t *subs
+    int32_t *order               # subtable indices, highest max_priority first
+    int32_t n_live               # how many of them hold rules (the rest are not probed)
+
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) nogil
+
+
+# ---- the packet side: inline, so that flow-classify's loops compile them in place
+
+cdef inline uint64_t mix(uint64_t h, uint64_t w) noexcept nogil:
+    h ^= w
+    h *= 0xff51afd7ed558ccdULL
+    return h ^ (h >> 29)
+
+
+cdef inline uint64_t hash_key(const subtable_t *s, const uint64_t *key) noexcept nogil:
+    """The hash of key under s's mask (key: full KEY_WORDS words)."""
+    cdef uint64_t h = 0x9e3779b97f4a7c15ULL
+    cdef int32_t j, w
+    for j in range(s.n_words):
+        w = s.words[j]
+        h = mix(h, key[w] & s.mask[w])
+    return h
+
+
+cdef inline uint64_t *slot_at(const subtable_t *s, uint32_t i) noexcept nogil:
+    return s.slots + <uint64_t> i * s.stride
+
+
+cdef inline int32_t slot_rule(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] & 0xffffffffULL)
+
+
+cdef inline int32_t slot_priority(const uint64_t *e) noexcept nogil:
+    return <int32_t> <uint32_t> (e[0] >> 32)
+
+
+cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h) noexcept nogil:
+    """The slot holding key's masked value, or -(first empty slot) - 1."""
+    cdef uint32_t m = s.cap - 1, i = <uint32_t> h & m
+    cdef int32_t j, w
+    cdef const uint64_t *e = slot_at(s, i)
+    while slot_rule(e) >= 0:
+        for j in range(s.n_words):
+            w = s.words[j]
+            if e[1 + j] != (key[w] & s.mask[w]):
+                break
+        else:
+            return i
+        i = (i + 1) & m
+        e = slot_at(s, i)
+    return -(<long> i) - 1
+
+
+cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
+    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
+    return (s.filter[bit >> 6] >> (bit & 63)) & 1
+
+
+cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key) noexcept nogil:
+    """The id of the best rule for key, or -1."""
+    cdef int32_t best = -1, best_prio = -1, k
+    cdef const subtable_t *s
+    cdef const uint64_t *e
+    cdef long i
+    cdef uint64_t h
+    for k in range(c.n_live):
+        s = &c.subs[c.order[k]]
+        if s.max_priority <= best_prio:
+            break          # ordered by max_priority: nothing further can win
+        h = hash_key(s, key)
+        # the filter spares a probe of the slots; in a big subtable those were
+        # prefetched (cls_prefetch) while its filter word was not: probe them directly
+        if s.used < PREFETCH_MIN and not filter_has(s, h):
+            continue
+        i = find_slot(s, key, h)
+        if i >= 0:
+            e = slot_at(s, i)
+            if slot_priority(e) > best_prio:
+                best = slot_rule(e)
+                best_prio = slot_priority(e)
+    return best
+
+
+cdef inline void cls_prefetch(const cls_t *c, const uint64_t *key) noexcept nogil:
+    """Start loading the slots cls_lookup(key) will probe first in the big subtables, so
+    that a caller working ahead over a vector overlaps those cache misses."""
+    cdef int32_t k
+    cdef const subtable_t *s
+    for k in range(c.n_live):
+        s = &c.subs[c.order[k]]
+        if s.used >= PREFETCH_MIN:
+            __builtin_prefetch(slot_at(s, <uint32_t> hash_key(s, key) & (s.cap - 1)))
+
+
 cdef class Classifier:
-    cdef subtable_t *subs
-    cdef int32_t n_subs, cap_subs, n_live
-    cdef int32_t *order           # subtable indices, highest max_priority first
+    cdef cls_t c
+    cdef int32_t n_subs, cap_subs
     cdef object _groups           # (subtable, masked key) -> [(-priority, seq, rule)] (control side)
     cdef object _rules            # rule -> (subtable, masked key, priority, seq)
     cdef object _sub_by_mask      # mask tuple -> subtable index
     cdef object _sub_prios        # subtable -> {priority: count}
     cdef uint64_t _seq
 
-    cdef int32_t lookup(self, const uint64_t *key) noexcept nogil
-    cdef void prefetch(self, const uint64_t *key) noexcept nogil
     cdef int _subtable(self, tuple mask) except -1
     cdef void _set_head(self, int idx, tuple key, object group) except *

@@ -3,7 +3,8 @@
 
 Control side (plain Python, under the workers' barrier): insert(rule, priority, value,
 mask) and remove(rule), where value and mask are KEY_WORDS-tuples of ints. Packet side:
-lookup(key) -> the rule id of the best match, or -1, without the GIL. Within one masked
+cls_lookup(&classifier.c, key) -> the rule id of the best match, or -1, without the GIL
+(inline, classifier.pxd). Within one masked
 value the highest priority wins, then the earliest inserted (the order OVS keeps).
 """
 from libc.stdint cimport uint64_t, int32_t, uint32_t
@@ -11,37 +12,6 @@ from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 
 DEF MIN_CAP = 8
-
-cdef extern from *:
-    void __builtin_prefetch(const void *addr) nogil
-
-
-cdef inline uint64_t mix(uint64_t h, uint64_t w) noexcept nogil:
-    h ^= w
-    h *= 0xff51afd7ed558ccdULL
-    return h ^ (h >> 29)
-
-
-cdef inline uint64_t hash_key(const subtable_t *s, const uint64_t *key) noexcept nogil:
-    """The hash of key under s's mask (key: full KEY_WORDS words)."""
-    cdef uint64_t h = 0x9e3779b97f4a7c15ULL
-    cdef int32_t j, w
-    for j in range(s.n_words):
-        w = s.words[j]
-        h = mix(h, key[w] & s.mask[w])
-    return h
-
-
-cdef inline uint64_t *slot_at(const subtable_t *s, uint32_t i) noexcept nogil:
-    return s.slots + <uint64_t> i * s.stride
-
-
-cdef inline int32_t slot_rule(const uint64_t *e) noexcept nogil:
-    return <int32_t> <uint32_t> (e[0] & 0xffffffffULL)
-
-
-cdef inline int32_t slot_priority(const uint64_t *e) noexcept nogil:
-    return <int32_t> <uint32_t> (e[0] >> 32)
 
 
 cdef inline void slot_set(uint64_t *e, int32_t rule, int32_t priority) noexcept nogil:
@@ -58,26 +28,8 @@ cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept no
     return h
 
 
-cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h) noexcept nogil:
-    """The slot holding key's masked value, or -(first empty slot) - 1."""
-    cdef uint32_t m = s.cap - 1, i = <uint32_t> h & m
-    cdef int32_t j, w
-    cdef const uint64_t *e = slot_at(s, i)
-    while slot_rule(e) >= 0:
-        for j in range(s.n_words):
-            w = s.words[j]
-            if e[1 + j] != (key[w] & s.mask[w]):
-                break
-        else:
-            return i
-        i = (i + 1) & m
-        e = slot_at(s, i)
-    return -(<long> i) - 1
 
 
-cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
-    cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
-    return (s.filter[bit >> 6] >> (bit & 63)) & 1
 
 
 cdef inline void filter_add(subtable_t *s, uint64_t h) noexcept nogil:
@@ -162,25 +114,25 @@ cdef void sub_delete(subtable_t *s, uint32_t i) noexcept nogil:
 cdef class Classifier:
     def __cinit__(self):
         self.cap_subs = 16
-        self.subs = <subtable_t *> calloc(self.cap_subs, sizeof(subtable_t))
-        self.order = <int32_t *> calloc(self.cap_subs, sizeof(int32_t))
+        self.c.subs = <subtable_t *> calloc(self.cap_subs, sizeof(subtable_t))
+        self.c.order = <int32_t *> calloc(self.cap_subs, sizeof(int32_t))
         self.n_subs = 0
-        self.n_live = 0
+        self.c.n_live = 0
         self._groups = {}
         self._rules = {}
         self._sub_by_mask = {}
         self._sub_prios = []
         self._seq = 0
-        if self.subs == NULL or self.order == NULL:
+        if self.c.subs == NULL or self.c.order == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         cdef int32_t i
-        if self.subs != NULL:
+        if self.c.subs != NULL:
             for i in range(self.cap_subs):
-                sub_free(&self.subs[i])
-        free(self.subs)
-        free(self.order)
+                sub_free(&self.c.subs[i])
+        free(self.c.subs)
+        free(self.c.order)
 
     def __len__(self):
         return len(self._rules)
@@ -190,46 +142,16 @@ cdef class Classifier:
         """Subtables that hold rules (distinct masks in use)."""
         return sum(1 for p in self._sub_prios if p)
 
-    cdef int32_t lookup(self, const uint64_t *key) noexcept nogil:
-        cdef int32_t best = -1, best_prio = -1, k
-        cdef const subtable_t *s
-        cdef long i
-        cdef uint64_t h
-        for k in range(self.n_live):
-            s = &self.subs[self.order[k]]
-            if s.max_priority <= best_prio:
-                break          # ordered by max_priority: nothing further can win
-            h = hash_key(s, key)
-            # the filter spares a probe of the slots; in a big subtable those were
-            # prefetched (prefetch()) while its filter word was not: probe them directly
-            if s.used < PREFETCH_MIN and not filter_has(s, h):
-                continue
-            i = find_slot(s, key, h)
-            if i >= 0 and slot_priority(slot_at(s, i)) > best_prio:
-                best = slot_rule(slot_at(s, i))
-                best_prio = slot_priority(slot_at(s, i))
-        return best
-
-    cdef void prefetch(self, const uint64_t *key) noexcept nogil:
-        """Start loading the slots lookup(key) will probe first in the big subtables, so
-        that a caller running ahead over a vector overlaps those cache misses."""
-        cdef int32_t k
-        cdef const subtable_t *s
-        for k in range(self.n_live):
-            s = &self.subs[self.order[k]]
-            if s.used >= PREFETCH_MIN:
-                __builtin_prefetch(slot_at(s, <uint32_t> hash_key(s, key) & (s.cap - 1)))
-
     def lookup_words(self, key):
-        """lookup() for tests and the control plane: key is KEY_WORDS ints."""
+        """cls_lookup() for tests and the control plane: key is KEY_WORDS ints."""
         cdef uint64_t k[KEY_WORDS]
         cdef int i
         for i in range(KEY_WORDS):
             k[i] = key[i]
-        return self.lookup(k)
+        return cls_lookup(&self.c, k)
 
     def lookup_many(self, keys):
-        """lookup() of every row of keys (a C-contiguous uint64 array, KEY_WORDS columns)
+        """cls_lookup() of every row of keys (a C-contiguous uint64 array, KEY_WORDS columns)
         in one nogil loop: how many hit. For benchmarks and tests."""
         cdef const uint64_t[:, ::1] k = keys
         cdef Py_ssize_t i, n = k.shape[0]
@@ -238,7 +160,7 @@ cdef class Classifier:
             raise ValueError(f"keys need {KEY_WORDS} columns")
         with nogil:
             for i in range(n):
-                if self.lookup(&k[i, 0]) >= 0:
+                if cls_lookup(&self.c, &k[i, 0]) >= 0:
                     hits += 1
         return hits
 
@@ -251,15 +173,15 @@ cdef class Classifier:
         cdef subtable_t *s
         cdef int32_t i
         if self.n_subs == self.cap_subs:
-            s = <subtable_t *> realloc(self.subs, 2 * self.cap_subs * sizeof(subtable_t))
+            s = <subtable_t *> realloc(self.c.subs, 2 * self.cap_subs * sizeof(subtable_t))
             if s == NULL:
                 raise MemoryError()
-            self.subs = s
-            memset(&self.subs[self.cap_subs], 0, self.cap_subs * sizeof(subtable_t))
-            self.order = <int32_t *> realloc(self.order, 2 * self.cap_subs * sizeof(int32_t))
+            self.c.subs = s
+            memset(&self.c.subs[self.cap_subs], 0, self.cap_subs * sizeof(subtable_t))
+            self.c.order = <int32_t *> realloc(self.c.order, 2 * self.cap_subs * sizeof(int32_t))
             self.cap_subs *= 2
         idx = self.n_subs
-        s = &self.subs[idx]
+        s = &self.c.subs[idx]
         s.n_words = 0
         for i in range(KEY_WORDS):
             s.mask[i] = mask[i]
@@ -278,16 +200,16 @@ cdef class Classifier:
         """Subtables in the order lookup probes them; empty ones are left out."""
         cdef int32_t k = 0
         cdef int32_t i
-        live = sorted((-self.subs[<int32_t> j].max_priority, j)
+        live = sorted((-self.c.subs[<int32_t> j].max_priority, j)
                       for j, p in enumerate(self._sub_prios) if p)
         for _, i in live:
-            self.order[k] = i
+            self.c.order[k] = i
             k += 1
-        self.n_live = k                        # empty subtables are not probed at all
+        self.c.n_live = k                        # empty subtables are not probed at all
 
     cdef void _set_head(self, int idx, tuple key, object group) except *:
         """Point the slot for key at the group's best rule (or empty it)."""
-        cdef subtable_t *s = &self.subs[idx]
+        cdef subtable_t *s = &self.c.subs[idx]
         cdef uint64_t k[KEY_WORDS]
         cdef int i
         cdef long slot
@@ -333,8 +255,8 @@ cdef class Classifier:
             self._set_head(idx, key, group)
         prios = self._sub_prios[idx]
         prios[priority] = prios.get(priority, 0) + 1
-        if priority > self.subs[idx].max_priority or len(prios) == 1 and prios[priority] == 1:
-            self.subs[idx].max_priority = max(prios)
+        if priority > self.c.subs[idx].max_priority or len(prios) == 1 and prios[priority] == 1:
+            self.c.subs[idx].max_priority = max(prios)
             self._reorder()
 
     def remove(self, int rule):
@@ -352,8 +274,8 @@ cdef class Classifier:
         prios[priority] -= 1
         if not prios[priority]:
             del prios[priority]
-            if priority == self.subs[idx].max_priority:
-                self.subs[idx].max_priority = max(prios) if prios else -1
+            if priority == self.c.subs[idx].max_priority:
+                self.c.subs[idx].max_priority = max(prios) if prios else -1
                 self._reorder()
 
     def clear(self):

@@ -36,13 +36,13 @@ y + prec_level, at most 3).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.string cimport memset, memcpy
-from fastpath.graph.buffer cimport BufferPool, OL_CSUM_PARTIAL
+from fastpath.graph.buffer cimport BufferPool, OL_CSUM_PARTIAL, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.nodes.ethernet cimport (rd16, wr16, is_vlan_tpid, mac_u64, vlan_push, vlan_pop,
                                       ETH_P_8021Q, ETH_P_IP, ETH_P_ARP)
 from fastpath.nodes.ip4 cimport rd32, wr32, rd64
 from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
-from fastpath.nodes.classifier cimport Classifier, KEY_WORDS
+from fastpath.nodes.classifier cimport cls_t, cls_lookup, cls_prefetch, KEY_WORDS, __builtin_prefetch
 from fastpath.nodes.flowtable cimport *
 from fastpath.nodes.meter cimport meter_t, meter_apply, MB_DROP, MB_DSCP_REMARK
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -53,12 +53,10 @@ cdef enum:
 cdef uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL    # SELECT groups' flow hash (a 64-bit mix)
 cdef uint64_t HASH_MUL = 0xff51afd7ed558ccdULL
 
-cdef extern from *:
-    void __builtin_prefetch(const void *addr) nogil
-
 cdef enum:
-    LOOKAHEAD = 8           # frames run_ahead works ahead of the one being classified
-    RING = 16               # keys kept for them (a power of two above LOOKAHEAD)
+    AHEAD = 8               # frames a big table's pass prefetches ahead of its lookup
+    AT_DONE = 0xfe          # at[]: out of the tables, on to its action set
+    AT_DROPPED = 0xff
 
 cdef enum:
     NEXT_OUTPUT = 1
@@ -189,6 +187,20 @@ cdef class FlowClassify(L2Node):
     cdef uint32_t pend_aux
     cdef pipeline_t *cur                 # the pipeline of the frame at hand (for its groups)
     cdef int cur_row
+    # the state of each frame of a pipeline pass (run_pipeline), by its place k in it
+    cdef uint32_t sel[VECTOR_SIZE]       # its buffer
+    cdef uint64_t keys[VECTOR_SIZE][KEY_WORDS]     # its flow key; word 3 its metadata
+    cdef uint8_t at[VECTOR_SIZE]         # the table it is at, AT_DONE or AT_DROPPED
+    cdef bint stale[VECTOR_SIZE]         # an action changed it since its key was made
+    cdef uint16_t aset_bits[VECTOR_SIZE] # its action set's slots in use (asets)
+    cdef const op_t *asets[VECTOR_SIZE][N_SLOTS]
+    cdef int32_t last_rid[VECTOR_SIZE]   # the last rule it hit (the action set's CONTROLLER)
+    cdef bint pend_on[VECTOR_SIZE]       # its pending output (send/flush) between tables
+    cdef uint16_t pend_tx_[VECTOR_SIZE]
+    cdef uint16_t pend_next_[VECTOR_SIZE]
+    cdef uint32_t pend_aux_[VECTOR_SIZE]
+    cdef uint16_t here[VECTOR_SIZE]      # a table's pass: the frames at it
+    cdef int32_t rids[VECTOR_SIZE]       # and the rules they hit
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -389,43 +401,6 @@ cdef class FlowClassify(L2Node):
             return 1
         return 0
 
-    cdef inline void run_ahead(self, uint32_t b, uint64_t *key) noexcept nogil:
-        """A frame LOOKAHEAD places on: its key now, and the slots its lookups will read in
-        the big tables prefetched, so that their cache misses overlap the frames between
-        (VPP's prefetch over the vector; the key is the one table 0 will use)."""
-        cdef void *ft = self.tables.flows[self.pool.bd[b]]
-        cdef pipeline_t *t
-        cdef int table
-        if ft == NULL:
-            return
-        flow_key(self.pool, b, 0, key)
-        t = &(<FlowTable> ft).c
-        if t.big_tables:
-            for table in range(N_TABLES):
-                if t.big_tables >> table & 1:
-                    (<Classifier> t.cls[table]).prefetch(key)
-
-    cdef inline void warm(self, uint32_t b, const uint64_t *key) noexcept nogil:
-        """Half-way there: look the frame up in the big tables (their slots arrived since
-        run_ahead) and prefetch the rules found and their counters. A guess (the frame's
-        actions may change its key later) that costs a lookup and saves cache misses."""
-        cdef void *ft = self.tables.flows[self.pool.bd[b]]
-        cdef pipeline_t *t
-        cdef int table, row
-        cdef int32_t rid
-        if ft == NULL:
-            return
-        t = &(<FlowTable> ft).c
-        if not t.big_tables:
-            return
-        row = self.worker if 0 <= self.worker < t.workers else 0
-        for table in range(N_TABLES):
-            if t.big_tables >> table & 1:
-                rid = (<Classifier> t.cls[table]).lookup(key)
-                if rid >= 0:
-                    __builtin_prefetch(&t.rules[rid])
-                    __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
-
     cdef int set_port6(self, uint32_t b, const op_t *o, uint8_t *ip, int avail,
                        bint partial) noexcept nogil:
         """set_field tcp/udp src/dst on IPv6: the port right after the fixed header (no
@@ -480,104 +455,98 @@ cdef class FlowClassify(L2Node):
         return 0
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
-        cdef int i, j, s, table, row, rc, n_write
+        cdef int i, m, start = 0
+        cdef void *ft
+        cdef uint8_t todo[VECTOR_SIZE]
+        while start < n:                   # (the graph hands at most VECTOR_SIZE at once)
+            m = n - start if n - start < VECTOR_SIZE else VECTOR_SIZE
+            # the frames of one bridge go through its pipeline together (nearly always all)
+            for i in range(m):
+                todo[i] = self.tables.flows[self.pool.bd[bufs[start + i]]] != NULL
+                if not todo[i]:
+                    self.pool.error[bufs[start + i]] = self.err_base + ERR_NO_MATCH
+                    self.pool.next[bufs[start + i]] = ARC_DROP
+            for i in range(m):
+                if todo[i]:
+                    self.run_pipeline(bufs + start, m, todo, self.tables.flows[self.pool.bd[bufs[start + i]]])
+            start += m
+        return 0
+
+    cdef void run_pipeline(self, uint32_t *bufs, int n, uint8_t *todo, void *ft) noexcept nogil:
+        """The frames of bufs still to do whose bridge has pipeline ft, table by table:
+        each table looks up every frame at it in one pass (prefetching ahead in big
+        tables, VPP-style), then runs the rules found; goto_table only goes forward, so
+        one pass per table in order takes every frame as far as its rules send it."""
+        cdef pipeline_t *t = &(<FlowTable> ft).c
+        cdef const cls_t *cls
+        cdef int i, k, x, c, m = 0, table, row, left, hits
         cdef int32_t rid
         cdef uint32_t b
-        cdef uint64_t metadata
-        cdef uint64_t key[KEY_WORDS]
-        cdef uint64_t ahead[RING][KEY_WORDS]
-        cdef const op_t *aset[N_SLOTS]
-        cdef const op_t *o
-        cdef const op_t *ops
-        cdef const rule_t *r
-        cdef bint stale, dropped, goto
-        cdef void *ft
-        cdef pipeline_t *t
+        cdef bint big
         cdef uint64_t now = 0                  # read at the first metered frame
+        row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
+        self.cur = t
+        self.cur_row = row
         for i in range(n):
-            b = bufs[i]
-            if i + LOOKAHEAD < n:
-                self.run_ahead(bufs[i + LOOKAHEAD], ahead[(i + LOOKAHEAD) % RING])
-            if i + LOOKAHEAD // 2 < n and i + LOOKAHEAD // 2 >= LOOKAHEAD:
-                self.warm(bufs[i + LOOKAHEAD // 2], ahead[(i + LOOKAHEAD // 2) % RING])
-            ft = self.tables.flows[self.pool.bd[b]]
-            if ft == NULL:
-                self.pool.error[b] = self.err_base + ERR_NO_MATCH
-                self.pool.next[b] = ARC_DROP
+            if todo[i] and self.tables.flows[self.pool.bd[bufs[i]]] == ft:
+                todo[i] = False
+                b = bufs[i]
+                self.sel[m] = b
+                flow_key(self.pool, b, 0, self.keys[m])
+                self.at[m] = 0
+                self.stale[m] = False
+                self.aset_bits[m] = 0
+                self.pend_on[m] = False
+                self.pool.error[b] = self.err_base + ERR_FLOW_DROP
+                m += 1
+        left = m
+        for table in range(N_TABLES):
+            if left == 0:
+                break
+            c = 0
+            for k in range(m):
+                if self.at[k] == table:
+                    if self.stale[k]:          # changed by an action: its key anew
+                        flow_key(self.pool, self.sel[k], self.keys[k][3], self.keys[k])
+                        self.stale[k] = False
+                    self.here[c] = k
+                    c += 1
+            if c == 0:
                 continue
-            t = &(<FlowTable> ft).c
-            row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
-            self.cur = t
-            self.cur_row = row
-            self.has_pending = False
-            self.pool.error[b] = self.err_base + ERR_FLOW_DROP
-            metadata = 0
-            for s in range(N_SLOTS):
-                aset[s] = NULL
-            # the key run_ahead made (the frame has not changed since), else make it now
-            stale = i < LOOKAHEAD
-            if not stale:
-                memcpy(key, ahead[i % RING], KEY_WORDS * sizeof(uint64_t))
-            dropped = False
-            table = 0
-            while True:
-                if stale:
-                    flow_key(self.pool, b, metadata, key)
-                    stale = False
-                t.table_counts[(row * N_TABLES + table) * 2] += 1
-                rid = (<Classifier> t.cls[table]).lookup(key)
-                if rid < 0:
-                    self.pool.error[b] = self.err_base + ERR_NO_MATCH
-                    dropped = True
-                    break
-                t.table_counts[(row * N_TABLES + table) * 2 + 1] += 1
-                t.counts[(row * t.cap + rid) * 2] += 1
-                t.counts[(row * t.cap + rid) * 2 + 1] += self.pool.length[b]
-                goto = False
-                n_write = 0
-                r = &t.rules[rid]
-                ops = r.more if r.more != NULL else &r.ops[0]
-                for j in range(r.n_ops):
-                    o = &ops[j]
-                    if n_write > 0:
-                        aset[o.slot] = o
-                        n_write -= 1
-                    elif o.kind == I_WRITE:
-                        n_write = o.arg
-                    elif o.kind == I_CLEAR:
-                        for s in range(N_SLOTS):
-                            aset[s] = NULL
-                    elif o.kind == I_METADATA:
-                        metadata = (metadata & ~o.mask) | (o.value & o.mask)
-                        key[3] = metadata
-                    elif o.kind == I_GOTO:
-                        table = o.arg
-                        goto = True
-                    elif o.kind == I_METER:
-                        if now == 0:
-                            now = monotonic_ns()
-                        rc = self.meter(b, &t.meters[o.arg], now)
-                        if rc < 0:
-                            dropped = True
-                            break
-                        if rc > 0:
-                            stale = True
-                    else:
-                        rc = self.act(b, o, rid)
-                        if rc < 0:
-                            dropped = True
-                            break
-                        if rc > 0:
-                            stale = True
-                if dropped or not goto:
-                    break
-            if not dropped:
-                if aset[S_GROUP] != NULL:
-                    aset[S_OUTPUT] = NULL          # a group takes the place of the output
-                for s in range(N_SLOTS):
-                    if aset[s] != NULL and self.act(b, aset[s], rid) < 0:
-                        dropped = True
-                        break
+            cls = t.cls[table]
+            big = t.big_tables >> table & 1
+            if big:
+                for x in range(c if c < AHEAD else AHEAD):
+                    cls_prefetch(cls, self.keys[self.here[x]])
+            hits = 0
+            for x in range(c):
+                if big and x + AHEAD < c:
+                    cls_prefetch(cls, self.keys[self.here[x + AHEAD]])
+                rid = cls_lookup(cls, self.keys[self.here[x]])
+                self.rids[x] = rid
+                if rid >= 0:
+                    hits += 1
+                    if big:                    # the rule and its counters, for the pass below
+                        __builtin_prefetch(&t.rules[rid])
+                        __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
+            t.table_counts[(row * N_TABLES + table) * 2] += c
+            t.table_counts[(row * N_TABLES + table) * 2 + 1] += hits
+            for x in range(c):
+                k = self.here[x]
+                if self.rids[x] < 0:
+                    self.pool.error[self.sel[k]] = self.err_base + ERR_NO_MATCH
+                    self.at[k] = AT_DROPPED
+                    left -= 1
+                    continue
+                self.run_rule(t, k, self.rids[x], &now)
+                if self.at[k] >= N_TABLES:
+                    left -= 1
+        for k in range(m):
+            b = self.sel[k]
+            self.has_pending = self.pend_on[k]
+            self.pend_tx, self.pend_next, self.pend_aux = self.pend_tx_[k], self.pend_next_[k], self.pend_aux_[k]
+            if self.at[k] == AT_DONE and self.aset_bits[k]:
+                self.run_action_set(b, k)
             # an output made before a drop has the frame as it was then (act copies before
             # any change), so it takes the buffer itself
             if self.has_pending:
@@ -587,7 +556,68 @@ cdef class FlowClassify(L2Node):
                 self.pool.aux[b] = self.pend_aux
             else:
                 self.pool.next[b] = ARC_DROP
-        return 0
+
+    cdef inline void run_rule(self, pipeline_t *t, int k, int32_t rid, uint64_t *now) noexcept nogil:
+        """Rule rid's instructions on frame k of the pipeline pass (OpenFlow's order); sets
+        at[k] to the goto's table, AT_DONE (on to the action set) or AT_DROPPED."""
+        cdef uint32_t b = self.sel[k]
+        cdef uint64_t *key = self.keys[k]
+        cdef const rule_t *r = &t.rules[rid]
+        cdef const op_t *ops = &r.ops[0]
+        cdef const op_t *o
+        cdef int j, rc, n_write = 0
+        cdef uint8_t nxt = AT_DONE
+        if r.more != NULL:
+            ops = r.more
+        t.counts[(self.cur_row * t.cap + rid) * 2] += 1
+        t.counts[(self.cur_row * t.cap + rid) * 2 + 1] += self.pool.length[b]
+        self.has_pending = self.pend_on[k]
+        self.pend_tx, self.pend_next, self.pend_aux = self.pend_tx_[k], self.pend_next_[k], self.pend_aux_[k]
+        self.last_rid[k] = rid
+        for j in range(r.n_ops):
+            o = &ops[j]
+            if n_write > 0:
+                self.asets[k][o.slot] = o
+                self.aset_bits[k] |= 1 << o.slot
+                n_write -= 1
+            elif o.kind == I_WRITE:
+                n_write = o.arg
+            elif o.kind == I_CLEAR:
+                self.aset_bits[k] = 0
+            elif o.kind == I_METADATA:
+                key[3] = (key[3] & ~o.mask) | (o.value & o.mask)
+            elif o.kind == I_GOTO:
+                nxt = <uint8_t> o.arg
+            elif o.kind == I_METER:
+                if now[0] == 0:
+                    now[0] = monotonic_ns()
+                rc = self.meter(b, &t.meters[o.arg], now[0])
+                if rc < 0:
+                    nxt = AT_DROPPED
+                    break
+                if rc > 0:
+                    self.stale[k] = True
+            else:
+                rc = self.act(b, o, rid)
+                if rc < 0:
+                    nxt = AT_DROPPED
+                    break
+                if rc > 0:
+                    self.stale[k] = True
+        self.at[k] = nxt
+        self.pend_on[k] = self.has_pending
+        self.pend_tx_[k], self.pend_next_[k], self.pend_aux_[k] = self.pend_tx, self.pend_next, self.pend_aux
+
+    cdef void run_action_set(self, uint32_t b, int k) noexcept nogil:
+        """Frame k's action set, in slot order (OpenFlow 1.3 5.10); a group takes the
+        place of the output."""
+        cdef uint32_t bits = self.aset_bits[k]
+        cdef int s
+        if bits >> S_GROUP & 1:
+            bits &= ~(1u << S_OUTPUT)
+        for s in range(N_SLOTS):
+            if bits >> s & 1 and self.act(b, self.asets[k][s], self.last_rid[k]) < 0:
+                break
 
     def format_trace(self, uint32_t b):
         nxt = self.pool.next[b]

@@ -14,6 +14,7 @@ goto-table). The key the classifiers look up is KEY_WORDS 64-bit words:
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from fastpath.nodes.meter cimport MeterTable, meter_t
+from fastpath.nodes.classifier cimport cls_t
 
 cdef enum:
     N_TABLES = 16
@@ -100,7 +101,7 @@ ctypedef struct group_t:
     uint64_t total_weight                # SELECT: the sum of the buckets' weights
 
 ctypedef struct pipeline_t:              # what the packet loop reads of a FlowTable
-    void *cls[N_TABLES]                  # borrowed Classifiers
+    const cls_t *cls[N_TABLES]           # each table's Classifier's (borrowed)
     rule_t *rules                        # by rule id
     int32_t cap                          # rule ids, and the stride of the counter rows
     uint64_t *counts                     # [(row * cap + rule) * 2 + {0 packets, 1 bytes}]

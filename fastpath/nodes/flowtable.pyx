@@ -170,7 +170,7 @@ cdef class FlowTable:
         self._classifiers = [Classifier() for _ in range(N_TABLES)]
         cdef int t
         for t in range(N_TABLES):
-            self.c.cls[t] = <void *> self._classifiers[t]
+            self.c.cls[t] = &(<Classifier> self._classifiers[t]).c
         self._by_id = {}
         self._by_table = [{} for _ in range(N_TABLES)]       # rule id -> Flow, per table
         self._free_ids = []
@@ -479,7 +479,7 @@ cdef class FlowTable:
             self.c.counts[(w * self.c.cap + rid) * 2 + 1] = 0
         self.c.counts[rid * 2] = flow.n_packets     # worker 0's row carries what it had
         self.c.counts[rid * 2 + 1] = flow.n_bytes
-        (<Classifier> self.c.cls[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
+        (<Classifier> self._classifiers[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
         self._note_size(flow.rule.table)
         flow.id = rid
         flow.seq = next(self._seq)
@@ -499,7 +499,7 @@ cdef class FlowTable:
         """Take an installed Flow out (its counters brought up to date first)."""
         cdef int32_t rid = flow.id
         self._sync(flow)
-        (<Classifier> self.c.cls[flow.rule.table]).remove(rid)
+        (<Classifier> self._classifiers[flow.rule.table]).remove(rid)
         self._note_size(flow.rule.table)
         free(self.c.rules[rid].more)
         self.c.rules[rid].more = NULL
@@ -652,7 +652,7 @@ cdef class FlowTable:
 
     def lookup_words(self, int table, key):
         """The Flow a key (KEY_WORDS ints) hits in a table, or None: for tests."""
-        return self._by_id.get((<Classifier> self.c.cls[table]).lookup_words(key))
+        return self._by_id.get((<Classifier> self._classifiers[table]).lookup_words(key))
 
 
 def covers(value, mask, have_value, have_mask):
