@@ -2,6 +2,7 @@
 import pytest
 from scapy.layers.l2 import Ether
 
+from fastpath import ofsyntax
 from fastpath.switch import ConfigError
 from l2util import check_pools, frame, make_switch, send
 
@@ -95,6 +96,31 @@ def test_priority_order_and_counters():
     assert f"n_bytes={2 * len(frame([(Q, 10, 0)]))}" in dump[0]
     assert "priority=10,in_port=1" in dump[1] and "n_packets=1" in dump[1]
     assert "priority=0" in dump[2] and "n_packets=0" in dump[2]
+
+
+def test_rules_with_the_same_actions_share_a_program_and_still_change_alone():
+    """Rules with the same actions share one compiled program, which the classifier's slot
+    points at (the packet path never reads the rule itself). A FLOW_MOD modify of one rule,
+    or the delete of a rule that shadowed another with the same match, leaves each rule
+    doing what it says."""
+    sw = flows("priority=10,dl_vlan=10 actions=output:2", "priority=10,dl_vlan=11 actions=output:2",
+               "priority=20,dl_vlan=12 actions=output:2", "priority=5,dl_vlan=12 actions=output:3")
+    ft = sw.bridge("br0").flows
+    v10, v11, v12 = (frame([(Q, v, 0)]) for v in (10, 11, 12))
+
+    def where(*frames):
+        return {p: len(out) for p, out in send(sw, "p1", *frames).items()}
+
+    assert where(v10, v11, v12) == {"p2": 3}
+    f11 = next(f for f in ft.flows if f.rule.match.dl_vlan == 11)
+    ft.set_actions(f11, ofsyntax.parse_flow("priority=10,dl_vlan=11 actions=output:3"))
+    assert where(v10) == {"p2": 1} and where(v11) == {"p3": 1} and where(v12) == {"p2": 1}
+    ft.remove([f for f in ft.flows if f.rule.match.dl_vlan == 12 and f.rule.priority == 20])
+    assert where(v12) == {"p3": 1} and where(v10) == {"p2": 1}
+    ft.remove([f for f in ft.flows if f.rule.match.dl_vlan == 10])
+    assert where(v11) == {"p3": 1}
+    assert where(v10) == {"p2": 1, "p3": 1}            # the default rule's NORMAL floods VLAN 10
+    check_pools(sw)
 
 
 def test_counters_of_a_worker_without_a_row_go_to_row_zero():

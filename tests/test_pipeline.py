@@ -219,27 +219,38 @@ def naive(rules, key):
 
 
 def test_classifier_against_a_naive_scan():
+    """Random inserts, removes and payload changes: every lookup finds a best rule by a
+    naive scan, with that rule's payload (which the slot holds for the packet path)."""
     rng = random.Random(7)
     masks = [tuple(rng.choice((0, 0xff, 0xffff, (1 << 64) - 1)) if rng.random() < 0.4 else 0
                    for _ in range(10)) for _ in range(12)]
-    cls, rules, seq = Classifier(), {}, 0
+    cls, rules, payloads, seq = Classifier(), {}, {}, 0
     for step in range(3000):
-        if rules and rng.random() < 0.3:
+        r = rng.random()
+        if rules and r < 0.3:
             rid = rng.choice(list(rules))
             cls.remove(rid)
-            del rules[rid]
+            del rules[rid], payloads[rid]
+        elif rules and r < 0.4:
+            rid = rng.choice(list(rules))
+            payloads[rid] = rng.getrandbits(64)
+            cls.set_payload(rid, payloads[rid])
         else:
             rid = step
             mask = rng.choice(masks)
             value = tuple(rng.randrange(4) & m for m in mask)
             prio = rng.randrange(5)
-            cls.insert(rid, prio, value, mask)
+            payloads[rid] = rng.getrandbits(64)
+            cls.insert(rid, prio, value, mask, payloads[rid])
             seq += 1
             rules[rid] = (prio, seq, value, mask)
         if step % 10 == 0:
             for _ in range(5):
                 key = tuple(rng.randrange(4) for _ in range(10))
-                assert cls.lookup_words(key) in naive(rules, key)
+                rid, payload = cls.lookup_entry(key)
+                assert rid in naive(rules, key)
+                assert cls.lookup_words(key) == rid
+                assert payload == payloads.get(rid)
     cls.clear()
     assert len(cls) == 0 and cls.n_subtables == 0
     assert cls.lookup_words((0,) * 10) == -1

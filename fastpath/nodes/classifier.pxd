@@ -34,9 +34,11 @@ ctypedef struct subtable_t:
     int32_t max_priority         # the best any rule here can offer (the early exit)
     uint32_t cap                 # slots, a power of two
     uint32_t used
-    int32_t stride               # words per slot: 1 + n_words
+    int32_t stride               # words per slot: 2 + n_words, padded to 4 or 8 words
     # cap slots of `stride` words, so that a probe reads one place: word 0 holds the rule
-    # id (low half; -1: empty) and its priority (high half), then the masked key words
+    # id (low half; -1: empty) and its priority (high half), word 1 the rule's payload (the
+    # owner's: FlowTable keeps the rule's program there), then the masked key words. Slots
+    # of 4 or 8 words on a 64-byte boundary never straddle two cache lines.
     uint64_t *slots
     # a one-bit-per-hash filter (4 bits per slot, the hash's high half): a key whose bit is
     # clear is not here, decided from a few hundred bytes that stay in cache instead of a
@@ -94,7 +96,7 @@ cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h)
     while slot_rule(e) >= 0:
         for j in range(s.n_words):
             w = s.words[j]
-            if e[1 + j] != (key[w] & s.mask[w]):
+            if e[2 + j] != (key[w] & s.mask[w]):
                 break
         else:
             return i
@@ -108,8 +110,8 @@ cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
     return (s.filter[bit >> 6] >> (bit & 63)) & 1
 
 
-cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key) noexcept nogil:
-    """The id of the best rule for key, or -1."""
+cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key, uint64_t *payload) noexcept nogil:
+    """The id of the best rule for key (its payload in payload[0]), or -1."""
     cdef int32_t best = -1, best_prio = -1, k
     cdef const subtable_t *s
     cdef const uint64_t *e
@@ -130,6 +132,7 @@ cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key) noexcept nog
             if slot_priority(e) > best_prio:
                 best = slot_rule(e)
                 best_prio = slot_priority(e)
+                payload[0] = e[1]
     return best
 
 
@@ -151,6 +154,7 @@ cdef class Classifier:
     cdef object _rules            # rule -> (subtable, masked key, priority, seq)
     cdef object _sub_by_mask      # mask tuple -> subtable index
     cdef object _sub_prios        # subtable -> {priority: count}
+    cdef object _payloads         # rule -> its payload
     cdef uint64_t _seq
 
     cdef int _subtable(self, tuple mask) except -1

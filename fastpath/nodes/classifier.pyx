@@ -11,6 +11,9 @@ from libc.stdint cimport uint64_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memcpy
 
+cdef extern from "stdlib.h":
+    int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
+
 DEF MIN_CAP = 8
 
 
@@ -24,7 +27,7 @@ cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept no
     cdef const uint64_t *e = slot_at(s, slot)
     cdef int32_t j
     for j in range(s.n_words):
-        h = mix(h, e[1 + j])
+        h = mix(h, e[2 + j])
     return h
 
 
@@ -51,8 +54,11 @@ cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     s.cap = cap
     s.used = 0
     s.stale = 0
-    s.stride = 1 + s.n_words
-    s.slots = <uint64_t *> malloc(<size_t> cap * s.stride * sizeof(uint64_t))
+    cdef void *mem = NULL
+    s.stride = 4 if s.n_words <= 2 else 8 if s.n_words <= 6 else 2 + s.n_words
+    if posix_memalign(&mem, 64, <size_t> cap * s.stride * sizeof(uint64_t)) != 0:
+        mem = NULL
+    s.slots = <uint64_t *> mem
     s.filter = <uint64_t *> calloc(bits >> 6, sizeof(uint64_t))
     s.filter_mask = bits - 1
     if s.slots == NULL or s.filter == NULL:
@@ -122,6 +128,7 @@ cdef class Classifier:
         self._rules = {}
         self._sub_by_mask = {}
         self._sub_prios = []
+        self._payloads = {}
         self._seq = 0
         if self.c.subs == NULL or self.c.order == NULL:
             raise MemoryError()
@@ -145,10 +152,21 @@ cdef class Classifier:
     def lookup_words(self, key):
         """cls_lookup() for tests and the control plane: key is KEY_WORDS ints."""
         cdef uint64_t k[KEY_WORDS]
+        cdef uint64_t payload
         cdef int i
         for i in range(KEY_WORDS):
             k[i] = key[i]
-        return cls_lookup(&self.c, k)
+        return cls_lookup(&self.c, k, &payload)
+
+    def lookup_entry(self, key):
+        """(rule, payload) of the best match for key (KEY_WORDS ints), or (-1, None)."""
+        cdef uint64_t k[KEY_WORDS]
+        cdef uint64_t payload = 0
+        cdef int i
+        for i in range(KEY_WORDS):
+            k[i] = key[i]
+        rule = cls_lookup(&self.c, k, &payload)
+        return (rule, payload) if rule >= 0 else (-1, None)
 
     def lookup_many(self, keys):
         """cls_lookup() of every row of keys (a C-contiguous uint64 array, KEY_WORDS columns)
@@ -156,11 +174,12 @@ cdef class Classifier:
         cdef const uint64_t[:, ::1] k = keys
         cdef Py_ssize_t i, n = k.shape[0]
         cdef long hits = 0
+        cdef uint64_t payload
         if k.shape[1] != KEY_WORDS:
             raise ValueError(f"keys need {KEY_WORDS} columns")
         with nogil:
             for i in range(n):
-                if cls_lookup(&self.c, &k[i, 0]) >= 0:
+                if cls_lookup(&self.c, &k[i, 0], &payload) >= 0:
                     hits += 1
         return hits
 
@@ -227,14 +246,16 @@ cdef class Classifier:
                 slot = find_slot(s, k, hash_key(s, k))
             slot = -slot - 1
             for i in range(s.n_words):
-                slot_at(s, slot)[1 + i] = k[s.words[i]] & s.mask[s.words[i]]
+                slot_at(s, slot)[2 + i] = k[s.words[i]] & s.mask[s.words[i]]
             filter_add(s, hash_key(s, k))
             s.used += 1
         neg_prio, _, rule = group[0]
         slot_set(slot_at(s, slot), rule, -neg_prio)
+        slot_at(s, slot)[1] = self._payloads[rule]
 
-    def insert(self, int rule, int priority, value, mask):
-        """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0."""
+    def insert(self, int rule, int priority, value, mask, uint64_t payload=0):
+        """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0;
+        a lookup that finds it hands back payload too."""
         if rule in self._rules:
             raise KeyError(f"rule {rule} is already in the classifier")
         if not 0 <= priority <= 0x7fffffff:
@@ -251,6 +272,7 @@ cdef class Classifier:
             pos += 1
         group.insert(pos, entry)
         self._rules[rule] = (idx, key, entry)
+        self._payloads[rule] = payload
         if pos == 0:
             self._set_head(idx, key, group)
         prios = self._sub_prios[idx]
@@ -269,6 +291,7 @@ cdef class Classifier:
             del self._groups[(idx, key)]
         if head:
             self._set_head(idx, key, group)
+        del self._payloads[rule]
         prios = self._sub_prios[idx]
         priority = -entry[0]
         prios[priority] -= 1
@@ -277,6 +300,13 @@ cdef class Classifier:
             if priority == self.c.subs[idx].max_priority:
                 self.c.subs[idx].max_priority = max(prios) if prios else -1
                 self._reorder()
+
+    def set_payload(self, int rule, uint64_t payload):
+        """Give rule (in the classifier) another payload."""
+        idx, key, entry = self._rules[rule]
+        self._payloads[rule] = payload
+        if self._groups[(idx, key)][0] == entry:
+            self._set_head(idx, key, self._groups[(idx, key)])
 
     def clear(self):
         for rule in list(self._rules):

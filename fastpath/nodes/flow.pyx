@@ -34,7 +34,7 @@ Meters (meter.pxd): a rule's meter:N runs before its actions; a DROP band drops 
 a DSCP_REMARK band raises the drop precedence of an AF-marked IPv4/IPv6 frame (AFxy:
 y + prec_level, at most 3).
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, uintptr_t
 from libc.string cimport memset, memcpy
 from fastpath.graph.buffer cimport BufferPool, OL_CSUM_PARTIAL, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
@@ -54,7 +54,7 @@ cdef uint64_t HASH_SEED = 0x9e3779b97f4a7c15ULL    # SELECT groups' flow hash (a
 cdef uint64_t HASH_MUL = 0xff51afd7ed558ccdULL
 
 cdef enum:
-    AHEAD = 8               # frames a big table's pass prefetches ahead of its lookup
+    AHEAD = 16               # frames a big table's pass prefetches ahead of its lookup
     AT_DONE = 0xfe          # at[]: out of the tables, on to its action set
     AT_DROPPED = 0xff
 
@@ -201,6 +201,7 @@ cdef class FlowClassify(L2Node):
     cdef uint32_t pend_aux_[VECTOR_SIZE]
     cdef uint16_t here[VECTOR_SIZE]      # a table's pass: the frames at it
     cdef int32_t rids[VECTOR_SIZE]       # and the rules they hit
+    cdef uint64_t progs[VECTOR_SIZE]     # (their programs, the classifier's payloads)
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -522,12 +523,11 @@ cdef class FlowClassify(L2Node):
             for x in range(c):
                 if big and x + AHEAD < c:
                     cls_prefetch(cls, self.keys[self.here[x + AHEAD]])
-                rid = cls_lookup(cls, self.keys[self.here[x]])
+                rid = cls_lookup(cls, self.keys[self.here[x]], &self.progs[x])
                 self.rids[x] = rid
                 if rid >= 0:
                     hits += 1
-                    if big:                    # the rule and its counters, for the pass below
-                        __builtin_prefetch(&t.rules[rid])
+                    if big:                    # its counters, for the pass below
                         __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
             t.table_counts[(row * N_TABLES + table) * 2] += c
             t.table_counts[(row * N_TABLES + table) * 2 + 1] += hits
@@ -538,7 +538,7 @@ cdef class FlowClassify(L2Node):
                     self.at[k] = AT_DROPPED
                     left -= 1
                     continue
-                self.run_rule(t, k, self.rids[x], &now)
+                self.run_rule(t, k, self.rids[x], <const prog_t *> <uintptr_t> self.progs[x], &now)
                 if self.at[k] >= N_TABLES:
                     left -= 1
         for k in range(m):
@@ -557,18 +557,16 @@ cdef class FlowClassify(L2Node):
             else:
                 self.pool.next[b] = ARC_DROP
 
-    cdef inline void run_rule(self, pipeline_t *t, int k, int32_t rid, uint64_t *now) noexcept nogil:
-        """Rule rid's instructions on frame k of the pipeline pass (OpenFlow's order); sets
-        at[k] to the goto's table, AT_DONE (on to the action set) or AT_DROPPED."""
+    cdef inline void run_rule(self, pipeline_t *t, int k, int32_t rid, const prog_t *r,
+                              uint64_t *now) noexcept nogil:
+        """Rule rid's instructions (program r) on frame k of the pipeline pass, in OpenFlow's
+        order; sets at[k] to the goto's table, AT_DONE (on to the action set) or AT_DROPPED."""
         cdef uint32_t b = self.sel[k]
         cdef uint64_t *key = self.keys[k]
-        cdef const rule_t *r = &t.rules[rid]
-        cdef const op_t *ops = &r.ops[0]
+        cdef const op_t *ops = r.ops
         cdef const op_t *o
         cdef int j, rc, n_write = 0
         cdef uint8_t nxt = AT_DONE
-        if r.more != NULL:
-            ops = r.more
         t.counts[(self.cur_row * t.cap + rid) * 2] += 1
         t.counts[(self.cur_row * t.cap + rid) * 2 + 1] += self.pool.length[b]
         self.has_pending = self.pend_on[k]

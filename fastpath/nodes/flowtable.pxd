@@ -69,13 +69,9 @@ ctypedef struct op_t:
     uint64_t value         # MAC, address, port, metadata
     uint64_t mask          # write_metadata's mask
 
-cdef enum:
-    INLINE_OPS = 2         # ops held in the rule itself: most rules fit, one cache line
-
-ctypedef struct rule_t:                  # 64 bytes, cache-line aligned
-    int32_t n_ops
-    op_t *more             # the ops when there are more than INLINE_OPS, else NULL
-    op_t ops[INLINE_OPS]
+ctypedef struct prog_t:                  # a rule's ops; rules with the same ops share one,
+    int32_t n_ops                        # so that 100 000 learned hosts' rules are a few
+    op_t *ops                            # programs that stay in cache (ops: right after)
 
 # groups (OpenFlow 1.3 5.6): each bucket's actions run on a copy of the frame
 cdef enum:
@@ -102,7 +98,7 @@ ctypedef struct group_t:
 
 ctypedef struct pipeline_t:              # what the packet loop reads of a FlowTable
     const cls_t *cls[N_TABLES]           # each table's Classifier's (borrowed)
-    rule_t *rules                        # by rule id
+    prog_t **progs                       # by rule id (the classifiers' payloads too)
     int32_t cap                          # rule ids, and the stride of the counter rows
     uint64_t *counts                     # [(row * cap + rule) * 2 + {0 packets, 1 bytes}]
     uint64_t *table_counts               # [(row * N_TABLES + table) * 2 + {0 lookups, 1 matched}]
@@ -128,7 +124,10 @@ cdef class FlowTable:
     cdef readonly MeterTable meter_table
 
     cdef _grow(self, int32_t cap)
+    cdef object _progs                    # ops tuple -> [prog_t address, rules using it]
+    cdef object _prog_of                  # rule id -> its ops tuple
     cdef _set_ops(self, int32_t rid, list ops)
+    cdef _release(self, int32_t rid)
     cdef _set_group(self, int slot, int type, list buckets, list weights, list watches)
     cdef void _free_buckets(self, int slot) noexcept
     cdef object _groups                   # group id -> Group

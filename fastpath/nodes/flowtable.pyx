@@ -8,7 +8,7 @@ into one Classifier per table. Every change is made under the workers' barrier
 """
 import itertools
 import time
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 
 cdef extern from "stdlib.h":
@@ -153,7 +153,7 @@ cdef class FlowTable:
     is made under the workers' barrier (fastpath.switch), so no lookup sees half of it.
     """
     def __cinit__(self, resolve_port, int workers=1):
-        self.c.rules = NULL
+        self.c.progs = NULL
         self.c.counts = self.c.table_counts = NULL
         self.c.groups = NULL
         self.c.live = NULL
@@ -172,6 +172,8 @@ cdef class FlowTable:
         for t in range(N_TABLES):
             self.c.cls[t] = &(<Classifier> self._classifiers[t]).c
         self._by_id = {}
+        self._progs = {}
+        self._prog_of = {}
         self._by_table = [{} for _ in range(N_TABLES)]       # rule id -> Flow, per table
         self._free_ids = []
         self._identical = {}
@@ -199,10 +201,10 @@ cdef class FlowTable:
 
     def __dealloc__(self):
         cdef int32_t i
-        if self.c.rules != NULL:
-            for i in range(self.c.cap):
-                free(self.c.rules[i].more)
-        free(self.c.rules)
+        if self._progs:
+            for address, _ in self._progs.values():
+                free(<void *> <uintptr_t> address)
+        free(self.c.progs)
         free(self.c.counts)
         free(self.c.table_counts)
         if self.c.groups != NULL:
@@ -229,27 +231,23 @@ cdef class FlowTable:
 
     cdef _grow(self, int32_t cap):
         """Room for cap rules: the counter rows are re-laid at the new stride."""
-        cdef void *mem = NULL
-        cdef rule_t *r
+        cdef prog_t **r = <prog_t **> calloc(cap, sizeof(prog_t *))
         cdef uint64_t *counts = <uint64_t *> calloc(<size_t> self.workers * cap * 2, sizeof(uint64_t))
         cdef int w
-        if posix_memalign(&mem, 64, cap * sizeof(rule_t)) != 0 or counts == NULL:
-            free(mem)
+        if r == NULL or counts == NULL:
+            free(r)
             free(counts)
             raise MemoryError()
-        r = <rule_t *> mem
-        hugepage_hint(r, cap * sizeof(rule_t))
         hugepage_hint(counts, <size_t> self.workers * cap * 2 * sizeof(uint64_t))
-        memset(r, 0, cap * sizeof(rule_t))
         if self.c.cap:
-            memcpy(r, self.c.rules, self.c.cap * sizeof(rule_t))
+            memcpy(r, self.c.progs, self.c.cap * sizeof(prog_t *))
         for w in range(self.workers):
             if self.c.cap:
                 memcpy(counts + <size_t> w * cap * 2, self.c.counts + <size_t> w * self.c.cap * 2,
                        self.c.cap * 2 * sizeof(uint64_t))
-        free(self.c.rules)
+        free(self.c.progs)
         free(self.c.counts)
-        self.c.rules, self.c.counts = r, counts
+        self.c.progs, self.c.counts = r, counts
         self._free_ids.extend(range(cap - 1, self.c.cap - 1, -1))
         self.c.cap = cap
 
@@ -439,20 +437,36 @@ cdef class FlowTable:
         return out
 
     cdef _set_ops(self, int32_t rid, list ops):
-        cdef rule_t *r = &self.c.rules[rid]
-        cdef op_t *o = &r.ops[0]
+        """Point rule rid at the program of these ops (made the first time they are seen)."""
+        cdef prog_t *p
         cdef int i
-        free(r.more)
-        r.more = NULL
-        r.n_ops = 0
-        if len(ops) > INLINE_OPS:
-            o = <op_t *> malloc(len(ops) * sizeof(op_t))
-            if o == NULL:
+        key = tuple(ops)
+        entry = self._progs.get(key)
+        if entry is None:
+            p = <prog_t *> malloc(sizeof(prog_t) + len(ops) * sizeof(op_t))
+            if p == NULL:
                 raise MemoryError()
-            r.more = o
-        for i, (kind, slot, arg, value, mask) in enumerate(ops):
-            o[i].kind, o[i].slot, o[i].arg, o[i].value, o[i].mask = kind, slot, arg, value, mask
-        r.n_ops = len(ops)
+            p.ops = <op_t *> (p + 1)
+            p.n_ops = len(ops)
+            for i, (kind, slot, arg, value, mask) in enumerate(ops):
+                p.ops[i].kind, p.ops[i].slot, p.ops[i].arg = kind, slot, arg
+                p.ops[i].value, p.ops[i].mask = value, mask
+            entry = self._progs[key] = [<uintptr_t> p, 0]
+        entry[1] += 1
+        if rid in self._prog_of:
+            self._release(rid)
+        self._prog_of[rid] = key
+        self.c.progs[rid] = <prog_t *> <uintptr_t> entry[0]
+
+    cdef _release(self, int32_t rid):
+        """Rule rid no longer uses its program (freed when no rule does)."""
+        key = self._prog_of.pop(rid)
+        entry = self._progs[key]
+        entry[1] -= 1
+        if not entry[1]:
+            del self._progs[key]
+            free(<void *> <uintptr_t> entry[0])
+        self.c.progs[rid] = NULL
 
     # ---- installing ----
 
@@ -479,7 +493,8 @@ cdef class FlowTable:
             self.c.counts[(w * self.c.cap + rid) * 2 + 1] = 0
         self.c.counts[rid * 2] = flow.n_packets     # worker 0's row carries what it had
         self.c.counts[rid * 2 + 1] = flow.n_bytes
-        (<Classifier> self._classifiers[flow.rule.table]).insert(rid, flow.rule.priority, flow.value, flow.mask)
+        (<Classifier> self._classifiers[flow.rule.table]).insert(
+            rid, flow.rule.priority, flow.value, flow.mask, <uintptr_t> self.c.progs[rid])
         self._note_size(flow.rule.table)
         flow.id = rid
         flow.seq = next(self._seq)
@@ -501,9 +516,7 @@ cdef class FlowTable:
         self._sync(flow)
         (<Classifier> self._classifiers[flow.rule.table]).remove(rid)
         self._note_size(flow.rule.table)
-        free(self.c.rules[rid].more)
-        self.c.rules[rid].more = NULL
-        self.c.rules[rid].n_ops = 0
+        self._release(rid)
         del self._by_id[rid]
         del self._by_table[flow.rule.table][rid]
         if self._identical.get(self._key(flow)) is flow:
@@ -516,6 +529,7 @@ cdef class FlowTable:
         ValueError when a port does not resolve."""
         new = self.compile(rule)
         self._set_ops(flow.id, self._ops(new))
+        (<Classifier> self._classifiers[flow.rule.table]).set_payload(flow.id, <uintptr_t> self.c.progs[flow.id])
         flow.rule = rule
         flow.out_ports = new.out_ports
 
