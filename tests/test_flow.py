@@ -123,6 +123,29 @@ def test_rules_with_the_same_actions_share_a_program_and_still_change_alone():
     check_pools(sw)
 
 
+def test_one_vector_with_frames_of_two_bridges():
+    """Frames of two bridges can share a vector at flow-classify; each bridge's frames go
+    through its own pipeline (a pass per table takes one bridge's frames at a time)."""
+    sw = make_switch(PORTS)
+    sw.add_br("br1")
+    for name in ("q1", "q2", "q3"):
+        sw.add_port("br1", name, type="pg")
+    sw.add_flow("br0", "priority=10,in_port=p1,dl_vlan=10 actions=output:p2")
+    sw.add_flow("br0", "priority=10,in_port=p1,dl_vlan=11 actions=goto_table:1")
+    sw.add_flow("br0", "table=1,priority=10 actions=output:p3")
+    sw.add_flow("br1", "priority=10,in_port=q1,dl_vlan=10 actions=goto_table:2")
+    sw.add_flow("br1", "table=2,priority=10,dl_vlan=10 actions=output:q3")
+    sw.add_flow("br1", "priority=10,in_port=q1,dl_vlan=11 actions=output:q2")
+    v10, v11 = frame([(Q, 10, 0)]), frame([(Q, 11, 0)])
+    sw.port("p1").ios[0][0].add([bytes(f) for f in (v10, v11, v10)])
+    sw.port("q1").ios[0][0].add([bytes(f) for f in (v11, v10, v11, v10)])
+    sw.graphs[0].run_until_idle()
+    got = {name: len(p.ios[0][1].take()) for name, p in sw.ports.items()}
+    assert got == {"p1": 0, "p2": 2, "p3": 1, "q1": 0, "q2": 2, "q3": 2}
+    assert sw.graphs[0]["flow-classify"].vectors == 1        # one vector held them all
+    check_pools(sw)
+
+
 def test_counters_of_a_worker_without_a_row_go_to_row_zero():
     """A classifier numbered past the rows its table was built with counts in row 0
     rather than writing past the counters."""

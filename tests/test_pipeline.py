@@ -276,10 +276,10 @@ def test_classifier_100k_exact_rules():
         assert cls.lookup_words(match_words(m, -1)[0]) == (i if i % 2 else -1)
 
 
-def test_big_tables_run_ahead_and_keys_that_change():
-    """Tables of >= 2 048 rules are prefetched and looked up ahead over the vector, with the
-    frame's key as it arrived; a frame whose actions change its key (push_vlan in table 0)
-    must still be classified on the key as it is then, in a vector of hundreds."""
+def test_big_tables_prefetched_and_keys_that_change():
+    """flow-classify takes a vector through one table at a time, prefetching ahead in
+    tables of >= 2 048 rules; a frame whose actions change its key (push_vlan in table 0)
+    must be classified in the next table on the key as it is then, in a vector of hundreds."""
     n = 3000
     sw = make_switch(PORTS)
     flows = sw.bridge("br0").flows
@@ -303,7 +303,7 @@ def test_big_tables_run_ahead_and_keys_that_change():
     got = {(Ether(f).dst, p) for p, fs in out.items() for f in fs}
     assert got == {(ofsyntax.int_to_mac(mac(i)), f"p{2 + i % 2}") for i in hosts}
     assert all(Ether(f)[Dot1Q].vlan == 10 for fs in out.values() for f in fs)
-    # untouched frames from p4 are classified on the key run ahead made: untagged -> p1
+    # untouched frames from p4 keep the key they arrived with: untagged -> p1
     out = send(sw, "p4", *frames)
     assert {p: len(f) for p, f in out.items()} == {"p1": len(frames)}
     check_pools(sw)
