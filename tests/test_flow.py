@@ -123,6 +123,37 @@ def test_rules_with_the_same_actions_share_a_program_and_still_change_alone():
     check_pools(sw)
 
 
+def test_counters_follow_a_rule_as_its_slot_changes_hands_and_moves():
+    """The first worker counts a hit in the rule's classifier slot: what it counted stays
+    the rule's when a higher-priority rule with the same match takes the slot and leaves
+    it again, and when the slot moves as its subtable grows or neighbours are deleted."""
+    sw = flows("priority=10,dl_vlan=10 actions=output:2")
+    ft = sw.bridge("br0").flows
+    v10 = frame([(Q, 10, 0)])
+
+    def packets(priority):
+        return next(ft.counters(f)[0] for f in ft.flows
+                    if f.rule.priority == priority and f.rule.match.dl_vlan == 10)
+
+    send(sw, "p1", v10, v10, v10)
+    assert packets(10) == 3
+    sw.add_flow("br0", "priority=20,dl_vlan=10 actions=output:3")
+    assert send(sw, "p1", v10, v10) == {"p3": [bytes(v10)] * 2}
+    assert (packets(10), packets(20)) == (3, 2)
+    ft.remove([f for f in ft.flows if f.rule.priority == 20])
+    send(sw, "p1", v10)
+    assert packets(10) == 4
+    for vid in range(100, 3100):                   # the subtable grows: every slot moves
+        sw.add_flow("br0", f"priority=10,dl_vlan={vid} actions=output:2")
+    send(sw, "p1", v10)
+    assert packets(10) == 5
+    ft.remove([f for f in ft.flows if f.rule.match.dl_vlan in range(100, 3100, 2)])
+    send(sw, "p1", v10)                            # deletes shift slots back
+    assert packets(10) == 6
+    line = next(d for d in sw.dump_flows("br0") if "priority=10,dl_vlan=10 " in d)
+    assert "n_packets=6," in line and f"n_bytes={6 * len(v10)}," in line
+
+
 def test_one_vector_with_frames_of_two_bridges():
     """Frames of two bridges can share a vector at flow-classify; each bridge's frames go
     through its own pipeline (a pass per table takes one bridge's frames at a time)."""

@@ -26,6 +26,12 @@ cdef inline void hugepage_hint(void *p, size_t n) noexcept nogil:
 cdef enum:
     KEY_WORDS = 10
     PREFETCH_MIN = 2048          # subtables this big are prefetched (smaller ones stay in cache)
+    # a slot's words
+    SLOT_RULE = 0                # the rule id (low half; -1: empty) and its priority (high half)
+    SLOT_PAYLOAD = 1             # the rule's payload (the owner's: FlowTable keeps its program)
+    SLOT_PACKETS = 2             # what the rule has hit since it took the slot (one worker's)
+    SLOT_BYTES = 3
+    SLOT_KEY = 4                 # the masked key words
 
 ctypedef struct subtable_t:
     uint64_t mask[KEY_WORDS]
@@ -34,11 +40,10 @@ ctypedef struct subtable_t:
     int32_t max_priority         # the best any rule here can offer (the early exit)
     uint32_t cap                 # slots, a power of two
     uint32_t used
-    int32_t stride               # words per slot: 2 + n_words, padded to 4 or 8 words
-    # cap slots of `stride` words, so that a probe reads one place: word 0 holds the rule
-    # id (low half; -1: empty) and its priority (high half), word 1 the rule's payload (the
-    # owner's: FlowTable keeps the rule's program there), then the masked key words. Slots
-    # of 4 or 8 words on a 64-byte boundary never straddle two cache lines.
+    int32_t stride               # words per slot: SLOT_KEY + n_words, padded to 8 or 16
+    # cap slots of `stride` words (SLOT_*), so that a hit reads one place: the rule, its
+    # payload, its counters and the key. A slot of 8 words on a 64-byte boundary is one
+    # cache line, which the counting then finds in cache.
     uint64_t *slots
     # a one-bit-per-hash filter (4 bits per slot, the hash's high half): a key whose bit is
     # clear is not here, decided from a few hundred bytes that stay in cache instead of a
@@ -96,7 +101,7 @@ cdef inline long find_slot(const subtable_t *s, const uint64_t *key, uint64_t h)
     while slot_rule(e) >= 0:
         for j in range(s.n_words):
             w = s.words[j]
-            if e[2 + j] != (key[w] & s.mask[w]):
+            if e[SLOT_KEY + j] != (key[w] & s.mask[w]):
                 break
         else:
             return i
@@ -110,11 +115,12 @@ cdef inline bint filter_has(const subtable_t *s, uint64_t h) noexcept nogil:
     return (s.filter[bit >> 6] >> (bit & 63)) & 1
 
 
-cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key, uint64_t *payload) noexcept nogil:
-    """The id of the best rule for key (its payload in payload[0]), or -1."""
-    cdef int32_t best = -1, best_prio = -1, k
+cdef inline uint64_t *cls_find(const cls_t *c, const uint64_t *key) noexcept nogil:
+    """The slot of the best rule for key (SLOT_*), or NULL."""
+    cdef int32_t best_prio = -1, k
     cdef const subtable_t *s
-    cdef const uint64_t *e
+    cdef uint64_t *e
+    cdef uint64_t *best = NULL
     cdef long i
     cdef uint64_t h
     for k in range(c.n_live):
@@ -130,10 +136,15 @@ cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key, uint64_t *pa
         if i >= 0:
             e = slot_at(s, i)
             if slot_priority(e) > best_prio:
-                best = slot_rule(e)
+                best = e
                 best_prio = slot_priority(e)
-                payload[0] = e[1]
     return best
+
+
+cdef inline int32_t cls_lookup(const cls_t *c, const uint64_t *key) noexcept nogil:
+    """The id of the best rule for key, or -1."""
+    cdef const uint64_t *e = cls_find(c, key)
+    return slot_rule(e) if e != NULL else -1
 
 
 cdef inline void cls_prefetch(const cls_t *c, const uint64_t *key) noexcept nogil:
@@ -155,7 +166,9 @@ cdef class Classifier:
     cdef object _sub_by_mask      # mask tuple -> subtable index
     cdef object _sub_prios        # subtable -> {priority: count}
     cdef object _payloads         # rule -> its payload
+    cdef object _folded           # rule -> [packets, bytes] counted in slots it has left
     cdef uint64_t _seq
 
     cdef int _subtable(self, tuple mask) except -1
     cdef void _set_head(self, int idx, tuple key, object group) except *
+    cdef void _fold(self, int32_t rule, uint64_t *e) except *

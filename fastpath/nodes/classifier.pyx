@@ -3,7 +3,7 @@
 
 Control side (plain Python, under the workers' barrier): insert(rule, priority, value,
 mask) and remove(rule), where value and mask are KEY_WORDS-tuples of ints. Packet side:
-cls_lookup(&classifier.c, key) -> the rule id of the best match, or -1, without the GIL
+cls_find(&classifier.c, key) -> the best match's slot (classifier.pxd SLOT_*), or NULL, without the GIL
 (inline, classifier.pxd). Within one masked
 value the highest priority wins, then the earliest inserted (the order OVS keeps).
 """
@@ -27,7 +27,7 @@ cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept no
     cdef const uint64_t *e = slot_at(s, slot)
     cdef int32_t j
     for j in range(s.n_words):
-        h = mix(h, e[2 + j])
+        h = mix(h, e[SLOT_KEY + j])
     return h
 
 
@@ -55,7 +55,7 @@ cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     s.used = 0
     s.stale = 0
     cdef void *mem = NULL
-    s.stride = 4 if s.n_words <= 2 else 8 if s.n_words <= 6 else 2 + s.n_words
+    s.stride = 8 if SLOT_KEY + s.n_words <= 8 else 16
     if posix_memalign(&mem, 64, <size_t> cap * s.stride * sizeof(uint64_t)) != 0:
         mem = NULL
     s.slots = <uint64_t *> mem
@@ -129,6 +129,7 @@ cdef class Classifier:
         self._sub_by_mask = {}
         self._sub_prios = []
         self._payloads = {}
+        self._folded = {}
         self._seq = 0
         if self.c.subs == NULL or self.c.order == NULL:
             raise MemoryError()
@@ -152,21 +153,20 @@ cdef class Classifier:
     def lookup_words(self, key):
         """cls_lookup() for tests and the control plane: key is KEY_WORDS ints."""
         cdef uint64_t k[KEY_WORDS]
-        cdef uint64_t payload
         cdef int i
         for i in range(KEY_WORDS):
             k[i] = key[i]
-        return cls_lookup(&self.c, k, &payload)
+        return cls_lookup(&self.c, k)
 
     def lookup_entry(self, key):
         """(rule, payload) of the best match for key (KEY_WORDS ints), or (-1, None)."""
         cdef uint64_t k[KEY_WORDS]
-        cdef uint64_t payload = 0
+        cdef const uint64_t *e
         cdef int i
         for i in range(KEY_WORDS):
             k[i] = key[i]
-        rule = cls_lookup(&self.c, k, &payload)
-        return (rule, payload) if rule >= 0 else (-1, None)
+        e = cls_find(&self.c, k)
+        return (slot_rule(e), e[SLOT_PAYLOAD]) if e != NULL else (-1, None)
 
     def lookup_many(self, keys):
         """cls_lookup() of every row of keys (a C-contiguous uint64 array, KEY_WORDS columns)
@@ -174,12 +174,11 @@ cdef class Classifier:
         cdef const uint64_t[:, ::1] k = keys
         cdef Py_ssize_t i, n = k.shape[0]
         cdef long hits = 0
-        cdef uint64_t payload
         if k.shape[1] != KEY_WORDS:
             raise ValueError(f"keys need {KEY_WORDS} columns")
         with nogil:
             for i in range(n):
-                if cls_lookup(&self.c, &k[i, 0], &payload) >= 0:
+                if cls_lookup(&self.c, &k[i, 0]) >= 0:
                     hits += 1
         return hits
 
@@ -227,31 +226,68 @@ cdef class Classifier:
         self.c.n_live = k                        # empty subtables are not probed at all
 
     cdef void _set_head(self, int idx, tuple key, object group) except *:
-        """Point the slot for key at the group's best rule (or empty it)."""
+        """Point the slot for key at the group's best rule (or empty it). A rule that
+        leaves the slot takes what the slot counted for it along (_folded)."""
         cdef subtable_t *s = &self.c.subs[idx]
         cdef uint64_t k[KEY_WORDS]
+        cdef uint64_t *e
         cdef int i
         cdef long slot
         for i in range(KEY_WORDS):
             k[i] = key[i]
         slot = find_slot(s, k, hash_key(s, k))
-        if not group:
-            if slot >= 0:
+        rule = group[0][2] if group else -1
+        if slot >= 0:
+            e = slot_at(s, slot)
+            if slot_rule(e) != rule:
+                self._fold(slot_rule(e), e)
+            if not group:
                 sub_delete(s, slot)
+                return
+        elif not group:
             return
-        if slot < 0:
+        else:
             if (s.used + 1) * 2 > s.cap:
                 if sub_grow(s) < 0:
                     raise MemoryError()
                 slot = find_slot(s, k, hash_key(s, k))
             slot = -slot - 1
+            e = slot_at(s, slot)
             for i in range(s.n_words):
-                slot_at(s, slot)[2 + i] = k[s.words[i]] & s.mask[s.words[i]]
+                e[SLOT_KEY + i] = k[s.words[i]] & s.mask[s.words[i]]
+            e[SLOT_PACKETS] = e[SLOT_BYTES] = 0
             filter_add(s, hash_key(s, k))
             s.used += 1
-        neg_prio, _, rule = group[0]
-        slot_set(slot_at(s, slot), rule, -neg_prio)
-        slot_at(s, slot)[1] = self._payloads[rule]
+        slot_set(e, rule, -group[0][0])
+        e[SLOT_PAYLOAD] = self._payloads[rule]
+
+    cdef void _fold(self, int32_t rule, uint64_t *e) except *:
+        """Slot e's counts go to rule (which leaves it), and the slot starts again at 0."""
+        if e[SLOT_PACKETS] or e[SLOT_BYTES]:
+            c = self._folded.setdefault(rule, [0, 0])
+            c[0] += e[SLOT_PACKETS]
+            c[1] += e[SLOT_BYTES]
+        e[SLOT_PACKETS] = e[SLOT_BYTES] = 0
+
+    def counters(self, int rule):
+        """(packets, bytes) the packet path counted in the slots rule has held."""
+        cdef uint64_t k[KEY_WORDS]
+        cdef subtable_t *s
+        cdef uint64_t *e
+        cdef long slot
+        cdef int i
+        idx, key, entry = self._rules[rule]
+        packets, octets = self._folded.get(rule, (0, 0))
+        if self._groups[(idx, key)][0] == entry:
+            s = &self.c.subs[<int> idx]
+            for i in range(KEY_WORDS):
+                k[i] = key[i]
+            slot = find_slot(s, k, hash_key(s, k))
+            if slot >= 0:
+                e = slot_at(s, slot)
+                packets += e[SLOT_PACKETS]
+                octets += e[SLOT_BYTES]
+        return packets, octets
 
     def insert(self, int rule, int priority, value, mask, uint64_t payload=0):
         """Add rule (an id >= 0) with value/mask (KEY_WORDS ints each) at priority >= 0;
@@ -292,6 +328,7 @@ cdef class Classifier:
         if head:
             self._set_head(idx, key, group)
         del self._payloads[rule]
+        self._folded.pop(rule, None)
         prios = self._sub_prios[idx]
         priority = -entry[0]
         prios[priority] -= 1

@@ -42,7 +42,8 @@ from fastpath.nodes.ethernet cimport (rd16, wr16, is_vlan_tpid, mac_u64, vlan_pu
                                       ETH_P_8021Q, ETH_P_IP, ETH_P_ARP)
 from fastpath.nodes.ip4 cimport rd32, wr32, rd64
 from fastpath.nodes.bridge cimport L2Node, L2Tables, MAX_MEMBERS
-from fastpath.nodes.classifier cimport cls_t, cls_lookup, cls_prefetch, KEY_WORDS, __builtin_prefetch
+from fastpath.nodes.classifier cimport (cls_t, cls_find, cls_prefetch, slot_rule, KEY_WORDS, SLOT_PAYLOAD,
+                                        SLOT_PACKETS, SLOT_BYTES, __builtin_prefetch)
 from fastpath.nodes.flowtable cimport *
 from fastpath.nodes.meter cimport meter_t, meter_apply, MB_DROP, MB_DSCP_REMARK
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -200,8 +201,7 @@ cdef class FlowClassify(L2Node):
     cdef uint16_t pend_next_[VECTOR_SIZE]
     cdef uint32_t pend_aux_[VECTOR_SIZE]
     cdef uint16_t here[VECTOR_SIZE]      # a table's pass: the frames at it
-    cdef int32_t rids[VECTOR_SIZE]       # and the rules they hit
-    cdef uint64_t progs[VECTOR_SIZE]     # (their programs, the classifier's payloads)
+    cdef uint64_t *hit[VECTOR_SIZE]      # and the classifier slots of the rules they hit
     next_nodes = ("interface-output", "vlan-input", "packet-in")
     errors = (("no_match", "no flow matched (table miss)"),
               ("flow_drop", "dropped by a flow"),
@@ -481,7 +481,7 @@ cdef class FlowClassify(L2Node):
         cdef pipeline_t *t = &(<FlowTable> ft).c
         cdef const cls_t *cls
         cdef int i, k, x, c, m = 0, table, row, left, hits
-        cdef int32_t rid
+        cdef uint64_t *e
         cdef uint32_t b
         cdef bint big
         cdef uint64_t now = 0                  # read at the first metered frame
@@ -523,22 +523,23 @@ cdef class FlowClassify(L2Node):
             for x in range(c):
                 if big and x + AHEAD < c:
                     cls_prefetch(cls, self.keys[self.here[x + AHEAD]])
-                rid = cls_lookup(cls, self.keys[self.here[x]], &self.progs[x])
-                self.rids[x] = rid
-                if rid >= 0:
+                e = cls_find(cls, self.keys[self.here[x]])
+                self.hit[x] = e
+                if e != NULL:
                     hits += 1
-                    if big:                    # its counters, for the pass below
-                        __builtin_prefetch(&t.counts[(row * t.cap + rid) * 2])
+                    if big and row > 0:        # its counters, for the pass below (row 0's
+                        __builtin_prefetch(&t.counts[(row * t.cap + slot_rule(e)) * 2])   # are in e)
             t.table_counts[(row * N_TABLES + table) * 2] += c
             t.table_counts[(row * N_TABLES + table) * 2 + 1] += hits
             for x in range(c):
                 k = self.here[x]
-                if self.rids[x] < 0:
+                e = self.hit[x]
+                if e == NULL:
                     self.pool.error[self.sel[k]] = self.err_base + ERR_NO_MATCH
                     self.at[k] = AT_DROPPED
                     left -= 1
                     continue
-                self.run_rule(t, k, self.rids[x], <const prog_t *> <uintptr_t> self.progs[x], &now)
+                self.run_rule(t, k, e, &now)
                 if self.at[k] >= N_TABLES:
                     left -= 1
         for k in range(m):
@@ -557,18 +558,24 @@ cdef class FlowClassify(L2Node):
             else:
                 self.pool.next[b] = ARC_DROP
 
-    cdef inline void run_rule(self, pipeline_t *t, int k, int32_t rid, const prog_t *r,
-                              uint64_t *now) noexcept nogil:
-        """Rule rid's instructions (program r) on frame k of the pipeline pass, in OpenFlow's
-        order; sets at[k] to the goto's table, AT_DONE (on to the action set) or AT_DROPPED."""
+    cdef inline void run_rule(self, pipeline_t *t, int k, uint64_t *e, uint64_t *now) noexcept nogil:
+        """The instructions of the rule in classifier slot e on frame k of the pipeline
+        pass, in OpenFlow's order; sets at[k] to the goto's table, AT_DONE (on to the action
+        set) or AT_DROPPED."""
+        cdef int32_t rid = slot_rule(e)
+        cdef const prog_t *r = <const prog_t *> <uintptr_t> e[SLOT_PAYLOAD]
         cdef uint32_t b = self.sel[k]
         cdef uint64_t *key = self.keys[k]
         cdef const op_t *ops = r.ops
         cdef const op_t *o
         cdef int j, rc, n_write = 0
         cdef uint8_t nxt = AT_DONE
-        t.counts[(self.cur_row * t.cap + rid) * 2] += 1
-        t.counts[(self.cur_row * t.cap + rid) * 2 + 1] += self.pool.length[b]
+        if self.cur_row == 0:
+            e[SLOT_PACKETS] += 1
+            e[SLOT_BYTES] += self.pool.length[b]
+        else:
+            t.counts[(self.cur_row * t.cap + rid) * 2] += 1
+            t.counts[(self.cur_row * t.cap + rid) * 2 + 1] += self.pool.length[b]
         self.has_pending = self.pend_on[k]
         self.pend_tx, self.pend_next, self.pend_aux = self.pend_tx_[k], self.pend_next_[k], self.pend_aux_[k]
         self.last_rid[k] = rid

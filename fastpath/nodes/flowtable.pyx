@@ -625,7 +625,9 @@ cdef class FlowTable:
         for w in range(self.workers):
             p += self.c.counts[(w * self.c.cap + rid) * 2]
             o += self.c.counts[(w * self.c.cap + rid) * 2 + 1]
-        flow.n_packets, flow.n_bytes = p, o
+        # worker row 0 counts in the rule's classifier slot, which its lookups read anyway
+        sp, so = (<Classifier> self._classifiers[flow.rule.table]).counters(rid)
+        flow.n_packets, flow.n_bytes = p + sp, o + so
 
     def counters(self, flow):
         """An installed Flow's n_packets and n_bytes, brought up to date."""
