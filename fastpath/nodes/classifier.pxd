@@ -29,7 +29,8 @@ cdef enum:
     # a slot's words
     SLOT_RULE = 0                # the rule id (low half; -1: empty) and its priority (high half)
     SLOT_PAYLOAD = 1             # the rule's payload (the owner's: FlowTable keeps its program)
-    SLOT_PACKETS = 2             # what the rule has hit since it took the slot (one worker's)
+    SLOT_PACKETS = 2             # what the rule has hit since it took the slot (when one
+                                 # worker counts there: flow.pyx count_in_slot)
     SLOT_BYTES = 3
     SLOT_KEY = 4                 # the masked key words
 

@@ -188,6 +188,10 @@ cdef class FlowClassify(L2Node):
     cdef uint32_t pend_aux
     cdef pipeline_t *cur                 # the pipeline of the frame at hand (for its groups)
     cdef int cur_row
+    # the only worker counts a hit in the rule's classifier slot, already in cache; with
+    # several, each counts in its own row (a slot one worker writes would bounce between
+    # the cores that read it)
+    cdef bint count_in_slot
     # the state of each frame of a pipeline pass (run_pipeline), by its place k in it
     cdef uint32_t sel[VECTOR_SIZE]       # its buffer
     cdef uint64_t keys[VECTOR_SIZE][KEY_WORDS]     # its flow key; word 3 its metadata
@@ -488,6 +492,7 @@ cdef class FlowClassify(L2Node):
         row = self.worker if 0 <= self.worker < t.workers else 0   # (a table built for fewer)
         self.cur = t
         self.cur_row = row
+        self.count_in_slot = t.workers == 1
         for i in range(n):
             if todo[i] and self.tables.flows[self.pool.bd[bufs[i]]] == ft:
                 todo[i] = False
@@ -527,8 +532,8 @@ cdef class FlowClassify(L2Node):
                 self.hit[x] = e
                 if e != NULL:
                     hits += 1
-                    if big and row > 0:        # its counters, for the pass below (row 0's
-                        __builtin_prefetch(&t.counts[(row * t.cap + slot_rule(e)) * 2])   # are in e)
+                    if big and not self.count_in_slot:     # its counters, for the pass below
+                        __builtin_prefetch(&t.counts[(row * t.cap + slot_rule(e)) * 2])
             t.table_counts[(row * N_TABLES + table) * 2] += c
             t.table_counts[(row * N_TABLES + table) * 2 + 1] += hits
             for x in range(c):
@@ -570,7 +575,7 @@ cdef class FlowClassify(L2Node):
         cdef const op_t *o
         cdef int j, rc, n_write = 0
         cdef uint8_t nxt = AT_DONE
-        if self.cur_row == 0:
+        if self.count_in_slot:
             e[SLOT_PACKETS] += 1
             e[SLOT_BYTES] += self.pool.length[b]
         else:

@@ -625,7 +625,7 @@ cdef class FlowTable:
         for w in range(self.workers):
             p += self.c.counts[(w * self.c.cap + rid) * 2]
             o += self.c.counts[(w * self.c.cap + rid) * 2 + 1]
-        # worker row 0 counts in the rule's classifier slot, which its lookups read anyway
+        # a table of one worker counts in the rule's classifier slot (flow.pyx count_in_slot)
         sp, so = (<Classifier> self._classifiers[flow.rule.table]).counters(rid)
         flow.n_packets, flow.n_bytes = p + sp, o + so
 
