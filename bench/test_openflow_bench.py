@@ -404,7 +404,8 @@ def packet_in_python_loop_rate(frames, count=PACKET_INS):
 
 def test_packet_in_rate(benchmark, agent_switch):
     """Frames to the controller per second: a table-miss rule's output:CONTROLLER, the
-    packet-in node's queue, the agent's timer, PACKET_IN on the socket, read there."""
+    packet-in node's queue, the dispatch loop woken by its eventfd, PACKET_IN on the socket,
+    read there."""
     sw, p1, p2, peer = agent_switch
     frames, queue = punt_everything(sw, p1, peer)
     benchmark.pedantic(packet_in_round, args=(p1, peer, queue), rounds=5, warmup_rounds=1)

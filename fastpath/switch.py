@@ -965,3 +965,10 @@ class Switch:
                 self.del_br(name)
             for name in list(self.uplinks):
                 self.del_ip(name)
+            wake = getattr(self, "packet_in_wake", -1)     # (fastpath.openflow.agent's)
+            if wake >= 0:
+                self.graph.remove_fd(wake)
+                for node in self.nodes("packet-in"):
+                    node.wake_fd = -1
+                os.close(wake)
+                self.packet_in_wake = -1

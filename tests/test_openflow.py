@@ -2,6 +2,7 @@
 of our own (HELLO, FEATURES, ECHO, BARRIER, errors, PACKET_IN/OUT, PORT_STATUS, reconnect),
 fail-mode, and the config round trip."""
 import contextlib
+import select
 import socket
 import struct
 import subprocess
@@ -837,6 +838,30 @@ def port_desc(peer):
     replies = peer.request(c.multipart_request(0x70, c.MP_PORT_DESC))
     body = c.parse_multipart_reply(replies[0][3][8:])[2]
     return {p[0]: p for p in (c.parse_port(body, off) for off in range(0, len(body), 64))}
+
+
+def test_a_punted_frame_wakes_the_loop_instead_of_waiting_for_the_timer(controlled):
+    """packet-in signals an eventfd among the dispatch loop's control fds when a vector
+    queued frames: serving that fd sends the PACKET_IN, with no agent timer run between
+    (which would hold it up to 20 ms). A vector that queued nothing signals nothing."""
+    sw, ctl, peer = controlled
+    peer.request(c.flow_mod(1, c.FC_ADD, [(c.OXM_IN_PORT, 1, None)],
+                            c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)])))
+    stop_loop(sw)                                    # nothing serves timers or fds now
+    wake = sw.packet_in_wake
+    assert all(node.wake_fd == wake for node in sw.nodes("packet-in"))
+    assert select.select([wake], [], [], 0)[0] == []
+    send(sw, "p2", frame(dst=B))                     # NORMAL: nothing punted
+    assert select.select([wake], [], [], 0)[0] == []
+    f = bytes(frame(dst=B))
+    send(sw, "p1", f, f)
+    assert select.select([wake], [], [], 0)[0] == [wake]
+    sw.graph._ready_fds(select.poll(), set(), 0)     # one control service of the loop
+    for _ in range(2):
+        _, t, _, msg = peer.recv()
+        assert t == c.PACKET_IN and c.parse_packet_in(msg[8:])[6] == f
+    assert select.select([wake], [], [], 0)[0] == []
+    assert not any(node.queue for node in sw.nodes("packet-in"))
 
 
 def test_port_mod_admin_down_and_no_packet_in(controlled):

@@ -3,9 +3,13 @@
 flow-classify hands over the frame as the actions left it, with max_len in tx_if and the
 matching rule's id in aux. This node records (bridge, in port, frame, rule cookie,
 whether the rule is a table-miss rule, max_len, table) in a bounded queue; the agent
-(fastpath.openflow.agent) drains it from a timer, off the packet path, and sends PACKET_IN.
+(fastpath.openflow.agent) drains it off the packet path and sends PACKET_IN. A vector that
+queued anything signals wake_fd, an eventfd the dispatch loop polls among its control fds,
+so a punted frame leaves at the loop's next control service (at once when idle, within a
+millisecond when busy) rather than on the agents' 20 ms timer.
 errors: punted (queued for the agent), queue_full.
 """
+import os
 from collections import deque
 
 import numpy as np
@@ -23,11 +27,13 @@ class PacketIn(Node):
         self.tables = tables            # L2Tables: its _owners give each bridge's FlowTable
         self.queue = deque()
         self.limit = limit
+        self.wake_fd = -1               # set by fastpath.openflow.agent.set_controller
 
     def process(self, vector):
         pool = self.pool
         rx, tx, bd, aux = pool.meta("rx_if"), pool.meta("tx_if"), pool.meta("bd"), pool.meta("aux")
         err = pool.meta("error")
+        queued = len(self.queue)
         for b in vector.tolist():
             if len(self.queue) >= self.limit:
                 err[b] = self.error_code("queue_full")
@@ -41,3 +47,5 @@ class PacketIn(Node):
                                int(tx[b]), flow.rule.table if flow else 0))
             err[b] = self.error_code("punted")
         pool.meta("next")[vector] = np.uint16(0)      # the buffer itself is done with
+        if self.wake_fd >= 0 and len(self.queue) > queued:
+            os.eventfd_write(self.wake_fd, 1)

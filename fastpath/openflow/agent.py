@@ -16,6 +16,7 @@ management clients such as ovs-ofctl and do not count, as in OVS.
 import gc
 import hashlib
 import logging
+import os
 import struct
 import time
 
@@ -779,8 +780,9 @@ def agents(switch):
     return [br.agent for br in switch.bridges.values() if br.agent is not None]
 
 
-def _tick_all(switch, now):
-    # PACKET_IN: every worker's queue, each frame to its bridge's agent (or dropped)
+def _send_packet_ins(switch):
+    """PACKET_IN: every worker's packet-in queue, each frame to its bridge's agent (or
+    dropped)."""
     by_index = {br.index: br for br in switch.bridges.values()}
     for node in switch.nodes("packet-in"):
         while node.queue:
@@ -788,6 +790,18 @@ def _tick_all(switch, now):
             br = by_index.get(bd)
             if br is not None and br.agent is not None:
                 br.agent.packet_in(rx, frame, cookie, table_miss, max_len, table_id)
+
+
+def _packet_ins_woken(switch, fd):
+    try:
+        os.eventfd_read(fd)
+    except BlockingIOError:          # another wake-up already took the count
+        pass
+    _send_packet_ins(switch)
+
+
+def _tick_all(switch, now):
+    _send_packet_ins(switch)         # (what a wake-up has not taken yet)
     for agent in agents(switch):
         agent.tick(now)
 
@@ -806,6 +820,11 @@ def set_controller(switch, br, targets):
     if not getattr(switch, "openflow_timer", False):
         switch.openflow_timer = True
         switch.graph.add_timer(TICK, lambda now: _tick_all(switch, time.monotonic()))
+        # punted frames wake the dispatch loop (packet_in.py) instead of waiting for TICK
+        switch.packet_in_wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        for node in switch.nodes("packet-in"):
+            node.wake_fd = switch.packet_in_wake
+        switch.graph.add_fd(switch.packet_in_wake, lambda fd: _packet_ins_woken(switch, fd))
         switch.port_listeners.append(lambda what, port: _port_changed(switch, what, port))
     if not targets:
         if br.agent is not None:
