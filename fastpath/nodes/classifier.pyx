@@ -2,10 +2,10 @@
 """Tuple space search over flow keys: see classifier.pxd for the idea.
 
 Control side (plain Python, under the workers' barrier): insert(rule, priority, value,
-mask) and remove(rule), where value and mask are KEY_WORDS-tuples of ints. Packet side:
-cls_find(&classifier.c, key) -> the best match's slot (classifier.pxd SLOT_*), or NULL, without the GIL
-(inline, classifier.pxd). Within one masked
-value the highest priority wins, then the earliest inserted (the order OVS keeps).
+mask, payload) and remove(rule), where value and mask are KEY_WORDS-tuples of ints. Packet
+side (inline, classifier.pxd): cls_find(&classifier.c, key) -> the best match's slot
+(SLOT_*), or NULL, without the GIL. Within one masked value the highest priority wins,
+then the earliest inserted (the order OVS keeps).
 """
 from libc.stdint cimport uint64_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -31,10 +31,6 @@ cdef inline uint64_t hash_stored(const subtable_t *s, uint32_t slot) noexcept no
     return h
 
 
-
-
-
-
 cdef inline void filter_add(subtable_t *s, uint64_t h) noexcept nogil:
     cdef uint32_t bit = <uint32_t> (h >> 32) & s.filter_mask
     s.filter[bit >> 6] |= 1ULL << (bit & 63)
@@ -51,10 +47,10 @@ cdef void filter_rebuild(subtable_t *s) noexcept nogil:
 
 cdef int sub_alloc(subtable_t *s, uint32_t cap) noexcept nogil:
     cdef uint32_t bits = cap * 4 if cap * 4 >= 64 else 64
+    cdef void *mem = NULL
     s.cap = cap
     s.used = 0
     s.stale = 0
-    cdef void *mem = NULL
     s.stride = 8 if SLOT_KEY + s.n_words <= 8 else 16
     if posix_memalign(&mem, 64, <size_t> cap * s.stride * sizeof(uint64_t)) != 0:
         mem = NULL

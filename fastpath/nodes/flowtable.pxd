@@ -98,7 +98,7 @@ ctypedef struct group_t:
 
 ctypedef struct pipeline_t:              # what the packet loop reads of a FlowTable
     const cls_t *cls[N_TABLES]           # each table's Classifier's (borrowed)
-    prog_t **progs                       # by rule id (the classifiers' payloads too)
+    prog_t **progs                       # by rule id (control side: what its classifier slot carries)
     int32_t cap                          # rule ids, and the stride of the counter rows
     uint64_t *counts                     # [(row * cap + rule) * 2 + {0 packets, 1 bytes}]
     uint64_t *table_counts               # [(row * N_TABLES + table) * 2 + {0 lookups, 1 matched}]

@@ -10,9 +10,6 @@ import itertools
 import time
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, realloc, free
-
-cdef extern from "stdlib.h":
-    int posix_memalign(void **memptr, size_t alignment, size_t size) nogil
 from libc.string cimport memset, memcpy
 from fastpath.nodes.classifier cimport Classifier, KEY_WORDS, PREFETCH_MIN, hugepage_hint
 from fastpath.nodes.meter cimport MeterTable
