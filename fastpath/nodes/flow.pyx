@@ -28,7 +28,9 @@ next: interface-output (output, in_port, flood, all), vlan-input (normal), packe
 (controller: tx_if carries max_len and aux the rule's id, for the agent's PACKET_IN).
 errors: no_match (table miss), flow_drop (rule with no output), in_port_output (an
 output to the input port, which OpenFlow skips), no_buffer (a copy the pool could not
-give), no_headroom, ttl_expired, meter_drop (a meter's DROP band).
+give), no_headroom, ttl_expired, meter_drop (a meter's DROP band), group_copied (the
+original of a frame whose copies a group sent, when nothing else sends it on: not a drop by
+a flow).
 
 Meters (meter.pxd): a rule's meter:N runs before its actions; a DROP band drops the frame,
 a DSCP_REMARK band raises the drop precedence of an AF-marked IPv4/IPv6 frame (AFxy:
@@ -72,6 +74,7 @@ cdef enum:
     ERR_NO_HEADROOM = 4
     ERR_TTL_EXPIRED = 5
     ERR_METER_DROP = 6
+    ERR_GROUP_COPIED = 7
 
 
 # ---------------------------------------------------------------- the flow key
@@ -213,7 +216,8 @@ cdef class FlowClassify(L2Node):
               ("no_buffer", "flow output copy lost: buffer pool empty"),
               ("no_headroom", "no headroom to push a tag"),
               ("ttl_expired", "dec_ttl: TTL or hop limit exhausted"),
-              ("meter_drop", "a meter band dropped it (over its rate)"))
+              ("meter_drop", "a meter band dropped it (over its rate)"),
+              ("group_copied", "left behind once a group's buckets took their copies"))
 
     cdef inline void flush(self, uint32_t b) noexcept nogil:
         """The pending output takes a copy of the frame as it is now (before it changes)."""
@@ -295,6 +299,8 @@ cdef class FlowClassify(L2Node):
             else:
                 self.pool.next[c] = ARC_DROP
             self.emit(c)
+            # the original, if nothing else sends it on, is no drop to count as flow_drop
+            self.pool.error[b] = self.err_base + ERR_GROUP_COPIED
 
     cdef int act(self, uint32_t b, const op_t *o, int32_t rid) noexcept nogil:
         """One action on buffer b. 1: the frame changed; 0: it did not; -1: drop it."""
