@@ -10,7 +10,10 @@ OpenFlow's order: apply-actions (at once), clear-actions, write-actions (into th
 set), write-metadata, goto-table. Without goto the action set runs, in the spec's order
 (pop, push, dec_ttl, set_field, output). A table miss drops (OpenFlow 1.3: a controller
 that wants misses installs a priority-0 rule). A frame changed by apply-actions is
-re-parsed before the next table looks at it.
+re-parsed before the next table looks at it. A vector crosses the tables together, one
+table at a time (run_pipeline): each pass looks up every frame at that table, then runs
+the rules found; a hit's classifier slot carries the rule's shared program and, when one
+worker counts, its counters (classifier.pxd SLOT_*), so the rule itself is never read.
 
 Actions: pop/push VLAN, set_field eth_src/eth_dst/vlan_vid/vlan_pcp (mod_vlan_*: pushes a
 tag when there is none, as OVS does), ipv4_src/dst and tcp/udp ports (the IPv4 and L4
@@ -467,7 +470,6 @@ cdef class FlowClassify(L2Node):
 
     cdef int process_c(self, uint32_t *bufs, int n) noexcept nogil:
         cdef int i, m, start = 0
-        cdef void *ft
         cdef uint8_t todo[VECTOR_SIZE]
         while start < n:                   # (the graph hands at most VECTOR_SIZE at once)
             m = n - start if n - start < VECTOR_SIZE else VECTOR_SIZE
