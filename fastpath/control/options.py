@@ -15,20 +15,26 @@ PORT_OPTIONS = ("split_group", "fanout_group", "mtu", "keep", "vhost-socket", "v
                 "certificate", "private_key", "ca_cert", "remote_name", "cookie_threshold")
 UNIX_PATH_MAX = 107                  # sun_path holds 108 bytes with the final NUL
 HIDDEN = "HIDDEN"                    # a secret `save` left out
+# integer options: lowest, highest and, where the bare number needs it, what it counts
+INTEGER_OPTIONS = {"split_group": (0, 255), "fanout_group": (0, 0xffff), "mtu": (68, 65535),
+                   "memif-id": (0, 0xffffffff), "memif-ring-size": (1, 14, "log2 of the slots"),
+                   "memif-buffer-size": (64, 16384), "key": (0, (1 << 24) - 1),
+                   "rekey_time": (1, 1 << 62), "dpd_interval": (1, 1 << 62),
+                   "cookie_threshold": (0, 1 << 20),
+                   # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
+                   "replay_window": (0, 4096)}
+BOOLEAN_OPTIONS = ("keep", "esn", "ike", "ike_initiate", "pfs")
 
 
 def check(key, value):
     if key in SECRET_OPTIONS and str(value) == HIDDEN:
         raise CommandError(f"options:{key} was not saved in this config (save FILE with-secrets "
                            "keeps it); give it again")
-    if key == "split_group":
-        return str(integer(value, "options:split_group", 0, 255))
-    if key == "fanout_group":
-        return str(integer(value, "options:fanout_group", 0, 0xffff))
-    if key == "mtu":
-        return str(integer(value, "options:mtu", 68, 65535))
-    if key == "keep":
-        return boolean(value, "options:keep")
+    if key in INTEGER_OPTIONS:
+        lo, hi, *what = INTEGER_OPTIONS[key]
+        return str(integer(value, f"options:{key}" + "".join(f" ({w})" for w in what), lo, hi))
+    if key in BOOLEAN_OPTIONS:
+        return boolean(value, f"options:{key}")
     if key in ("vhost-socket", "vhost-server-path"):
         path = str(value)
         if not path or "\0" in path or len(os.fsencode(path)) > UNIX_PATH_MAX:
@@ -45,12 +51,6 @@ def check(key, value):
         if str(value) not in ("master", "slave"):
             raise CommandError(f"options:memif-role: {value!r} is not master or slave")
         return str(value)
-    if key == "memif-id":
-        return str(integer(value, "options:memif-id", 0, 0xffffffff))
-    if key == "memif-ring-size":
-        return str(integer(value, "options:memif-ring-size (log2 of the slots)", 1, 14))
-    if key == "memif-buffer-size":
-        return str(integer(value, "options:memif-buffer-size", 64, 16384))
     if key == "mac":
         v = str(value).lower()
         if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", v) or int(v[:2], 16) & 1:
@@ -61,8 +61,6 @@ def check(key, value):
             return str(ipaddress.IPv4Address(str(value)))
         except ValueError:
             raise CommandError(f"options:{key}: {value!r} is not an IPv4 address") from None
-    if key == "key":
-        return str(integer(value, "options:key", 0, (1 << 24) - 1))
     if key in ("spi_out", "spi_in"):
         try:
             v = int(str(value), 0)
@@ -82,15 +80,6 @@ def check(key, value):
         if not str(value):
             raise CommandError("options:psk: empty")
         return str(value)
-    if key in ("rekey_time", "dpd_interval"):
-        return str(integer(value, f"options:{key}", 1, 1 << 62))
-    if key == "cookie_threshold":
-        return str(integer(value, "options:cookie_threshold", 0, 1 << 20))
-    if key == "replay_window":
-        # as `ip xfrm state ... replay-window N`: N packets; 0 turns the check off
-        return str(integer(value, "options:replay_window", 0, 4096))
-    if key in ("esn", "ike", "ike_initiate", "pfs"):
-        return boolean(value, f"options:{key}")
     if key in ("certificate", "private_key", "ca_cert"):    # PEM files, read by fastpath.ike.auth
         if not str(value) or "\0" in str(value):
             raise CommandError(f"options:{key}: {value!r} is not a file path")
