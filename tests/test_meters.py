@@ -3,7 +3,6 @@ actions), DROP and DSCP_REMARK bands, PKTPS and KBPS, one bucket shared by every
 METER_MOD and the meter multiparts over the wire with ovs-ofctl; the OFPM_CONTROLLER meter
 on PACKET_INs."""
 import subprocess
-import threading
 
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
@@ -13,7 +12,7 @@ from fastpath.control import Control
 from fastpath.openflow import codec as c
 from fastpath.switch import Switch
 from l2util import make_switch, send
-from test_openflow import PORTS, Controller, free_port, ofctl, running
+from test_openflow import PORTS, Controller, ofctl, passive, running  # noqa: F401 (a fixture)
 
 PKTPS, KBPS, BURST, STATS = 2, 1, 4, 8
 B = "00:00:00:00:00:0b"
@@ -121,39 +120,33 @@ def test_a_flow_needs_its_meter_and_goes_with_it():
     assert not any("meter" in x for x in sw.dump_flows("br0"))
 
 
-def test_ovs_ofctl_meters_over_the_wire():
+def test_ovs_ofctl_meters_over_the_wire(passive):
     """add-meter, a flow through it, meter-stats and dump-meters as ovs-ofctl prints them,
     mod-meter, and del-meter taking the flow along."""
-    sw = make_switch(PORTS)
-    ctl = Control(sw)
-    port = free_port()
-    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
-    try:
-        with running(sw):
-            features = ofctl(port, "meter-features")
-            assert "max_meter:4096" in features and "drop" in features and "dscp_remark" in features
-            ofctl(port, "add-meter", "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=20")
-            ofctl(port, "add-flow", "in_port=1,actions=meter:1,output:2")
-            assert "meter:1" in ofctl(port, "dump-flows")
-        out = send(sw, "p1", *[udp()] * 50)
-        assert len(out["p2"]) == 20
-        with running(sw):
-            stats = ofctl(port, "meter-stats")
-            assert "meter:1 flow_count:1 packet_in_count:50 byte_in_count:5000" in stats, stats
-            assert "0: packet_count:30 byte_count:3000" in stats, stats
-            dump = ofctl(port, "dump-meters")
-            assert "meter=1 pktps burst stats bands=\ntype=drop rate=10 burst_size=20" in dump, dump
-            r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-meter", f"tcp:127.0.0.1:{port}",
-                                "meter=1,pktps,bands=type=drop,rate=5"], capture_output=True, text=True)
-            assert r.returncode != 0 and "METER_EXISTS" in r.stderr
-            ofctl(port, "mod-meter", "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=5")
-        assert len(send(sw, "p1", *[udp()] * 50)["p2"]) == 5          # buckets start full again
-        with running(sw):
-            ofctl(port, "del-meter", "meter=1")
-            assert "meter:1" not in ofctl(port, "dump-flows")
-            assert "meter=1" not in ofctl(port, "dump-meters")
-    finally:
-        sw.close()
+    sw, ctl, port = passive
+    with running(sw):
+        features = ofctl(port, "meter-features")
+        assert "max_meter:4096" in features and "drop" in features and "dscp_remark" in features
+        ofctl(port, "add-meter", "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=20")
+        ofctl(port, "add-flow", "in_port=1,actions=meter:1,output:2")
+        assert "meter:1" in ofctl(port, "dump-flows")
+    out = send(sw, "p1", *[udp()] * 50)
+    assert len(out["p2"]) == 20
+    with running(sw):
+        stats = ofctl(port, "meter-stats")
+        assert "meter:1 flow_count:1 packet_in_count:50 byte_in_count:5000" in stats, stats
+        assert "0: packet_count:30 byte_count:3000" in stats, stats
+        dump = ofctl(port, "dump-meters")
+        assert "meter=1 pktps burst stats bands=\ntype=drop rate=10 burst_size=20" in dump, dump
+        r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-meter", f"tcp:127.0.0.1:{port}",
+                            "meter=1,pktps,bands=type=drop,rate=5"], capture_output=True, text=True)
+        assert r.returncode != 0 and "METER_EXISTS" in r.stderr
+        ofctl(port, "mod-meter", "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=5")
+    assert len(send(sw, "p1", *[udp()] * 50)["p2"]) == 5          # buckets start full again
+    with running(sw):
+        ofctl(port, "del-meter", "meter=1")
+        assert "meter:1" not in ofctl(port, "dump-flows")
+        assert "meter=1" not in ofctl(port, "dump-meters")
 
 
 def test_controller_meter_limits_packet_ins():

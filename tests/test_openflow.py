@@ -537,47 +537,53 @@ def ofctl(port, cmd, *args):
     return r.stdout
 
 
-def test_ovs_ofctl_drives_the_bridge():
+@pytest.fixture
+def passive():
+    """A bridge whose controller target is passive (ptcp:PORT on loopback), for ovs-ofctl:
+    (switch, its Control, the port)."""
     sw = make_switch(PORTS)
     ctl = Control(sw)
     port = free_port()
-    ctl.execute(["set", "bridge", "br0", "other_config:datapath-id=0000000000001234"])
     ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
-    try:
-        with running(sw):
-            show = ofctl(port, "show")
-            assert "dpid:0000000000001234" in show and "1(p1)" in show and "3(p3)" in show
-            ofctl(port, "add-flow", "in_port=1,actions=output:2")
-            ofctl(port, "add-flow", "dl_vlan=10,actions=strip_vlan,output:3")
-            ofctl(port, "add-flow", "priority=10,dl_dst=00:00:00:00:00:0b,actions=drop")
-            dump = ofctl(port, "dump-flows")
-        assert "in_port=1 actions=output:2" in dump
-        assert "dl_vlan=10 actions=pop_vlan,output:3" in dump
-        # fastpathctl sees the same table
-        mine = ctl.execute(["dump-flows", "br0"])
-        assert "in_port=1 actions=output:2" in mine and "dl_vlan=10 actions=strip_vlan,output:3" in mine
-        f = bytes(frame())
-        assert send(sw, "p1", f) == {"p2": [f]}
-        assert send(sw, "p2", frame([(0x8100, 10, 0)])) == {"p3": [f]}
-        assert send(sw, "p2", frame(dst=B)) == {}
-        assert send(sw, "p3", f) == {"p1": [f], "p2": [f]}              # priority=0 NORMAL
-        # and the reverse: a fastpathctl flow in ovs-ofctl's dump, with its counters
-        ctl.execute(["add-flow", "br0", "priority=200,in_port=p3 actions=output:p1"])
-        assert send(sw, "p3", f) == {"p1": [f]}
-        with running(sw):
-            dump = ofctl(port, "dump-flows")
-            assert "n_packets=1, n_bytes=60, priority=200,in_port=3 actions=output:1" in dump
-            assert "n_packets=1, n_bytes=60, in_port=1 actions=output:2" in dump
-            ofctl(port, "del-flows", "in_port=1")
-            ofctl(port, "del-flows", "--strict", "priority=200,in_port=3")
-            dump = ofctl(port, "dump-flows")
-            assert "in_port=1" not in dump and "in_port=3" not in dump and "dl_vlan=10" in dump
-            assert "port  1: rx pkts=1" in ofctl(port, "dump-ports")
-            ofctl(port, "del-flows")
-            assert "actions" not in ofctl(port, "dump-flows")
-        assert send(sw, "p1", f) == {}                                   # an empty table drops
-    finally:
-        sw.close()
+    yield sw, ctl, port
+    sw.close()
+
+
+def test_ovs_ofctl_drives_the_bridge(passive):
+    sw, ctl, port = passive
+    ctl.execute(["set", "bridge", "br0", "other_config:datapath-id=0000000000001234"])
+    with running(sw):
+        show = ofctl(port, "show")
+        assert "dpid:0000000000001234" in show and "1(p1)" in show and "3(p3)" in show
+        ofctl(port, "add-flow", "in_port=1,actions=output:2")
+        ofctl(port, "add-flow", "dl_vlan=10,actions=strip_vlan,output:3")
+        ofctl(port, "add-flow", "priority=10,dl_dst=00:00:00:00:00:0b,actions=drop")
+        dump = ofctl(port, "dump-flows")
+    assert "in_port=1 actions=output:2" in dump
+    assert "dl_vlan=10 actions=pop_vlan,output:3" in dump
+    # fastpathctl sees the same table
+    mine = ctl.execute(["dump-flows", "br0"])
+    assert "in_port=1 actions=output:2" in mine and "dl_vlan=10 actions=strip_vlan,output:3" in mine
+    f = bytes(frame())
+    assert send(sw, "p1", f) == {"p2": [f]}
+    assert send(sw, "p2", frame([(0x8100, 10, 0)])) == {"p3": [f]}
+    assert send(sw, "p2", frame(dst=B)) == {}
+    assert send(sw, "p3", f) == {"p1": [f], "p2": [f]}              # priority=0 NORMAL
+    # and the reverse: a fastpathctl flow in ovs-ofctl's dump, with its counters
+    ctl.execute(["add-flow", "br0", "priority=200,in_port=p3 actions=output:p1"])
+    assert send(sw, "p3", f) == {"p1": [f]}
+    with running(sw):
+        dump = ofctl(port, "dump-flows")
+        assert "n_packets=1, n_bytes=60, priority=200,in_port=3 actions=output:1" in dump
+        assert "n_packets=1, n_bytes=60, in_port=1 actions=output:2" in dump
+        ofctl(port, "del-flows", "in_port=1")
+        ofctl(port, "del-flows", "--strict", "priority=200,in_port=3")
+        dump = ofctl(port, "dump-flows")
+        assert "in_port=1" not in dump and "in_port=3" not in dump and "dl_vlan=10" in dump
+        assert "port  1: rx pkts=1" in ofctl(port, "dump-ports")
+        ofctl(port, "del-flows")
+        assert "actions" not in ofctl(port, "dump-flows")
+    assert send(sw, "p1", f) == {}                                   # an empty table drops
 
 
 # ---------------------------------------------------------------- config
@@ -675,40 +681,34 @@ def test_multi_table_flow_mods_timeouts_and_flow_removed(controlled):
         [(c.FLOW_REMOVED, c.RR_DELETE)]
 
 
-def test_ovs_ofctl_several_tables():
+def test_ovs_ofctl_several_tables(passive):
     """ovs-ofctl over the wire: add, modify and delete flows in several tables, L3/L4
     matches and the instructions, dump them back; the frames follow."""
-    sw = make_switch(PORTS)
-    ctl = Control(sw)
-    port = free_port()
-    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
+    sw, ctl, port = passive
     tcp80 = bytes(Ether(src="00:00:00:00:00:01", dst=B) / IP(src="10.0.0.1", dst="10.0.0.2")
                   / TCP(sport=999, dport=80))
-    try:
-        with running(sw):
-            ofctl(port, "del-flows")
-            ofctl(port, "add-flow", "table=0,in_port=1,actions=write_metadata:0x7/0xff,goto_table:4")
-            ofctl(port, "add-flow", "table=4,priority=20,metadata=0x7/0xff,tcp,nw_dst=10.0.0.0/24,"
-                                    "tp_dst=80,actions=dec_ttl,output:2")
-            ofctl(port, "add-flow", "table=4,priority=0,actions=output:3")
-            dump = ofctl(port, "dump-flows")
-            assert "table=4" in dump and "goto_table:4" in dump and "tp_dst=80" in dump
-        out = send(sw, "p1", tcp80)
-        assert list(out) == ["p2"] and Ether(out["p2"][0])[IP].ttl == 63
-        with running(sw):
-            ofctl(port, "mod-flows", "table=4,tcp,actions=output:3")
-        assert list(send(sw, "p1", tcp80)) == ["p3"]
-        with running(sw):
-            ofctl(port, "del-flows", "table=4")
-            dump = ofctl(port, "dump-flows")
-            assert "table=4" not in dump and "goto_table:4" in dump
-            # per-table counters: two frames looked up and matched in tables 0 and 4
-            tables = ofctl(port, "dump-tables")
-            assert "table 4:\n    active=0, lookup=2, matched=2" in tables
-            assert "tables 6...15: ditto" in tables
-        assert send(sw, "p1", tcp80) == {}                  # a miss in table 4 drops
-    finally:
-        sw.close()
+    with running(sw):
+        ofctl(port, "del-flows")
+        ofctl(port, "add-flow", "table=0,in_port=1,actions=write_metadata:0x7/0xff,goto_table:4")
+        ofctl(port, "add-flow", "table=4,priority=20,metadata=0x7/0xff,tcp,nw_dst=10.0.0.0/24,"
+                                "tp_dst=80,actions=dec_ttl,output:2")
+        ofctl(port, "add-flow", "table=4,priority=0,actions=output:3")
+        dump = ofctl(port, "dump-flows")
+        assert "table=4" in dump and "goto_table:4" in dump and "tp_dst=80" in dump
+    out = send(sw, "p1", tcp80)
+    assert list(out) == ["p2"] and Ether(out["p2"][0])[IP].ttl == 63
+    with running(sw):
+        ofctl(port, "mod-flows", "table=4,tcp,actions=output:3")
+    assert list(send(sw, "p1", tcp80)) == ["p3"]
+    with running(sw):
+        ofctl(port, "del-flows", "table=4")
+        dump = ofctl(port, "dump-flows")
+        assert "table=4" not in dump and "goto_table:4" in dump
+        # per-table counters: two frames looked up and matched in tables 0 and 4
+        tables = ofctl(port, "dump-tables")
+        assert "table 4:\n    active=0, lookup=2, matched=2" in tables
+        assert "tables 6...15: ditto" in tables
+    assert send(sw, "p1", tcp80) == {}                  # a miss in table 4 drops
 
 
 # ---------------------------------------------------------------- ROLE_REQUEST
@@ -1057,26 +1057,20 @@ def test_group_mod_errors(controlled, msg, err):
     assert ctl.execute(["dump-flows", "br0"]).count("\n") == 0
 
 
-def test_ovs_ofctl_dump_groups():
-    sw = make_switch(PORTS)
-    ctl = Control(sw)
-    port = free_port()
-    ctl.execute(["set-controller", "br0", f"ptcp:{port}:127.0.0.1"])
-    try:
-        with running(sw):
-            ofctl(port, "add-group", "group_id=3,type=all,bucket=output:2,bucket=output:3")
-            ofctl(port, "add-group", "group_id=4,type=indirect,bucket=actions=strip_vlan,output:1")
-            ofctl(port, "add-flow", "in_port=1,actions=group:3")
-            out = ofctl(port, "dump-groups")
-            assert "group_id=3,type=all,bucket=actions=output:2,bucket=actions=output:3" in out
-            assert "group_id=4,type=indirect,bucket=actions=pop_vlan,output:1" in out
-            assert "group:3" in ofctl(port, "dump-flows")
-            assert "ref_count=1" in ofctl(port, "dump-group-stats", "group_id=3")
-            ofctl(port, "del-groups", "group_id=3")
-            assert "group_id=3" not in ofctl(port, "dump-groups")
-            assert "group:3" not in ofctl(port, "dump-flows")
-    finally:
-        sw.close()
+def test_ovs_ofctl_dump_groups(passive):
+    sw, ctl, port = passive
+    with running(sw):
+        ofctl(port, "add-group", "group_id=3,type=all,bucket=output:2,bucket=output:3")
+        ofctl(port, "add-group", "group_id=4,type=indirect,bucket=actions=strip_vlan,output:1")
+        ofctl(port, "add-flow", "in_port=1,actions=group:3")
+        out = ofctl(port, "dump-groups")
+        assert "group_id=3,type=all,bucket=actions=output:2,bucket=actions=output:3" in out
+        assert "group_id=4,type=indirect,bucket=actions=pop_vlan,output:1" in out
+        assert "group:3" in ofctl(port, "dump-flows")
+        assert "ref_count=1" in ofctl(port, "dump-group-stats", "group_id=3")
+        ofctl(port, "del-groups", "group_id=3")
+        assert "group_id=3" not in ofctl(port, "dump-groups")
+        assert "group:3" not in ofctl(port, "dump-flows")
 
 
 def test_group_select_hashes_each_flow_to_one_bucket_by_weight(controlled):
