@@ -357,9 +357,7 @@ class Agent:
                 raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
             else:
                 ids = [group_id]            # deleting a group that is not there is no error
-            gone = [f for gid in ids for f in flows.delete_group(gid)]
-            self._flows_removed([(f, c.RR_GROUP_DELETE) for f in gone])
-            self.switch.apply_flows(br.name)
+            self._delete_with_flows(ids, flows.delete_group, c.RR_GROUP_DELETE)
             return
         if group_id > c.OFPG_MAX:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_INVALID_GROUP, f"group {group_id:#x}")
@@ -399,6 +397,13 @@ class Agent:
             raise c.OFError(c.ET_GROUP_MOD_FAILED, c.GMFC_OUT_OF_GROUPS, str(e)) from None
         self.switch.apply_flows(br.name)
 
+    def _delete_with_flows(self, ids, delete, reason):
+        """GROUP_MOD or METER_MOD DELETE: delete(id) takes each out with the flows that use
+        it, which go with FLOW_REMOVED(reason) where asked."""
+        gone = [f for i in ids for f in delete(i)]
+        self._flows_removed([(f, reason) for f in gone])
+        self.switch.apply_flows(self.bridge.name)
+
     METER_BANDS = {c.MBT_DROP: "drop", c.MBT_DSCP_REMARK: "dscp_remark"}
     METER_BAND_NUMBERS = {v: k for k, v in METER_BANDS.items()}
 
@@ -412,19 +417,14 @@ class Agent:
         meters = flows.meter_table
         if command not in (c.MC_ADD, c.MC_MODIFY, c.MC_DELETE):
             raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_BAD_COMMAND, f"command {command}")
-        if command == c.MC_DELETE:
-            if meter_id == c.OFPM_ALL:
-                ids = [m.meter_id for m in meters.all]
-            elif meter_id == 0 or (meter_id > c.OFPM_MAX and meter_id != c.OFPM_CONTROLLER):
-                raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER, f"meter {meter_id:#x}")
-            else:
-                ids = [meter_id]            # deleting a meter that is not there is no error
-            gone = [f for mid in ids for f in flows.delete_meter(mid)]
-            self._flows_removed([(f, c.RR_DELETE) for f in gone])
-            self.switch.apply_flows(br.name)
+        if command == c.MC_DELETE and meter_id == c.OFPM_ALL:
+            self._delete_with_flows([m.meter_id for m in meters.all], flows.delete_meter, c.RR_DELETE)
             return
         if meter_id == 0 or (meter_id > c.OFPM_MAX and meter_id != c.OFPM_CONTROLLER):
             raise c.OFError(c.ET_METER_MOD_FAILED, c.MMFC_INVALID_METER, f"meter {meter_id:#x}")
+        if command == c.MC_DELETE:          # deleting a meter that is not there is no error
+            self._delete_with_flows([meter_id], flows.delete_meter, c.RR_DELETE)
+            return
         rate_flags = flags & (c.MF_KBPS | c.MF_PKTPS)
         if flags & ~(c.MF_KBPS | c.MF_PKTPS | c.MF_BURST | c.MF_STATS) or \
                 rate_flags not in (c.MF_KBPS, c.MF_PKTPS):
