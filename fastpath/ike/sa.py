@@ -810,16 +810,10 @@ class IkeSa:
             raise IkeError(m.N_TS_UNACCEPTABLE, "ts_unacceptable", "CHILD_SA rekey: selectors without UDP 4789")
         shared, reply_ke = b"", []
         if choice.group:
-            if ke_group != choice.group:
-                self.host.count("invalid_ke_payload", f"CHILD_SA rekey: KE for group {ke_group}, "
-                                f"we want {choice.group}")
-                return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
-                    m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))])
-            dh = crypto.DhKey(choice.group)
-            try:
-                shared = dh.shared(pub)
-            except crypto.DhError as e:
-                raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"CHILD_SA rekey: peer's KE: {e}") from None
+            agreed = self._peer_ke("CHILD_SA rekey", ke_group, pub, choice.group)
+            if agreed is None:
+                return
+            shared, dh = agreed
             reply_ke = [m.Payload(m.PL_KE, m.encode_ke(choice.group, dh.public))]
         nr, spi_in = os.urandom(NONCE_LEN), self.host.new_spi()
         new = self._make_child(spi_in, struct.unpack("!I", choice.spi)[0], choice, *narrowed,
@@ -902,6 +896,21 @@ class IkeSa:
             ch.rekeying = False
         return new
 
+    def _peer_ke(self, what, group, pub, want):
+        """A CREATE_CHILD_SA request's KE (group, public value) against the group we chose:
+        (shared secret, our DhKey), or None once INVALID_KE_PAYLOAD has answered a KE of
+        another group (RFC 7296 1.3). A bad public value is INVALID_SYNTAX."""
+        if group != want:
+            self.host.count("invalid_ke_payload", f"{what}: KE for group {group}, we want {want}")
+            self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
+                m.N_INVALID_KE_PAYLOAD, struct.pack("!H", want))])
+            return None
+        dh = crypto.DhKey(want)
+        try:
+            return dh.shared(pub), dh
+        except crypto.DhError as e:
+            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"{what}: peer's KE: {e}") from None
+
     def _on_ike_rekey_request(self, sa, payloads, now):
         c = self.config
         nonce, ke = _get(payloads, m.PL_NONCE), _get(payloads, m.PL_KE)
@@ -919,15 +928,10 @@ class IkeSa:
         if chosen is None or peer_prop is None or len(peer_prop.spi) != 8 or peer_prop.spi == bytes(8):
             raise IkeError(m.N_NO_PROPOSAL_CHOSEN, "no_proposal_chosen", "IKE SA rekey: no acceptable proposal")
         prop, choice = chosen
-        if group != choice.group:
-            self.host.count("invalid_ke_payload", f"IKE SA rekey: KE for group {group}, we want {choice.group}")
-            return self._respond_next(m.CREATE_CHILD_SA, [m.notify_payload(
-                m.N_INVALID_KE_PAYLOAD, struct.pack("!H", choice.group))])
-        dh = crypto.DhKey(choice.group)
-        try:
-            shared = dh.shared(pub)
-        except crypto.DhError as e:
-            raise IkeError(m.N_INVALID_SYNTAX, "invalid_syntax", f"IKE SA rekey: peer's KE: {e}") from None
+        agreed = self._peer_ke("IKE SA rekey", group, pub, choice.group)
+        if agreed is None:
+            return
+        shared, dh = agreed
         spi, nr = self._new_spi(), os.urandom(NONCE_LEN)
         self._respond_next(m.CREATE_CHILD_SA, [
             m.Payload(m.PL_SA, m.encode_sa([m.Proposal(prop.num, m.PROTO_IKE, spi, prop.transforms)])),
