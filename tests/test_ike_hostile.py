@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 
-from fastpath.ike import cookie as ck, crypto, message as m
+from fastpath.ike import cookie as ck, crypto, message as m, proposals as pr
 from fastpath.ike.sa import ESTABLISHED, HALF_OPEN_TIMEOUT
 from test_ike import Sites, _init_request, _traffic
 from vpnutil import A_IP, B_IP
@@ -133,6 +133,34 @@ def test_authenticated_but_malformed_bodies_get_invalid_syntax_and_keep_the_sas(
         assert sa_b.state == ESTABLISHED and [(ch.spi_in, ch.spi_out) for ch in sa_b.children] == children
         opened = crypto.open_sk(r[0], m.decode(r[0]), sa_b.keys.sk_er)
         assert [m.decode_notify(p.body).type for p in opened] == [m.N_INVALID_SYNTAX]
+    sent = [0, 0]
+    assert _traffic(s, 5, sent) == sent
+
+
+def test_ike_sa_rekey_with_a_ke_of_another_group_or_a_bad_value_changes_nothing():
+    """An IKE SA rekey request whose KE is of another group than the one chosen gets
+    INVALID_KE_PAYLOAD naming ours; one whose public value is no point of the group gets
+    INVALID_SYNTAX. Each is counted and answered, and the IKE SA and its CHILD_SAs stay."""
+    s, sa_a, sa_b = _established()
+    ike = s.ike(s.b)
+    ch = sa_a.choice
+    other = 20 if ch.group != 20 else 19
+    children = [(c.spi_in, c.spi_out) for c in sa_b.children]
+    cases = [(other, crypto.DhKey(other).public, "invalid_ke_payload",
+              (m.N_INVALID_KE_PAYLOAD, struct.pack("!H", ch.group))),
+             (ch.group, bytes(len(crypto.DhKey(ch.group).public)), "invalid_syntax", (m.N_INVALID_SYNTAX, b""))]
+    for group, pub, counter, answer in cases:
+        mid, before, sas = sa_b.peer_next_id, ike.counters[counter], list(ike.sas)
+        payloads = [m.Payload(m.PL_SA, m.encode_sa(pr.choice_proposals(ch, os.urandom(8)))),
+                    m.Payload(m.PL_NONCE, os.urandom(32)), m.Payload(m.PL_KE, m.encode_ke(group, pub))]
+        ike.receive(sa_a._protected(m.CREATE_CHILD_SA, False, mid, payloads), 500, 500, s.clock.t)
+        assert ike.counters[counter] == before + 1
+        r = _raw_replies(s.b)
+        assert len(r) == 1 and sa_b.peer_next_id == mid + 1
+        opened = crypto.open_sk(r[0], m.decode(r[0]), sa_b.keys.sk_er)
+        assert [(n.type, n.data) for n in (m.decode_notify(p.body) for p in opened)] == [answer]
+        assert list(ike.sas) == sas and sa_b.state == ESTABLISHED
+        assert [(c.spi_in, c.spi_out) for c in sa_b.children] == children
     sent = [0, 0]
     assert _traffic(s, 5, sent) == sent
 
