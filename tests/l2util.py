@@ -35,6 +35,15 @@ def make_switch(ports, n_buffers=4096, clock=None, **br_config):
     return sw
 
 
+def checksums_right(frame, *layers):
+    """Whether frame's checksums in these scapy layers are what scapy computes afresh."""
+    fresh = frame.copy()
+    for layer in layers:
+        del fresh[layer].chksum
+    fresh = Ether(bytes(fresh))
+    return all(fresh[layer].chksum == frame[layer].chksum for layer in layers)
+
+
 def send(sw, port, *frames):
     """Inject frames on a port, run to completion, return {port: [frames]} of what left."""
     w = next(sw.next_worker) if hasattr(sw, "next_worker") else 0

@@ -20,6 +20,7 @@ from fastpath.graph.graph import Graph
 from fastpath.nodes.mss import MssClampInput, MssClampOutput
 from fastpath.pg.pg import PgOutput
 from fastpath.switch import ConfigError
+from l2util import checksums_right
 from vpnutil import A_IP, B_IP, exchange, make_site, taken
 
 TUN = 5                         # the tunnel port's sw_if_index in the tiny graph
@@ -440,11 +441,6 @@ def test_mutated_syns_never_crash_and_only_the_mss_and_checksum_change():
         assert all(l4 + 16 <= i < l4 + 18 or l4 + 20 <= i < l4 + 60 for i in diff)
         # the checksum stays as right (or as wrong) as it was: the ones' complement sum
         # of the segment with its pseudo-header did not change
-        assert checksum_right(Ether(raw)) == checksum_right(p)
+        assert checksums_right(Ether(raw), TCP) == checksums_right(p, TCP)
     assert changed > 50
 
-
-def checksum_right(pkt):
-    fixed = pkt.copy()
-    del fixed[TCP].chksum
-    return Ether(bytes(fixed))[TCP].chksum == pkt[TCP].chksum
