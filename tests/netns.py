@@ -116,6 +116,18 @@ class Netns:
         return f"<Netns {self.name}>"
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL after timeout seconds, and reap it (a process already gone
+    is only reaped)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def veth_pair(a, b, ns_a=None, ns_b=None, up=True):
     """A veth pair with end `a` in namespace ns_a and end `b` in ns_b (None: the current

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from fastpathd import Fastpathd
-from netns import Netns, run_in, unique_name, veth_pair
+from netns import Netns, stop_process, unique_name, veth_pair
 
 pytestmark = pytest.mark.root
 
@@ -103,12 +103,7 @@ class Faucet:
                                   stderr=subprocess.STDOUT)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
     def metrics(self):
         """{(name, frozenset(labels)): value} from its Prometheus endpoint."""

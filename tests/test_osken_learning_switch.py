@@ -13,7 +13,7 @@ import time
 import pytest
 
 from fastpathd import Fastpathd
-from netns import Netns, unique_name, veth_pair
+from netns import Netns, stop_process, unique_name, veth_pair
 from test_faucet import free_port, ping, wait
 
 pytestmark = pytest.mark.root
@@ -115,12 +115,7 @@ def test_learning_switch_app_under_osken(tmp_path):
             assert after[h1_h2] - before[h1_h2] >= 5 and after[h3_h1] - before[h3_h1] >= 5, after
         finally:
             if app is not None:
-                app.terminate()
-                try:
-                    app.wait(10)
-                except subprocess.TimeoutExpired:
-                    app.kill()
-                    app.wait()
+                stop_process(app)
             if fp.proc is not None:
                 fp.stop()
             for p in reversed(pairs):

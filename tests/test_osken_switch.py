@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 
 from fastpathd import Fastpathd  # noqa: E402
-from netns import Netns, unique_name, veth_pair  # noqa: E402
+from netns import Netns, stop_process, unique_name, veth_pair  # noqa: E402
 from test_faucet import free_port  # noqa: E402
 
 pytestmark = pytest.mark.root
@@ -147,13 +147,7 @@ def run_suite(cases, workdir, timeout, target="fastpath"):
             except subprocess.TimeoutExpired:
                 pass
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
             m = re.search(r"^drop_action_of_pipeline .* total: (\d+)$", ovs.appctl("coverage/show"), re.M)
             tester_drops = int(m.group(1)) if m else 0
             if os.environ.get("OSKEN_SWITCH_KEEP"):     # by hand: both switches' view
