@@ -31,6 +31,16 @@ DEFAULT_FLOW = "priority=0 actions=normal"
 MAC_ALL = (1 << 48) - 1
 
 
+# The Match fields that are a plain value or a (value, mask) at one place in the key: (name,
+# word, shift, width). The low half of word 5 holds the IP TOS / traffic class byte and the
+# flow label; ARP's hardware addresses sit in the words of IPv6's source (never both).
+KEY_FIELDS = (("dl_type", 0, 16, 16), ("vlan_tci", 0, 0, 16), ("dl_dst", 1, 16, 48),
+              ("nw_proto", 1, 8, 8), ("dl_src", 2, 16, 48), ("metadata", 3, 0, 64),
+              ("nw_src", 4, 32, 32), ("nw_dst", 4, 0, 32), ("tp_src", 5, 48, 16),
+              ("tp_dst", 5, 32, 16), ("ip_dscp", 5, 26, 6), ("ip_ecn", 5, 24, 2),
+              ("ipv6_label", 5, 0, 20), ("arp_sha", 6, 16, 48), ("arp_tha", 7, 16, 48))
+
+
 def match_words(m, int in_port):
     """An ofsyntax.Match -> (value, mask), KEY_WORDS ints each, as flow_key lays them out.
     in_port: the sw_if_index the rule's in_port names, or -1."""
@@ -43,42 +53,16 @@ def match_words(m, int in_port):
         k[word] |= mask << shift
     if in_port >= 0:
         put(0, 32, 32, in_port)
-    if m.dl_type is not None:
-        put(0, 16, 16, m.dl_type)
     if m.dl_vlan is not None:
         put(0, 0, 13, 0 if m.dl_vlan == ofsyntax.VLAN_NONE else m.dl_vlan | VID_PRESENT)
     if m.dl_vlan_pcp is not None:
         put(0, 0, 16, m.dl_vlan_pcp << 13 | VID_PRESENT, 0xe000 | VID_PRESENT)
-    if m.vlan_tci is not None:
-        put(0, 0, 16, m.vlan_tci[0], m.vlan_tci[1])
-    if m.dl_dst is not None:
-        put(1, 16, 48, m.dl_dst[0], m.dl_dst[1])
-    if m.dl_src is not None:
-        put(2, 16, 48, m.dl_src[0], m.dl_src[1])
-    if m.nw_proto is not None:
-        put(1, 8, 8, m.nw_proto)
-    if m.metadata is not None:
-        put(3, 0, 64, m.metadata[0], m.metadata[1])
-    if m.nw_src is not None:
-        put(4, 32, 32, m.nw_src[0], m.nw_src[1])
-    if m.nw_dst is not None:
-        put(4, 0, 32, m.nw_dst[0], m.nw_dst[1])
-    if m.tp_src is not None:
-        put(5, 48, 16, m.tp_src)
-    # the low half of the L4 word holds the IP TOS / traffic class byte and the flow label
-    if m.ip_dscp is not None:
-        put(5, 26, 6, m.ip_dscp)
-    if m.ip_ecn is not None:
-        put(5, 24, 2, m.ip_ecn)
-    if m.ipv6_label is not None:
-        put(5, 0, 20, m.ipv6_label[0], m.ipv6_label[1])
-    # ARP's hardware addresses in the words of IPv6's source address (never both)
-    if m.arp_sha is not None:
-        put(6, 16, 48, m.arp_sha[0], m.arp_sha[1])
-    if m.arp_tha is not None:
-        put(7, 16, 48, m.arp_tha[0], m.arp_tha[1])
-    if m.tp_dst is not None:
-        put(5, 32, 16, m.tp_dst)
+    for name, word, shift, width in KEY_FIELDS:
+        value = getattr(m, name)
+        if isinstance(value, int):
+            put(word, shift, width, value)
+        elif value is not None:                         # (value, mask)
+            put(word, shift, width, value[0], value[1])
     for word, value in ((6, m.ipv6_src), (8, m.ipv6_dst)):
         if value is not None:
             put(word, 0, 64, value[0] >> 64, value[1] >> 64)
