@@ -12,7 +12,7 @@ from fastpath.control import Control
 from fastpath.openflow import codec as c
 from fastpath.switch import Switch
 from l2util import make_switch, send
-from test_openflow import PORTS, Controller, ofctl, passive, running  # noqa: F401 (a fixture)
+from test_openflow import PORTS, controlled, ofctl, passive, running, stop_loop  # noqa: F401 (fixtures)
 
 PKTPS, KBPS, BURST, STATS = 2, 1, 4, 8
 B = "00:00:00:00:00:0b"
@@ -149,34 +149,26 @@ def test_ovs_ofctl_meters_over_the_wire(passive):
         assert "meter=1" not in ofctl(port, "dump-meters")
 
 
-def test_controller_meter_limits_packet_ins():
-    sw = make_switch(PORTS)
-    ctl = Control(sw)
-    peer = Controller()
-    ctl.execute(["set-controller", "br0", f"tcp:127.0.0.1:{peer.port}"])
-    try:
-        with running(sw):
-            peer.accept()
-            peer.request(c.flow_mod(1, c.FC_DELETE, table_id=c.OFPTT_ALL))
-            peer.request(c.flow_mod(2, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
-                                    priority=0))
-            assert peer.request(c.meter_mod(3, c.MC_ADD, c.MF_PKTPS | c.MF_BURST, c.OFPM_CONTROLLER,
-                                            [c.meter_band(c.MBT_DROP, 1, 5)])) == []
-        send(sw, "p1", *[udp()] * 40)
-        with running(sw):
-            got = []
-            while len(got) < 5:                       # the agent's timer drains the queue
-                m = peer.recv()
-                assert m[1] == c.PACKET_IN
-                got.append(m)
-            replies = peer.request(c.multipart_request(4, c.MP_METER, c.meter_request()))
-            assert [m[1] for m in replies] == [c.MULTIPART_REPLY]     # no sixth PACKET_IN
-            stats = c.parse_meter_stats(c.parse_multipart_reply(replies[0][3][8:])[2])
-        assert stats == [(c.OFPM_CONTROLLER, 0, 40, 40 * 100, [(35, 3500)])]
-        assert sw.bridge("br0").agent.counters["packet_in_metered"] == 35
-    finally:
-        peer.close()
-        sw.close()
+def test_controller_meter_limits_packet_ins(controlled):
+    sw, ctl, peer = controlled
+    peer.request(c.flow_mod(1, c.FC_DELETE, table_id=c.OFPTT_ALL))
+    peer.request(c.flow_mod(2, c.FC_ADD, [], c.apply_actions([("output", c.OFPP_CONTROLLER, 0xFFFF)]),
+                            priority=0))
+    assert peer.request(c.meter_mod(3, c.MC_ADD, c.MF_PKTPS | c.MF_BURST, c.OFPM_CONTROLLER,
+                                    [c.meter_band(c.MBT_DROP, 1, 5)])) == []
+    stop_loop(sw)
+    send(sw, "p1", *[udp()] * 40)
+    with running(sw):
+        got = []
+        while len(got) < 5:                       # the loop, woken by packet-in, sends them
+            m = peer.recv()
+            assert m[1] == c.PACKET_IN
+            got.append(m)
+        replies = peer.request(c.multipart_request(4, c.MP_METER, c.meter_request()))
+        assert [m[1] for m in replies] == [c.MULTIPART_REPLY]     # no sixth PACKET_IN
+        stats = c.parse_meter_stats(c.parse_multipart_reply(replies[0][3][8:])[2])
+    assert stats == [(c.OFPM_CONTROLLER, 0, 40, 40 * 100, [(35, 3500)])]
+    assert sw.bridge("br0").agent.counters["packet_in_metered"] == 35
 
 
 def test_saved_config_leaves_out_flows_whose_meter_only_a_controller_makes():
