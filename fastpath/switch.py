@@ -32,7 +32,7 @@ from fastpath.nodes.bridge import L2Tables, MODES
 from fastpath.nodes.ethernet import EthernetInput
 from fastpath.nodes.fdb import Fdb
 from fastpath.nodes.flow import FlowClassify
-from fastpath.nodes.flowtable import FlowTable
+from fastpath.nodes.flowtable import FlowTable, groups_of
 from fastpath.nodes.interface import InterfaceOutput
 from fastpath.nodes.gso import Gso
 from fastpath.nodes.l2 import L2Flood, L2Forward, L2Learn
@@ -924,8 +924,7 @@ class Switch:
                 # groups and meters come only from a controller, which installs them (and
                 # the flows that use them) again when it connects: such flows cannot load
                 b["flows"] = [ofsyntax.format_flow(f.rule) for f in br.flows.flows
-                              if f.rule.meter is None and not any(
-                                  a.kind == "group" for a in list(f.rule.actions) + list(f.rule.write_actions or ()))]
+                              if f.rule.meter is None and not groups_of(f)]
             if br.controllers:
                 b["controller"] = list(br.controllers)
             if br.fail_mode != "standalone":

@@ -112,9 +112,14 @@ class Group:
         self.created = time.monotonic()
 
 
+def groups_of(flow):
+    """The ids of the groups a Flow's actions (apply and write) name."""
+    return {a.arg for a in list(flow.rule.actions) + list(flow.rule.write_actions or ())
+            if a.kind == "group"}
+
+
 def _uses_group(flow, group_id):
-    return any(a.kind == "group" and a.arg == group_id
-               for a in list(flow.rule.actions) + list(flow.rule.write_actions or ()))
+    return group_id in groups_of(flow)
 
 
 def _uses_meter(flow, meter_id):
