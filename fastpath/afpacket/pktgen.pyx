@@ -26,7 +26,8 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset, memcmp, strncpy
 from posix.unistd cimport close as c_close
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
-from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+from posix.time cimport nanosleep, timespec
+from fastpath.graph.clock cimport now_ns
 
 import os
 
@@ -59,12 +60,6 @@ cdef enum:
 # ring bytes into a freshly allocated page, which costs more than sendmmsg's single copy.
 DEFAULT_METHOD = "sendmmsg"
 METHODS = ("ring", "sendmmsg")
-
-
-cdef inline uint64_t now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t> ts.tv_sec * 1000000000ULL + ts.tv_nsec
 
 
 cdef void sleep_ns(uint64_t ns) noexcept nogil:

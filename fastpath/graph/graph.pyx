@@ -19,7 +19,8 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, nanosleep
+from posix.time cimport timespec, nanosleep
+from fastpath.graph.clock cimport now_ns
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -27,12 +28,6 @@ cdef extern from "<sched.h>" nogil:
 from fastpath.graph.buffer cimport BufferPool, VECTOR_SIZE
 from fastpath.graph.node cimport Node, ARC_DROP
 from fastpath.graph.trace import Tracer
-
-
-cdef inline uint64_t now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t> ts.tv_sec * 1000000000ULL + ts.tv_nsec
 
 
 cdef extern from "<poll.h>" nogil:

@@ -51,7 +51,7 @@ from fastpath.nodes.classifier cimport (cls_t, cls_find, cls_prefetch, slot_rule
                                         SLOT_PACKETS, SLOT_BYTES, __builtin_prefetch)
 from fastpath.nodes.flowtable cimport *
 from fastpath.nodes.meter cimport meter_t, meter_apply, MB_DROP, MB_DSCP_REMARK
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from fastpath.graph.clock cimport now_ns
 
 cdef enum:
     ETH_P_IPV6 = 0x86dd
@@ -177,12 +177,6 @@ cdef inline uint8_t af_remark(uint8_t dscp, uint32_t prec) noexcept nogil:
         return dscp
     y = y + prec if y + prec < 3 else 3
     return <uint8_t> ((cls << 3) | (y << 1))
-
-
-cdef inline uint64_t monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t> ts.tv_sec * 1000000000ULL + <uint64_t> ts.tv_nsec
 
 
 cdef class FlowClassify(L2Node):
@@ -608,7 +602,7 @@ cdef class FlowClassify(L2Node):
                 nxt = <uint8_t> o.arg
             elif o.kind == I_METER:
                 if now[0] == 0:
-                    now[0] = monotonic_ns()
+                    now[0] = now_ns()
                 rc = self.meter(b, &t.meters[o.arg], now[0])
                 if rc < 0:
                     nxt = AT_DROPPED

@@ -4,16 +4,10 @@ plane under the workers' barrier, read by flow-classify through pipeline_t.meter
 import time
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from fastpath.graph.clock cimport now_ns
 
 BAND_TYPES = {"drop": MB_DROP, "dscp_remark": MB_DSCP_REMARK}
 BAND_NAMES = {v: k for k, v in BAND_TYPES.items()}
-
-
-cdef uint64_t monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t> ts.tv_sec * 1000000000ULL + <uint64_t> ts.tv_nsec
 
 
 class Meter:
@@ -90,7 +84,7 @@ cdef class MeterTable:
             c.bands[k].capacity = capacity
             c.bands[k].tokens = capacity
         c.flags = flags
-        c.last_ns = monotonic_ns()
+        c.last_ns = now_ns()
         c.n_bands = len(bands)
         return m
 
@@ -134,5 +128,5 @@ cdef class MeterTable:
         m = self._by_id.get(meter_id)
         if m is None:
             return None
-        cdef int k = meter_apply(&self.meters[<int> m.slot], length, 0, monotonic_ns())
+        cdef int k = meter_apply(&self.meters[<int> m.slot], length, 0, now_ns())
         return None if k < 0 else m.bands[k][0]
